@@ -1,0 +1,464 @@
+//! Chat text → [`Command`].
+//!
+//! The same grammar serves slash commands (`/release start`), mentions
+//! (`@corral release start`), `corral exec` and `POST /api/v1/commands` (SPEC §2). Each
+//! command family is one file holding its parser and its usage text side by side.
+//! Parsing is pure: a [`ParseError`] names the problem and carries the usage to show;
+//! nothing runs on a parse error.
+
+mod deploy;
+mod release;
+mod upgrade;
+
+use std::fmt;
+use std::time::Duration;
+
+pub use deploy::{DeployCmd, DeployTarget};
+pub use release::ReleaseCmd;
+pub use upgrade::{CatalogUpgrade, ImageUpgrade, UpgradeCmd};
+
+/// Longest command text accepted (Slack's own limit on a message is 40k; no sane
+/// command comes near this).
+pub const MAX_TEXT: usize = 4000;
+
+/// A parsed chat command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Release(ReleaseCmd),
+    Upgrade(UpgradeCmd),
+    Deploy(DeployCmd),
+    /// `/<command> help`, or `help` alone (`None`: the overview).
+    Help(Option<Family>),
+}
+
+/// The three command families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    Release,
+    Upgrade,
+    Deploy,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Release => "release",
+            Family::Upgrade => "upgrade",
+            Family::Deploy => "deploy",
+        }
+    }
+
+    pub fn usage(self) -> &'static str {
+        match self {
+            Family::Release => release::USAGE,
+            Family::Upgrade => upgrade::USAGE,
+            Family::Deploy => deploy::USAGE,
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Family> {
+        match name.trim_start_matches('/').to_ascii_lowercase().as_str() {
+            "release" => Some(Family::Release),
+            "upgrade" => Some(Family::Upgrade),
+            "deploy" => Some(Family::Deploy),
+            _ => None,
+        }
+    }
+}
+
+impl Command {
+    /// The family this command belongs to (for permissions and usage).
+    pub fn family(&self) -> Option<Family> {
+        match self {
+            Command::Release(_) => Some(Family::Release),
+            Command::Upgrade(_) => Some(Family::Upgrade),
+            Command::Deploy(_) => Some(Family::Deploy),
+            Command::Help(f) => *f,
+        }
+    }
+
+    /// Whether this command changes something outside corral (and so becomes a job
+    /// and passes the lock gate).
+    pub fn is_job(&self) -> bool {
+        matches!(self, Command::Upgrade(_) | Command::Deploy(_))
+    }
+
+    /// `--force` was given.
+    pub fn forced(&self) -> bool {
+        match self {
+            Command::Release(ReleaseCmd::Stop { force }) => *force,
+            Command::Upgrade(UpgradeCmd::Catalog(c)) => c.force,
+            Command::Upgrade(UpgradeCmd::Image(i)) => i.force,
+            Command::Deploy(d) => d.force,
+            _ => false,
+        }
+    }
+
+    /// The command as a user would type it again (stored with jobs, shown in threads).
+    pub fn to_text(&self) -> String {
+        match self {
+            Command::Release(r) => format!("/release {}", r.to_text()),
+            Command::Upgrade(u) => format!("/upgrade {}", u.to_text()),
+            Command::Deploy(d) => format!("/deploy {}", d.to_text()),
+            Command::Help(Some(f)) => format!("/{} help", f.name()),
+            Command::Help(None) => "help".to_string(),
+        }
+    }
+}
+
+/// Why a text is not a command. `Display` is the whole reply: the problem, then usage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    pub problem: String,
+    pub family: Option<Family>,
+}
+
+impl ParseError {
+    fn new(family: Family, problem: impl Into<String>) -> Self {
+        ParseError {
+            problem: problem.into(),
+            family: Some(family),
+        }
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}\n\n", self.problem)?;
+        match self.family {
+            Some(fam) => f.write_str(fam.usage()),
+            None => f.write_str(OVERVIEW),
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// The overview shown for `help` and for unknown commands.
+pub const OVERVIEW: &str = "corral understands three commands:\n\
+• `/release start|stop|status|block|unblock|history` — the release lock\n\
+• `/upgrade <catalog>:<template>:<version>` or `/upgrade image <image-ref>` — Rancher upgrades\n\
+• `/deploy <manifest-url>` — deploy an artifact to hosts\n\
+Add `help` to any of them for usage and examples.";
+
+/// Parses a slash command: `command` is the slash command's name (`/release`) and
+/// `text` everything after it.
+pub fn parse_slash(command: &str, text: &str) -> Result<Command, ParseError> {
+    let family = Family::from_name(command).ok_or_else(|| ParseError {
+        problem: format!("`{}` is not a corral command.", sanitize(command)),
+        family: None,
+    })?;
+    parse_family(family, text)
+}
+
+/// Parses free text as typed in a mention or `corral exec`: the first word is the
+/// command (`release start`, `/upgrade image x:1`). A leading bot mention (`<@U…>`) is
+/// skipped.
+pub fn parse_text(text: &str) -> Result<Command, ParseError> {
+    check_length(text, None)?;
+    let mut rest = text.trim();
+    // A mention arrives as `<@UBOT> release start`; drop any leading mentions.
+    while let Some(after) = rest.strip_prefix("<@") {
+        match after.find('>') {
+            Some(end) => rest = after[end + 1..].trim_start(),
+            None => break,
+        }
+    }
+    let (first, tail) = split_first_word(rest);
+    if first.is_empty() || first.eq_ignore_ascii_case("help") {
+        return Ok(Command::Help(None));
+    }
+    parse_slash(first, tail)
+}
+
+fn parse_family(family: Family, text: &str) -> Result<Command, ParseError> {
+    check_length(text, Some(family))?;
+    let words = tokenize(text).map_err(|p| ParseError::new(family, p))?;
+    if words.first().is_some_and(|w| w.eq_ignore_ascii_case("help")) {
+        return Ok(Command::Help(Some(family)));
+    }
+    match family {
+        Family::Release => release::parse(&words).map(Command::Release),
+        Family::Upgrade => upgrade::parse(&words).map(Command::Upgrade),
+        Family::Deploy => deploy::parse(&words).map(Command::Deploy),
+    }
+}
+
+fn check_length(text: &str, family: Option<Family>) -> Result<(), ParseError> {
+    if text.len() > MAX_TEXT {
+        return Err(ParseError {
+            problem: format!(
+                "That command is {} bytes long; the limit is {MAX_TEXT}.",
+                text.len()
+            ),
+            family,
+        });
+    }
+    if text.chars().any(|c| c.is_control() && !c.is_whitespace()) {
+        return Err(ParseError {
+            problem: "That command contains control characters.".to_string(),
+            family,
+        });
+    }
+    Ok(())
+}
+
+fn split_first_word(s: &str) -> (&str, &str) {
+    match s.find(char::is_whitespace) {
+        Some(i) => (&s[..i], s[i..].trim_start()),
+        None => (s, ""),
+    }
+}
+
+/// Splits command text into words. Slack's "smart quotes" and plain double quotes
+/// group words (`--env "prod|staging"`); a quote left open is an error.
+fn tokenize(text: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_quote = false;
+    let mut has_word = false;
+    for c in text.chars() {
+        match c {
+            '"' | '“' | '”' => {
+                in_quote = !in_quote;
+                has_word = true;
+            }
+            c if c.is_whitespace() && !in_quote => {
+                if has_word {
+                    words.push(std::mem::take(&mut cur));
+                    has_word = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                has_word = true;
+            }
+        }
+    }
+    if in_quote {
+        return Err("A quote is left open.".to_string());
+    }
+    if has_word {
+        words.push(cur);
+    }
+    Ok(words)
+}
+
+/// Parses a duration: `30s`, `10m`, `1h`, `2h30m`, or a bare number of seconds.
+pub fn parse_duration(raw: &str) -> Result<Duration, DurationError> {
+    let s = raw.trim();
+    if s.is_empty() {
+        return Err(DurationError(raw.to_string()));
+    }
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(n));
+    }
+    let mut total: u64 = 0;
+    let mut num = String::new();
+    let mut any_unit = false;
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(DurationError(raw.to_string())),
+        };
+        let n: u64 = num.parse().map_err(|_| DurationError(raw.to_string()))?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| DurationError(raw.to_string()))?;
+        num.clear();
+        any_unit = true;
+    }
+    if !num.is_empty() || !any_unit {
+        return Err(DurationError(raw.to_string()));
+    }
+    // A year is more than any wait corral has a use for; larger values are typos.
+    if total > 366 * 86_400 {
+        return Err(DurationError(raw.to_string()));
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// A duration that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a duration (use 30s, 10m, 1h or a number of seconds)")]
+pub struct DurationError(pub String);
+
+/// Formats a duration the way it can be typed back (`90s` → `1m30s`).
+pub fn format_duration(d: Duration) -> String {
+    let mut s = d.as_secs();
+    if s == 0 {
+        return "0s".to_string();
+    }
+    let mut out = String::new();
+    for (unit, name) in [(86_400, "d"), (3600, "h"), (60, "m"), (1, "s")] {
+        if s >= unit {
+            out.push_str(&format!("{}{name}", s / unit));
+            s %= unit;
+        }
+    }
+    out
+}
+
+/// Makes user text safe to quote back in Slack mrkdwn: escapes `&`, `<`, `>` (so no
+/// mention or link can be injected) and shortens it.
+pub fn sanitize(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(200));
+    for (i, c) in s.chars().enumerate() {
+        if i >= 200 {
+            out.push('…');
+            break;
+        }
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '`' => out.push('\''),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Splits `--flag value` style arguments. Shared by the three parsers.
+pub(crate) struct Args<'a> {
+    words: &'a [String],
+    pos: usize,
+    family: Family,
+}
+
+impl<'a> Args<'a> {
+    pub(crate) fn new(words: &'a [String], family: Family) -> Self {
+        Args {
+            words,
+            pos: 0,
+            family,
+        }
+    }
+
+    pub(crate) fn next(&mut self) -> Option<&'a str> {
+        let w = self.words.get(self.pos)?;
+        self.pos += 1;
+        Some(w.as_str())
+    }
+
+    /// The value after a flag, or an error naming the flag.
+    pub(crate) fn value(&mut self, flag: &str) -> Result<&'a str, ParseError> {
+        match self.next() {
+            Some(v) if !v.starts_with("--") => Ok(v),
+            _ => Err(self.err(format!("`{flag}` needs a value."))),
+        }
+    }
+
+    pub(crate) fn err(&self, problem: impl Into<String>) -> ParseError {
+        ParseError::new(self.family, problem)
+    }
+
+    pub(crate) fn unknown(&self, word: &str) -> ParseError {
+        if word.starts_with("--") {
+            self.err(format!("Unknown option `{}`.", sanitize(word)))
+        } else {
+            self.err(format!("Unexpected word `{}`.", sanitize(word)))
+        }
+    }
+
+    /// `--env REGEX`, validated.
+    pub(crate) fn env_regex(&mut self) -> Result<String, ParseError> {
+        let v = self.value("--env")?;
+        regex::Regex::new(v)
+            .map_err(|e| self.err(format!("`--env {}` is not a valid regex: {e}", sanitize(v))))?;
+        Ok(v.to_string())
+    }
+
+    /// `--timeout DURATION`, validated.
+    pub(crate) fn timeout(&mut self) -> Result<Duration, ParseError> {
+        let v = self.value("--timeout")?;
+        let d = parse_duration(v).map_err(|e| self.err(format!("`--timeout`: {e}")))?;
+        if d.is_zero() {
+            return Err(self.err("`--timeout` must be more than zero."));
+        }
+        Ok(d)
+    }
+}
+
+/// Strips Slack's link wrapper from a word: `<https://x|label>` → `https://x`.
+pub(crate) fn unwrap_link(word: &str) -> &str {
+    match word.strip_prefix('<').and_then(|w| w.strip_suffix('>')) {
+        Some(inner) => inner.split('|').next().unwrap_or(inner),
+        None => word,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("2h30m").unwrap(), Duration::from_secs(9000));
+        assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
+        for bad in ["", "s", "10x", "-5", "1.5h", "10m5", "99999999999999999999h", "400d"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(format_duration(Duration::from_secs(3600)), "1h");
+    }
+
+    #[test]
+    fn text_and_mentions() {
+        assert_eq!(
+            parse_text("<@U0BOT> release status").unwrap(),
+            Command::Release(ReleaseCmd::Status)
+        );
+        assert_eq!(
+            parse_text("/release status").unwrap(),
+            Command::Release(ReleaseCmd::Status)
+        );
+        assert_eq!(parse_text("<@U0BOT>").unwrap(), Command::Help(None));
+        assert_eq!(parse_text("help").unwrap(), Command::Help(None));
+        assert_eq!(
+            parse_text("upgrade help").unwrap(),
+            Command::Help(Some(Family::Upgrade))
+        );
+        let e = parse_text("launch rockets").unwrap_err();
+        assert!(e.to_string().contains("`launch` is not a corral command"));
+        assert!(e.to_string().contains("/release start"));
+    }
+
+    #[test]
+    fn hostile_text() {
+        let long = "release start ".to_string() + &"x".repeat(MAX_TEXT);
+        assert!(parse_text(&long).unwrap_err().problem.contains("limit"));
+        assert!(parse_text("release start \u{0}").is_err());
+        assert!(parse_slash("/release", "start \"unterminated").is_err());
+        let e = parse_text("<!channel> hi").unwrap_err();
+        assert!(e.problem.contains("&lt;!channel&gt;"), "{}", e.problem);
+    }
+
+    #[test]
+    fn quotes_group_words() {
+        assert_eq!(
+            tokenize(r#"a "b c" “d e”"#).unwrap(),
+            vec!["a", "b c", "d e"]
+        );
+        assert_eq!(tokenize(r#""""#).unwrap(), vec![""]);
+    }
+
+    #[test]
+    fn links_unwrap() {
+        assert_eq!(unwrap_link("<https://x/m.yml|m.yml>"), "https://x/m.yml");
+        assert_eq!(unwrap_link("<https://x/m.yml>"), "https://x/m.yml");
+        assert_eq!(unwrap_link("https://x"), "https://x");
+    }
+}

@@ -1,0 +1,468 @@
+//! Configuration: the environment, a `.env` file and the policy file, turned into one
+//! validated [`Config`] at start-up.
+//!
+//! Every setting has a native name and, where an older tool had one, its aliases
+//! (SPEC §5). A native name wins over an alias. An invalid value stops start-up with
+//! an error naming the variable it came from; nothing is skipped silently.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use regex::Regex;
+use url::Url;
+
+use crate::policy::Policy;
+use crate::secret::Secret;
+
+/// A configuration error, always naming the variable (or file and key) at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var}: {reason}")]
+    Invalid { var: String, reason: String },
+    #[error("{0}")]
+    Policy(#[from] crate::policy::PolicyError),
+}
+
+impl ConfigError {
+    pub fn invalid(var: &str, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            var: var.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The variables corral reads, as one map. Built from the process environment plus
+/// `.env` (the environment wins), or from a literal list in tests.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    vars: HashMap<String, String>,
+}
+
+impl Env {
+    /// The process environment, with `.env` from the working directory filling gaps.
+    pub fn from_process() -> Result<Self, ConfigError> {
+        let mut vars: HashMap<String, String> = HashMap::new();
+        match dotenvy::from_path_iter(".env") {
+            Ok(iter) => {
+                for item in iter {
+                    let (k, v) = item
+                        .map_err(|e| ConfigError::invalid(".env", format!("cannot parse: {e}")))?;
+                    vars.insert(k, v);
+                }
+            }
+            Err(e) if e.not_found() => {}
+            Err(e) => return Err(ConfigError::invalid(".env", format!("cannot read: {e}"))),
+        }
+        for (k, v) in std::env::vars_os() {
+            if let (Ok(k), Ok(v)) = (k.into_string(), v.into_string()) {
+                vars.insert(k, v);
+            }
+        }
+        Ok(Env { vars })
+    }
+
+    /// An environment made of exactly these pairs (tests, `corral check --env-file`).
+    pub fn from_pairs<I, K, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        Env {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    /// The first non-empty value among `names` (native name first, then aliases),
+    /// with the name it was found under, so errors can name the right variable.
+    pub fn lookup<'a>(&self, names: &[&'a str]) -> Option<(&'a str, &str)> {
+        names.iter().find_map(|n| {
+            self.vars
+                .get(*n)
+                .map(|v| v.as_str())
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| (*n, v))
+        })
+    }
+
+    /// A plain string setting.
+    pub fn string(&self, names: &[&str]) -> Option<String> {
+        self.lookup(names).map(|(_, v)| v.trim().to_string())
+    }
+
+    /// A secret setting: kept whole (no trimming of inner characters), never printed.
+    pub fn secret(&self, names: &[&str]) -> Option<Secret> {
+        self.lookup(names).map(|(_, v)| Secret::new(v.trim()))
+    }
+
+    /// A duration setting (`30s`, `10m`, `1h`, or bare seconds).
+    pub fn duration(&self, names: &[&str], default: Duration) -> Result<Duration, ConfigError> {
+        match self.lookup(names) {
+            None => Ok(default),
+            Some((var, v)) => crate::command::parse_duration(v.trim())
+                .map_err(|e| ConfigError::invalid(var, e.to_string())),
+        }
+    }
+
+    /// A whole number within `range`.
+    pub fn number(
+        &self,
+        names: &[&str],
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<u64, ConfigError> {
+        match self.lookup(names) {
+            None => Ok(default),
+            Some((var, v)) => {
+                let n: u64 = v.trim().parse().map_err(|_| {
+                    ConfigError::invalid(var, format!("{v:?} is not a whole number"))
+                })?;
+                if !range.contains(&n) {
+                    return Err(ConfigError::invalid(
+                        var,
+                        format!(
+                            "{n} is out of range ({}..={})",
+                            range.start(),
+                            range.end()
+                        ),
+                    ));
+                }
+                Ok(n)
+            }
+        }
+    }
+
+    /// A boolean (`true/false/1/0/yes/no/on/off`).
+    pub fn boolean(&self, names: &[&str], default: bool) -> Result<bool, ConfigError> {
+        match self.lookup(names) {
+            None => Ok(default),
+            Some((var, v)) => match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => Ok(true),
+                "0" | "false" | "no" | "off" => Ok(false),
+                _ => Err(ConfigError::invalid(
+                    var,
+                    format!("{v:?} is not a boolean (true/false)"),
+                )),
+            },
+        }
+    }
+
+    /// An absolute `http(s)` URL.
+    pub fn url(&self, names: &[&str]) -> Result<Option<Url>, ConfigError> {
+        match self.lookup(names) {
+            None => Ok(None),
+            Some((var, v)) => parse_http_url(v.trim())
+                .map(Some)
+                .map_err(|reason| ConfigError::invalid(var, reason)),
+        }
+    }
+
+    /// A comma-separated list: parts trimmed, empty parts dropped (go-cowpoke's rule
+    /// for `SLACK_CHANNELS`).
+    pub fn list(&self, names: &[&str]) -> Vec<String> {
+        self.lookup(names)
+            .map(|(_, v)| split_list(v))
+            .unwrap_or_default()
+    }
+
+    /// A comma-separated list of regular expressions; one that does not compile is an
+    /// error naming the variable and the pattern.
+    pub fn regex_list(&self, names: &[&str], default: &str) -> Result<Vec<Regex>, ConfigError> {
+        let (var, raw) = self.lookup(names).unwrap_or((names[0], default));
+        split_list(raw)
+            .iter()
+            .map(|p| {
+                Regex::new(p)
+                    .map_err(|e| ConfigError::invalid(var, format!("bad regex {p:?}: {e}")))
+            })
+            .collect()
+    }
+}
+
+/// Splits a comma list, trimming parts and dropping empty ones.
+pub fn split_list(raw: &str) -> Vec<String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Parses an absolute URL and insists on an `http` or `https` scheme and a host.
+pub fn parse_http_url(raw: &str) -> Result<Url, String> {
+    let url = Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL with a scheme: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "{raw:?} must start with http:// or https://, not {}://",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{raw:?} has no host"));
+    }
+    Ok(url)
+}
+
+/// Slack settings. Each is optional: without them the matching door is off.
+#[derive(Debug, Clone)]
+pub struct SlackConfig {
+    pub bot_token: Option<Secret>,
+    pub signing_secret: Option<Secret>,
+    pub app_token: Option<Secret>,
+    /// Web API base, e.g. `https://slack.com/api` (tests point it at a fake).
+    pub api_url: Url,
+}
+
+/// Rancher connection settings shared by the catalog and image upgrades.
+#[derive(Debug, Clone)]
+pub struct RancherConfig {
+    pub url: Option<Url>,
+    pub access_key: Option<Secret>,
+    pub secret_key: Option<Secret>,
+    /// Only environments whose name matches one of these are touched.
+    pub environments: Vec<Regex>,
+    /// The launch-config label that enables image auto-updates.
+    pub autoupdate_label: String,
+    /// Deadline for one HTTP call to Rancher.
+    pub request_timeout: Duration,
+    /// Requests per second sent to one Rancher.
+    pub rate_limit: u32,
+    /// Stacks or services upgraded at once.
+    pub parallelism: usize,
+    /// How long one stack or service may take to reach `upgraded`.
+    pub upgrade_timeout: Duration,
+    /// How often upgrade progress is polled.
+    pub poll_interval: Duration,
+}
+
+/// Deploy (`/deploy`, `corral agent`) settings.
+#[derive(Debug, Clone)]
+pub struct DeployConfig {
+    /// Manifest URLs must start with one of these prefixes. Empty: `/deploy` is off.
+    pub allow: Vec<String>,
+    /// Hosts that must report for a fan-out (when Serf membership is not used).
+    pub hosts: Vec<String>,
+    /// Serf agent RPC address used by `--target serf`.
+    pub serf_rpc: String,
+    /// Consul agent HTTP base used by `--target consul`.
+    pub consul_url: Url,
+    /// How long a fan-out waits for host reports.
+    pub report_timeout: Duration,
+    /// The URL agents post their report to (given to them in the event payload).
+    pub public_url: Option<Url>,
+}
+
+/// Everything corral needs to run, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// `sqlite://path`, `sqlite::memory:`.
+    pub database_url: String,
+    pub api_token: Option<Secret>,
+    pub slack: SlackConfig,
+    /// Channels where jobs started outside Slack are announced.
+    pub channels: Vec<String>,
+    pub rancher: RancherConfig,
+    pub deploy: DeployConfig,
+    pub policy_path: Option<PathBuf>,
+    pub policy: Policy,
+}
+
+impl Config {
+    /// Reads and validates every setting from `env`.
+    pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
+        let listen = listen_address(env)?;
+        let database_url = env
+            .string(&["CORRAL_DATABASE_URL"])
+            .unwrap_or_else(|| "sqlite://corral.db".to_string());
+        crate::store::validate_url(&database_url)
+            .map_err(|e| ConfigError::invalid("CORRAL_DATABASE_URL", e))?;
+
+        let slack = SlackConfig {
+            bot_token: env.secret(&["SLACK_BOT_TOKEN", "SLACK_TOKEN"]),
+            signing_secret: env.secret(&["SLACK_SIGNING_SECRET"]),
+            app_token: env.secret(&["SLACK_APP_TOKEN"]),
+            api_url: env
+                .url(&["SLACK_API_URL"])?
+                .unwrap_or_else(|| Url::parse("https://slack.com/api").expect("static URL")),
+        };
+        if let Some(t) = &slack.app_token
+            && !t.expose().starts_with("xapp-")
+        {
+            return Err(ConfigError::invalid(
+                "SLACK_APP_TOKEN",
+                "an app-level token starts with xapp- (Basic Information > App-Level Tokens)",
+            ));
+        }
+
+        let rancher = RancherConfig {
+            url: env.url(&["RANCHER_URL", "CATTLE_URL"])?,
+            access_key: env.secret(&[
+                "RANCHER_ACCESS_KEY",
+                "RANCHER_USER_KEY",
+                "CATTLE_ACCESS_KEY",
+            ]),
+            secret_key: env.secret(&[
+                "RANCHER_SECRET_KEY",
+                "RANCHER_USER_SECRET",
+                "CATTLE_SECRET_KEY",
+            ]),
+            environments: env.regex_list(
+                &["CORRAL_ENVIRONMENTS", "AUTOUPDATE_ENVIRONMENT_NAMES"],
+                ".*",
+            )?,
+            autoupdate_label: env
+                .string(&["CORRAL_AUTOUPDATE_LABEL", "AUTOUPDATE_ENABLE_LABEL"])
+                .unwrap_or_else(|| "autoupdate.enable".to_string()),
+            request_timeout: env.duration(&["CORRAL_RANCHER_TIMEOUT"], Duration::from_secs(30))?,
+            rate_limit: env.number(&["CORRAL_RANCHER_RATE"], 50, 1..=10_000)? as u32,
+            parallelism: env.number(&["CORRAL_UPGRADE_PARALLELISM"], 50, 1..=1_000)? as usize,
+            upgrade_timeout: env
+                .duration(&["CORRAL_UPGRADE_TIMEOUT"], Duration::from_secs(600))?,
+            poll_interval: env.duration(&["CORRAL_RANCHER_POLL"], Duration::from_secs(2))?,
+        };
+
+        let deploy = DeployConfig {
+            allow: env.list(&["CORRAL_DEPLOY_ALLOW"]),
+            hosts: env.list(&["CORRAL_DEPLOY_HOSTS"]),
+            serf_rpc: env
+                .string(&["CORRAL_SERF_RPC"])
+                .unwrap_or_else(|| "127.0.0.1:7373".to_string()),
+            consul_url: env
+                .url(&["CORRAL_CONSUL_URL"])?
+                .unwrap_or_else(|| Url::parse("http://127.0.0.1:8500").expect("static URL")),
+            report_timeout: env
+                .duration(&["CORRAL_DEPLOY_TIMEOUT"], Duration::from_secs(600))?,
+            public_url: env.url(&["CORRAL_PUBLIC_URL"])?,
+        };
+
+        let policy_path = env.string(&["CORRAL_POLICY"]).map(PathBuf::from);
+        let policy = match &policy_path {
+            Some(p) => Policy::load(p)?,
+            None => Policy::default(),
+        };
+
+        Ok(Config {
+            listen,
+            database_url,
+            api_token: env.secret(&["CORRAL_API_TOKEN", "API_KEY"]),
+            slack,
+            channels: env.list(&["CORRAL_CHANNEL", "SLACK_CHANNELS"]),
+            rancher,
+            deploy,
+            policy_path,
+            policy,
+        })
+    }
+
+    /// Lines saying which integrations are off and why, for start-up and `corral check`.
+    pub fn disabled_integrations(&self) -> Vec<String> {
+        let mut off = Vec::new();
+        if self.slack.signing_secret.is_none() {
+            off.push("Slack HTTP ingress is off: set SLACK_SIGNING_SECRET (/slack/* answer 401)".into());
+        }
+        if self.slack.bot_token.is_none() {
+            off.push("Slack messages are off: set SLACK_BOT_TOKEN (threads are only logged)".into());
+        }
+        if self.slack.app_token.is_none() {
+            off.push("Socket Mode is off: set SLACK_APP_TOKEN (xapp-…) to use it".into());
+        }
+        if self.api_token.is_none() {
+            off.push("the HTTP API is off: set CORRAL_API_TOKEN (protected endpoints answer 401)".into());
+        }
+        if self.channels.is_empty() {
+            off.push("no announcement channel: set CORRAL_CHANNEL to announce HTTP/CLI changes".into());
+        }
+        if self.rancher.url.is_none() {
+            off.push("Rancher is off: set RANCHER_URL, RANCHER_ACCESS_KEY and RANCHER_SECRET_KEY".into());
+        }
+        if self.deploy.allow.is_empty() {
+            off.push("/deploy is off: set CORRAL_DEPLOY_ALLOW to the manifest URL prefixes allowed".into());
+        }
+        off
+    }
+}
+
+fn listen_address(env: &Env) -> Result<SocketAddr, ConfigError> {
+    if let Some((var, v)) = env.lookup(&["CORRAL_LISTEN"]) {
+        return v
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::invalid(var, format!("{v:?} is not an address like 0.0.0.0:8080")));
+    }
+    match env.lookup(&["CORRAL_PORT", "HOST_PORT", "RS_PORT", "AUTOUPDATE_HTTP_PORT"]) {
+        None => Ok(SocketAddr::from(([0, 0, 0, 0], 8080))),
+        Some((var, v)) => {
+            // Strict like releasestatus: " 8080" is not a port.
+            let port: u16 = v
+                .parse()
+                .map_err(|_| ConfigError::invalid(var, format!("port {v:?} is not a number from 0 to 65535")))?;
+            Ok(SocketAddr::from(([0, 0, 0, 0], port)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_env(&Env::from_pairs(pairs.iter().copied()))
+    }
+
+    #[test]
+    fn embedded_defaults() {
+        let c = cfg(&[]).expect("defaults are valid");
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.database_url, "sqlite://corral.db");
+        assert_eq!(c.slack.api_url.as_str(), "https://slack.com/api");
+        assert_eq!(c.rancher.autoupdate_label, "autoupdate.enable");
+        assert_eq!(c.rancher.environments.len(), 1);
+        assert!(c.api_token.is_none());
+        assert!(c.disabled_integrations().len() >= 5);
+    }
+
+    #[test]
+    fn native_wins_over_alias() {
+        let c = cfg(&[("CORRAL_API_TOKEN", "native"), ("API_KEY", "alias")]).unwrap();
+        assert_eq!(c.api_token.unwrap().expose(), "native");
+        let c = cfg(&[("API_KEY", "alias")]).unwrap();
+        assert_eq!(c.api_token.unwrap().expose(), "alias");
+        let c = cfg(&[("CORRAL_PORT", "9000"), ("RS_PORT", "9001")]).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        let c = cfg(&[("HOST_PORT", "9002")]).unwrap();
+        assert_eq!(c.listen.port(), 9002);
+        let c = cfg(&[("SLACK_CHANNELS", " a, ,b ,")]).unwrap();
+        assert_eq!(c.channels, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        let err = |pairs: &[(&str, &str)]| cfg(pairs).unwrap_err().to_string();
+        assert!(err(&[("RS_PORT", "abc")]).starts_with("RS_PORT:"));
+        assert!(err(&[("RS_PORT", " 8080")]).starts_with("RS_PORT:"));
+        assert!(err(&[("CORRAL_PORT", "70000")]).starts_with("CORRAL_PORT:"));
+        assert!(err(&[("CORRAL_LISTEN", "nowhere")]).starts_with("CORRAL_LISTEN:"));
+        assert!(err(&[("RANCHER_URL", "rancher:8080")]).starts_with("RANCHER_URL:"));
+        assert!(err(&[("CATTLE_URL", "ftp://x")]).starts_with("CATTLE_URL:"));
+        assert!(err(&[("AUTOUPDATE_ENVIRONMENT_NAMES", "prod,(")]).starts_with("AUTOUPDATE_ENVIRONMENT_NAMES:"));
+        assert!(err(&[("SLACK_API_URL", "slack.com/api")]).starts_with("SLACK_API_URL:"));
+        assert!(err(&[("CORRAL_UPGRADE_TIMEOUT", "ten")]).starts_with("CORRAL_UPGRADE_TIMEOUT:"));
+        assert!(err(&[("CORRAL_DATABASE_URL", "postgres://x")]).starts_with("CORRAL_DATABASE_URL:"));
+        assert!(err(&[("SLACK_APP_TOKEN", "xoxb-1")]).starts_with("SLACK_APP_TOKEN:"));
+    }
+
+    #[test]
+    fn secrets_do_not_leak_through_debug() {
+        let c = cfg(&[("SLACK_BOT_TOKEN", "xoxb-secret-value"), ("CORRAL_API_TOKEN", "tok-123")]).unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("xoxb-secret-value"));
+        assert!(!dbg.contains("tok-123"));
+    }
+}

@@ -1,0 +1,1 @@
+//! Slack HTTP ingress.
