@@ -42,3 +42,15 @@ pub fn now() -> i64 {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
+
+/// The HTTP client for outbound calls (Rancher, manifests, Consul). rustls with the
+/// `ring` provider, the same one slack-morphism uses; no default timeout, so every caller
+/// sets a deadline per request.
+pub fn http_client() -> reqwest::Result<reqwest::Client> {
+    // Installing twice is harmless (the second call reports the first provider).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .user_agent(concat!("corral/", env!("CARGO_PKG_VERSION")))
+        .build()
+}

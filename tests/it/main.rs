@@ -1,0 +1,5 @@
+//! corral's integration tests: one binary, one module per capability, driving corral from
+//! outside (its router, its binary) against in-process fakes of Slack and Rancher built
+//! from shared/reference.
+
+mod support;

@@ -1,0 +1,2 @@
+//! Fakes and helpers shared by the integration tests.
+#![allow(dead_code)]
