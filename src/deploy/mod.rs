@@ -1,6 +1,14 @@
 //! Deploys: stretcher's manifest format and steps (`/deploy`, `corral agent`).
 //! Knows nothing about Slack: it reports through [`crate::job::ProgressTx`].
 
+pub mod extract;
+pub mod hooks;
+pub mod log;
+pub mod manifest;
+pub mod source;
+pub mod steps;
+pub mod sync;
+
 use crate::command::DeployCmd;
 use crate::job::runner::{JobContext, JobError};
 use crate::job::{Outcome, ProgressTx};

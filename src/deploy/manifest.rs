@@ -1,0 +1,672 @@
+//! stretcher's manifest (reference/stretcher.md §4): YAML, optionally templated with
+//! `env` / `must_env` / `json_escape`, validated as a whole before anything runs.
+//!
+//! Departures, on purpose: every rule is checked when the manifest is loaded (a bad
+//! `checksum`, `sync_strategy` or `dest_mode` is refused before any command runs, naming
+//! the field), `must_env` on an undefined variable is an error instead of a crash, and
+//! `dest_mode` follows YAML 1.1 (`0711` is octal, `711` decimal) even though the YAML
+//! library speaks 1.2.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Why a manifest was refused: the field and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ManifestError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl ManifestError {
+    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ManifestError {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The hash a checksum names, chosen by its length (stretcher's rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashKind {
+    Md5,
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+impl HashKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            HashKind::Md5 => "md5",
+            HashKind::Sha1 => "sha1",
+            HashKind::Sha256 => "sha256",
+            HashKind::Sha512 => "sha512",
+        }
+    }
+}
+
+/// An expected digest, lower-case hex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checksum {
+    pub kind: HashKind,
+    pub hex: String,
+}
+
+impl Checksum {
+    pub fn parse(raw: &str) -> Result<Checksum, ManifestError> {
+        let hex = raw.trim().to_ascii_lowercase();
+        let kind = match hex.len() {
+            32 => HashKind::Md5,
+            40 => HashKind::Sha1,
+            64 => HashKind::Sha256,
+            128 => HashKind::Sha512,
+            n => {
+                return Err(ManifestError::new(
+                    "checksum",
+                    format!(
+                        "must be an md5, sha1, sha256 or sha512 hex string (32, 40, 64 or 128 characters), not {n} characters"
+                    ),
+                ));
+            }
+        };
+        if let Some(c) = hex.chars().find(|c| !c.is_ascii_hexdigit()) {
+            return Err(ManifestError::new(
+                "checksum",
+                format!("{c:?} is not a hex digit"),
+            ));
+        }
+        Ok(Checksum { kind, hex })
+    }
+}
+
+/// How the extracted tree reaches `dest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncStrategy {
+    /// `rsync -a --delete` into `dest` (stretcher's default).
+    Rsync,
+    /// Rename the extracted tree to `dest` (which must not exist).
+    Mv,
+    /// `dest/releases/<id>` plus an atomic `dest/current` symlink switch; the newest
+    /// `keep_releases` are kept.
+    Release,
+}
+
+impl SyncStrategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            SyncStrategy::Rsync => "rsync",
+            SyncStrategy::Mv => "mv",
+            SyncStrategy::Release => "release",
+        }
+    }
+}
+
+/// The four command lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct Commands {
+    pub pre: Vec<String>,
+    pub post: Vec<String>,
+    pub success: Vec<String>,
+    pub failure: Vec<String>,
+}
+
+/// A validated manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// The archive; `None` is commands-only mode.
+    pub src: Option<String>,
+    /// Required when `src` is set.
+    pub checksum: Option<Checksum>,
+    /// Required when `src` is set.
+    pub dest: Option<PathBuf>,
+    pub dest_mode: u32,
+    pub commands: Commands,
+    pub excludes: Vec<String>,
+    pub exclude_from: Option<String>,
+    pub sync_strategy: SyncStrategy,
+    /// Releases kept by the `release` strategy (corral's addition; default 5).
+    pub keep_releases: usize,
+}
+
+/// Default `dest_mode` (0755).
+pub const DEFAULT_DEST_MODE: u32 = 0o755;
+/// Default number of releases kept.
+pub const DEFAULT_KEEP_RELEASES: usize = 5;
+
+#[derive(Debug, Deserialize)]
+struct Raw {
+    #[serde(default)]
+    src: Option<String>,
+    #[serde(default)]
+    checksum: Option<serde_norway::Value>,
+    #[serde(default)]
+    dest: Option<String>,
+    #[serde(default)]
+    dest_mode: Option<serde_norway::Value>,
+    #[serde(default)]
+    commands: Option<Commands>,
+    #[serde(default)]
+    excludes: Option<Vec<String>>,
+    #[serde(default)]
+    exclude_from: Option<String>,
+    #[serde(default)]
+    sync_strategy: Option<String>,
+    #[serde(default)]
+    keep_releases: Option<u64>,
+}
+
+/// Looks up an environment variable (`None` = undefined).
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Parses and validates a manifest, templates expanded with `env`.
+pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Manifest, ManifestError> {
+    let text = expand_template(text, env)?;
+    let raw: Raw = if text.trim().is_empty() {
+        return Err(ManifestError::new("manifest", "is empty"));
+    } else {
+        serde_norway::from_str(&text).map_err(|e| yaml_error(&e))?
+    };
+
+    let src = raw.src.filter(|s| !s.is_empty());
+    let checksum = match (&src, raw.checksum) {
+        (_, Some(v)) if !matches!(v, serde_norway::Value::Null) => {
+            let s = match v {
+                serde_norway::Value::String(s) => s,
+                serde_norway::Value::Number(n) => n.to_string(),
+                _ => {
+                    return Err(ManifestError::new("checksum", "must be a hex string"));
+                }
+            };
+            if s.is_empty() {
+                None
+            } else {
+                Some(Checksum::parse(&s)?)
+            }
+        }
+        _ => None,
+    };
+    if src.is_some() && checksum.is_none() {
+        return Err(ManifestError::new(
+            "checksum",
+            "is required when src is set (an md5, sha1, sha256 or sha512 hex string)",
+        ));
+    }
+    if let Some(s) = &src {
+        check_src(s)?;
+    }
+    let dest = raw.dest.filter(|d| !d.is_empty()).map(PathBuf::from);
+    if src.is_some() && dest.is_none() {
+        return Err(ManifestError::new("dest", "is required when src is set"));
+    }
+    if let Some(d) = &dest
+        && !d.is_absolute()
+    {
+        return Err(ManifestError::new(
+            "dest",
+            format!("{} must be an absolute path", d.display()),
+        ));
+    }
+    let dest_mode = match raw.dest_mode {
+        None | Some(serde_norway::Value::Null) => DEFAULT_DEST_MODE,
+        Some(v) => dest_mode(&text, &v)?,
+    };
+    let sync_strategy = match raw.sync_strategy.as_deref() {
+        None | Some("") | Some("rsync") => SyncStrategy::Rsync,
+        Some("mv") => SyncStrategy::Mv,
+        Some("release") => SyncStrategy::Release,
+        Some(other) => {
+            return Err(ManifestError::new(
+                "sync_strategy",
+                format!("invalid strategy name: {other} (use rsync, mv or release)"),
+            ));
+        }
+    };
+    let excludes = raw.excludes.unwrap_or_default();
+    for (i, e) in excludes.iter().enumerate() {
+        if e.is_empty() {
+            return Err(ManifestError::new(format!("excludes[{i}]"), "is empty"));
+        }
+    }
+    let exclude_from = raw.exclude_from.filter(|s| !s.is_empty());
+    if let Some(x) = &exclude_from
+        && std::path::Path::new(x.trim_start_matches('/'))
+            .components()
+            .any(|c| {
+                !matches!(
+                    c,
+                    std::path::Component::Normal(_) | std::path::Component::CurDir
+                )
+            })
+    {
+        return Err(ManifestError::new(
+            "exclude_from",
+            format!("{x} must be a path inside the archive (no `..`)"),
+        ));
+    }
+    let keep_releases = match raw.keep_releases {
+        None => DEFAULT_KEEP_RELEASES,
+        Some(0) => return Err(ManifestError::new("keep_releases", "must be at least 1")),
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+    };
+    Ok(Manifest {
+        src,
+        checksum,
+        dest,
+        dest_mode,
+        commands: raw.commands.unwrap_or_default(),
+        excludes,
+        exclude_from,
+        sync_strategy,
+        keep_releases,
+    })
+}
+
+/// The schemes an archive can come from.
+pub const SCHEMES: [&str; 4] = ["http", "https", "file", "s3"];
+
+fn check_src(s: &str) -> Result<(), ManifestError> {
+    let url = url::Url::parse(s)
+        .map_err(|e| ManifestError::new("src", format!("{s} is not a URL: {e}")))?;
+    if !SCHEMES.contains(&url.scheme()) {
+        return Err(ManifestError::new(
+            "src",
+            format!("URL scheme must be s3, http(s) or file: {s}"),
+        ));
+    }
+    Ok(())
+}
+
+fn yaml_error(e: &serde_norway::Error) -> ManifestError {
+    let text = e.to_string();
+    // serde_norway prefixes the path of the offending field (`commands.pre[0]: …`).
+    match text.split_once(": ") {
+        Some((path, reason)) if !path.contains(' ') && !path.is_empty() && path != "." => {
+            ManifestError::new(path, reason)
+        }
+        _ => ManifestError::new("manifest", format!("not valid YAML: {text}")),
+    }
+}
+
+/// `dest_mode` as YAML 1.1 reads it: a leading `0` or `0o` is octal, `0x` hex, anything
+/// else decimal. The raw token is taken from the text because a YAML 1.2 parser has
+/// already read `0711` as decimal 711.
+fn dest_mode(text: &str, value: &serde_norway::Value) -> Result<u32, ManifestError> {
+    let bad = |why: String| ManifestError::new("dest_mode", why);
+    let token = raw_top_level_scalar(text, "dest_mode");
+    let quoted = token
+        .as_deref()
+        .is_some_and(|t| t.starts_with('\'') || t.starts_with('"'));
+    let mode = match (token.as_deref(), value) {
+        (_, serde_norway::Value::String(s)) if quoted || token.is_none() => {
+            return Err(bad(format!(
+                "must be a number like 0755, not the string {s:?} (write it without quotes)"
+            )));
+        }
+        (Some(tok), serde_norway::Value::Number(_) | serde_norway::Value::String(_)) => {
+            let t = tok.trim_start_matches('+');
+            let parsed = if let Some(o) = t.strip_prefix("0o").or_else(|| t.strip_prefix("0O")) {
+                u32::from_str_radix(&o.replace('_', ""), 8)
+            } else if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+                u32::from_str_radix(&h.replace('_', ""), 16)
+            } else if t.len() > 1 && t.starts_with('0') {
+                u32::from_str_radix(&t.replace('_', ""), 8)
+            } else {
+                t.replace('_', "").parse::<u32>()
+            };
+            parsed.map_err(|_| {
+                bad(format!(
+                    "{tok} is not a valid mode (octal needs digits 0-7)"
+                ))
+            })?
+        }
+        (None, serde_norway::Value::Number(n)) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| bad(format!("{n} is not a valid mode")))?,
+        (_, other) => return Err(bad(format!("must be a number like 0755, not {other:?}"))),
+    };
+    if mode > 0o7777 {
+        return Err(bad(format!(
+            "{mode:#o} is larger than 07777 (note: 711 without a leading 0 is decimal)"
+        )));
+    }
+    Ok(mode)
+}
+
+/// The raw text of `key: value` on a top-level line, comments dropped.
+fn raw_top_level_scalar(text: &str, key: &str) -> Option<String> {
+    text.lines().rev().find_map(|line| {
+        let rest = line.strip_prefix(key)?.trim_start();
+        let rest = rest.strip_prefix(':')?;
+        let v = rest.split(" #").next().unwrap_or("").trim();
+        (!v.is_empty()).then(|| v.to_string())
+    })
+}
+
+/// Expands `{{ … }}` actions the way stretcher's templating does: `env "A" "B" … "default"`,
+/// `must_env "NAME"`, `json_escape "text"`, a bare string literal, and a `| json_escape`
+/// pipe. Anything else is refused with the action named.
+pub fn expand_template(text: &str, env: EnvLookup<'_>) -> Result<String, ManifestError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find("}}").ok_or_else(|| {
+            ManifestError::new("template", "`{{` without a closing `}}`".to_string())
+        })?;
+        let action = after[..end].trim_matches('-').trim();
+        out.push_str(&eval_action(action, env)?);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn eval_action(action: &str, env: EnvLookup<'_>) -> Result<String, ManifestError> {
+    let err = |why: String| ManifestError::new("template", format!("{{{{ {action} }}}}: {why}"));
+    let mut stages = action.split('|').map(str::trim);
+    let first = stages.next().unwrap_or("");
+    let words = split_words(first).map_err(&err)?;
+    let mut value = match words.split_first() {
+        Some((Word::Str(s), [])) => s.clone(),
+        Some((Word::Ident(f), args)) => {
+            let args: Vec<&str> = args
+                .iter()
+                .map(|w| match w {
+                    Word::Str(s) => Ok(s.as_str()),
+                    Word::Ident(i) => Err(err(format!("argument {i} must be a quoted string"))),
+                })
+                .collect::<Result<_, _>>()?;
+            match (f.as_str(), args.as_slice()) {
+                ("env", []) => return Err(err("env needs at least one argument".into())),
+                ("env", names) => names
+                    .iter()
+                    .find_map(|n| env(n).filter(|v| !v.is_empty()))
+                    .unwrap_or_else(|| names.last().map(|s| s.to_string()).unwrap_or_default()),
+                ("must_env", [name]) => env(name)
+                    .ok_or_else(|| err(format!("environment variable {name} is not defined")))?,
+                ("must_env", _) => return Err(err("must_env takes one name".into())),
+                ("json_escape", [s]) => json_escape(s),
+                (other, _) => {
+                    return Err(err(format!(
+                        "unknown function {other} (env, must_env, json_escape; write {{{{\"{{{{\"}}}}\" for a literal)"
+                    )));
+                }
+            }
+        }
+        _ => {
+            return Err(err(
+                "unsupported action (env, must_env, json_escape or a quoted string)".into(),
+            ));
+        }
+    };
+    for stage in stages {
+        match stage {
+            "json_escape" => value = json_escape(&value),
+            other => return Err(err(format!("unsupported pipe {other}"))),
+        }
+    }
+    Ok(value)
+}
+
+fn json_escape(s: &str) -> String {
+    let quoted = serde_json::to_string(s).unwrap_or_default();
+    quoted
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .unwrap_or("")
+        .to_string()
+}
+
+enum Word {
+    Ident(String),
+    Str(String),
+}
+
+fn split_words(s: &str) -> Result<Vec<Word>, String> {
+    let mut words = Vec::new();
+    let mut chars = s.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+        } else if c == '"' || c == '`' {
+            chars.next();
+            let mut v = String::new();
+            let mut closed = false;
+            while let Some(ch) = chars.next() {
+                if ch == c {
+                    closed = true;
+                    break;
+                }
+                if ch == '\\' && c == '"' {
+                    match chars.next() {
+                        Some('n') => v.push('\n'),
+                        Some('t') => v.push('\t'),
+                        Some(o) => v.push(o),
+                        None => break,
+                    }
+                } else {
+                    v.push(ch);
+                }
+            }
+            if !closed {
+                return Err("unterminated string".into());
+            }
+            words.push(Word::Str(v));
+        } else {
+            let mut v = String::new();
+            while let Some(&ch) = chars.peek() {
+                if ch.is_whitespace() {
+                    break;
+                }
+                v.push(ch);
+                chars.next();
+            }
+            if !v.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
+                return Err(format!("unsupported action `{v}`"));
+            }
+            words.push(Word::Ident(v));
+        }
+    }
+    Ok(words)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn p(text: &str) -> Result<Manifest, ManifestError> {
+        parse(text, &no_env)
+    }
+
+    const BASE: &str = "src: s3://example.com/a.tgz\nchecksum: e0840daaa97cd2cf2175f9e5d133ffb3324a2b93\ndest: /srv/app\n";
+
+    #[test]
+    fn defaults() {
+        let m = p(BASE).unwrap();
+        assert_eq!(m.dest_mode, 0o755);
+        assert_eq!(m.sync_strategy, SyncStrategy::Rsync);
+        assert_eq!(m.checksum.unwrap().kind, HashKind::Sha1);
+        assert!(m.excludes.is_empty() && m.exclude_from.is_none());
+        assert_eq!(m.keep_releases, 5);
+        assert_eq!(m.commands, Commands::default());
+    }
+
+    #[test]
+    fn dest_mode_yaml11() {
+        for (raw, want) in [
+            ("0711", Ok(0o711)),
+            ("0o751", Ok(0o751)),
+            ("711", Ok(711)),
+            ("0755 # comment", Ok(0o755)),
+            ("0x1ed", Ok(0o755)),
+            ("0789", Err("octal")),
+            ("'0711'", Err("without quotes")),
+            ("99999", Err("larger than 07777")),
+            ("[1]", Err("must be a number")),
+        ] {
+            let r = p(&format!("{BASE}dest_mode: {raw}\n")).map(|m| m.dest_mode);
+            match want {
+                Ok(v) => assert_eq!(r, Ok(v), "{raw}"),
+                Err(needle) => {
+                    let e = r.unwrap_err();
+                    assert_eq!(e.field, "dest_mode", "{raw}");
+                    assert!(e.reason.contains(needle), "{raw}: {e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn checksum_rules() {
+        for (len, kind) in [
+            (32, HashKind::Md5),
+            (40, HashKind::Sha1),
+            (64, HashKind::Sha256),
+            (128, HashKind::Sha512),
+        ] {
+            let c = Checksum::parse(&"A".repeat(len)).unwrap();
+            assert_eq!((c.kind, c.hex.as_str()), (kind, "a".repeat(len).as_str()));
+        }
+        assert!(
+            Checksum::parse("abc")
+                .unwrap_err()
+                .reason
+                .contains("not 3 characters")
+        );
+        assert!(
+            Checksum::parse(&"g".repeat(40))
+                .unwrap_err()
+                .reason
+                .contains("hex digit")
+        );
+        let e = p("src: file:///a.tar\ndest: /x\n").unwrap_err();
+        assert_eq!(e.field, "checksum");
+        let e = p("src: file:///a.tar\nchecksum: e0840daaa97cd2cf2175f9e5d133ffb3324a2b93\n")
+            .unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.reason.as_str()),
+            ("dest", "is required when src is set")
+        );
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        for (extra, field, needle) in [
+            (
+                "sync_strategy: dummy\n",
+                "sync_strategy",
+                "invalid strategy name: dummy",
+            ),
+            ("excludes: '*.pid'\n", "excludes", "invalid type"),
+            (
+                "commands:\n  pre: echo hi\n",
+                "commands.pre",
+                "invalid type",
+            ),
+            (
+                "exclude_from: ../../etc/passwd\n",
+                "exclude_from",
+                "inside the archive",
+            ),
+            ("keep_releases: 0\n", "keep_releases", "at least 1"),
+        ] {
+            let e = p(&format!("{BASE}{extra}")).unwrap_err();
+            assert_eq!(e.field, field, "{extra}: {e}");
+            assert!(e.reason.contains(needle), "{extra}: {e}");
+        }
+        assert_eq!(
+            p("src: ftp://x/a\nchecksum: e0840daaa97cd2cf2175f9e5d133ffb3324a2b93\ndest: /x\n")
+                .unwrap_err()
+                .field,
+            "src"
+        );
+        assert_eq!(
+            p("src: s3://x/a\nchecksum: e0840daaa97cd2cf2175f9e5d133ffb3324a2b93\ndest: rel/x\n")
+                .unwrap_err()
+                .field,
+            "dest"
+        );
+        assert_eq!(p("").unwrap_err().field, "manifest");
+        assert_eq!(p("::: [").unwrap_err().field, "manifest");
+    }
+
+    #[test]
+    fn commands_only_and_null_commands() {
+        let m = p("commands:\n  pre:\n    - echo hi\n").unwrap();
+        assert!(m.src.is_none() && m.dest.is_none());
+        assert_eq!(m.commands.pre, vec!["echo hi"]);
+        assert!(p(&format!("{BASE}commands:\n")).is_ok());
+        let m = p(&format!(
+            "{BASE}sync_strategy: release\nkeep_releases: 3\nunknown_key: 1\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            (m.sync_strategy, m.keep_releases),
+            (SyncStrategy::Release, 3)
+        );
+    }
+
+    #[test]
+    fn templates() {
+        let env = |n: &str| match n {
+            "SRC" => Some("s3://example.com/path/to/archive.tar.gz".to_string()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        };
+        assert_eq!(
+            expand_template(r#"{{ env "DEST" "/home/stretcher/app" }}"#, &env).unwrap(),
+            "/home/stretcher/app"
+        );
+        assert_eq!(
+            expand_template(r#"{{ env "EMPTY" "SRC" "x" }}"#, &env).unwrap(),
+            "s3://example.com/path/to/archive.tar.gz"
+        );
+        assert_eq!(
+            expand_template(r#"{{ must_env "EMPTY" }}"#, &env).unwrap(),
+            ""
+        );
+        assert_eq!(
+            expand_template(r#"a{{ json_escape "q\"x" }}b"#, &env).unwrap(),
+            r#"aq\"xb"#
+        );
+        assert_eq!(
+            expand_template(r#"{{"{{"}}.Id}}"#, &env).unwrap(),
+            "{{.Id}}"
+        );
+        let e = expand_template(r#"{{ must_env "NOPE" }}"#, &env).unwrap_err();
+        assert!(e.reason.contains("NOPE is not defined"), "{e}");
+        assert!(
+            expand_template("{{.Id}}", &env)
+                .unwrap_err()
+                .reason
+                .contains("unsupported")
+        );
+        assert!(
+            expand_template("{{ env", &env)
+                .unwrap_err()
+                .reason
+                .contains("closing")
+        );
+        assert!(
+            expand_template(r#"{{ exec "rm" }}"#, &env)
+                .unwrap_err()
+                .reason
+                .contains("unknown function")
+        );
+    }
+}
