@@ -128,13 +128,20 @@ mod tests {
 
     #[test]
     fn good() {
-        let d = p("<https://x.example/m.yml|m.yml> --target serf --dry-run --timeout 5m --force").unwrap();
+        let d = p("<https://x.example/m.yml|m.yml> --target serf --dry-run --timeout 5m --force")
+            .unwrap();
         assert_eq!(d.manifest_url, "https://x.example/m.yml");
         assert_eq!(d.target, DeployTarget::Serf);
         assert!(d.dry_run && d.force);
         assert_eq!(d.timeout, Some(Duration::from_secs(300)));
-        assert_eq!(d.to_text(), "https://x.example/m.yml --target serf --dry-run --timeout 5m --force");
-        assert_eq!(p("s3://bucket/key.yml").unwrap().manifest_url, "s3://bucket/key.yml");
+        assert_eq!(
+            d.to_text(),
+            "https://x.example/m.yml --target serf --dry-run --timeout 5m --force"
+        );
+        assert_eq!(
+            p("s3://bucket/key.yml").unwrap().manifest_url,
+            "s3://bucket/key.yml"
+        );
         assert_eq!(p("file:///srv/m.yml").unwrap().target, DeployTarget::Local);
     }
 

@@ -95,7 +95,9 @@ pub(super) fn parse(words: &[String]) -> Result<UpgradeCmd, ParseError> {
     };
     if first.eq_ignore_ascii_case("image") {
         let Some(image) = args.next().filter(|w| !w.starts_with("--")) else {
-            return Err(args.err("`/upgrade image` needs an image reference, e.g. `myorg/api:2.4.1`."));
+            return Err(
+                args.err("`/upgrade image` needs an image reference, e.g. `myorg/api:2.4.1`.")
+            );
         };
         return image_upgrade(&mut args, image);
     }
@@ -112,7 +114,11 @@ pub(super) fn parse(words: &[String]) -> Result<UpgradeCmd, ParseError> {
             sanitize(first)
         )));
     };
-    for (what, v) in [("catalog", catalog), ("template", template), ("version", version)] {
+    for (what, v) in [
+        ("catalog", catalog),
+        ("template", template),
+        ("version", version),
+    ] {
         if v.is_empty() {
             return Err(args.err(format!("The {what} in `{}` is empty.", sanitize(first))));
         }
@@ -186,7 +192,8 @@ fn check_image_ref(args: &Args, image: &str) -> Result<(), ParseError> {
     let ok_chars = image
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/' | ':' | '@'));
-    if !ok_chars || image.starts_with(['/', ':', '@', '.', '-']) || image.ends_with(['/', ':', '@']) {
+    if !ok_chars || image.starts_with(['/', ':', '@', '.', '-']) || image.ends_with(['/', ':', '@'])
+    {
         return Err(args.err(format!(
             "`{}` is not an image reference like `registry:5000/team/app:1.2.3`.",
             sanitize(image)
@@ -212,21 +219,34 @@ mod tests {
         let UpgradeCmd::Catalog(c) = p("library:web:12 --env ^prod --dry-run").unwrap() else {
             panic!("catalog expected")
         };
-        assert_eq!((c.catalog.as_str(), c.template.as_str(), c.version.as_str()), ("library", "web", "12"));
+        assert_eq!(
+            (c.catalog.as_str(), c.template.as_str(), c.version.as_str()),
+            ("library", "web", "12")
+        );
         assert_eq!(c.env.as_deref(), Some("^prod"));
         assert!(c.dry_run && !c.force);
-        assert_eq!(UpgradeCmd::Catalog(c).to_text(), "library:web:12 --env ^prod --dry-run");
+        assert_eq!(
+            UpgradeCmd::Catalog(c).to_text(),
+            "library:web:12 --env ^prod --dry-run"
+        );
     }
 
     #[test]
     fn image_forms() {
-        for text in ["image myorg/api:2.4.1", "docker:myorg/api:2.4.1", "image docker:myorg/api:2.4.1"] {
-            let UpgradeCmd::Image(i) = p(text).unwrap() else { panic!("image expected") };
+        for text in [
+            "image myorg/api:2.4.1",
+            "docker:myorg/api:2.4.1",
+            "image docker:myorg/api:2.4.1",
+        ] {
+            let UpgradeCmd::Image(i) = p(text).unwrap() else {
+                panic!("image expected")
+            };
             assert_eq!(i.image, "myorg/api:2.4.1");
             assert!(i.confirm);
         }
         let UpgradeCmd::Image(i) =
-            p("image registry:5000/a/b@sha256:abc --no-confirm --start-first --timeout 2m --force").unwrap()
+            p("image registry:5000/a/b@sha256:abc --no-confirm --start-first --timeout 2m --force")
+                .unwrap()
         else {
             panic!()
         };
