@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::{Args, Family, ParseError, format_duration, sanitize, unwrap_link};
 
-pub const USAGE: &str = "*Usage:* `/deploy <manifest-url> [--target local|serf|consul] [--dry-run] [--timeout DURATION] [--force]`\n\
+pub const USAGE: &str = "*Usage:* `/deploy &lt;manifest-url&gt; [--target local|serf|consul] [--dry-run] [--timeout DURATION] [--force]`\n\
 • `/deploy https://artifacts.example.com/app/manifest.yml` — run the manifest on the bot's host\n\
 • `/deploy s3://bucket/app/manifest.yml --target serf` — every Serf member runs it and reports back\n\
 • `--dry-run` fetches and validates the manifest and shows the plan; nothing runs\n\

@@ -137,8 +137,8 @@ impl std::error::Error for ParseError {}
 /// The overview shown for `help` and for unknown commands.
 pub const OVERVIEW: &str = "corral understands three commands:\n\
 • `/release start|stop|status|block|unblock|history` — the release lock\n\
-• `/upgrade <catalog>:<template>:<version>` or `/upgrade image <image-ref>` — Rancher upgrades\n\
-• `/deploy <manifest-url>` — deploy an artifact to hosts\n\
+• `/upgrade &lt;catalog&gt;:&lt;template&gt;:&lt;version&gt;` or `/upgrade image &lt;image-ref&gt;` — Rancher upgrades\n\
+• `/deploy &lt;manifest-url&gt;` — deploy an artifact to hosts\n\
 Add `help` to any of them for usage and examples.";
 
 /// Parses a slash command: `command` is the slash command's name (`/release`) and

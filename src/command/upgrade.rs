@@ -6,9 +6,9 @@ use std::time::Duration;
 use super::{Args, Family, ParseError, format_duration, sanitize};
 
 pub const USAGE: &str = "*Usage:*\n\
-• `/upgrade <catalog>:<template>:<version> [--env REGEX] [--dry-run] [--force]` — every stack created from that catalog template at a lower version, in every environment, e.g. `/upgrade library:web:12`\n\
-• `/upgrade image <image-ref> [--env REGEX] [--no-confirm] [--start-first] [--timeout DURATION] [--dry-run] [--force]` — every service labelled for auto-update running that image at a lower tag, e.g. `/upgrade image myorg/api:2.4.1`\n\
-• `/upgrade docker:<image-ref> …` — the same as `image`\n\
+• `/upgrade &lt;catalog&gt;:&lt;template&gt;:&lt;version&gt; [--env REGEX] [--dry-run] [--force]` — every stack created from that catalog template at a lower version, in every environment, e.g. `/upgrade library:web:12`\n\
+• `/upgrade image &lt;image-ref&gt; [--env REGEX] [--no-confirm] [--start-first] [--timeout DURATION] [--dry-run] [--force]` — every service labelled for auto-update running that image at a lower tag, e.g. `/upgrade image myorg/api:2.4.1`\n\
+• `/upgrade docker:&lt;image-ref&gt; …` — the same as `image`\n\
 `--dry-run` shows the plan and changes nothing; `--env` narrows the environments (a regex on their names).";
 
 /// The longest image reference Docker accepts (name 255 + tag 128 + digest).
@@ -110,7 +110,7 @@ pub(super) fn parse(words: &[String]) -> Result<UpgradeCmd, ParseError> {
     let parts: Vec<&str> = first.split(':').collect();
     let [catalog, template, version] = parts.as_slice() else {
         return Err(args.err(format!(
-            "`{}` is not `<catalog>:<template>:<version>`.",
+            "`{}` is not `&lt;catalog&gt;:&lt;template&gt;:&lt;version&gt;`.",
             sanitize(first)
         )));
     };
@@ -258,10 +258,13 @@ mod tests {
     fn malformed() {
         for (text, needle) in [
             ("", "needs a catalog template or an image"),
-            ("library:web", "is not `<catalog>:<template>:<version>`"),
-            ("library:web:1:2", "is not `<catalog>"),
+            (
+                "library:web",
+                "is not `&lt;catalog&gt;:&lt;template&gt;:&lt;version&gt;`",
+            ),
+            ("library:web:1:2", "is not `&lt;catalog&gt;"),
             ("library::1", "template in"),
-            ("lib rary:web:1", "is not `<catalog>"),
+            ("lib rary:web:1", "is not `&lt;catalog&gt;"),
             ("library:we$b:1", "may only hold"),
             ("library:web:1 --env (", "not a valid regex"),
             ("library:web:1 --env", "needs a value"),
