@@ -2,4 +2,7 @@
 //! outside (its router, its binary) against in-process fakes of Slack and Rancher built
 //! from shared/reference.
 
+mod api;
+mod releasestatus;
+mod slack_ingress;
 mod support;

@@ -1,2 +1,5 @@
 //! Fakes and helpers shared by the integration tests.
 #![allow(dead_code)]
+
+pub mod corral;
+pub mod fake_slack;
