@@ -83,9 +83,8 @@ fn init_tracing() {
         .init();
 }
 
-fn agent(_args: Vec<std::ffi::OsString>) -> ExitCode {
-    eprintln!("corral agent: not built yet in this version");
-    ExitCode::from(2)
+fn agent(args: Vec<std::ffi::OsString>) -> ExitCode {
+    std::process::exit(corral::deploy::agent::main(args))
 }
 
 fn load_config() -> anyhow::Result<Config> {

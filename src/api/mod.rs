@@ -5,6 +5,7 @@
 //! refusal keeps the format of the tool it imitates.
 
 pub mod auth;
+pub mod deploys;
 pub mod health;
 pub mod native;
 pub mod releasestatus;
@@ -32,6 +33,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/slack/interactions", post(slack::http::interactions))
         .merge(releasestatus::routes())
         .merge(native::routes())
+        .merge(deploys::routes())
         .merge(health::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -1,7 +1,16 @@
 //! Deploys: stretcher's manifest format and steps (`/deploy`, `corral agent`).
 //! Knows nothing about Slack: it reports through [`crate::job::ProgressTx`].
+//!
+//! * [`manifest`] parses and validates a manifest; [`source`] fetches URLs;
+//!   [`extract`] unpacks archives safely; [`sync`] puts the tree in place;
+//!   [`hooks`] runs the manifest's commands; [`steps`] is one deploy on one host.
+//! * [`agent`] is `corral agent` (stdin events, replay protection, reports back).
+//! * [`fanout`] fires a deploy to Serf or Consul hosts and collects their reports;
+//!   [`run`] is the `/deploy` job.
 
+pub mod agent;
 pub mod extract;
+pub mod fanout;
 pub mod hooks;
 pub mod log;
 pub mod manifest;
@@ -9,32 +18,207 @@ pub mod source;
 pub mod steps;
 pub mod sync;
 
-use crate::command::DeployCmd;
-use crate::job::runner::{JobContext, JobError};
-use crate::job::{Outcome, ProgressTx};
+use std::time::Duration;
 
-/// Runs `/deploy <manifest-url>`.
+use crate::command::{DeployCmd, DeployTarget};
+use crate::job::runner::{JobContext, JobError};
+use crate::job::{Failure, Outcome, PlanGroup, PlanItem, Progress, ProgressTx};
+
+/// Deadline for fetching a manifest in the bot.
+const MANIFEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn allowed(allow: &[String], url: &str) -> bool {
+    allow.iter().any(|prefix| url.starts_with(prefix.as_str()))
+}
+
+fn not_allowed(what: &str, url: &str, allow: &[String]) -> JobError {
+    JobError::new(format!(
+        "{what} {url} is not allowed: URLs must start with one of CORRAL_DEPLOY_ALLOW ({})",
+        if allow.is_empty() {
+            "empty: /deploy is off".to_string()
+        } else {
+            allow.join(", ")
+        }
+    ))
+}
+
+/// Runs `/deploy <manifest-url>`: fetches and validates the manifest first, then runs
+/// it here (`--target local`) or fans it out to Serf / Consul hosts and collects their
+/// reports. `--dry-run` stops after the plan.
 pub async fn run(
     ctx: &JobContext,
     cmd: &DeployCmd,
-    _progress: ProgressTx,
+    progress: ProgressTx,
 ) -> Result<Outcome, JobError> {
-    if !ctx
-        .config
-        .deploy
-        .allow
-        .iter()
-        .any(|prefix| cmd.manifest_url.starts_with(prefix.as_str()))
-    {
-        return Err(JobError::new(format!(
-            "{} is not allowed: manifest URLs must start with one of CORRAL_DEPLOY_ALLOW ({})",
-            cmd.manifest_url,
-            if ctx.config.deploy.allow.is_empty() {
-                "empty".to_string()
-            } else {
-                ctx.config.deploy.allow.join(", ")
-            }
-        )));
+    let allow = &ctx.config.deploy.allow;
+    if !allowed(allow, &cmd.manifest_url) {
+        return Err(not_allowed("manifest", &cmd.manifest_url, allow));
     }
-    Err(JobError::new("deploys are not built yet"))
+    let log = log::DeployLog::new(false);
+    let text = source::fetch_text(&cmd.manifest_url, MANIFEST_TIMEOUT, &log)
+        .await
+        .map_err(|e| JobError::new(format!("cannot fetch the manifest: {e}")))?;
+    // A fanned-out manifest is templated on each host; here only its shape is checked,
+    // with undefined variables read as empty.
+    let lenient = |n: &str| Some(std::env::var(n).unwrap_or_default());
+    let m = match cmd.target {
+        DeployTarget::Local => manifest::parse(&text, &manifest::process_env),
+        _ => manifest::parse(&text, &lenient),
+    }
+    .map_err(|e| JobError::new(format!("manifest {} refused: {e}", cmd.manifest_url)))?;
+    if let Some(src) = &m.src
+        && !allowed(allow, src)
+    {
+        return Err(not_allowed("src", src, allow));
+    }
+    let change = match (&m.src, &m.dest) {
+        (Some(src), Some(dest)) => {
+            format!("{src} → {} ({})", dest.display(), m.sync_strategy.name())
+        }
+        _ => "commands only".to_string(),
+    };
+    match cmd.target {
+        DeployTarget::Local => local(ctx, cmd, &m, change, progress).await,
+        target => fan_out(ctx, cmd, target, change, progress).await,
+    }
+}
+
+fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+async fn local(
+    ctx: &JobContext,
+    cmd: &DeployCmd,
+    m: &manifest::Manifest,
+    change: String,
+    progress: ProgressTx,
+) -> Result<Outcome, JobError> {
+    let group = "local".to_string();
+    let host = this_host();
+    progress.send(Progress::Plan {
+        title: format!("deploy {} on the bot's host", cmd.manifest_url),
+        groups: vec![PlanGroup {
+            name: group.clone(),
+            items: vec![PlanItem {
+                target: host.clone(),
+                change,
+                skipped: None,
+            }],
+        }],
+    });
+    if cmd.dry_run {
+        progress.note("Dry run: the manifest is valid; nothing ran.");
+        return Ok(Outcome {
+            skipped: 1,
+            summary: "dry run: manifest valid, nothing ran".into(),
+            ..Outcome::default()
+        });
+    }
+    let opts = steps::DeployOpts {
+        fetch_timeout: cmd.timeout.or(Some(ctx.config.deploy.report_timeout)),
+        hooks: hooks::HookOpts {
+            timeout: Some(Duration::from_secs(30 * 60)),
+            output: hooks::Output::Null,
+        },
+        ..steps::DeployOpts::default()
+    };
+    let log = log::DeployLog::new(false);
+    let result = steps::run(m, &opts, &log).await;
+    let ok = result.error.is_none();
+    let detail = match &result.error {
+        None => String::new(),
+        Some(e) => format!("{e}\n```\n{}\n```", log.tail(15, 1500)),
+    };
+    progress.send(Progress::TargetFinished {
+        group: group.clone(),
+        target: host.clone(),
+        ok,
+        detail: detail.clone(),
+    });
+    progress.send(Progress::GroupFinished {
+        group: group.clone(),
+    });
+    Ok(Outcome {
+        succeeded: usize::from(ok),
+        failed: if ok {
+            Vec::new()
+        } else {
+            vec![Failure {
+                group,
+                target: host.clone(),
+                reason: detail,
+            }]
+        },
+        skipped: 0,
+        summary: format!(
+            "deploy on {host} {} in {}",
+            if ok { "succeeded" } else { "failed" },
+            crate::command::format_duration(Duration::from_secs(result.duration.as_secs().max(1)))
+        ),
+        detail: serde_json::json!({
+            "host": host,
+            "ok": ok,
+            "duration_ms": result.duration.as_millis() as u64,
+            "log_tail": log.tail(agent::TAIL_LINES, agent::TAIL_BYTES),
+        }),
+    })
+}
+
+async fn fan_out(
+    ctx: &JobContext,
+    cmd: &DeployCmd,
+    target: DeployTarget,
+    change: String,
+    progress: ProgressTx,
+) -> Result<Outcome, JobError> {
+    let cfg = &ctx.config.deploy;
+    let group = target.name().to_string();
+    let hosts = fanout::expected_hosts(target, cfg)
+        .await
+        .map_err(JobError::new)?;
+    progress.send(Progress::Plan {
+        title: format!("deploy {} via {}", cmd.manifest_url, target.name()),
+        groups: vec![PlanGroup {
+            name: group.clone(),
+            items: hosts
+                .iter()
+                .map(|h| PlanItem {
+                    target: h.clone(),
+                    change: change.clone(),
+                    skipped: None,
+                })
+                .collect(),
+        }],
+    });
+    if cmd.dry_run {
+        progress.note(format!(
+            "Dry run: the manifest is valid; no {} event was fired.",
+            target.name()
+        ));
+        return Ok(Outcome {
+            skipped: hosts.len(),
+            summary: "dry run: manifest valid, nothing fired".into(),
+            ..Outcome::default()
+        });
+    }
+    let payload = fanout::payload(&cmd.manifest_url, ctx.job.id);
+    fanout::fire(target, cfg, &payload)
+        .await
+        .map_err(|e| JobError::new(format!("cannot fire the deploy event: {e}")))?;
+    let deadline = cmd.timeout.unwrap_or(cfg.report_timeout);
+    let outcome = fanout::collect(
+        ctx.store.as_ref(),
+        ctx.job.id,
+        &group,
+        &hosts,
+        deadline,
+        &progress,
+    )
+    .await;
+    Ok(outcome)
 }

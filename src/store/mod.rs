@@ -91,6 +91,21 @@ pub struct AuditEntry {
     pub source: String,
 }
 
+/// One host's result for a deploy job, as posted by `corral agent --report-url`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployReport {
+    pub job_id: i64,
+    pub host: String,
+    pub ok: bool,
+    pub duration_ms: u64,
+    /// The end of the host's deploy log.
+    pub log_tail: String,
+    pub error: Option<String>,
+    /// The Consul event id the host applied, if any.
+    pub event_id: Option<String>,
+    pub at: i64,
+}
+
 /// The result of a lock change: the state before and after, or why it was refused.
 pub type LockChange = std::result::Result<(LockState, LockState), Refusal>;
 
@@ -136,4 +151,10 @@ pub trait Store: Send + Sync {
     /// Records an Events API `event_id`; false if it was seen before (a retry).
     /// Ids older than a day are forgotten.
     fn first_delivery(&self, event_id: &str, now: i64) -> Result<bool>;
+
+    /// Stores a host's deploy report; false if that host already reported for the job
+    /// (the first report wins).
+    fn add_deploy_report(&self, report: &DeployReport) -> Result<bool>;
+    /// A deploy job's host reports, oldest first.
+    fn deploy_reports(&self, job: i64) -> Result<Vec<DeployReport>>;
 }

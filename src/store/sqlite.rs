@@ -11,13 +11,16 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, Row, params};
 
 use super::{
-    AuditEntry, JobRecord, LockChange, LockHistoryEntry, NewJob, Result, Store, StoreError,
+    AuditEntry, DeployReport, JobRecord, LockChange, LockHistoryEntry, NewJob, Result, Store, StoreError,
 };
 use crate::job::{JobStatus, Outcome};
 use crate::lock::{Holder, LockAction, LockState, Refusal};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_deploy.sql"),
+];
 
 /// How long Events API ids are remembered (Slack retries for up to ~5 minutes, or 24 h
 /// with Delayed Events).
@@ -372,6 +375,45 @@ impl Store for SqliteStore {
             params![event_id, now],
         )?;
         Ok(inserted == 1)
+    }
+
+    fn add_deploy_report(&self, r: &DeployReport) -> Result<bool> {
+        let inserted = self.conn().execute(
+            "INSERT INTO deploy_reports (job_id, host, ok, duration_ms, log_tail, error, event_id, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+            params![
+                r.job_id,
+                r.host,
+                r.ok,
+                i64::try_from(r.duration_ms).unwrap_or(i64::MAX),
+                r.log_tail,
+                r.error,
+                r.event_id,
+                r.at
+            ],
+        )?;
+        Ok(inserted == 1)
+    }
+
+    fn deploy_reports(&self, job: i64) -> Result<Vec<DeployReport>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT job_id, host, ok, duration_ms, log_tail, error, event_id, at
+             FROM deploy_reports WHERE job_id = ?1 ORDER BY at, host",
+        )?;
+        let rows = stmt.query_map([job], |row| {
+            Ok(DeployReport {
+                job_id: row.get(0)?,
+                host: row.get(1)?,
+                ok: row.get(2)?,
+                duration_ms: u64::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
+                log_tail: row.get(4)?,
+                error: row.get(5)?,
+                event_id: row.get(6)?,
+                at: row.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 }
 

@@ -1,0 +1,109 @@
+//! `POST /api/v1/deploys/{job}/reports`: a host's result, posted by `corral agent
+//! --report-url` (SPEC §4, §6). The API token is required. The fan-out job waiting on
+//! `{job}` picks reports up from the store.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::json;
+
+use crate::app::App;
+use crate::deploy::agent::Report;
+use crate::store::DeployReport;
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new().route("/api/v1/deploys/{job}/reports", post(report))
+}
+
+fn error(status: StatusCode, text: impl std::fmt::Display) -> Response {
+    (status, axum::Json(json!({ "error": text.to_string() }))).into_response()
+}
+
+/// Longest host name accepted.
+const MAX_HOST: usize = 255;
+/// Longest log tail kept (agents send 4 KiB).
+const MAX_TAIL: usize = 16 * 1024;
+
+async fn report(
+    State(app): State<Arc<App>>,
+    Path(job): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = crate::api::auth::check(&headers, &app.config) {
+        return error(StatusCode::UNAUTHORIZED, e);
+    }
+    let Ok(job_id) = job.parse::<i64>() else {
+        return error(StatusCode::BAD_REQUEST, format!("{job:?} is not a job id"));
+    };
+    let r: Report = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "body must be JSON {{\"host\", \"status\": \"succeeded\"|\"failed\", \"duration_ms\", \"log_tail\"}}: {e}"
+                ),
+            );
+        }
+    };
+    let host = r.host.trim();
+    if host.is_empty()
+        || host.len() > MAX_HOST
+        || host.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("host must be 1 to {MAX_HOST} printable characters without spaces"),
+        );
+    }
+    let ok = match r.status.as_str() {
+        "succeeded" => true,
+        "failed" => false,
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("status must be succeeded or failed, not {other:?}"),
+            );
+        }
+    };
+    match app.store.job(job_id) {
+        Ok(Some(j)) if j.kind == "deploy" => {}
+        Ok(Some(j)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("job {job_id} is a {} job, not a deploy", j.kind),
+            );
+        }
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no job {job_id}")),
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+    let cut = |s: &str, max: usize| crate::deploy::log::tail(s, usize::MAX, max);
+    let rec = DeployReport {
+        job_id,
+        host: host.to_string(),
+        ok,
+        duration_ms: r.duration_ms,
+        log_tail: cut(&r.log_tail, MAX_TAIL),
+        error: r.error.as_deref().map(|e| cut(e, 2048)),
+        event_id: r.event_id.as_deref().map(|e| cut(e, 128)),
+        at: crate::now(),
+    };
+    match app.store.add_deploy_report(&rec) {
+        Ok(true) => (
+            StatusCode::CREATED,
+            axum::Json(json!({ "job": job_id, "host": rec.host, "recorded": true })),
+        )
+            .into_response(),
+        Ok(false) => error(
+            StatusCode::CONFLICT,
+            format!("{} already reported for job {job_id}", rec.host),
+        ),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
