@@ -3,6 +3,7 @@
 //! from shared/reference.
 
 mod api;
+mod deploy;
 mod releasestatus;
 mod slack_ingress;
 mod support;

@@ -3,3 +3,4 @@
 
 pub mod corral;
 pub mod fake_slack;
+pub mod files;

@@ -1,0 +1,62 @@
+//! A tiny HTTP file server for deploy tests: fixed bytes at fixed paths, 404 elsewhere,
+//! and a record of the PUTs it received (a stand-in for Consul's event endpoint).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+
+#[derive(Clone, Default)]
+pub struct Files {
+    files: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    puts: Arc<Mutex<Vec<(String, String)>>>,
+    pub url: String,
+}
+
+impl Files {
+    pub async fn start() -> Files {
+        let mut files = Files::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        files.url = format!("http://{}", listener.local_addr().unwrap());
+        let app = Router::new()
+            .route("/{*path}", get(serve).put(put))
+            .with_state(files.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        files
+    }
+
+    /// Serves `bytes` at `/path`; returns the full URL.
+    pub fn add(&self, path: &str, bytes: impl Into<Vec<u8>>) -> String {
+        self.files
+            .lock()
+            .unwrap()
+            .insert(path.trim_start_matches('/').to_string(), bytes.into());
+        format!("{}/{}", self.url, path.trim_start_matches('/'))
+    }
+
+    /// The PUT requests received: (path, body).
+    pub fn puts(&self) -> Vec<(String, String)> {
+        self.puts.lock().unwrap().clone()
+    }
+}
+
+async fn serve(State(f): State<Files>, Path(path): Path<String>) -> (StatusCode, Vec<u8>) {
+    match f.files.lock().unwrap().get(&path) {
+        Some(b) => (StatusCode::OK, b.clone()),
+        None => (StatusCode::NOT_FOUND, b"404 page not found\n".to_vec()),
+    }
+}
+
+async fn put(State(f): State<Files>, Path(path): Path<String>, body: Bytes) -> &'static str {
+    f.puts
+        .lock()
+        .unwrap()
+        .push((path, String::from_utf8_lossy(&body).into_owned()));
+    "true"
+}
