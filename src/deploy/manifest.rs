@@ -181,7 +181,10 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Manifest, ManifestError> 
         (_, Some(v)) if !matches!(v, serde_norway::Value::Null) => {
             let s = match v {
                 serde_norway::Value::String(s) => s,
-                serde_norway::Value::Number(n) => n.to_string(),
+                // An all-digit digest reads as a (huge) number: take its text as written.
+                serde_norway::Value::Number(n) => {
+                    raw_top_level_scalar(&text, "checksum").unwrap_or_else(|| n.to_string())
+                }
                 _ => {
                     return Err(ManifestError::new("checksum", "must be a hex string"));
                 }
@@ -542,6 +545,9 @@ mod tests {
             let c = Checksum::parse(&"A".repeat(len)).unwrap();
             assert_eq!((c.kind, c.hex.as_str()), (kind, "a".repeat(len).as_str()));
         }
+        // An all-digit digest is a number to YAML; its text is what counts.
+        let digits = BASE.replace("e0840daaa97cd2cf2175f9e5d133ffb3324a2b93", &"1".repeat(40));
+        assert_eq!(p(&digits).unwrap().checksum.unwrap().hex, "1".repeat(40));
         assert!(
             Checksum::parse("abc")
                 .unwrap_err()

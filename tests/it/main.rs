@@ -4,6 +4,7 @@
 
 mod api;
 mod deploy;
+mod deploy_fanout;
 mod releasestatus;
 mod slack_ingress;
 mod support;
