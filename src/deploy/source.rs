@@ -15,6 +15,7 @@ pub const MAX_MANIFEST_BYTES: usize = 1 << 20;
 pub enum Body {
     File(tokio::fs::File),
     Http(reqwest::Response),
+    S3(futures::stream::BoxStream<'static, object_store::Result<Bytes>>),
 }
 
 impl Body {
@@ -30,6 +31,13 @@ impl Body {
                 Ok((n > 0).then(|| buf.freeze()))
             }
             Body::Http(r) => r.chunk().await.map_err(|e| format!("read error: {e}")),
+            Body::S3(s) => {
+                use futures::StreamExt;
+                s.next()
+                    .await
+                    .transpose()
+                    .map_err(|e| format!("read error: {e}"))
+            }
         }
     }
 }
@@ -69,11 +77,46 @@ pub async fn open(url: &str, log: &DeployLog) -> Result<Body, String> {
                 .map_err(|e| format!("open {}: {e}", path.display()))?;
             Ok(Body::File(f))
         }
-        "s3" => Err(format!(
-            "{url}: s3:// sources are not supported by this build of corral yet (use http(s):// or file://)"
-        )),
+        "s3" => open_s3(url, &parsed).await,
         _ => Err(format!("URL scheme must be s3, http(s) or file: {url}")),
     }
+}
+
+/// S3 GetObject: bucket = host, key = path without its leading `/`. Region, credentials
+/// and endpoint come from the usual `AWS_*` variables (`AWS_REGION` or
+/// `AWS_DEFAULT_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+/// `AWS_ENDPOINT_URL` for an S3-compatible server, `AWS_ALLOW_HTTP=true` for plain http).
+async fn open_s3(url: &str, parsed: &url::Url) -> Result<Body, String> {
+    let bucket = parsed
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| format!("{url}: no bucket"))?;
+    let key = parsed.path().trim_start_matches('/');
+    if key.is_empty() {
+        return Err(format!("{url}: no object key"));
+    }
+    let path =
+        object_store::path::Path::from_url_path(key).map_err(|e| format!("{url}: bad key: {e}"))?;
+    // Same provider as every other client of corral (reqwest is built without one).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+    if std::env::var_os("AWS_REGION").is_none()
+        && let Ok(r) = std::env::var("AWS_DEFAULT_REGION")
+    {
+        builder = builder.with_region(r);
+    }
+    if let Ok(e) = std::env::var("AWS_ENDPOINT_URL") {
+        builder = builder.with_endpoint(e);
+    }
+    let store = builder
+        .build()
+        .map_err(|e| format!("{url}: S3 configuration: {e}"))?;
+    use object_store::ObjectStoreExt;
+    let got = store
+        .get(&path)
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    Ok(Body::S3(got.into_stream()))
 }
 
 /// Opens a URL, retrying the opening only (stretcher §7): `1 + retry` attempts,

@@ -645,3 +645,101 @@ async fn agent_reports_to_the_bot() {
         400
     );
 }
+
+/// A local S3-compatible server (moto), killed when dropped.
+struct Moto {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_moto() -> Moto {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("moto_server is installed (pip install 'moto[server]')");
+    let moto = Moto {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let http = corral::http_client().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http.get(&moto.url).send().await.is_err() {
+        assert!(Instant::now() < deadline, "moto_server did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    moto
+}
+
+const S3_ENV: [(&str, &str); 4] = [
+    ("AWS_ALLOW_HTTP", "true"),
+    ("AWS_ACCESS_KEY_ID", "testing"),
+    ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ("AWS_REGION", "us-east-1"),
+];
+
+#[tokio::test]
+async fn s3_manifest_and_src() {
+    let moto = start_moto().await;
+    let http = corral::http_client().unwrap();
+    assert!(
+        http.put(format!("{}/releases", moto.url))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&moto.url)
+        .with_allow_http(true)
+        .with_bucket_name("releases")
+        .with_region("us-east-1")
+        .with_access_key_id("testing")
+        .with_secret_access_key("testing")
+        .build()
+        .unwrap();
+    use object_store::ObjectStoreExt;
+    let sb = Sandbox::new("s3");
+    let tar = std::fs::read(sb.dir.join("testdata/test.tar")).unwrap();
+    store
+        .put(&"app/v1/test.tar".into(), tar.into())
+        .await
+        .unwrap();
+    let manifest = format!(
+        "src: s3://releases/app/v1/test.tar\nchecksum: {TEST_TAR_SHA1}\ndest: {}\n",
+        sb.dest.display()
+    );
+    store
+        .put(&"app/v1/deploy.yml".into(), manifest.into_bytes().into())
+        .await
+        .unwrap();
+    let mut env = S3_ENV.to_vec();
+    env.push(("AWS_ENDPOINT_URL", &moto.url));
+    let r = agent(&sb.dir, "s3://releases/app/v1/deploy.yml\n", &[], &env).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(sb.read("dest/foo/baz").as_deref(), Some("baz\n"));
+    // A missing key is a clear fetch error, retried like any other.
+    let r = agent(&sb.dir, "s3://releases/app/v2/deploy.yml\n", &[], &env).await;
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .contains("load manifest failed: GET s3://releases/app/v2/deploy.yml"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("not found"), "{}", r.stderr);
+}
