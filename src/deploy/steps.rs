@@ -226,13 +226,11 @@ enum Msg {
     Failed(String),
 }
 
-/// The extracting thread's view of the download: a blocking reader that hashes every
-/// byte it hands out.
+/// The extracting thread's view of the download: a blocking reader over the chunks the
+/// download task sends (which hashes them on its own core).
 struct ChannelReader {
     rx: tokio::sync::mpsc::Receiver<Msg>,
     current: Bytes,
-    hasher: Hasher,
-    bytes: u64,
     ended: bool,
 }
 
@@ -252,8 +250,6 @@ impl Read for ChannelReader {
         let n = buf.len().min(self.current.len());
         let chunk = self.current.split_to(n);
         buf[..n].copy_from_slice(&chunk);
-        self.hasher.update(&chunk);
-        self.bytes += n as u64;
         Ok(n)
     }
 }
@@ -272,8 +268,6 @@ async fn fetch_and_extract(
     let reader = ChannelReader {
         rx,
         current: Bytes::new(),
-        hasher: Hasher::new(checksum.kind),
-        bytes: 0,
         ended: false,
     };
     let root = staging.to_path_buf();
@@ -282,7 +276,7 @@ async fn fetch_and_extract(
         let (stats, rest) = extract::unpack(reader, &root).map_err(|e| e.to_string())?;
         let mut reader = rest.into_inner();
         std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| e.to_string())?;
-        Ok::<_, String>((stats, reader.bytes, reader.hasher.hex()))
+        Ok::<_, String>(stats)
     });
     let limiter = opts.max_bandwidth.and_then(|b| {
         let rate = NonZeroU32::new(u32::try_from(b).unwrap_or(u32::MAX))?;
@@ -292,18 +286,23 @@ async fn fetch_and_extract(
             rate,
         ))
     });
+    let mut hasher = Hasher::new(checksum.kind);
     let download = async move {
+        let mut bytes = 0u64;
         let mut body = source::open_with_retry(src, opts.retry, opts.retry_wait, log).await?;
         loop {
             let chunk = match body.chunk().await {
                 Ok(Some(c)) => c,
                 Ok(None) => break,
+
                 Err(e) => {
                     let e = format!("get src failed: {e}");
                     let _ = tx.send(Msg::Failed(e.clone())).await;
                     return Err(e);
                 }
             };
+            hasher.update(&chunk);
+            bytes += chunk.len() as u64;
             if let Some((lim, rate)) = &limiter {
                 let mut off = 0;
                 while off < chunk.len() {
@@ -312,17 +311,17 @@ async fn fetch_and_extract(
                         let _ = lim.until_n_ready(nz).await;
                     }
                     if tx.send(Msg::Data(chunk.slice(off..off + n))).await.is_err() {
-                        return Ok(());
+                        return Ok(None);
                     }
                     off += n;
                 }
             } else if tx.send(Msg::Data(chunk)).await.is_err() {
                 // The extractor stopped (it says why).
-                return Ok(());
+                return Ok(None);
             }
         }
         let _ = tx.send(Msg::End).await;
-        Ok(())
+        Ok(Some((bytes, hasher.hex())))
     };
     let downloaded = match opts.fetch_timeout.filter(|t| !t.is_zero()) {
         Some(t) => tokio::time::timeout(t, download).await.unwrap_or_else(|_| {
@@ -337,8 +336,9 @@ async fn fetch_and_extract(
     let extracted = extractor
         .await
         .map_err(|e| format!("extractor crashed: {e}"))?;
-    downloaded?;
-    let (stats, bytes, got) = extracted?;
+    let downloaded = downloaded?;
+    let stats = extracted?;
+    let (bytes, got) = downloaded.ok_or("download stopped before its end")?;
     let secs = started.elapsed().as_secs_f64().max(0.001);
     log.line(format!(
         "Wrote {bytes} bytes, {} entries to {} (in {:.3}s, {:.0} bytes/s)",
