@@ -123,6 +123,9 @@ fn unpack_tar<R: Read>(reader: R, root: &Path) -> Result<Stats, ExtractError> {
         let name = raw_path.to_string_lossy().into_owned();
         let rel = safe_relative(&name, &raw_path)?;
         let kind = entry.header().entry_type();
+        // A hard link's source, resolved inside the root (the tar crate would resolve it
+        // against the process's working directory).
+        let mut link_source: Option<PathBuf> = None;
         use tar::EntryType as T;
         match kind {
             T::Char | T::Block | T::Fifo => {
@@ -177,6 +180,7 @@ fn unpack_tar<R: Read>(reader: R, root: &Path) -> Result<Stats, ExtractError> {
                         "is a hard link to something that is not a plain file",
                     ));
                 }
+                link_source = Some(full);
             }
             T::Regular | T::Continuous | T::Directory | T::GNUSparse => {}
             other => {
@@ -226,7 +230,11 @@ fn unpack_tar<R: Read>(reader: R, root: &Path) -> Result<Stats, ExtractError> {
             let _ = std::fs::remove_file(&dst);
         }
         stats.bytes += entry.header().size().unwrap_or(0);
-        entry.unpack(&dst).map_err(|e| ExtractError::Write {
+        let written = match &link_source {
+            Some(src) => std::fs::hard_link(src, &dst),
+            None => entry.unpack(&dst).map(|_| ()),
+        };
+        written.map_err(|e| ExtractError::Write {
             path: name.clone(),
             reason: e.to_string(),
         })?;
@@ -326,6 +334,17 @@ mod tests {
         tar.extend(raw_tar("a/ok/file", tar::EntryType::Regular, "", b"x"));
         let e = unpack(&tar[..], &root).unwrap_err();
         assert!(e.to_string().contains("through a symlink"), "{e}");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn hard_link_inside_points_at_the_extracted_file() {
+        let root = tmp("hardlink");
+        let mut tar = raw_tar("dir/a", tar::EntryType::Regular, "", b"data");
+        tar.truncate(tar.len() - 1024);
+        tar.extend(raw_tar("b", tar::EntryType::Link, "./dir/a", b""));
+        unpack(&tar[..], &root).unwrap();
+        assert_eq!(std::fs::read_to_string(root.join("b")).unwrap(), "data");
         std::fs::remove_dir_all(root).unwrap();
     }
 
