@@ -7,6 +7,26 @@
 //! * [`agent`] is `corral agent` (stdin events, replay protection, reports back).
 //! * [`fanout`] fires a deploy to Serf or Consul hosts and collects their reports;
 //!   [`run`] is the `/deploy` job.
+//!
+//! Decisions where stretcher or the spec were silent:
+//!
+//! * The archive is streamed once: downloaded, hashed (on the download task) and
+//!   extracted (on a blocking thread) into a private staging directory; `dest` is only
+//!   touched after the checksum matched and every entry passed the safety checks. So pre
+//!   commands run after the download and extraction, before the sync, as in stretcher.
+//! * Every manifest rule is checked at load time (a bad `sync_strategy` is refused
+//!   before any command runs, without failure commands); `dest` must be absolute.
+//! * Commands run in `dest` when it exists as a directory, else in the agent's working
+//!   directory (stretcher's `rm -fr dest` pre-command pattern keeps working).
+//! * `release`: `dest/releases/<UTC time>-<checksum prefix>`, `dest/current` a relative
+//!   symlink switched by rename, `keep_releases` (default 5) newest kept.
+//! * Fan-out: the event payload is the manifest URL with `#corral-job=<id>` appended.
+//!   HTTP clients never send a fragment and stretcher reads only the path for s3/file, so
+//!   plain stretcher agents deploy the same manifest; `corral agent` reads the job id from
+//!   it and posts to its own configured `--report-url` (never to a URL taken from the
+//!   event, so the token cannot be lured elsewhere).
+//! * Hosts expected to answer: `CORRAL_DEPLOY_HOSTS` if set, else Serf's alive members
+//!   or Consul's catalog nodes. A host that never reports is a failure named in a note.
 
 pub mod agent;
 pub mod extract;
@@ -177,6 +197,11 @@ async fn fan_out(
     progress: ProgressTx,
 ) -> Result<Outcome, JobError> {
     let cfg = &ctx.config.deploy;
+    if ctx.config.api_token.is_none() {
+        return Err(JobError::new(
+            "a fan-out needs CORRAL_API_TOKEN: hosts report back with it (corral agent --report-url URL, CORRAL_REPORT_TOKEN)",
+        ));
+    }
     let group = target.name().to_string();
     let hosts = fanout::expected_hosts(target, cfg)
         .await
