@@ -103,7 +103,158 @@ pub fn unpack<R: Read>(reader: R, root: &Path) -> Result<(Stats, BufReader<R>), 
     }
 }
 
+/// Regular files up to this size are handed to the writer threads whole.
+const SMALL_FILE: u64 = 256 << 10;
+/// Files queued for the writers at most (bounds memory to a few MiB).
+const QUEUE: usize = 32;
+
+struct FileJob {
+    name: String,
+    dst: PathBuf,
+    data: Vec<u8>,
+    mode: u32,
+    mtime: u64,
+}
+
+#[derive(Default)]
+struct WriterState {
+    queue: std::collections::VecDeque<FileJob>,
+    /// Queued or being written.
+    outstanding: usize,
+    pending_paths: std::collections::HashSet<PathBuf>,
+    error: Option<ExtractError>,
+    closed: bool,
+}
+
+/// Writer threads for small files. Creating a file costs far more kernel time than
+/// writing 25 KB into it, and one thread would leave the other cores idle. Only plain
+/// files go here; anything whose meaning depends on order (directories over a pending
+/// path, links, big files, a second entry of the same name) waits for the queue to
+/// drain first, so the archive's order is kept wherever it matters.
+#[derive(Default)]
+struct Writers {
+    state: std::sync::Mutex<WriterState>,
+    cv: std::sync::Condvar,
+}
+
+impl Writers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WriterState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn submit(&self, job: FileJob) -> Result<(), ExtractError> {
+        let mut st = self.lock();
+        while st.queue.len() >= QUEUE && st.error.is_none() {
+            st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        if let Some(e) = st.error.take() {
+            return Err(e);
+        }
+        st.pending_paths.insert(job.dst.clone());
+        st.outstanding += 1;
+        st.queue.push_back(job);
+        self.cv.notify_all();
+        Ok(())
+    }
+
+    fn is_pending(&self, p: &Path) -> bool {
+        self.lock().pending_paths.contains(p)
+    }
+
+    /// Waits until every queued file is written; returns the first write error.
+    fn barrier(&self) -> Result<(), ExtractError> {
+        let mut st = self.lock();
+        while st.outstanding > 0 {
+            st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        match st.error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.cv.notify_all();
+    }
+
+    fn work(&self) {
+        loop {
+            let job = {
+                let mut st = self.lock();
+                loop {
+                    if let Some(j) = st.queue.pop_front() {
+                        self.cv.notify_all();
+                        break j;
+                    }
+                    if st.closed {
+                        return;
+                    }
+                    st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+                }
+            };
+            let result = write_small(&job);
+            let mut st = self.lock();
+            st.outstanding -= 1;
+            st.pending_paths.remove(&job.dst);
+            if let Err(e) = result
+                && st.error.is_none()
+            {
+                st.error = Some(e);
+            }
+            self.cv.notify_all();
+        }
+    }
+}
+
+fn write_small(job: &FileJob) -> Result<(), ExtractError> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let err = |e: std::io::Error| ExtractError::Write {
+        path: job.name.clone(),
+        reason: e.to_string(),
+    };
+    // create_new + O_NOFOLLOW: never through a link, never over something unexpected
+    // (the extracting thread removed any earlier entry of this name).
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(&job.dst)
+        .map_err(err)?;
+    f.write_all(&job.data).map_err(err)?;
+    f.set_permissions(std::fs::Permissions::from_mode(job.mode))
+        .map_err(err)?;
+    let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(job.mtime);
+    f.set_modified(mtime).map_err(err)?;
+    Ok(())
+}
+
 fn unpack_tar<R: Read>(reader: R, root: &Path) -> Result<Stats, ExtractError> {
+    let writers = Writers::default();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 4);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| writers.work());
+        }
+        let result = unpack_entries(reader, root, &writers).and_then(|stats| {
+            writers.barrier()?;
+            Ok(stats)
+        });
+        writers.close();
+        result
+    })
+}
+
+fn unpack_entries<R: Read>(
+    reader: R,
+    root: &Path,
+    writers: &Writers,
+) -> Result<Stats, ExtractError> {
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(false);
     archive.set_preserve_mtime(true);
@@ -150,6 +301,8 @@ fn unpack_tar<R: Read>(reader: R, root: &Path) -> Result<Stats, ExtractError> {
                 }
             }
             T::Link => {
+                // Its source may still be queued for writing.
+                writers.barrier()?;
                 let target = entry
                     .link_name()
                     .map_err(|e| ExtractError::Read(e.to_string()))?
@@ -207,6 +360,12 @@ fn unpack_tar<R: Read>(reader: R, root: &Path) -> Result<Stats, ExtractError> {
             }
         }
         let dst = root.join(&rel);
+        let small = matches!(kind, T::Regular | T::Continuous)
+            && link_source.is_none()
+            && entry.header().size().is_ok_and(|n| n <= SMALL_FILE);
+        if !small && kind != T::Directory || writers.is_pending(&dst) {
+            writers.barrier()?;
+        }
         if kind == T::Directory {
             std::fs::create_dir_all(&dst).map_err(|e| ExtractError::Write {
                 path: name.clone(),
@@ -230,6 +389,21 @@ fn unpack_tar<R: Read>(reader: R, root: &Path) -> Result<Stats, ExtractError> {
             let _ = std::fs::remove_file(&dst);
         }
         stats.bytes += entry.header().size().unwrap_or(0);
+        if small {
+            let mut data = Vec::with_capacity(entry.header().size().unwrap_or(0) as usize);
+            entry
+                .read_to_end(&mut data)
+                .map_err(|e| ExtractError::Read(e.to_string()))?;
+            writers.submit(FileJob {
+                name: name.clone(),
+                dst,
+                data,
+                mode: entry.header().mode().unwrap_or(0o644) & 0o777,
+                mtime: entry.header().mtime().unwrap_or(0),
+            })?;
+            stats.entries += 1;
+            continue;
+        }
         let written = match &link_source {
             Some(src) => std::fs::hard_link(src, &dst),
             None => entry.unpack(&dst).map(|_| ()),
@@ -240,6 +414,7 @@ fn unpack_tar<R: Read>(reader: R, root: &Path) -> Result<Stats, ExtractError> {
         })?;
         stats.entries += 1;
     }
+    writers.barrier()?;
     // Directory modes last, deepest first, so a read-only directory does not block its
     // own files.
     use std::os::unix::fs::PermissionsExt;
@@ -345,6 +520,38 @@ mod tests {
         tar.extend(raw_tar("b", tar::EntryType::Link, "./dir/a", b""));
         unpack(&tar[..], &root).unwrap();
         assert_eq!(std::fs::read_to_string(root.join("b")).unwrap(), "data");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn later_entry_of_the_same_name_wins_and_many_files_land() {
+        let root = tmp("dupes");
+        let mut tar = Vec::new();
+        for (name, data) in [("a", &b"one"[..]), ("d/b", b"x"), ("a", b"two")] {
+            let mut t = raw_tar(name, tar::EntryType::Regular, "", data);
+            t.truncate(t.len() - 1024);
+            tar.extend(t);
+        }
+        for i in 0..300 {
+            let mut t = raw_tar(
+                &format!("many/f{i}"),
+                tar::EntryType::Regular,
+                "",
+                format!("{i}").as_bytes(),
+            );
+            t.truncate(t.len() - 1024);
+            tar.extend(t);
+        }
+        tar.extend([0u8; 1024]);
+        let (stats, _) = unpack(&tar[..], &root).unwrap();
+        assert_eq!(stats.entries, 303);
+        assert_eq!(std::fs::read_to_string(root.join("a")).unwrap(), "two");
+        for i in [0, 150, 299] {
+            assert_eq!(
+                std::fs::read_to_string(root.join(format!("many/f{i}"))).unwrap(),
+                i.to_string()
+            );
+        }
         std::fs::remove_dir_all(root).unwrap();
     }
 
