@@ -233,10 +233,13 @@ fn write_small(job: &FileJob) -> Result<(), ExtractError> {
 
 fn unpack_tar<R: Read>(reader: R, root: &Path) -> Result<Stats, ExtractError> {
     let writers = Writers::default();
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(2, 4);
+    let threads = std::env::var("CORRAL_EXTRACT_WRITERS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        // One writer beside the decompressing thread measured best: more writers in
+        // the same directories contend on the directory lock (bench/deploy.sh).
+        .unwrap_or(1)
+        .clamp(1, 8);
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| writers.work());
