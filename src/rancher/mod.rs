@@ -2,6 +2,11 @@
 //! job) and labelled service image upgrades (`/upgrade image`, rancher-service-updater's
 //! job). Knows nothing about Slack: it reports through [`crate::job::ProgressTx`].
 
+pub mod client;
+pub mod model;
+
+pub use client::{Client, ClientOptions, Filter, RancherError};
+
 use crate::command::{CatalogUpgrade, ImageUpgrade};
 use crate::job::runner::{JobContext, JobError};
 use crate::job::{Outcome, ProgressTx};

@@ -1,2 +1,4 @@
 //! Fakes and helpers shared by the integration tests.
 #![allow(dead_code)]
+
+pub mod fake_rancher;
