@@ -4,3 +4,4 @@
 
 mod rancher_client;
 mod support;
+mod rancher_catalog;
