@@ -5,3 +5,4 @@
 //! refusal keeps the format of the tool it imitates.
 
 pub mod auth;
+pub mod cowpoke;

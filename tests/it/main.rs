@@ -5,3 +5,4 @@
 mod rancher_client;
 mod support;
 mod rancher_catalog;
+mod rancher_cowpoke;
