@@ -325,7 +325,7 @@ impl Config {
             parallelism: env.number(&["CORRAL_UPGRADE_PARALLELISM"], 50, 1..=1_000)? as usize,
             upgrade_timeout: env
                 .duration(&["CORRAL_UPGRADE_TIMEOUT"], Duration::from_secs(600))?,
-            poll_interval: env.duration(&["CORRAL_RANCHER_POLL"], Duration::from_secs(2))?,
+            poll_interval: env.duration(&["CORRAL_RANCHER_POLL"], Duration::from_secs(1))?,
         };
 
         let deploy = DeployConfig {

@@ -615,7 +615,8 @@ async fn execute(
                 envs[*i].project.clone(),
                 filters.clone(),
                 w.clone(),
-                settings.poll_interval,
+                // A zero interval (CORRAL_RANCHER_POLL=0) must not become a busy loop.
+                settings.poll_interval.max(Duration::from_millis(10)),
             ));
             w
         });
