@@ -8,7 +8,7 @@
 //! value; BENCH_ENVS, BENCH_STACKS, BENCH_LATENCY_MS, BENCH_UPGRADE_MS change the shape.
 
 #[path = "../tests/it/support/fake_rancher.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod fake_rancher;
 
 use std::collections::HashMap;
