@@ -3,6 +3,7 @@
 //! from shared/reference.
 
 mod api;
+mod binary;
 mod releasestatus;
 mod slack_ingress;
 mod support;

@@ -15,7 +15,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::any;
 use serde_json::{Value, json};
 
 /// One recorded Web API call.
@@ -149,7 +149,7 @@ impl FakeSlack {
     pub async fn start() -> FakeSlack {
         let inner = Arc::new(Inner::default());
         let app = Router::new()
-            .route("/api/{method}", post(api))
+            .route("/api/{method}", any(api))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
