@@ -257,6 +257,27 @@ async fn bad_configuration_stops_start_up_naming_the_variable() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(var), "{var}: {stderr}");
     }
+    // .env in the working directory is read too, and the environment wins over it.
+    std::fs::write(
+        dir.0.join(".env"),
+        "HOST_PORT=not-a-port\nCORRAL_CHANNEL=C0FROMDOTENV\n",
+    )
+    .unwrap();
+    let out = corral(&dir, None, &["serve"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HOST_PORT"));
+    let out = corral(&dir, None, &["check"])
+        .env("HOST_PORT", "9999")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("listen 0.0.0.0:9999"), "{stdout}");
+    assert!(
+        !stdout.contains("no announcement channel"),
+        ".env set CORRAL_CHANNEL: {stdout}"
+    );
+    std::fs::remove_file(dir.0.join(".env")).unwrap();
+
     let out = corral(&dir, None, &["check"])
         .env("SLACK_BOT_TOKEN", "xoxb-super-secret-value")
         .env("SLACK_API_URL", "http://127.0.0.1:9/api")

@@ -6,4 +6,5 @@ mod api;
 mod binary;
 mod releasestatus;
 mod slack_ingress;
+mod socket_mode;
 mod support;
