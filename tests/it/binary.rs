@@ -70,13 +70,17 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
+        // Owned by `Server` at once, so its Drop reaps the process on every path.
+        let server = Server {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
         let client = corral::http_client().unwrap();
         for _ in 0..200 {
-            if let Ok(r) = client.get(format!("{url}/readyz")).send().await
+            if let Ok(r) = client.get(format!("{}/readyz", server.url)).send().await
                 && r.status() == 200
             {
-                return Server { child, url };
+                return server;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
