@@ -137,8 +137,8 @@ impl std::error::Error for ParseError {}
 /// The overview shown for `help` and for unknown commands.
 pub const OVERVIEW: &str = "corral understands three commands:\n\
 • `/release start|stop|status|block|unblock|history` — the release lock\n\
-• `/upgrade <catalog>:<template>:<version>` or `/upgrade image <image-ref>` — Rancher upgrades\n\
-• `/deploy <manifest-url>` — deploy an artifact to hosts\n\
+• `/upgrade &lt;catalog&gt;:&lt;template&gt;:&lt;version&gt;` or `/upgrade image &lt;image-ref&gt;` — Rancher upgrades\n\
+• `/deploy &lt;manifest-url&gt;` — deploy an artifact to hosts\n\
 Add `help` to any of them for usage and examples.";
 
 /// Parses a slash command: `command` is the slash command's name (`/release`) and
@@ -174,7 +174,10 @@ pub fn parse_text(text: &str) -> Result<Command, ParseError> {
 fn parse_family(family: Family, text: &str) -> Result<Command, ParseError> {
     check_length(text, Some(family))?;
     let words = tokenize(text).map_err(|p| ParseError::new(family, p))?;
-    if words.first().is_some_and(|w| w.eq_ignore_ascii_case("help")) {
+    if words
+        .first()
+        .is_some_and(|w| w.eq_ignore_ascii_case("help"))
+    {
         return Ok(Command::Help(Some(family)));
     }
     match family {
@@ -408,7 +411,16 @@ mod tests {
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
         assert_eq!(parse_duration("2h30m").unwrap(), Duration::from_secs(9000));
         assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
-        for bad in ["", "s", "10x", "-5", "1.5h", "10m5", "99999999999999999999h", "400d"] {
+        for bad in [
+            "",
+            "s",
+            "10x",
+            "-5",
+            "1.5h",
+            "10m5",
+            "99999999999999999999h",
+            "400d",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
         assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
@@ -460,5 +472,108 @@ mod tests {
         assert_eq!(unwrap_link("<https://x/m.yml|m.yml>"), "https://x/m.yml");
         assert_eq!(unwrap_link("<https://x/m.yml>"), "https://x/m.yml");
         assert_eq!(unwrap_link("https://x"), "https://x");
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn reason() -> impl Strategy<Value = String> {
+        proptest::collection::vec("[a-zA-Z0-9][a-zA-Z0-9.:_-]{0,11}", 0..4).prop_map(|w| w.join(" "))
+    }
+
+    fn command() -> impl Strategy<Value = Command> {
+        let name = "[a-z][a-z0-9-]{0,10}";
+        prop_oneof![
+            reason().prop_map(|reason| Command::Release(ReleaseCmd::Start { reason })),
+            any::<bool>().prop_map(|force| Command::Release(ReleaseCmd::Stop { force })),
+            Just(Command::Release(ReleaseCmd::Status)),
+            reason().prop_map(|reason| Command::Release(ReleaseCmd::Block { reason })),
+            Just(Command::Release(ReleaseCmd::Unblock)),
+            (1usize..=100).prop_map(|n| Command::Release(ReleaseCmd::History { n })),
+            (
+                name,
+                name,
+                "[0-9][0-9a-z.+-]{0,8}",
+                proptest::option::of("\\^[a-z]{1,6}"),
+                any::<bool>(),
+                any::<bool>()
+            )
+                .prop_map(|(catalog, template, version, env, dry_run, force)| {
+                    Command::Upgrade(UpgradeCmd::Catalog(CatalogUpgrade {
+                        catalog,
+                        template,
+                        version,
+                        env,
+                        dry_run,
+                        force,
+                    }))
+                }),
+            (
+                "[a-z0-9]{1,8}(/[a-z0-9]{1,8}){0,2}:[0-9][0-9.]{0,6}",
+                any::<bool>(),
+                any::<bool>(),
+                proptest::option::of(1u64..100_000),
+                any::<bool>(),
+                any::<bool>()
+            )
+                .prop_map(|(image, confirm, start_first, t, dry_run, force)| {
+                    Command::Upgrade(UpgradeCmd::Image(ImageUpgrade {
+                        image,
+                        env: None,
+                        confirm,
+                        start_first,
+                        timeout: t.map(Duration::from_secs),
+                        dry_run,
+                        force,
+                    }))
+                }),
+            (
+                "https://[a-z]{1,8}\\.example\\.com/[a-z]{1,8}\\.yml",
+                prop_oneof![
+                    Just(DeployTarget::Local),
+                    Just(DeployTarget::Serf),
+                    Just(DeployTarget::Consul)
+                ],
+                any::<bool>(),
+                proptest::option::of(1u64..100_000),
+                any::<bool>()
+            )
+                .prop_map(|(manifest_url, target, dry_run, t, force)| {
+                    Command::Deploy(DeployCmd {
+                        manifest_url,
+                        target,
+                        dry_run,
+                        timeout: t.map(Duration::from_secs),
+                        force,
+                    })
+                }),
+        ]
+    }
+
+    proptest! {
+        /// What corral stores for a job (`to_text`) parses back to the same command, so
+        /// a restarted corral knows exactly what was asked.
+        #[test]
+        fn text_round_trips(cmd in command()) {
+            prop_assert_eq!(parse_text(&cmd.to_text()), Ok(cmd));
+        }
+
+        /// No input makes the parser panic, and every refusal carries usage text.
+        #[test]
+        fn any_text_parses_or_explains(text in "\\PC{0,200}") {
+            if let Err(e) = parse_text(&text) {
+                prop_assert!(!e.problem.is_empty());
+                prop_assert!(e.to_string().contains('/'));
+            }
+        }
+
+        #[test]
+        fn durations_never_panic(text in "[0-9smhd]{0,12}") {
+            let _ = parse_duration(&text);
+        }
     }
 }

@@ -2,7 +2,12 @@
 //! outside (its router, its binary) against in-process fakes of Slack and Rancher built
 //! from shared/reference.
 
-mod rancher_client;
-mod support;
+mod api;
+mod binary;
 mod rancher_catalog;
+mod rancher_client;
 mod rancher_cowpoke;
+mod releasestatus;
+mod slack_ingress;
+mod socket_mode;
+mod support;

@@ -1,4 +1,6 @@
 //! Fakes and helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod corral;
 pub mod fake_rancher;
+pub mod fake_slack;
