@@ -525,9 +525,17 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
+/// One read of an environment's stacks.
+struct Snapshot {
+    /// When the read was sent: a stack only trusts reads sent after its upgrade was
+    /// accepted (an earlier read shows the state before it).
+    sent: Instant,
+    stacks: HashMap<String, Stack>,
+}
+
 /// Shared view of one environment's stacks while stacks there wait.
 struct Watcher {
-    snapshot: watch::Sender<Arc<HashMap<String, Stack>>>,
+    snapshot: watch::Sender<Arc<Snapshot>>,
     waiting: AtomicUsize,
     wake: Notify,
 }
@@ -565,11 +573,12 @@ async fn poll_env(
         if w.waiting.load(Ordering::SeqCst) == 0 {
             continue;
         }
+        let sent = Instant::now();
         match client.stacks(&project, &filters).await {
             Ok(stacks) => {
-                let map: HashMap<String, Stack> =
+                let stacks: HashMap<String, Stack> =
                     stacks.into_iter().map(|s| (s.id.clone(), s)).collect();
-                w.snapshot.send_replace(Arc::new(map));
+                w.snapshot.send_replace(Arc::new(Snapshot { sent, stacks }));
             }
             // Transient: the GET was already retried; the next interval tries again and
             // each stack's deadline bounds the wait.
@@ -604,7 +613,10 @@ async fn execute(
     for (i, _) in &work {
         *remaining.entry(*i).or_default() += 1;
         watchers.entry(*i).or_insert_with(|| {
-            let (tx, _rx) = watch::channel(Arc::new(HashMap::new()));
+            let (tx, _rx) = watch::channel(Arc::new(Snapshot {
+                sent: Instant::now(),
+                stacks: HashMap::new(),
+            }));
             let w = Arc::new(Watcher {
                 snapshot: tx,
                 waiting: AtomicUsize::new(0),
@@ -714,6 +726,8 @@ async fn upgrade_one(
                 );
                 return;
             }
+            // A 2xx whose body is not a stack: the upgrade was accepted all the same.
+            Ok(Err(RancherError::Decode { .. })) => stack.clone(),
             Ok(Err(e)) => {
                 drop(guard);
                 r.error = format!("upgrade refused: {}", rancher_text(&e));
@@ -722,25 +736,49 @@ async fn upgrade_one(
             Ok(Ok(s)) if !s.id.is_empty() => s,
             Ok(Ok(_)) => stack.clone(),
         };
+    let accepted = Instant::now();
     let want = target.id.external_id();
+    // Reads in a row that no longer list the stack.
+    let mut missing = 0u32;
     let outcome = loop {
-        if let Some(s) = rx.borrow_and_update().get(&stack.id) {
-            latest = s.clone();
+        // Decisions come only from reads sent after the upgrade was accepted; the
+        // action's own reply may still show the old state (§13).
+        let mut fresh = false;
+        {
+            let snap = rx.borrow_and_update();
+            if snap.sent >= accepted {
+                match snap.stacks.get(&stack.id) {
+                    Some(s) => {
+                        latest = s.clone();
+                        missing = 0;
+                        fresh = true;
+                    }
+                    None => missing += 1,
+                }
+            }
         }
-        if latest.transitioning == "error" {
+        if missing >= 3 {
+            break Err(
+                "the stack is no longer listed in its environment (removed, or its externalId changed)"
+                    .to_string(),
+            );
+        }
+        if !fresh {
+            // Nothing new about this stack: wait for the next read.
+        } else if latest.transitioning == "error" {
             break Err(format!(
                 "the upgrade failed in Rancher: {}",
                 nonempty(&latest.transitioning_message, "no message")
             ));
-        }
-        if latest.state == "upgraded" && latest.transitioning != "yes" {
+        } else if latest.state == "upgraded" && latest.transitioning != "yes" {
             break Ok(true);
-        }
-        if latest.state == "active" && latest.transitioning != "yes" && latest.external_id == want {
+        } else if latest.state == "active"
+            && latest.transitioning != "yes"
+            && latest.external_id == want
+        {
             // Finished by someone else already.
             break Ok(false);
-        }
-        if latest.state == "canceled-upgrade" {
+        } else if latest.state == "canceled-upgrade" {
             break Err("the upgrade was cancelled in Rancher".to_string());
         }
         match tokio::time::timeout_at(deadline, rx.changed()).await {

@@ -459,3 +459,36 @@ async fn plan_errors_name_the_problem() {
     assert_eq!(status, JobStatus::Failed);
     assert!(o.summary.contains("RANCHER_URL"), "{}", o.summary);
 }
+
+#[tokio::test]
+async fn stale_reads_removed_stacks_and_canceled_upgrades() {
+    let f = fake().await;
+    let prod = f.add_project("prod");
+    // A stack left in canceled-upgrade may be upgraded again; an older read showing that
+    // state must not be taken for the new upgrade's end.
+    let again = f.add_stack(&prod, "again", "catalog://library:my_web:1");
+    f.patch(&again, serde_json::json!({"state": "canceled-upgrade"}));
+    let gone = f.add_stack(&prod, "gone", "catalog://library:my_web:1");
+    f.fail(&gone, "upgrade", Fault::stuck("pulling images"));
+    let f2 = f.clone();
+    let gone2 = gone.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        f2.patch(&gone2, serde_json::json!({"state": "removed"}));
+    });
+    let app = app(config(&f, &[]), Arc::new(RecordingChat::default()));
+    let t = Instant::now();
+    let (status, o) = run(&app, "library:my_web:2.0.0").await;
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "a removed stack is not waited for until its deadline"
+    );
+    assert_eq!(status, JobStatus::Failed);
+    assert_eq!(o.succeeded, 1, "{o:?}");
+    assert_eq!(ext(&f, &again), "catalog://library:my_web:10");
+    assert!(
+        o.failed[0].reason.contains("no longer listed"),
+        "{:?}",
+        o.failed
+    );
+}
