@@ -279,3 +279,32 @@ async fn actions_follow_links_and_states_move_over_time() {
     );
     assert_eq!(v.file("docker-compose.yml"), Some("b"));
 }
+
+#[tokio::test]
+async fn a_stacks_services_through_its_link() {
+    let fake = FakeRancher::start().await;
+    let pid = fake.add_project("Default");
+    let sid = fake.add_stack(&pid, "web", "");
+    let other = fake.add_stack(&pid, "db", "");
+    for (name, stack) in [("api", &sid), ("worker", &sid), ("postgres", &other)] {
+        fake.add_resource(
+            &pid,
+            "services",
+            json!({"name": name, "stackId": stack, "launchConfig": {"imageUuid": "docker:nginx:1"}}),
+        );
+    }
+    let c = client(&fake, "", opts());
+    let stack = c.stack(&pid, &sid).await.unwrap();
+    let services: Vec<serde_json::Value> =
+        c.list(stack.link("services").unwrap(), &[]).await.unwrap();
+    let names: Vec<&str> = services
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["api", "worker"]);
+    assert!(
+        services[0]["actions"]["upgrade"].is_string(),
+        "an active service offers upgrade"
+    );
+    assert_eq!(services[0]["type"], "service");
+}

@@ -877,16 +877,32 @@ fn route(st: &mut State, method: &Method, uri: &Uri, headers: &HeaderMap, body: 
             if !st.projects.iter().any(|p| p["id"] == *pid) {
                 return plain_error(403);
             }
-            list_collection(st, Some(pid), coll, &query, uri.path())
+            list_collection(st, Some(pid), coll, &query, uri.path(), None)
         }
         ["v2-beta", coll] if get && st.kinds.contains_key(*coll) => {
-            list_collection(st, None, coll, &query, uri.path())
+            list_collection(st, None, coll, &query, uri.path(), None)
         }
         ["v2-beta", "projects", pid, coll, id] => {
             one_resource(st, Some(pid), coll, id, get, post, &query, body)
         }
         ["v2-beta", coll, id] if st.kinds.contains_key(*coll) => {
             one_resource(st, None, coll, id, get, post, &query, body)
+        }
+        // A resource's link to its children: `/stacks/{id}/services` lists the services
+        // whose `stackId` is that stack.
+        ["v2-beta", "projects", pid, coll, id, sub] if get && st.kinds.contains_key(*sub) => {
+            let Some(parent_type) = st.kinds.get(*coll).map(|k| format!("{}Id", k.type_name))
+            else {
+                return plain_error(404);
+            };
+            list_collection(
+                st,
+                Some(pid),
+                sub,
+                &query,
+                uri.path(),
+                Some((&parent_type, id)),
+            )
         }
         ["v1-catalog", "templates" | "templateversions", id] if get => catalog(st, id, uri),
         _ => plain_error(404),
@@ -1045,6 +1061,7 @@ fn list_collection(
     coll: &str,
     query: &[(String, String)],
     path: &str,
+    parent: Option<(&str, &str)>,
 ) -> Response {
     let Some(kind) = st.kinds.get(coll) else {
         return plain_error(404);
@@ -1080,6 +1097,9 @@ fn list_collection(
         .resources
         .iter()
         .filter(|r| r.collection == coll && pid.is_none_or(|p| r.project == p))
+        .filter(|r| {
+            parent.is_none_or(|(field, id)| r.body.get(field).and_then(Value::as_str) == Some(id))
+        })
         .filter(|r| r.body.get("state").and_then(Value::as_str) != Some("removed"))
         .filter(|r| {
             st.ignore_filters || filters.iter().all(|(k, v)| filter_ok(kind, &r.body, k, v))
