@@ -327,6 +327,9 @@ pub async fn run(
             match client.stacks(&project, &filters).await {
                 Ok(mut stacks) => {
                     stacks.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+                    // A stack created while the pages were read can shift the offsets
+                    // and show one stack twice; it is upgraded once.
+                    stacks.dedup_by(|a, b| a.id == b.id);
                     let stacks = stacks
                         .into_iter()
                         .map(|s| {

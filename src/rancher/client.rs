@@ -10,8 +10,8 @@
 //!   still works.
 //! * Every request has a deadline; idempotent reads (GET) are retried with exponential
 //!   backoff on transport errors, timeouts, 429 and 5xx; POSTs never are.
-//! * A governor limiter caps requests per second to the server, shared by every task
-//!   that holds a clone of the client.
+//! * A governor limiter caps requests per second to the server, shared by every client
+//!   of the process that talks to the same server: two jobs at once share one budget.
 //! * Collections are followed through `pagination.next`; server-side filters are LIKE
 //!   patterns or silently ignored when unknown (§4), so every filter is re-checked here.
 //! * Errors keep Rancher's `status`, `code` and message.
@@ -218,7 +218,7 @@ struct Inner {
     root: Url,
     access_key: Secret,
     secret_key: Secret,
-    limiter: DefaultDirectRateLimiter,
+    limiter: Arc<DefaultDirectRateLimiter>,
     opts: ClientOptions,
     sent: AtomicU64,
 }
@@ -283,6 +283,23 @@ fn path_of(url: &Url) -> String {
     }
 }
 
+/// The process-wide limiter for one server root at one rate: every job talking to the
+/// same Rancher draws from the same budget.
+fn shared_limiter(root: &Url, rate: NonZeroU32) -> Arc<DefaultDirectRateLimiter> {
+    type Limiters =
+        std::sync::Mutex<std::collections::HashMap<(String, u32), Arc<DefaultDirectRateLimiter>>>;
+    static LIMITERS: std::sync::OnceLock<Limiters> = std::sync::OnceLock::new();
+    let map = LIMITERS.get_or_init(Default::default);
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    map.entry((root.to_string(), rate.get()))
+        .or_insert_with(|| {
+            Arc::new(RateLimiter::direct(
+                Quota::per_second(rate).allow_burst(rate),
+            ))
+        })
+        .clone()
+}
+
 impl Client {
     /// A client for the server at `base` (any of the forms users give).
     pub fn new(
@@ -295,7 +312,7 @@ impl Client {
         let http = crate::http_client()
             .map_err(|e| RancherError::Invalid(format!("cannot build the HTTP client: {e}")))?;
         let rate = NonZeroU32::new(opts.rate_limit.max(1)).unwrap_or(NonZeroU32::MIN);
-        let limiter = RateLimiter::direct(Quota::per_second(rate).allow_burst(rate));
+        let limiter = shared_limiter(&root, rate);
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
