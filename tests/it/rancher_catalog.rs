@@ -492,3 +492,35 @@ async fn stale_reads_removed_stacks_and_canceled_upgrades() {
         o.failed
     );
 }
+
+#[tokio::test]
+async fn an_unreadable_environment_is_reported_and_the_others_go_on() {
+    let f = fake().await;
+    let good = f.add_project("good");
+    let bad = f.add_project("bad");
+    let a = f.add_stack(&good, "a", "catalog://library:my_web:1");
+    f.add_stack(&bad, "b", "catalog://library:my_web:1");
+    f.answer_requests(
+        Some("GET"),
+        &format!("/projects/{bad}/stacks"),
+        200,
+        "<html>login</html>",
+        1,
+    );
+    let app = app(config(&f, &[]), Arc::new(RecordingChat::default()));
+    let (status, o) = run(&app, "library:my_web:2.0.0").await;
+    assert_eq!(status, JobStatus::Failed);
+    assert_eq!(o.succeeded, 1);
+    assert_eq!(ext(&f, &a), "catalog://library:my_web:10");
+    assert_eq!(o.failed.len(), 1);
+    assert_eq!(o.failed[0].group, "bad");
+    assert!(
+        o.failed[0].reason.contains("cannot be read"),
+        "{:?}",
+        o.failed
+    );
+    // go-cowpoke's endpoint would answer 500 for this run.
+    let (code, reply) = corral::api::cowpoke::cowpoke_reply(&o, &detail(&o));
+    assert_eq!(code.as_u16(), 500);
+    assert_eq!(reply.results.len(), 1);
+}

@@ -308,3 +308,41 @@ async fn a_stacks_services_through_its_link() {
     );
     assert_eq!(services[0]["type"], "service");
 }
+
+#[tokio::test]
+async fn hostile_answers_are_errors_not_panics() {
+    let fake = FakeRancher::start().await;
+    let pid = fake.add_project("Default");
+    fake.add_stack(&pid, "web", "catalog://library:web:1");
+    let c = client(&fake, "", opts());
+    let p = c.project(&pid).await.unwrap();
+    // Not JSON with a 200.
+    fake.answer_requests(Some("GET"), "/stacks", 200, "<html>proxy login</html>", 1);
+    let e = c.stacks(&p, &[]).await.unwrap_err();
+    assert!(matches!(e, RancherError::Decode { .. }), "{e}");
+    // A `next` that points back to the page just read.
+    let self_url = format!("{}/v2-beta/projects/{pid}/stacks", fake.url);
+    let looping = json!({"type": "collection", "data": [], "pagination": {"next": self_url, "partial": true}});
+    fake.answer_requests(Some("GET"), "/stacks", 200, &looping.to_string(), 1);
+    let e = c.stacks(&p, &[]).await.unwrap_err();
+    assert!(e.to_string().contains("already read"), "{e}");
+    // Wrong types and nulls everywhere decode leniently.
+    let odd = json!({"data": [{"id": "1st1", "name": null, "externalId": 7, "actions": {"upgrade": 1}, "links": null}], "pagination": null});
+    fake.answer_requests(Some("GET"), "/stacks", 200, &odd.to_string(), 1);
+    let e = c.stacks(&p, &[]).await;
+    // `externalId: 7` is not a string: refused with a clear error rather than guessed.
+    assert!(matches!(e, Err(RancherError::Decode { .. })), "{e:?}");
+    // A non-JSON error body keeps the HTTP status.
+    fake.answer_requests(Some("GET"), "/projects", 502, "Bad Gateway", 3);
+    let e = c.projects().await.unwrap_err();
+    assert_eq!((e.status(), e.code()), (Some(502), Some("Bad Gateway")));
+    // `data: null` is an empty page.
+    fake.answer_requests(
+        Some("GET"),
+        "/stacks",
+        200,
+        r#"{"data": null, "pagination": null}"#,
+        1,
+    );
+    assert!(c.stacks(&p, &[]).await.unwrap().is_empty());
+}

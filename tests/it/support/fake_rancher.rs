@@ -212,6 +212,8 @@ struct RequestFault {
     method: Option<String>,
     contains: String,
     status: u16,
+    /// A raw body instead of a Cattle error.
+    body: Option<String>,
     remaining: usize,
 }
 
@@ -508,6 +510,25 @@ impl FakeRancher {
             method: method.map(str::to_string),
             contains: contains.into(),
             status,
+            body: None,
+            remaining: times,
+        });
+    }
+    /// The next `times` matching requests get this status and raw body (hostile answers:
+    /// not JSON, a `pagination.next` that loops, …).
+    pub fn answer_requests(
+        &self,
+        method: Option<&str>,
+        contains: &str,
+        status: u16,
+        body: &str,
+        times: usize,
+    ) {
+        self.st().request_faults.push(RequestFault {
+            method: method.map(str::to_string),
+            contains: contains.into(),
+            status,
+            body: Some(body.into()),
             remaining: times,
         });
     }
@@ -849,6 +870,10 @@ fn route(st: &mut State, method: &Method, uri: &Uri, headers: &HeaderMap, body: 
     }) {
         f.remaining -= 1;
         let status = f.status;
+        if let Some(body) = f.body.clone() {
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return (code, [("content-type", "application/json")], body).into_response();
+        }
         return plain_error(status);
     }
     tick(st);
