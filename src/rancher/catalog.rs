@@ -267,6 +267,15 @@ struct EnvPlan {
     error: Option<RancherError>,
 }
 
+/// Whether an externalId claims to come from this catalog (parseable or not).
+fn same_catalog(external_id: &str, catalog: &str) -> bool {
+    external_id
+        .trim()
+        .strip_prefix("catalog://")
+        .and_then(|rest| rest.strip_prefix(catalog))
+        .is_some_and(|rest| rest.starts_with(':'))
+}
+
 fn stack_filter(cmd: &CatalogUpgrade) -> Vec<Filter> {
     vec![Filter::prefix(
         "externalId",
@@ -324,8 +333,16 @@ pub async fn run(
         let filters = filters.clone();
         let target = &resolved.target;
         async move {
-            match client.stacks(&project, &filters).await {
+            let listed = match client.collection_url(&project, "stacks") {
+                Ok(url) => client.list_unchecked::<Stack>(&url, &filters).await,
+                Err(e) => Err(e),
+            };
+            match listed {
                 Ok(mut stacks) => {
+                    // The server's LIKE (or a server ignoring the filter) can return
+                    // stacks of other templates: the ones from the same catalog stay
+                    // in the plan as skipped, with the reason; the rest are not ours.
+                    stacks.retain(|s| same_catalog(&s.external_id, &cmd.catalog));
                     stacks.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
                     // A stack created while the pages were read can shift the offsets
                     // and show one stack twice; it is upgraded once.
@@ -884,6 +901,16 @@ fn nonempty(s: &str, default: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn catalog_of_external_ids() {
+        assert!(same_catalog("catalog://library:web:1", "library"));
+        assert!(same_catalog("catalog://library:web", "library"));
+        assert!(!same_catalog("catalog://library2:web:1", "library"));
+        assert!(!same_catalog("catalog://librar:web:1", "library"));
+        assert!(!same_catalog("", "library"));
+        assert!(!same_catalog("system://library:x", "library"));
+    }
 
     #[test]
     fn revision_from_links() {

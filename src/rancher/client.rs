@@ -517,6 +517,26 @@ impl Client {
         link: &str,
         filters: &[Filter],
     ) -> Result<Vec<T>, RancherError> {
+        self.list_checked(link, filters, true).await
+    }
+
+    /// Like [`Client::list`], but returns everything the server answered: the filters
+    /// only narrow the server's side, and the caller must look at each item itself (to
+    /// report near misses of a LIKE pattern instead of dropping them).
+    pub async fn list_unchecked<T: DeserializeOwned>(
+        &self,
+        link: &str,
+        filters: &[Filter],
+    ) -> Result<Vec<T>, RancherError> {
+        self.list_checked(link, filters, false).await
+    }
+
+    async fn list_checked<T: DeserializeOwned>(
+        &self,
+        link: &str,
+        filters: &[Filter],
+        recheck: bool,
+    ) -> Result<Vec<T>, RancherError> {
         let mut url = self.resolve(link)?;
         {
             let mut q = url.query_pairs_mut();
@@ -537,7 +557,7 @@ impl Client {
             let bytes = self.get_bytes(&url).await?;
             let page: Collection<Value> = Self::decode("GET", &url, &bytes)?;
             for item in page.data {
-                if filters.iter().all(|f| f.matches(&item)) {
+                if !recheck || filters.iter().all(|f| f.matches(&item)) {
                     out.push(
                         serde_json::from_value(item).map_err(|e| RancherError::Decode {
                             method: "GET",
