@@ -32,6 +32,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/slack/events", post(slack::http::events))
         .route("/slack/interactions", post(slack::http::interactions))
         .merge(releasestatus::routes())
+        .merge(cowpoke::routes())
         .merge(native::routes())
         .merge(health::routes())
         .fallback(not_found)

@@ -482,7 +482,8 @@ mod properties {
     use super::*;
 
     fn reason() -> impl Strategy<Value = String> {
-        proptest::collection::vec("[a-zA-Z0-9][a-zA-Z0-9.:_-]{0,11}", 0..4).prop_map(|w| w.join(" "))
+        proptest::collection::vec("[a-zA-Z0-9][a-zA-Z0-9.:_-]{0,11}", 0..4)
+            .prop_map(|w| w.join(" "))
     }
 
     fn command() -> impl Strategy<Value = Command> {
