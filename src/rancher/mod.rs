@@ -2,6 +2,9 @@
 //! job) and labelled service image upgrades (`/upgrade image`, rancher-service-updater's
 //! job). Knows nothing about Slack: it reports through [`crate::job::ProgressTx`].
 
+pub mod image;
+pub mod service;
+
 use crate::command::{CatalogUpgrade, ImageUpgrade};
 use crate::job::runner::{JobContext, JobError};
 use crate::job::{Outcome, ProgressTx};
