@@ -5,3 +5,5 @@
 //! refusal keeps the format of the tool it imitates.
 
 pub mod auth;
+pub mod hooks;
+pub mod updater;
