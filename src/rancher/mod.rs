@@ -29,12 +29,15 @@ pub async fn run_catalog(
     Err(JobError::new("catalog upgrades are not built yet"))
 }
 
-/// Runs `/upgrade image <ref>`.
+/// Runs `/upgrade image <ref>` (see [`service`]).
 pub async fn run_image(
     ctx: &JobContext,
-    _cmd: &ImageUpgrade,
-    _progress: ProgressTx,
+    cmd: &ImageUpgrade,
+    progress: ProgressTx,
 ) -> Result<Outcome, JobError> {
     require_rancher(ctx)?;
-    Err(JobError::new("image upgrades are not built yet"))
+    let settings = service::Settings::new(&ctx.config.rancher, cmd)?;
+    let client = client::Client::from_config(&ctx.config.rancher)
+        .map_err(|e| JobError::new(e.to_string()))?;
+    service::run(&client, cmd, &settings, progress).await
 }

@@ -3,3 +3,4 @@
 //! from shared/reference.
 
 mod support;
+mod rancher_image;
