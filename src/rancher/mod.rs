@@ -2,8 +2,12 @@
 //! job) and labelled service image upgrades (`/upgrade image`, rancher-service-updater's
 //! job). Knows nothing about Slack: it reports through [`crate::job::ProgressTx`].
 
+pub mod client;
 pub mod image;
+pub mod model;
 pub mod service;
+
+pub use client::{Client, ClientOptions, Filter, RancherError};
 
 use crate::command::{CatalogUpgrade, ImageUpgrade};
 use crate::job::runner::{JobContext, JobError};

@@ -2,5 +2,6 @@
 //! outside (its router, its binary) against in-process fakes of Slack and Rancher built
 //! from shared/reference.
 
+mod rancher_client;
 mod support;
 mod rancher_image;
