@@ -114,6 +114,8 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub chat: Arc<dyn Chat>,
     pub runner: Runner,
+    /// Background deliveries (announcements), so `corral exec` can wait for them.
+    pub background: tokio_util::task::TaskTracker,
 }
 
 impl App {
@@ -124,6 +126,7 @@ impl App {
             store,
             chat,
             runner,
+            background: tokio_util::task::TaskTracker::new(),
         })
     }
 
@@ -232,7 +235,7 @@ impl App {
     pub fn announce(&self, text: String) {
         let chat = self.chat.clone();
         let channels = self.config.channels.clone();
-        tokio::spawn(async move {
+        self.background.spawn(async move {
             for ch in channels {
                 if let Err(e) = chat.post(&ch, None, &Message::text(text.clone())).await {
                     tracing::warn!(channel = %ch, error = %e, "announcement not delivered");

@@ -126,11 +126,7 @@ impl Env {
                 if !range.contains(&n) {
                     return Err(ConfigError::invalid(
                         var,
-                        format!(
-                            "{n} is out of range ({}..={})",
-                            range.start(),
-                            range.end()
-                        ),
+                        format!("{n} is out of range ({}..={})", range.start(), range.end()),
                     ));
                 }
                 Ok(n)
@@ -331,8 +327,7 @@ impl Config {
             request_timeout: env.duration(&["CORRAL_RANCHER_TIMEOUT"], Duration::from_secs(30))?,
             rate_limit: env.number(&["CORRAL_RANCHER_RATE"], 50, 1..=10_000)? as u32,
             parallelism: env.number(&["CORRAL_UPGRADE_PARALLELISM"], 50, 1..=1_000)? as usize,
-            upgrade_timeout: env
-                .duration(&["CORRAL_UPGRADE_TIMEOUT"], Duration::from_secs(600))?,
+            upgrade_timeout: env.duration(&["CORRAL_UPGRADE_TIMEOUT"], Duration::from_secs(600))?,
             poll_interval: env.duration(&["CORRAL_RANCHER_POLL"], Duration::from_secs(2))?,
             batch_size: env.number(&["CORRAL_UPGRADE_BATCH_SIZE"], 1, 1..=1_000)? as u32,
             batch_interval: env
@@ -349,8 +344,7 @@ impl Config {
             consul_url: env
                 .url(&["CORRAL_CONSUL_URL"])?
                 .unwrap_or_else(|| Url::parse("http://127.0.0.1:8500").expect("static URL")),
-            report_timeout: env
-                .duration(&["CORRAL_DEPLOY_TIMEOUT"], Duration::from_secs(600))?,
+            report_timeout: env.duration(&["CORRAL_DEPLOY_TIMEOUT"], Duration::from_secs(600))?,
             public_url: env.url(&["CORRAL_PUBLIC_URL"])?,
         };
 
@@ -377,25 +371,38 @@ impl Config {
     pub fn disabled_integrations(&self) -> Vec<String> {
         let mut off = Vec::new();
         if self.slack.signing_secret.is_none() {
-            off.push("Slack HTTP ingress is off: set SLACK_SIGNING_SECRET (/slack/* answer 401)".into());
+            off.push(
+                "Slack HTTP ingress is off: set SLACK_SIGNING_SECRET (/slack/* answer 401)".into(),
+            );
         }
         if self.slack.bot_token.is_none() {
-            off.push("Slack messages are off: set SLACK_BOT_TOKEN (threads are only logged)".into());
+            off.push(
+                "Slack messages are off: set SLACK_BOT_TOKEN (threads are only logged)".into(),
+            );
         }
         if self.slack.app_token.is_none() {
             off.push("Socket Mode is off: set SLACK_APP_TOKEN (xapp-…) to use it".into());
         }
         if self.api_token.is_none() {
-            off.push("the HTTP API is off: set CORRAL_API_TOKEN (protected endpoints answer 401)".into());
+            off.push(
+                "the HTTP API is off: set CORRAL_API_TOKEN (protected endpoints answer 401)".into(),
+            );
         }
         if self.channels.is_empty() {
-            off.push("no announcement channel: set CORRAL_CHANNEL to announce HTTP/CLI changes".into());
+            off.push(
+                "no announcement channel: set CORRAL_CHANNEL to announce HTTP/CLI changes".into(),
+            );
         }
         if self.rancher.url.is_none() {
-            off.push("Rancher is off: set RANCHER_URL, RANCHER_ACCESS_KEY and RANCHER_SECRET_KEY".into());
+            off.push(
+                "Rancher is off: set RANCHER_URL, RANCHER_ACCESS_KEY and RANCHER_SECRET_KEY".into(),
+            );
         }
         if self.deploy.allow.is_empty() {
-            off.push("/deploy is off: set CORRAL_DEPLOY_ALLOW to the manifest URL prefixes allowed".into());
+            off.push(
+                "/deploy is off: set CORRAL_DEPLOY_ALLOW to the manifest URL prefixes allowed"
+                    .into(),
+            );
         }
         off
     }
@@ -403,18 +410,22 @@ impl Config {
 
 fn listen_address(env: &Env) -> Result<SocketAddr, ConfigError> {
     if let Some((var, v)) = env.lookup(&["CORRAL_LISTEN"]) {
-        return v
-            .trim()
-            .parse()
-            .map_err(|_| ConfigError::invalid(var, format!("{v:?} is not an address like 0.0.0.0:8080")));
+        return v.trim().parse().map_err(|_| {
+            ConfigError::invalid(var, format!("{v:?} is not an address like 0.0.0.0:8080"))
+        });
     }
-    match env.lookup(&["CORRAL_PORT", "HOST_PORT", "RS_PORT", "AUTOUPDATE_HTTP_PORT"]) {
+    match env.lookup(&[
+        "CORRAL_PORT",
+        "HOST_PORT",
+        "RS_PORT",
+        "AUTOUPDATE_HTTP_PORT",
+    ]) {
         None => Ok(SocketAddr::from(([0, 0, 0, 0], 8080))),
         Some((var, v)) => {
             // Strict like releasestatus: " 8080" is not a port.
-            let port: u16 = v
-                .parse()
-                .map_err(|_| ConfigError::invalid(var, format!("port {v:?} is not a number from 0 to 65535")))?;
+            let port: u16 = v.parse().map_err(|_| {
+                ConfigError::invalid(var, format!("port {v:?} is not a number from 0 to 65535"))
+            })?;
             Ok(SocketAddr::from(([0, 0, 0, 0], port)))
         }
     }
@@ -463,16 +474,25 @@ mod tests {
         assert!(err(&[("CORRAL_LISTEN", "nowhere")]).starts_with("CORRAL_LISTEN:"));
         assert!(err(&[("RANCHER_URL", "rancher:8080")]).starts_with("RANCHER_URL:"));
         assert!(err(&[("CATTLE_URL", "ftp://x")]).starts_with("CATTLE_URL:"));
-        assert!(err(&[("AUTOUPDATE_ENVIRONMENT_NAMES", "prod,(")]).starts_with("AUTOUPDATE_ENVIRONMENT_NAMES:"));
+        assert!(
+            err(&[("AUTOUPDATE_ENVIRONMENT_NAMES", "prod,(")])
+                .starts_with("AUTOUPDATE_ENVIRONMENT_NAMES:")
+        );
         assert!(err(&[("SLACK_API_URL", "slack.com/api")]).starts_with("SLACK_API_URL:"));
         assert!(err(&[("CORRAL_UPGRADE_TIMEOUT", "ten")]).starts_with("CORRAL_UPGRADE_TIMEOUT:"));
-        assert!(err(&[("CORRAL_DATABASE_URL", "postgres://x")]).starts_with("CORRAL_DATABASE_URL:"));
+        assert!(
+            err(&[("CORRAL_DATABASE_URL", "postgres://x")]).starts_with("CORRAL_DATABASE_URL:")
+        );
         assert!(err(&[("SLACK_APP_TOKEN", "xoxb-1")]).starts_with("SLACK_APP_TOKEN:"));
     }
 
     #[test]
     fn secrets_do_not_leak_through_debug() {
-        let c = cfg(&[("SLACK_BOT_TOKEN", "xoxb-secret-value"), ("CORRAL_API_TOKEN", "tok-123")]).unwrap();
+        let c = cfg(&[
+            ("SLACK_BOT_TOKEN", "xoxb-secret-value"),
+            ("CORRAL_API_TOKEN", "tok-123"),
+        ])
+        .unwrap();
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("xoxb-secret-value"));
         assert!(!dbg.contains("tok-123"));

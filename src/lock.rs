@@ -144,7 +144,9 @@ pub fn apply(
 pub fn person(who: &str) -> String {
     let looks_like_id = who.len() > 1
         && who.starts_with(['U', 'W'])
-        && who.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+        && who
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
     if looks_like_id {
         format!("<@{who}>")
     } else {
@@ -264,11 +266,16 @@ mod tests {
     #[test]
     fn the_whole_state_table() {
         use LockAction::*;
-        let start = Start { reason: String::new() };
-        let block = Block { reason: String::new() };
+        let start = Start {
+            reason: String::new(),
+        };
+        let block = Block {
+            reason: String::new(),
+        };
         let stop = Stop { force: false };
         // (state, action, Some((R, B)) if accepted)
-        let table: [((bool, bool), &LockAction, Option<(bool, bool)>); 16] = [
+        type Row<'a> = ((bool, bool), &'a LockAction, Option<(bool, bool)>);
+        let table: [Row; 16] = [
             ((false, false), &start, Some((true, false))),
             ((false, false), &stop, None),
             ((false, false), &block, Some((false, true))),
@@ -296,7 +303,12 @@ mod tests {
 
     #[test]
     fn running_checked_before_blocked() {
-        let e = apply(&st(true, true), &LockAction::Start { reason: "".into() }, &actor("U2"), 5);
+        let e = apply(
+            &st(true, true),
+            &LockAction::Start { reason: "".into() },
+            &actor("U2"),
+            5,
+        );
         assert!(matches!(e, Err(Refusal::AlreadyRunning(_))));
     }
 
@@ -304,11 +316,23 @@ mod tests {
     fn only_the_holder_stops_unless_forced_by_admin() {
         let s = st(true, false);
         let stop = |force| LockAction::Stop { force };
-        assert!(matches!(apply(&s, &stop(false), &actor("U2"), 5), Err(Refusal::NotHolder(_))));
-        assert_eq!(apply(&s, &stop(true), &actor("U2"), 5), Err(Refusal::ForceNotAllowed));
-        let admin = Actor { may_force: true, ..actor("U2") };
+        assert!(matches!(
+            apply(&s, &stop(false), &actor("U2"), 5),
+            Err(Refusal::NotHolder(_))
+        ));
+        assert_eq!(
+            apply(&s, &stop(true), &actor("U2"), 5),
+            Err(Refusal::ForceNotAllowed)
+        );
+        let admin = Actor {
+            may_force: true,
+            ..actor("U2")
+        };
         assert_eq!(apply(&s, &stop(true), &admin, 5).unwrap().running, None);
-        let http = Actor { holder_only_stop: false, ..actor("anyone") };
+        let http = Actor {
+            holder_only_stop: false,
+            ..actor("anyone")
+        };
         assert_eq!(apply(&s, &stop(false), &http, 5).unwrap().running, None);
     }
 

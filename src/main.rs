@@ -1,1 +1,283 @@
-fn main() {}
+//! The `corral` binary: thin. Parses the command line, builds an [`App`] and calls it.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use corral::app::{App, Outcome, Request, Source};
+use corral::config::{Config, Env};
+use corral::slack::outbox::{Chat, LogChat, PrintChat, SlackChat, TeeChat};
+
+#[derive(Parser)]
+#[command(
+    name = "corral",
+    version,
+    about = "Release chat-ops for Slack and Rancher"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the bot: HTTP (Slack + API), Socket Mode if SLACK_APP_TOKEN is set, job runner.
+    Serve,
+    /// Run one chat command locally, as $USER, through the same pipeline; prints the thread.
+    Exec {
+        /// The command as typed in Slack, e.g. "release status" or "/upgrade library:web:12 --dry-run".
+        text: Vec<String>,
+    },
+    /// Validate the configuration and reach Slack, Rancher and the store; print a report.
+    Check,
+    /// stretcher-compatible deploy agent (manifest URL, Consul or Serf event on stdin).
+    #[command(disable_help_flag = true)]
+    Agent {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let command = cli.command.unwrap_or(Cmd::Serve);
+    if let Cmd::Agent { args } = command {
+        return agent(args);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("corral: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match command {
+            Cmd::Serve => serve().await,
+            Cmd::Exec { text } => exec(text.join(" ")).await,
+            Cmd::Check => check().await,
+            Cmd::Agent { .. } => Ok(ExitCode::SUCCESS),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("corral: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CORRAL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn agent(_args: Vec<std::ffi::OsString>) -> ExitCode {
+    eprintln!("corral agent: not built yet in this version");
+    ExitCode::from(2)
+}
+
+fn load_config() -> anyhow::Result<Config> {
+    let env = Env::from_process().context("configuration")?;
+    Config::from_env(&env).context("configuration")
+}
+
+fn slack_chat(config: &Config) -> anyhow::Result<Option<Arc<dyn Chat>>> {
+    match &config.slack.bot_token {
+        None => Ok(None),
+        Some(token) => {
+            let chat = SlackChat::new(&config.slack.api_url, token)
+                .context("cannot build the Slack client")?;
+            Ok(Some(Arc::new(chat)))
+        }
+    }
+}
+
+async fn serve() -> anyhow::Result<ExitCode> {
+    let config = Arc::new(load_config()?);
+    let store = corral::store::open(&config.database_url).context("store")?;
+    let chat: Arc<dyn Chat> = match slack_chat(&config)? {
+        Some(c) => c,
+        None => Arc::new(LogChat::default()),
+    };
+    for line in config.disabled_integrations() {
+        tracing::warn!("{line}");
+    }
+    let app = App::new(config.clone(), store, chat);
+    let interrupted = app.runner.recover().await;
+    if interrupted > 0 {
+        tracing::warn!(
+            interrupted,
+            "jobs interrupted by the last stop were marked and reported"
+        );
+    }
+    let socket = match &config.slack.app_token {
+        None => None,
+        Some(token) => match corral::slack::socket::SocketMode::start(app.clone(), token).await {
+            Ok(s) => {
+                tracing::info!("Socket Mode connected");
+                Some(s)
+            }
+            Err(e) => anyhow::bail!("SLACK_APP_TOKEN: Socket Mode could not connect: {e}"),
+        },
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    tracing::info!(address = %listener.local_addr()?, store = %config.database_url, "corral is serving");
+    axum::serve(listener, corral::api::router(app.clone()))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server")?;
+    if let Some(s) = socket {
+        s.shutdown().await;
+    }
+    app.background.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), app.background.wait()).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
+
+async fn exec(text: String) -> anyhow::Result<ExitCode> {
+    let config = Arc::new(load_config()?);
+    let store = corral::store::open(&config.database_url).context("store")?;
+    let user = std::env::var("USER").unwrap_or_else(|_| "cli".to_string());
+    let (chat, channel): (Arc<dyn Chat>, String) =
+        match (slack_chat(&config)?, config.channels.first()) {
+            (Some(inner), Some(ch)) => (
+                Arc::new(TeeChat {
+                    printer: PrintChat::default(),
+                    inner,
+                }),
+                ch.clone(),
+            ),
+            _ => (Arc::new(PrintChat::default()), "cli".to_string()),
+        };
+    let app = App::new(config, store, chat);
+    let command = match corral::command::parse_text(&text) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}", corral::slack::blocks::plain(&e.to_string()));
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let reply = app
+        .handle(Request {
+            command,
+            user,
+            source: Source::Cli,
+            channel: Some(channel),
+        })
+        .await;
+    println!("{}", corral::slack::blocks::plain(&reply.text));
+    let mut code = match reply.outcome {
+        Outcome::Ok => ExitCode::SUCCESS,
+        Outcome::Refused | Outcome::Error => ExitCode::from(1),
+        Outcome::Invalid => ExitCode::from(2),
+    };
+    if let Some(job) = reply.job {
+        app.runner.wait(job.id).await;
+        let done = app.store.job(job.id).context("store")?;
+        if done.is_none_or(|j| j.status != corral::job::JobStatus::Succeeded) {
+            code = ExitCode::from(1);
+        }
+    }
+    app.background.close();
+    let _ = tokio::time::timeout(Duration::from_secs(10), app.background.wait()).await;
+    Ok(code)
+}
+
+async fn check() -> anyhow::Result<ExitCode> {
+    let mut failed = false;
+    let mut report = |ok: bool, what: &str, detail: String| {
+        println!("{} {what}: {detail}", if ok { "ok  " } else { "FAIL" });
+        failed |= !ok;
+    };
+    let config = match load_config() {
+        Ok(c) => {
+            report(
+                true,
+                "configuration",
+                format!("valid (listen {}, store {})", c.listen, c.database_url),
+            );
+            c
+        }
+        Err(e) => {
+            report(false, "configuration", format!("{e:#}"));
+            return Ok(ExitCode::from(1));
+        }
+    };
+    for line in config.disabled_integrations() {
+        println!("off  {line}");
+    }
+    match corral::store::open(&config.database_url).and_then(|s| s.ping()) {
+        Ok(()) => report(true, "store", config.database_url.clone()),
+        Err(e) => report(false, "store", e.to_string()),
+    }
+    if let Some(token) = &config.slack.bot_token {
+        let r = corral::slack::outbox::auth_test(&config.slack.api_url, token).await;
+        match r {
+            Ok(who) => report(true, "Slack", who),
+            Err(e) => report(false, "Slack", e.to_string()),
+        }
+    }
+    if let Some(url) = &config.rancher.url {
+        match rancher_reachable(&config, url).await {
+            Ok(status) => report(true, "Rancher", format!("{url} answered {status}")),
+            Err(e) => report(false, "Rancher", e),
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn rancher_reachable(config: &Config, url: &url::Url) -> Result<reqwest::StatusCode, String> {
+    let client = corral::http_client().map_err(|e| e.to_string())?;
+    let mut req = client
+        .get(url.clone())
+        .timeout(config.rancher.request_timeout);
+    if let (Some(k), Some(s)) = (&config.rancher.access_key, &config.rancher.secret_key) {
+        req = req.basic_auth(k.expose(), Some(s.expose()));
+    }
+    let resp = req.send().await.map_err(|e| format!("{url}: {e}"))?;
+    let status = resp.status();
+    if status.is_success() {
+        Ok(status)
+    } else {
+        Err(format!(
+            "{url} answered {status} (check RANCHER_ACCESS_KEY / RANCHER_SECRET_KEY)"
+        ))
+    }
+}

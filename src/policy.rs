@@ -132,7 +132,9 @@ impl Policy {
         };
         for (role, members) in &raw.roles {
             if role == "everyone" {
-                return Err("roles.everyone: `everyone` is built in and cannot be redefined".into());
+                return Err(
+                    "roles.everyone: `everyone` is built in and cannot be redefined".into(),
+                );
             }
             for m in members {
                 if !is_slack_id(m) {
@@ -167,7 +169,8 @@ impl Policy {
                 .transpose()
                 .map_err(|e| format!("{key}.environments: {e}"))?;
             for r in &a.approvers {
-                p.check_role(r).map_err(|e| format!("{key}.approvers: {e}"))?;
+                p.check_role(r)
+                    .map_err(|e| format!("{key}.approvers: {e}"))?;
             }
             if a.required == 0 {
                 return Err(format!("{key}.required: must be at least 1"));
@@ -203,7 +206,8 @@ impl Policy {
         for (i, f) in raw.freeze.iter().enumerate() {
             let key = format!("freeze[{i}]");
             check_cron(&f.cron).map_err(|e| format!("{key}.cron: {e}"))?;
-            let duration = parse_duration(&f.duration).map_err(|e| format!("{key}.duration: {e}"))?;
+            let duration =
+                parse_duration(&f.duration).map_err(|e| format!("{key}.duration: {e}"))?;
             let timezone = f.timezone.clone().unwrap_or_else(|| "UTC".to_string());
             jiff::tz::TimeZone::get(&timezone)
                 .map_err(|e| format!("{key}.timezone: {timezone:?}: {e}"))?;
@@ -228,7 +232,9 @@ impl Policy {
         if r == "everyone" || self.roles.contains_key(r) || is_slack_id(r) {
             Ok(())
         } else {
-            Err(format!("{r:?} is neither a role defined in [roles] nor a Slack id"))
+            Err(format!(
+                "{r:?} is neither a role defined in [roles] nor a Slack id"
+            ))
         }
     }
 
@@ -276,7 +282,8 @@ fn family(name: &str) -> Option<Family> {
 fn is_slack_id(s: &str) -> bool {
     s.len() >= 2
         && s.starts_with(['U', 'W', 'S'])
-        && s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        && s.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
 /// Checks a 5-field cron expression's shape (minute hour day-of-month month day-of-week).
@@ -359,15 +366,39 @@ channel = "C0RELEASES"
         for (text, needle) in [
             ("[roles]\nadmins = [\"bob\"]", "roles.admins"),
             ("[permisions]\nrelease = []", "permisions"),
-            ("[permissions]\nlaunch = [\"everyone\"]", "permissions.launch"),
-            ("[permissions]\nupgrade = [\"ghosts\"]", "permissions.upgrade"),
-            ("[[approval]]\ncommands=[\"upgrade\"]\napprovers=[\"everyone\"]\nenvironments=\"(\"", "approval[0].environments"),
-            ("[[approval]]\ncommands=[\"upgrade\"]\napprovers=[\"everyone\"]\nrequired=0", "approval[0].required"),
-            ("[[approval]]\ncommands=[\"upgrade\"]\napprovers=[\"everyone\"]\nexpires=\"soon\"", "approval[0].expires"),
+            (
+                "[permissions]\nlaunch = [\"everyone\"]",
+                "permissions.launch",
+            ),
+            (
+                "[permissions]\nupgrade = [\"ghosts\"]",
+                "permissions.upgrade",
+            ),
+            (
+                "[[approval]]\ncommands=[\"upgrade\"]\napprovers=[\"everyone\"]\nenvironments=\"(\"",
+                "approval[0].environments",
+            ),
+            (
+                "[[approval]]\ncommands=[\"upgrade\"]\napprovers=[\"everyone\"]\nrequired=0",
+                "approval[0].required",
+            ),
+            (
+                "[[approval]]\ncommands=[\"upgrade\"]\napprovers=[\"everyone\"]\nexpires=\"soon\"",
+                "approval[0].expires",
+            ),
             ("[lock]\nremind_after = \"2 hours\"", "lock.remind_after"),
-            ("[[freeze]]\nname=\"x\"\ncron=\"0 16 * *\"\nduration=\"1h\"", "freeze[0].cron"),
-            ("[[freeze]]\nname=\"x\"\ncron=\"0 16 * * FRI\"\nduration=\"1h\"\ntimezone=\"Mars/Base\"", "freeze[0].timezone"),
-            ("[[digest]]\ncron=\"0 9 * * *\"\nchannel=\"\"", "digest[0].channel"),
+            (
+                "[[freeze]]\nname=\"x\"\ncron=\"0 16 * *\"\nduration=\"1h\"",
+                "freeze[0].cron",
+            ),
+            (
+                "[[freeze]]\nname=\"x\"\ncron=\"0 16 * * FRI\"\nduration=\"1h\"\ntimezone=\"Mars/Base\"",
+                "freeze[0].timezone",
+            ),
+            (
+                "[[digest]]\ncron=\"0 9 * * *\"\nchannel=\"\"",
+                "digest[0].channel",
+            ),
             ("[lock]\nremind = \"1h\"", "remind"),
         ] {
             let e = Policy::parse(text).unwrap_err();

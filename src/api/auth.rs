@@ -10,7 +10,9 @@ use crate::config::Config;
 /// Why a request was not let in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    #[error("the API is off: set CORRAL_API_TOKEN (or API_KEY) and send it as `Authorization: Bearer <token>`")]
+    #[error(
+        "the API is off: set CORRAL_API_TOKEN (or API_KEY) and send it as `Authorization: Bearer <token>`"
+    )]
     NotConfigured,
     #[error("missing API token: send `Authorization: Bearer <token>`")]
     Missing,
@@ -20,7 +22,10 @@ pub enum AuthError {
 
 /// The token a request carries, from either header form.
 pub fn presented(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(v) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let v = v.trim();
         if v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ") {
             return Some(v[7..].trim());
@@ -68,19 +73,41 @@ mod tests {
     #[test]
     fn both_header_forms() {
         let c = config(Some("s3cret"));
-        assert_eq!(check(&headers(&[("authorization", "Bearer s3cret")]), &c), Ok(()));
-        assert_eq!(check(&headers(&[("authorization", "bearer s3cret")]), &c), Ok(()));
+        assert_eq!(
+            check(&headers(&[("authorization", "Bearer s3cret")]), &c),
+            Ok(())
+        );
+        assert_eq!(
+            check(&headers(&[("authorization", "bearer s3cret")]), &c),
+            Ok(())
+        );
         assert_eq!(check(&headers(&[("bearer", "s3cret")]), &c), Ok(()));
-        assert_eq!(check(&headers(&[("authorization", "Bearer nope")]), &c), Err(AuthError::Wrong));
-        assert_eq!(check(&headers(&[("authorization", "Basic s3cret")]), &c), Err(AuthError::Missing));
+        assert_eq!(
+            check(&headers(&[("authorization", "Bearer nope")]), &c),
+            Err(AuthError::Wrong)
+        );
+        assert_eq!(
+            check(&headers(&[("authorization", "Basic s3cret")]), &c),
+            Err(AuthError::Missing)
+        );
         assert_eq!(check(&headers(&[]), &c), Err(AuthError::Missing));
-        assert_eq!(check(&headers(&[("bearer", "s3cre")]), &c), Err(AuthError::Wrong));
+        assert_eq!(
+            check(&headers(&[("bearer", "s3cre")]), &c),
+            Err(AuthError::Wrong)
+        );
     }
 
     #[test]
     fn no_token_configured_refuses_everyone() {
         let c = config(None);
-        assert_eq!(check(&headers(&[("authorization", "Bearer x")]), &c), Err(AuthError::NotConfigured));
-        assert!(AuthError::NotConfigured.to_string().contains("CORRAL_API_TOKEN"));
+        assert_eq!(
+            check(&headers(&[("authorization", "Bearer x")]), &c),
+            Err(AuthError::NotConfigured)
+        );
+        assert!(
+            AuthError::NotConfigured
+                .to_string()
+                .contains("CORRAL_API_TOKEN")
+        );
     }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::{Args, Family, ParseError, format_duration, sanitize, unwrap_link};
 
-pub const USAGE: &str = "*Usage:* `/deploy <manifest-url> [--target local|serf|consul] [--dry-run] [--timeout DURATION] [--force]`\n\
+pub const USAGE: &str = "*Usage:* `/deploy &lt;manifest-url&gt; [--target local|serf|consul] [--dry-run] [--timeout DURATION] [--force]`\n\
 • `/deploy https://artifacts.example.com/app/manifest.yml` — run the manifest on the bot's host\n\
 • `/deploy s3://bucket/app/manifest.yml --target serf` — every Serf member runs it and reports back\n\
 • `--dry-run` fetches and validates the manifest and shows the plan; nothing runs\n\
@@ -128,13 +128,20 @@ mod tests {
 
     #[test]
     fn good() {
-        let d = p("<https://x.example/m.yml|m.yml> --target serf --dry-run --timeout 5m --force").unwrap();
+        let d = p("<https://x.example/m.yml|m.yml> --target serf --dry-run --timeout 5m --force")
+            .unwrap();
         assert_eq!(d.manifest_url, "https://x.example/m.yml");
         assert_eq!(d.target, DeployTarget::Serf);
         assert!(d.dry_run && d.force);
         assert_eq!(d.timeout, Some(Duration::from_secs(300)));
-        assert_eq!(d.to_text(), "https://x.example/m.yml --target serf --dry-run --timeout 5m --force");
-        assert_eq!(p("s3://bucket/key.yml").unwrap().manifest_url, "s3://bucket/key.yml");
+        assert_eq!(
+            d.to_text(),
+            "https://x.example/m.yml --target serf --dry-run --timeout 5m --force"
+        );
+        assert_eq!(
+            p("s3://bucket/key.yml").unwrap().manifest_url,
+            "s3://bucket/key.yml"
+        );
         assert_eq!(p("file:///srv/m.yml").unwrap().target, DeployTarget::Local);
     }
 

@@ -137,8 +137,8 @@ impl std::error::Error for ParseError {}
 /// The overview shown for `help` and for unknown commands.
 pub const OVERVIEW: &str = "corral understands three commands:\n\
 • `/release start|stop|status|block|unblock|history` — the release lock\n\
-• `/upgrade <catalog>:<template>:<version>` or `/upgrade image <image-ref>` — Rancher upgrades\n\
-• `/deploy <manifest-url>` — deploy an artifact to hosts\n\
+• `/upgrade &lt;catalog&gt;:&lt;template&gt;:&lt;version&gt;` or `/upgrade image &lt;image-ref&gt;` — Rancher upgrades\n\
+• `/deploy &lt;manifest-url&gt;` — deploy an artifact to hosts\n\
 Add `help` to any of them for usage and examples.";
 
 /// Parses a slash command: `command` is the slash command's name (`/release`) and
@@ -174,7 +174,10 @@ pub fn parse_text(text: &str) -> Result<Command, ParseError> {
 fn parse_family(family: Family, text: &str) -> Result<Command, ParseError> {
     check_length(text, Some(family))?;
     let words = tokenize(text).map_err(|p| ParseError::new(family, p))?;
-    if words.first().is_some_and(|w| w.eq_ignore_ascii_case("help")) {
+    if words
+        .first()
+        .is_some_and(|w| w.eq_ignore_ascii_case("help"))
+    {
         return Ok(Command::Help(Some(family)));
     }
     match family {
@@ -408,7 +411,16 @@ mod tests {
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
         assert_eq!(parse_duration("2h30m").unwrap(), Duration::from_secs(9000));
         assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
-        for bad in ["", "s", "10x", "-5", "1.5h", "10m5", "99999999999999999999h", "400d"] {
+        for bad in [
+            "",
+            "s",
+            "10x",
+            "-5",
+            "1.5h",
+            "10m5",
+            "99999999999999999999h",
+            "400d",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
         assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");

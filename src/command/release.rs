@@ -107,7 +107,7 @@ fn reason(args: &Args, rest: &[&str]) -> Result<String, ParseError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{parse_slash, Command};
+    use super::super::{Command, parse_slash};
     use super::*;
 
     fn p(text: &str) -> Result<ReleaseCmd, ParseError> {
@@ -122,12 +122,19 @@ mod tests {
         assert_eq!(p("start").unwrap(), ReleaseCmd::Start { reason: "".into() });
         assert_eq!(
             p("start 1.4.0  hotfix").unwrap(),
-            ReleaseCmd::Start { reason: "1.4.0 hotfix".into() }
+            ReleaseCmd::Start {
+                reason: "1.4.0 hotfix".into()
+            }
         );
         assert_eq!(p("STOP").unwrap(), ReleaseCmd::Stop { force: false });
         assert_eq!(p("stop --force").unwrap(), ReleaseCmd::Stop { force: true });
         assert_eq!(p("status").unwrap(), ReleaseCmd::Status);
-        assert_eq!(p("block incident 42").unwrap(), ReleaseCmd::Block { reason: "incident 42".into() });
+        assert_eq!(
+            p("block incident 42").unwrap(),
+            ReleaseCmd::Block {
+                reason: "incident 42".into()
+            }
+        );
         assert_eq!(p("unblock").unwrap(), ReleaseCmd::Unblock);
         assert_eq!(p("history").unwrap(), ReleaseCmd::History { n: 10 });
         assert_eq!(p("history 100").unwrap(), ReleaseCmd::History { n: 100 });
@@ -150,7 +157,10 @@ mod tests {
         ] {
             let e = p(text).unwrap_err();
             assert!(e.problem.contains(needle), "{text:?}: {}", e.problem);
-            assert!(e.to_string().contains("*Usage:* `/release"), "usage shown for {text:?}");
+            assert!(
+                e.to_string().contains("*Usage:* `/release"),
+                "usage shown for {text:?}"
+            );
         }
         let long = format!("start {}", "x".repeat(MAX_REASON + 1));
         assert!(p(&long).unwrap_err().problem.contains("too long"));

@@ -6,9 +6,9 @@ use std::time::Duration;
 use super::{Args, Family, ParseError, format_duration, sanitize};
 
 pub const USAGE: &str = "*Usage:*\n\
-• `/upgrade <catalog>:<template>:<version> [--env REGEX] [--dry-run] [--force]` — every stack created from that catalog template at a lower version, in every environment, e.g. `/upgrade library:web:12`\n\
-• `/upgrade image <image-ref> [--env REGEX] [--no-confirm] [--start-first] [--timeout DURATION] [--dry-run] [--force]` — every service labelled for auto-update running that image at a lower tag, e.g. `/upgrade image myorg/api:2.4.1`\n\
-• `/upgrade docker:<image-ref> …` — the same as `image`\n\
+• `/upgrade &lt;catalog&gt;:&lt;template&gt;:&lt;version&gt; [--env REGEX] [--dry-run] [--force]` — every stack created from that catalog template at a lower version, in every environment, e.g. `/upgrade library:web:12`\n\
+• `/upgrade image &lt;image-ref&gt; [--env REGEX] [--no-confirm] [--start-first] [--timeout DURATION] [--dry-run] [--force]` — every service labelled for auto-update running that image at a lower tag, e.g. `/upgrade image myorg/api:2.4.1`\n\
+• `/upgrade docker:&lt;image-ref&gt; …` — the same as `image`\n\
 `--dry-run` shows the plan and changes nothing; `--env` narrows the environments (a regex on their names).";
 
 /// The longest image reference Docker accepts (name 255 + tag 128 + digest).
@@ -95,7 +95,9 @@ pub(super) fn parse(words: &[String]) -> Result<UpgradeCmd, ParseError> {
     };
     if first.eq_ignore_ascii_case("image") {
         let Some(image) = args.next().filter(|w| !w.starts_with("--")) else {
-            return Err(args.err("`/upgrade image` needs an image reference, e.g. `myorg/api:2.4.1`."));
+            return Err(
+                args.err("`/upgrade image` needs an image reference, e.g. `myorg/api:2.4.1`.")
+            );
         };
         return image_upgrade(&mut args, image);
     }
@@ -108,11 +110,15 @@ pub(super) fn parse(words: &[String]) -> Result<UpgradeCmd, ParseError> {
     let parts: Vec<&str> = first.split(':').collect();
     let [catalog, template, version] = parts.as_slice() else {
         return Err(args.err(format!(
-            "`{}` is not `<catalog>:<template>:<version>`.",
+            "`{}` is not `&lt;catalog&gt;:&lt;template&gt;:&lt;version&gt;`.",
             sanitize(first)
         )));
     };
-    for (what, v) in [("catalog", catalog), ("template", template), ("version", version)] {
+    for (what, v) in [
+        ("catalog", catalog),
+        ("template", template),
+        ("version", version),
+    ] {
         if v.is_empty() {
             return Err(args.err(format!("The {what} in `{}` is empty.", sanitize(first))));
         }
@@ -186,7 +192,8 @@ fn check_image_ref(args: &Args, image: &str) -> Result<(), ParseError> {
     let ok_chars = image
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/' | ':' | '@'));
-    if !ok_chars || image.starts_with(['/', ':', '@', '.', '-']) || image.ends_with(['/', ':', '@']) {
+    if !ok_chars || image.starts_with(['/', ':', '@', '.', '-']) || image.ends_with(['/', ':', '@'])
+    {
         return Err(args.err(format!(
             "`{}` is not an image reference like `registry:5000/team/app:1.2.3`.",
             sanitize(image)
@@ -212,21 +219,34 @@ mod tests {
         let UpgradeCmd::Catalog(c) = p("library:web:12 --env ^prod --dry-run").unwrap() else {
             panic!("catalog expected")
         };
-        assert_eq!((c.catalog.as_str(), c.template.as_str(), c.version.as_str()), ("library", "web", "12"));
+        assert_eq!(
+            (c.catalog.as_str(), c.template.as_str(), c.version.as_str()),
+            ("library", "web", "12")
+        );
         assert_eq!(c.env.as_deref(), Some("^prod"));
         assert!(c.dry_run && !c.force);
-        assert_eq!(UpgradeCmd::Catalog(c).to_text(), "library:web:12 --env ^prod --dry-run");
+        assert_eq!(
+            UpgradeCmd::Catalog(c).to_text(),
+            "library:web:12 --env ^prod --dry-run"
+        );
     }
 
     #[test]
     fn image_forms() {
-        for text in ["image myorg/api:2.4.1", "docker:myorg/api:2.4.1", "image docker:myorg/api:2.4.1"] {
-            let UpgradeCmd::Image(i) = p(text).unwrap() else { panic!("image expected") };
+        for text in [
+            "image myorg/api:2.4.1",
+            "docker:myorg/api:2.4.1",
+            "image docker:myorg/api:2.4.1",
+        ] {
+            let UpgradeCmd::Image(i) = p(text).unwrap() else {
+                panic!("image expected")
+            };
             assert_eq!(i.image, "myorg/api:2.4.1");
             assert!(i.confirm);
         }
         let UpgradeCmd::Image(i) =
-            p("image registry:5000/a/b@sha256:abc --no-confirm --start-first --timeout 2m --force").unwrap()
+            p("image registry:5000/a/b@sha256:abc --no-confirm --start-first --timeout 2m --force")
+                .unwrap()
         else {
             panic!()
         };
@@ -238,10 +258,13 @@ mod tests {
     fn malformed() {
         for (text, needle) in [
             ("", "needs a catalog template or an image"),
-            ("library:web", "is not `<catalog>:<template>:<version>`"),
-            ("library:web:1:2", "is not `<catalog>"),
+            (
+                "library:web",
+                "is not `&lt;catalog&gt;:&lt;template&gt;:&lt;version&gt;`",
+            ),
+            ("library:web:1:2", "is not `&lt;catalog&gt;"),
             ("library::1", "template in"),
-            ("lib rary:web:1", "is not `<catalog>"),
+            ("lib rary:web:1", "is not `&lt;catalog&gt;"),
             ("library:we$b:1", "may only hold"),
             ("library:web:1 --env (", "not a valid regex"),
             ("library:web:1 --env", "needs a value"),

@@ -42,7 +42,10 @@ impl JobStatus {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Interrupted | JobStatus::Cancelled
+            JobStatus::Succeeded
+                | JobStatus::Failed
+                | JobStatus::Interrupted
+                | JobStatus::Cancelled
         )
     }
 }

@@ -37,7 +37,10 @@ impl PlanGroup {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Progress {
     /// The plan, before anything changes. Sent once, first.
-    Plan { title: String, groups: Vec<PlanGroup> },
+    Plan {
+        title: String,
+        groups: Vec<PlanGroup>,
+    },
     /// A target's work began.
     TargetStarted { group: String, target: String },
     /// A target is done, well or not; `detail` carries the reason on failure

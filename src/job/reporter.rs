@@ -179,7 +179,11 @@ impl Reporter {
 
     async fn reply(&self, text: &str) {
         for (channel, ts) in &self.threads {
-            if let Err(e) = self.chat.post(channel, Some(ts), &Message::text(text)).await {
+            if let Err(e) = self
+                .chat
+                .post(channel, Some(ts), &Message::text(text))
+                .await
+            {
                 tracing::warn!(job = self.job.id, error = %e, "thread reply not posted");
             }
         }
@@ -282,11 +286,7 @@ fn group_text(name: &str, g: &GroupTally) -> String {
     if g.failed.is_empty() {
         return format!("✅ *{name}*: {} done", g.ok);
     }
-    let mut text = format!(
-        "❌ *{name}*: {} done, {} failed\n",
-        g.ok,
-        g.failed.len()
-    );
+    let mut text = format!("❌ *{name}*: {} done, {} failed\n", g.ok, g.failed.len());
     text.push_str(&failure_lines(&g.failed, false));
     text
 }

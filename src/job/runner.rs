@@ -38,15 +38,18 @@ pub struct JobContext {
 }
 
 /// The one dispatch from a command to the module that does it.
-async fn execute(ctx: &JobContext, cmd: &Command, progress: ProgressTx) -> Result<Outcome, JobError> {
+async fn execute(
+    ctx: &JobContext,
+    cmd: &Command,
+    progress: ProgressTx,
+) -> Result<Outcome, JobError> {
     match cmd {
-        Command::Upgrade(UpgradeCmd::Catalog(c)) => crate::rancher::run_catalog(ctx, c, progress).await,
+        Command::Upgrade(UpgradeCmd::Catalog(c)) => {
+            crate::rancher::run_catalog(ctx, c, progress).await
+        }
         Command::Upgrade(UpgradeCmd::Image(i)) => crate::rancher::run_image(ctx, i, progress).await,
         Command::Deploy(d) => crate::deploy::run(ctx, d, progress).await,
-        other => Err(JobError::new(format!(
-            "`{}` is not a job",
-            other.to_text()
-        ))),
+        other => Err(JobError::new(format!("`{}` is not a job", other.to_text()))),
     }
 }
 
@@ -96,7 +99,10 @@ impl Runner {
     async fn run(&self, job: JobRecord, cmd: Command) {
         let id = job.id;
         let mut reporter = Reporter::open(self.chat.clone(), self.store.clone(), job.clone()).await;
-        if let Err(e) = self.store.set_job_status(id, JobStatus::Running, crate::now()) {
+        if let Err(e) = self
+            .store
+            .set_job_status(id, JobStatus::Running, crate::now())
+        {
             tracing::error!(job = id, error = %e, "cannot mark job running");
         }
         reporter.running().await;
@@ -140,12 +146,14 @@ impl Runner {
         };
         for job in &jobs {
             let outcome = Outcome {
-                summary: "corral stopped while this job ran; check the targets before running it again".into(),
+                summary:
+                    "corral stopped while this job ran; check the targets before running it again"
+                        .into(),
                 ..Outcome::default()
             };
-            if let Err(e) = self
-                .store
-                .finish_job(job.id, JobStatus::Interrupted, &outcome, crate::now())
+            if let Err(e) =
+                self.store
+                    .finish_job(job.id, JobStatus::Interrupted, &outcome, crate::now())
             {
                 tracing::error!(job = job.id, error = %e, "cannot mark job interrupted");
                 continue;

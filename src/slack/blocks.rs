@@ -105,3 +105,45 @@ mod tests {
         assert_eq!(truncate("héllo", 4), "h…");
     }
 }
+
+/// Slack mrkdwn → plain text for doors that are not Slack (API JSON, the terminal):
+/// date tokens become their fallback text and the three escapes are undone.
+pub fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("<!date^") {
+        out.push_str(&rest[..start]);
+        let token = &rest[start..];
+        match (token.find('|'), token.find('>')) {
+            (Some(bar), Some(end)) if bar < end => {
+                out.push_str(&token[bar + 1..end]);
+                rest = &token[end + 1..];
+            }
+            _ => {
+                out.push_str(token);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+#[cfg(test)]
+mod plain_tests {
+    use super::plain;
+
+    #[test]
+    fn dates_and_escapes() {
+        assert_eq!(
+            plain(
+                "since <!date^1^{date_short_pretty} {time}|2026-11-22 02:19 UTC> by &lt;x&gt; &amp; y"
+            ),
+            "since 2026-11-22 02:19 UTC by <x> & y"
+        );
+        assert_eq!(plain("<!date^broken"), "<!date^broken");
+        assert_eq!(plain("plain"), "plain");
+    }
+}

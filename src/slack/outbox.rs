@@ -34,8 +34,12 @@ pub enum ChatError {
 #[async_trait]
 pub trait Chat: Send + Sync {
     /// Posts a message (a thread reply when `thread_ts` is given); returns its `ts`.
-    async fn post(&self, channel: &str, thread_ts: Option<&str>, msg: &Message)
-    -> Result<String, ChatError>;
+    async fn post(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        msg: &Message,
+    ) -> Result<String, ChatError>;
     /// Edits a message the bot posted.
     async fn update(&self, channel: &str, ts: &str, msg: &Message) -> Result<(), ChatError>;
     /// Shows a message to one user only (best effort).
@@ -170,7 +174,10 @@ impl Chat for LogChat {
         msg: &Message,
     ) -> Result<String, ChatError> {
         tracing::info!(channel, thread_ts, text = %msg.text, "would post to Slack (SLACK_BOT_TOKEN is not set)");
-        Ok(format!("0.{:06}", self.seq.fetch_add(1, Ordering::Relaxed) + 1))
+        Ok(format!(
+            "0.{:06}",
+            self.seq.fetch_add(1, Ordering::Relaxed) + 1
+        ))
     }
 
     async fn update(&self, channel: &str, ts: &str, msg: &Message) -> Result<(), ChatError> {
@@ -199,19 +206,67 @@ impl Chat for PrintChat {
         msg: &Message,
     ) -> Result<String, ChatError> {
         let indent = if thread_ts.is_some() { "  │ " } else { "" };
-        for line in msg.text.lines() {
+        for line in super::blocks::plain(&msg.text).lines() {
             println!("{indent}{line}");
         }
-        Ok(format!("0.{:06}", self.seq.fetch_add(1, Ordering::Relaxed) + 1))
+        Ok(format!(
+            "0.{:06}",
+            self.seq.fetch_add(1, Ordering::Relaxed) + 1
+        ))
     }
 
     async fn update(&self, _channel: &str, _ts: &str, msg: &Message) -> Result<(), ChatError> {
-        println!("(root edited) {}", msg.text.lines().next().unwrap_or(""));
+        let text = super::blocks::plain(&msg.text);
+        println!("(root edited) {}", text.lines().next().unwrap_or(""));
         Ok(())
     }
 
     async fn ephemeral(&self, _channel: &str, _user: &str, msg: &Message) -> Result<(), ChatError> {
-        println!("{}", msg.text);
+        println!("{}", super::blocks::plain(&msg.text));
         Ok(())
     }
+}
+
+/// `corral exec` with Slack configured: prints the thread and also delivers it, so the
+/// team sees CLI work in `CORRAL_CHANNEL` as it sees Slack work.
+pub struct TeeChat {
+    pub printer: PrintChat,
+    pub inner: Arc<dyn Chat>,
+}
+
+#[async_trait]
+impl Chat for TeeChat {
+    async fn post(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        msg: &Message,
+    ) -> Result<String, ChatError> {
+        self.printer.post(channel, thread_ts, msg).await?;
+        self.inner.post(channel, thread_ts, msg).await
+    }
+
+    async fn update(&self, channel: &str, ts: &str, msg: &Message) -> Result<(), ChatError> {
+        self.printer.update(channel, ts, msg).await?;
+        self.inner.update(channel, ts, msg).await
+    }
+
+    async fn ephemeral(&self, channel: &str, user: &str, msg: &Message) -> Result<(), ChatError> {
+        self.printer.ephemeral(channel, user, msg).await
+    }
+}
+
+/// `auth.test`: who the bot token belongs to (for `corral check`).
+pub async fn auth_test(api_url: &url::Url, token: &Secret) -> Result<String, ChatError> {
+    let client = slack_client(api_url).map_err(|e| ChatError::Transport(e.to_string()))?;
+    let token = SlackApiToken::new(token.expose().to_string().into());
+    let session = client.open_session(&token);
+    let resp = tokio::time::timeout(CALL_DEADLINE, session.auth_test())
+        .await
+        .map_err(|_| ChatError::Timeout(CALL_DEADLINE))?
+        .map_err(|e| match e {
+            SlackClientError::ApiError(e) => ChatError::Api(e.code),
+            e => ChatError::Transport(e.to_string()),
+        })?;
+    Ok(format!("bot {} in team {}", resp.user_id, resp.team_id))
 }

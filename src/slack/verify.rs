@@ -52,7 +52,10 @@ pub fn verify(
     let (Some(signature), Some(timestamp)) = (signature, timestamp) else {
         return Err(VerifyError::Missing);
     };
-    if timestamp.is_empty() || !timestamp.bytes().all(|b| b.is_ascii_digit()) || timestamp.len() > 12 {
+    if timestamp.is_empty()
+        || !timestamp.bytes().all(|b| b.is_ascii_digit())
+        || timestamp.len() > 12
+    {
         return Err(VerifyError::BadTimestamp);
     }
     let ts: i64 = timestamp.parse().map_err(|_| VerifyError::BadTimestamp)?;
@@ -88,7 +91,10 @@ mod tests {
         let body = body();
         assert_eq!(body.len(), 362);
         assert_eq!(sign(SECRET, TS, &body), SIG);
-        assert_eq!(verify(SECRET, Some(SIG), Some(TS), &body, 1531420618), Ok(()));
+        assert_eq!(
+            verify(SECRET, Some(SIG), Some(TS), &body, 1531420618),
+            Ok(())
+        );
     }
 
     #[test]
@@ -97,26 +103,62 @@ mod tests {
         let t = 1531420618;
         assert_eq!(verify(SECRET, Some(SIG), Some(TS), &body, t + 299), Ok(()));
         assert_eq!(verify(SECRET, Some(SIG), Some(TS), &body, t + 300), Ok(()));
-        assert_eq!(verify(SECRET, Some(SIG), Some(TS), &body, t + 301), Err(VerifyError::Stale));
-        assert_eq!(verify(SECRET, Some(SIG), Some(TS), &body, t - 301), Err(VerifyError::Stale));
+        assert_eq!(
+            verify(SECRET, Some(SIG), Some(TS), &body, t + 301),
+            Err(VerifyError::Stale)
+        );
+        assert_eq!(
+            verify(SECRET, Some(SIG), Some(TS), &body, t - 301),
+            Err(VerifyError::Stale)
+        );
     }
 
     #[test]
     fn tampering() {
         let mut body = body();
         let t = 1531420618;
-        assert_eq!(verify("wrong", Some(SIG), Some(TS), &body, t), Err(VerifyError::Mismatch));
-        assert_eq!(verify(SECRET, Some(&SIG[3..]), Some(TS), &body, t), Err(VerifyError::Mismatch));
         assert_eq!(
-            verify(SECRET, Some(&SIG.to_uppercase().replacen("V0", "v0", 1)), Some(TS), &body, t),
+            verify("wrong", Some(SIG), Some(TS), &body, t),
             Err(VerifyError::Mismatch)
         );
-        assert_eq!(verify(SECRET, None, Some(TS), &body, t), Err(VerifyError::Missing));
-        assert_eq!(verify(SECRET, Some(SIG), None, &body, t), Err(VerifyError::Missing));
-        assert_eq!(verify(SECRET, Some(SIG), Some("-5"), &body, t), Err(VerifyError::BadTimestamp));
-        assert_eq!(verify(SECRET, Some(SIG), Some("1e9"), &body, t), Err(VerifyError::BadTimestamp));
-        assert_eq!(verify("", Some(SIG), Some(TS), &body, t), Err(VerifyError::NoSecret));
+        assert_eq!(
+            verify(SECRET, Some(&SIG[3..]), Some(TS), &body, t),
+            Err(VerifyError::Mismatch)
+        );
+        assert_eq!(
+            verify(
+                SECRET,
+                Some(&SIG.to_uppercase().replacen("V0", "v0", 1)),
+                Some(TS),
+                &body,
+                t
+            ),
+            Err(VerifyError::Mismatch)
+        );
+        assert_eq!(
+            verify(SECRET, None, Some(TS), &body, t),
+            Err(VerifyError::Missing)
+        );
+        assert_eq!(
+            verify(SECRET, Some(SIG), None, &body, t),
+            Err(VerifyError::Missing)
+        );
+        assert_eq!(
+            verify(SECRET, Some(SIG), Some("-5"), &body, t),
+            Err(VerifyError::BadTimestamp)
+        );
+        assert_eq!(
+            verify(SECRET, Some(SIG), Some("1e9"), &body, t),
+            Err(VerifyError::BadTimestamp)
+        );
+        assert_eq!(
+            verify("", Some(SIG), Some(TS), &body, t),
+            Err(VerifyError::NoSecret)
+        );
         body[10] ^= 1;
-        assert_eq!(verify(SECRET, Some(SIG), Some(TS), &body, t), Err(VerifyError::Mismatch));
+        assert_eq!(
+            verify(SECRET, Some(SIG), Some(TS), &body, t),
+            Err(VerifyError::Mismatch)
+        );
     }
 }

@@ -150,9 +150,10 @@ fn finish_row(row: (JobRecord, String, Option<String>)) -> Result<JobRecord> {
         .map_err(|_| StoreError::Corrupt(format!("job {} has status {status:?}", job.id)))?;
     job.outcome = match outcome {
         None => None,
-        Some(text) => Some(serde_json::from_str(&text).map_err(|e| {
-            StoreError::Corrupt(format!("job {} outcome: {e}", job.id))
-        })?),
+        Some(text) => Some(
+            serde_json::from_str(&text)
+                .map_err(|e| StoreError::Corrupt(format!("job {} outcome: {e}", job.id)))?,
+        ),
     };
     Ok(job)
 }
@@ -214,7 +215,11 @@ impl Store for SqliteStore {
             params![now, actor, action.name(), action.reason(), source, forced],
         )?;
         if forced {
-            let holder = before.running.as_ref().map(|h| h.who.as_str()).unwrap_or("");
+            let holder = before
+                .running
+                .as_ref()
+                .map(|h| h.who.as_str())
+                .unwrap_or("");
             tx.execute(
                 "INSERT INTO audit (at, actor, action, detail, source) VALUES (?1, ?2, 'release.stop --force', ?3, ?4)",
                 params![now, actor, format!("stopped the release held by {holder}"), source],
@@ -288,7 +293,14 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn set_job_progress(&self, id: i64, done: u32, failed: u32, total: u32, now: i64) -> Result<()> {
+    fn set_job_progress(
+        &self,
+        id: i64,
+        done: u32,
+        failed: u32,
+        total: u32,
+        now: i64,
+    ) -> Result<()> {
         self.conn().execute(
             "UPDATE jobs SET done = ?2, failed = ?3, total = ?4, updated_at = ?5 WHERE id = ?1",
             params![id, done, failed, total, now],
@@ -317,8 +329,9 @@ impl Store for SqliteStore {
 
     fn messages(&self, job: i64) -> Result<Vec<(String, String)>> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare_cached("SELECT channel, ts FROM messages WHERE job_id = ?1 ORDER BY channel")?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT channel, ts FROM messages WHERE job_id = ?1 ORDER BY channel",
+        )?;
         let rows = stmt.query_map([job], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -377,8 +390,14 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(path_of("sqlite://corral.db").unwrap(), Some(PathBuf::from("corral.db")));
-        assert_eq!(path_of("sqlite:///var/lib/c.db").unwrap(), Some(PathBuf::from("/var/lib/c.db")));
+        assert_eq!(
+            path_of("sqlite://corral.db").unwrap(),
+            Some(PathBuf::from("corral.db"))
+        );
+        assert_eq!(
+            path_of("sqlite:///var/lib/c.db").unwrap(),
+            Some(PathBuf::from("/var/lib/c.db"))
+        );
         assert_eq!(path_of("sqlite::memory:").unwrap(), None);
         assert!(path_of("postgres://x").is_err());
         assert!(path_of("sqlite://").is_err());
@@ -390,9 +409,13 @@ mod tests {
         let url = format!("sqlite://{}/c.db", dir.display());
         {
             let s = SqliteStore::open(&url).unwrap();
-            let a = LockAction::Start { reason: "1.4.0".into() };
+            let a = LockAction::Start {
+                reason: "1.4.0".into(),
+            };
             let r = s
-                .change_lock(&a, "slack", "U1", &mut |st| apply(st, &a, &actor("U1"), 100))
+                .change_lock(&a, "slack", "U1", &mut |st| {
+                    apply(st, &a, &actor("U1"), 100)
+                })
                 .unwrap();
             assert!(r.is_ok());
         }

@@ -2,6 +2,10 @@
 //! outside (its router, its binary) against in-process fakes of Slack and Rancher built
 //! from shared/reference.
 
+mod api;
+mod binary;
 mod rancher_client;
+mod releasestatus;
+mod slack_ingress;
 mod support;
 mod rancher_image;

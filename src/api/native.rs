@@ -1,0 +1,179 @@
+//! corral's own API (SPEC §4): `POST /api/v1/commands`, `GET /api/v1/jobs[/{id}]`,
+//! `/api/v1/lock`, `/api/v1/audit`. JSON in and out; every error is a 4xx/5xx with
+//! `{"error": "…"}`; the API token is required.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::app::{App, Outcome, Request, Source};
+use crate::command;
+use crate::slack::blocks::plain;
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/api/v1/commands", post(commands))
+        .route("/api/v1/jobs", get(jobs))
+        .route("/api/v1/jobs/{id}", get(job))
+        .route("/api/v1/lock", get(lock))
+        .route("/api/v1/audit", get(audit))
+}
+
+/// A JSON error response.
+pub fn error(status: StatusCode, text: impl std::fmt::Display) -> Response {
+    (status, axum::Json(json!({ "error": text.to_string() }))).into_response()
+}
+
+fn authorize(app: &App, headers: &HeaderMap) -> Result<(), Response> {
+    super::auth::check(headers, &app.config).map_err(|e| error(StatusCode::UNAUTHORIZED, e))
+}
+
+/// Longest accepted caller name.
+const MAX_USER: usize = 64;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandBody {
+    text: String,
+    user: Option<String>,
+}
+
+async fn commands(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorize(&app, &headers) {
+        return r;
+    }
+    let body: CommandBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body must be JSON {{\"text\": \"…\", \"user\": \"…\"}}: {e}"),
+            );
+        }
+    };
+    let user = body.user.unwrap_or_else(|| "api".to_string());
+    let user = user.trim();
+    if user.is_empty() || user.len() > MAX_USER || user.chars().any(char::is_control) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("user must be 1 to {MAX_USER} printable characters"),
+        );
+    }
+    let command = match command::parse_text(&body.text) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, plain(&e.to_string())),
+    };
+    let reply = app
+        .handle(Request {
+            command,
+            user: user.to_string(),
+            source: Source::Api,
+            channel: None,
+        })
+        .await;
+    let status = match reply.outcome {
+        Outcome::Ok if reply.job.is_some() => StatusCode::ACCEPTED,
+        Outcome::Ok => StatusCode::OK,
+        Outcome::Invalid => return error(StatusCode::BAD_REQUEST, plain(&reply.text)),
+        Outcome::Refused => return error(StatusCode::CONFLICT, plain(&reply.text)),
+        Outcome::Error => return error(StatusCode::INTERNAL_SERVER_ERROR, plain(&reply.text)),
+    };
+    let text = plain(&reply.text);
+    (
+        status,
+        axum::Json(json!({ "text": text, "job": reply.job })),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct Limit {
+    limit: Option<usize>,
+}
+
+fn limit(q: &Limit) -> Result<usize, Response> {
+    match q.limit {
+        None => Ok(50),
+        Some(n) if (1..=1000).contains(&n) => Ok(n),
+        Some(_) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "limit must be from 1 to 1000",
+        )),
+    }
+}
+
+async fn jobs(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    q: Result<Query<Limit>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Err(r) = authorize(&app, &headers) {
+        return r;
+    }
+    let Ok(Query(q)) = q else {
+        return error(StatusCode::BAD_REQUEST, "limit must be a whole number");
+    };
+    let n = match limit(&q) {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    match app.store.jobs(n) {
+        Ok(jobs) => axum::Json(json!({ "jobs": jobs })).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+async fn job(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = authorize(&app, &headers) {
+        return r;
+    }
+    let Ok(id) = id.parse::<i64>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("job id {id:?} is not a number"),
+        );
+    };
+    match app.store.job(id) {
+        Ok(Some(job)) => axum::Json(job).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no job {id}")),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+async fn lock(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&app, &headers) {
+        return r;
+    }
+    match app.store.lock_state() {
+        Ok(state) => axum::Json(state).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+async fn audit(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    q: Result<Query<Limit>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Err(r) = authorize(&app, &headers) {
+        return r;
+    }
+    let Ok(Query(q)) = q else {
+        return error(StatusCode::BAD_REQUEST, "limit must be a whole number");
+    };
+    let n = match limit(&q) {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    match app.store.audit_log(n) {
+        Ok(entries) => axum::Json(json!({ "audit": entries })).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
