@@ -8,6 +8,8 @@ use std::time::Duration;
 use corral::app::{App, Request, Source};
 use corral::command::{Command, parse_slash};
 use corral::config::{Config, Env};
+use corral::slack::blocks::Message;
+use corral::slack::outbox::{Chat, ChatError};
 use corral::store::JobRecord;
 use serde_json::{Value, json};
 
@@ -23,6 +25,19 @@ struct World {
 }
 
 async fn world(extra: &[(&str, &str)], tweak: impl FnOnce(&mut Config)) -> World {
+    world_with(
+        extra,
+        tweak,
+        Arc::new(corral::slack::outbox::LogChat::default()),
+    )
+    .await
+}
+
+async fn world_with(
+    extra: &[(&str, &str)],
+    tweak: impl FnOnce(&mut Config),
+    chat: Arc<dyn Chat>,
+) -> World {
     let fake = FakeRancher::start().await;
     fake_services::install(&fake);
     fake.set_default_action_time(Duration::from_millis(40));
@@ -39,11 +54,7 @@ async fn world(extra: &[(&str, &str)], tweak: impl FnOnce(&mut Config)) -> World
     config.rancher.upgrade_timeout = Duration::from_secs(5);
     tweak(&mut config);
     let store = corral::store::open("sqlite::memory:").expect("store");
-    let app = App::new(
-        Arc::new(config),
-        store,
-        Arc::new(corral::slack::outbox::LogChat::default()),
-    );
+    let app = App::new(Arc::new(config), store, chat);
     World { fake, app }
 }
 
@@ -576,4 +587,147 @@ async fn updater_endpoint_contract() {
         .await
         .expect("hook");
     assert_eq!(r.status(), 400);
+}
+
+/// A Slack that records (thread, text) of every post and counts edits.
+#[derive(Default)]
+struct Recorder {
+    posts: std::sync::Mutex<Vec<(Option<String>, String)>>,
+    edits: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Chat for Recorder {
+    async fn post(&self, _c: &str, thread: Option<&str>, m: &Message) -> Result<String, ChatError> {
+        let mut p = self.posts.lock().unwrap_or_else(|e| e.into_inner());
+        p.push((thread.map(str::to_string), m.text.clone()));
+        Ok(format!("1.{:06}", p.len()))
+    }
+    async fn update(&self, _c: &str, _ts: &str, _m: &Message) -> Result<(), ChatError> {
+        self.edits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+    async fn ephemeral(&self, _c: &str, _u: &str, _m: &Message) -> Result<(), ChatError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn one_thread_per_job_and_a_failing_environment_does_not_stop_the_others() {
+    let chat = Arc::new(Recorder::default());
+    let w = world_with(&[("CORRAL_CHANNEL", "C0REL")], |_| {}, chat.clone()).await;
+    let mut broken = String::new();
+    for e in 0..4 {
+        let p = w.fake.add_project(&format!("env{e}"));
+        let st = w.fake.add_stack(&p, "app", "");
+        for s in 0..5 {
+            add_service(
+                &w.fake,
+                &p,
+                &st,
+                &format!("s{s}"),
+                launch_config("docker:myorg/app:1.0", &[(LABEL, "true")]),
+                json!([]),
+            );
+        }
+        if e == 3 {
+            broken = p;
+        }
+    }
+    // Every GET of env3's services fails (retries included).
+    w.fake.fail_requests(
+        Some("GET"),
+        &format!("/projects/{broken}/services"),
+        500,
+        100,
+    );
+    let reply = w
+        .app
+        .handle(Request {
+            command: parse_slash("/upgrade", "image myorg/app:2.0").expect("parses"),
+            user: "api".into(),
+            source: Source::Api,
+            channel: None,
+        })
+        .await;
+    let job = w.finish(reply.job.expect("job").id).await;
+    let outcome = job.outcome.clone().expect("outcome");
+    assert_eq!(outcome.succeeded, 15);
+    assert_eq!(outcome.failed.len(), 1);
+    assert_eq!(outcome.failed[0].group, "env3");
+    assert!(
+        outcome.failed[0].reason.contains("cannot list services"),
+        "{:?}",
+        outcome.failed
+    );
+
+    // One root message, everything else in its thread; far fewer posts than services.
+    let posts = chat.posts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let roots: Vec<_> = posts.iter().filter(|(t, _)| t.is_none()).collect();
+    assert_eq!(roots.len(), 1, "{posts:?}");
+    assert!(
+        posts.len() <= 3 + 4 + 1,
+        "{} posts for 15 services: {posts:?}",
+        posts.len()
+    );
+    assert!(
+        posts
+            .iter()
+            .any(|(_, t)| t.contains("env3") && t.contains("cannot list services"))
+    );
+}
+
+#[tokio::test]
+async fn the_lock_gate_refuses_before_anything_changes() {
+    let w = world(&[], |_| {}).await;
+    let dev = w.fake.add_project("dev");
+    let st = w.fake.add_stack(&dev, "app", "");
+    add_service(
+        &w.fake,
+        &dev,
+        &st,
+        "svc",
+        launch_config("docker:myorg/app:1.0", &[(LABEL, "true")]),
+        json!([]),
+    );
+    let block = w
+        .app
+        .handle(Request {
+            command: parse_slash("/release", "block freeze").expect("parses"),
+            user: "U0ADMIN".into(),
+            source: Source::Cli,
+            channel: None,
+        })
+        .await;
+    assert!(block.job.is_none());
+    let router = axum::Router::new()
+        .merge(corral::api::updater::routes())
+        .with_state(w.app.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let r = corral::http_client()
+        .expect("client")
+        .post(format!("{base}/upgrade"))
+        .bearer_auth(TOKEN)
+        .body(r#"{"docker_image":"myorg/app:2.0"}"#)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 409);
+    let v: Value = r.json().await.expect("json");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or("")
+            .to_lowercase()
+            .contains("block"),
+        "{v}"
+    );
+    assert!(w.fake.posts().is_empty(), "nothing reached Rancher");
 }
