@@ -639,6 +639,56 @@ mod tests {
     }
 
     #[test]
+    fn settings_from_configuration() {
+        use crate::config::{Config, Env};
+        let cfg = Config::from_env(&Env::from_pairs([
+            ("CORRAL_UPGRADE_BATCH_SIZE", "3"),
+            ("CORRAL_UPGRADE_INTERVAL", "5s"),
+            ("CORRAL_ROLLBACK_ON_TIMEOUT", "no"),
+            ("AUTOUPDATE_ENABLE_LABEL", "my.label"),
+        ]))
+        .expect("valid");
+        let cmd = ImageUpgrade {
+            image: "a:1".into(),
+            env: Some("^prod".into()),
+            confirm: true,
+            start_first: false,
+            timeout: None,
+            dry_run: false,
+            force: false,
+        };
+        let s = Settings::new(&cfg.rancher, &cmd).expect("settings");
+        assert_eq!(
+            (s.batch_size, s.interval, s.rollback_on_timeout),
+            (3, Duration::from_secs(5), false)
+        );
+        assert_eq!(s.label, "my.label");
+        assert_eq!(s.timeout, cfg.rancher.upgrade_timeout);
+        assert!(s.environment_matches("prod-eu") && !s.environment_matches("dev"));
+        let d = Config::from_env(&Env::from_pairs([(
+            "CORRAL_DATABASE_URL",
+            "sqlite::memory:",
+        )]))
+        .expect("valid");
+        assert_eq!(
+            (
+                d.rancher.batch_size,
+                d.rancher.batch_interval,
+                d.rancher.rollback_on_timeout
+            ),
+            (1, Duration::from_secs(2), true)
+        );
+        for (var, bad) in [
+            ("CORRAL_UPGRADE_BATCH_SIZE", "0"),
+            ("CORRAL_UPGRADE_INTERVAL", "soon"),
+            ("CORRAL_ROLLBACK_ON_TIMEOUT", "maybe"),
+        ] {
+            let e = Config::from_env(&Env::from_pairs([(var, bad)])).expect_err(var);
+            assert!(e.to_string().contains(var), "{e}");
+        }
+    }
+
+    #[test]
     fn label_values() {
         for (labels, want) in [
             (json!({"autoupdate.enable": "true"}), true),
@@ -711,6 +761,10 @@ mod tests {
             svc("g", "not an image", Some("true")),
             json!({"id": "1sh", "name": "h", "launchConfig": null}),
             json!({"id": "1si", "name": "i"}),
+            // Hostile shapes: wrong types are skipped, never a panic.
+            json!({"id": 7, "name": ["j"], "launchConfig": {"imageUuid": 5, "labels": {"autoupdate.enable": "true"}}}),
+            json!({"launchConfig": {"imageUuid": "docker:myorg/app:1.0", "labels": ["autoupdate.enable"]}}),
+            json!("not a service"),
         ];
         let stacks = HashMap::from([("1st1".to_string(), "web".to_string())]);
         let wanted = ImageRef::parse("myorg/app:2.0").expect("ref");
