@@ -328,7 +328,7 @@ impl Config {
             rate_limit: env.number(&["CORRAL_RANCHER_RATE"], 50, 1..=10_000)? as u32,
             parallelism: env.number(&["CORRAL_UPGRADE_PARALLELISM"], 50, 1..=1_000)? as usize,
             upgrade_timeout: env.duration(&["CORRAL_UPGRADE_TIMEOUT"], Duration::from_secs(600))?,
-            poll_interval: env.duration(&["CORRAL_RANCHER_POLL"], Duration::from_secs(2))?,
+            poll_interval: env.duration(&["CORRAL_RANCHER_POLL"], Duration::from_secs(1))?,
             batch_size: env.number(&["CORRAL_UPGRADE_BATCH_SIZE"], 1, 1..=1_000)? as u32,
             batch_interval: env
                 .duration(&["CORRAL_UPGRADE_INTERVAL"], Duration::from_secs(2))?,

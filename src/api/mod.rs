@@ -5,6 +5,7 @@
 //! refusal keeps the format of the tool it imitates.
 
 pub mod auth;
+pub mod cowpoke;
 pub mod health;
 pub mod hooks;
 pub mod native;

@@ -8,9 +8,14 @@
 //!   ([`ImageRef::same_image`]); the tag rule ([`image::decide`]) then says upgrade or skip.
 //! * **Upgrade** — Rancher's in-service strategy (reference/rancher-api.md §11). The
 //!   launch config is sent back **exactly as Rancher gave it** except `imageUuid`: it is
-//!   kept as a [`serde_json::Value`] with serde_json's `preserve_order`, so every field
-//!   (including 1.6 fields no struct here knows: `secrets`, `drainTimeoutMs`, …) survives
-//!   with its value and in its order; the updater's typed round-trip dropped them.
+//!   kept as a [`serde_json::Value`], never a struct, so every field (including 1.6
+//!   fields no struct here knows: `secrets`, `drainTimeoutMs`, …) survives with its
+//!   value — nulls, zeros and `false` included, which the updater's typed round-trip
+//!   dropped along with the unknown fields. Key order is not kept: a JSON object is
+//!   unordered and Cattle reads the body into a map, while serde_json's crate-wide
+//!   `preserve_order` would change the bytes of every other JSON body corral sends
+//!   (go-cowpoke's upgrade body is compared byte for byte, in Go's sorted order).
+//!   `RawValue` could not help either: the shared client takes and returns `Value`.
 //!   Sidekicks (`secondaryLaunchConfigs`) are not sent, so they are left untouched (only
 //!   the launch configs sent are upgraded, §11). `startFirst`, `batchSize`
 //!   (`CORRAL_UPGRADE_BATCH_SIZE`) and `intervalMillis` (`CORRAL_UPGRADE_INTERVAL`) are
@@ -104,7 +109,6 @@ pub fn labelled(launch_config: &Value, label: &str) -> bool {
 pub fn upgrade_body(launch_config: &Value, image_uuid: &str, s: &Settings) -> Value {
     let mut lc = launch_config.clone();
     if let Value::Object(m) = &mut lc {
-        // `insert` on an existing key keeps its position (preserve_order).
         m.insert("imageUuid".into(), Value::String(image_uuid.to_string()));
     }
     json!({
@@ -727,12 +731,28 @@ mod tests {
     }
 
     #[test]
-    fn body_keeps_everything_but_the_image_in_order() {
-        let raw = r#"{"zeta":1,"imageUuid":"docker:myorg/app:1.0","secrets":[{"secretId":"1se1"}],"drainTimeoutMs":0,"labels":{"b":"1","a":"2"},"alpha":null,"ratio":0.5}"#;
+    fn body_keeps_everything_but_the_image() {
+        let raw = r#"{"zeta":1,"imageUuid":"docker:myorg/app:1.0","secrets":[{"secretId":"1se1"}],"drainTimeoutMs":0,"labels":{"b":"1","a":"2"},"alpha":null,"ratio":0.1234567890123456789,"tiny":2.2250738585072014e-308,"big":18446744073709551615,"neg":-9223372036854775808,"off":false}"#;
         let lc: Value = serde_json::from_str(raw).expect("json");
         let body = upgrade_body(&lc, "docker:myorg/app:2.0", &settings());
-        let sent = serde_json::to_string(&body["inServiceStrategy"]["launchConfig"]).expect("ser");
-        assert_eq!(sent, raw.replace("myorg/app:1.0", "myorg/app:2.0"));
+        let sent = &body["inServiceStrategy"]["launchConfig"];
+        let want: Value =
+            serde_json::from_str(&raw.replace("myorg/app:1.0", "myorg/app:2.0")).expect("json");
+        assert_eq!(sent, &want);
+        // Integers at the edges of their range keep every digit; floats parse exactly
+        // (serde_json's `float_roundtrip`), so they are sent with the same value.
+        assert_eq!(sent["ratio"].as_f64(), Some(0.123_456_789_012_345_68));
+        assert_eq!(sent["tiny"].as_f64(), Some(f64::MIN_POSITIVE));
+        let text = serde_json::to_string(sent).expect("ser");
+        assert!(
+            text.contains("18446744073709551615") && text.contains("-9223372036854775808"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""alpha":null"#)
+                && text.contains(r#""off":false"#)
+                && text.contains(r#""drainTimeoutMs":0"#)
+        );
         let st = &body["inServiceStrategy"];
         assert_eq!(st["startFirst"], json!(true));
         assert_eq!(st["batchSize"], json!(2));

@@ -8,4 +8,6 @@ mod rancher_client;
 mod releasestatus;
 mod slack_ingress;
 mod support;
+mod rancher_catalog;
+mod rancher_cowpoke;
 mod rancher_image;
