@@ -474,3 +474,106 @@ mod tests {
         assert_eq!(unwrap_link("https://x"), "https://x");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn reason() -> impl Strategy<Value = String> {
+        proptest::collection::vec("[a-zA-Z0-9][a-zA-Z0-9.:_-]{0,11}", 0..4).prop_map(|w| w.join(" "))
+    }
+
+    fn command() -> impl Strategy<Value = Command> {
+        let name = "[a-z][a-z0-9-]{0,10}";
+        prop_oneof![
+            reason().prop_map(|reason| Command::Release(ReleaseCmd::Start { reason })),
+            any::<bool>().prop_map(|force| Command::Release(ReleaseCmd::Stop { force })),
+            Just(Command::Release(ReleaseCmd::Status)),
+            reason().prop_map(|reason| Command::Release(ReleaseCmd::Block { reason })),
+            Just(Command::Release(ReleaseCmd::Unblock)),
+            (1usize..=100).prop_map(|n| Command::Release(ReleaseCmd::History { n })),
+            (
+                name,
+                name,
+                "[0-9][0-9a-z.+-]{0,8}",
+                proptest::option::of("\\^[a-z]{1,6}"),
+                any::<bool>(),
+                any::<bool>()
+            )
+                .prop_map(|(catalog, template, version, env, dry_run, force)| {
+                    Command::Upgrade(UpgradeCmd::Catalog(CatalogUpgrade {
+                        catalog,
+                        template,
+                        version,
+                        env,
+                        dry_run,
+                        force,
+                    }))
+                }),
+            (
+                "[a-z0-9]{1,8}(/[a-z0-9]{1,8}){0,2}:[0-9][0-9.]{0,6}",
+                any::<bool>(),
+                any::<bool>(),
+                proptest::option::of(1u64..100_000),
+                any::<bool>(),
+                any::<bool>()
+            )
+                .prop_map(|(image, confirm, start_first, t, dry_run, force)| {
+                    Command::Upgrade(UpgradeCmd::Image(ImageUpgrade {
+                        image,
+                        env: None,
+                        confirm,
+                        start_first,
+                        timeout: t.map(Duration::from_secs),
+                        dry_run,
+                        force,
+                    }))
+                }),
+            (
+                "https://[a-z]{1,8}\\.example\\.com/[a-z]{1,8}\\.yml",
+                prop_oneof![
+                    Just(DeployTarget::Local),
+                    Just(DeployTarget::Serf),
+                    Just(DeployTarget::Consul)
+                ],
+                any::<bool>(),
+                proptest::option::of(1u64..100_000),
+                any::<bool>()
+            )
+                .prop_map(|(manifest_url, target, dry_run, t, force)| {
+                    Command::Deploy(DeployCmd {
+                        manifest_url,
+                        target,
+                        dry_run,
+                        timeout: t.map(Duration::from_secs),
+                        force,
+                    })
+                }),
+        ]
+    }
+
+    proptest! {
+        /// What corral stores for a job (`to_text`) parses back to the same command, so
+        /// a restarted corral knows exactly what was asked.
+        #[test]
+        fn text_round_trips(cmd in command()) {
+            prop_assert_eq!(parse_text(&cmd.to_text()), Ok(cmd));
+        }
+
+        /// No input makes the parser panic, and every refusal carries usage text.
+        #[test]
+        fn any_text_parses_or_explains(text in "\\PC{0,200}") {
+            if let Err(e) = parse_text(&text) {
+                prop_assert!(!e.problem.is_empty());
+                prop_assert!(e.to_string().contains('/'));
+            }
+        }
+
+        #[test]
+        fn durations_never_panic(text in "[0-9smhd]{0,12}") {
+            let _ = parse_duration(&text);
+        }
+    }
+}

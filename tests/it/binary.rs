@@ -70,13 +70,17 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
+        // Owned by `Server` at once, so its Drop reaps the process on every path.
+        let server = Server {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
         let client = corral::http_client().unwrap();
         for _ in 0..200 {
-            if let Ok(r) = client.get(format!("{url}/readyz")).send().await
+            if let Ok(r) = client.get(format!("{}/readyz", server.url)).send().await
                 && r.status() == 200
             {
-                return Server { child, url };
+                return server;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -257,6 +261,27 @@ async fn bad_configuration_stops_start_up_naming_the_variable() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(var), "{var}: {stderr}");
     }
+    // .env in the working directory is read too, and the environment wins over it.
+    std::fs::write(
+        dir.0.join(".env"),
+        "HOST_PORT=not-a-port\nCORRAL_CHANNEL=C0FROMDOTENV\n",
+    )
+    .unwrap();
+    let out = corral(&dir, None, &["serve"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HOST_PORT"));
+    let out = corral(&dir, None, &["check"])
+        .env("HOST_PORT", "9999")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("listen 0.0.0.0:9999"), "{stdout}");
+    assert!(
+        !stdout.contains("no announcement channel"),
+        ".env set CORRAL_CHANNEL: {stdout}"
+    );
+    std::fs::remove_file(dir.0.join(".env")).unwrap();
+
     let out = corral(&dir, None, &["check"])
         .env("SLACK_BOT_TOKEN", "xoxb-super-secret-value")
         .env("SLACK_API_URL", "http://127.0.0.1:9/api")

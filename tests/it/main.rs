@@ -7,6 +7,7 @@ mod binary;
 mod rancher_client;
 mod releasestatus;
 mod slack_ingress;
+mod socket_mode;
 mod support;
 mod rancher_catalog;
 mod rancher_cowpoke;
