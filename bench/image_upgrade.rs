@@ -1,8 +1,8 @@
 //! Figures for `/upgrade image` (issue 4): 200 labelled services across 10 environments,
 //! 50 ms Rancher latency per request, 3 s from `upgrade` to `upgraded`.
 //!
-//! Reports corral's wall time with its default settings (parallelism 50, poll 2 s, rate
-//! limit 50 req/s) against rancher-service-updater's serial N × wait, the Slack calls the
+//! Reports corral's wall time with its default settings (printed with the figures)
+//! against rancher-service-updater's serial N × wait, the Slack calls the
 //! job made (posts and edits, counted by a `Chat` that counts), the Rancher requests, and
 //! the process's peak RSS (VmHWM; the fake Rancher runs in the same process, so this is
 //! an upper bound for corral alone). A serial corral run (parallelism 1) on a sample of
@@ -148,8 +148,16 @@ async fn main() {
     println!(
         "image upgrade: {n} labelled services, {envs} environments, 50 ms latency, 3 s to upgraded"
     );
+    let d = Config::from_env(&Env::from_pairs([(
+        "CORRAL_DATABASE_URL",
+        "sqlite::memory:",
+    )]))
+    .expect("defaults");
     println!(
-        "corral (parallelism 50, poll 2 s):   wall {:.1} s, {} upgraded, {} failed, {} Rancher requests",
+        "corral (defaults: parallelism {}, poll {:?}, {} req/s to Rancher): wall {:.1} s, {} upgraded, {} failed, {} Rancher requests",
+        d.rancher.parallelism,
+        d.rancher.poll_interval,
+        d.rancher.rate_limit,
         full.wall.as_secs_f64(),
         full.succeeded,
         full.failed,
