@@ -235,6 +235,14 @@ pub struct RancherConfig {
     pub upgrade_timeout: Duration,
     /// How often upgrade progress is polled.
     pub poll_interval: Duration,
+    /// Containers of one service replaced at once in an in-service upgrade
+    /// (`CORRAL_UPGRADE_BATCH_SIZE`, Rancher's `batchSize`).
+    pub batch_size: u32,
+    /// Pause between batches (`CORRAL_UPGRADE_INTERVAL`, Rancher's `intervalMillis`).
+    pub batch_interval: Duration,
+    /// Roll a service back when it does not reach `upgraded` in time
+    /// (`CORRAL_ROLLBACK_ON_TIMEOUT`).
+    pub rollback_on_timeout: bool,
 }
 
 /// Deploy (`/deploy`, `corral agent`) settings.
@@ -321,6 +329,9 @@ impl Config {
             parallelism: env.number(&["CORRAL_UPGRADE_PARALLELISM"], 50, 1..=1_000)? as usize,
             upgrade_timeout: env.duration(&["CORRAL_UPGRADE_TIMEOUT"], Duration::from_secs(600))?,
             poll_interval: env.duration(&["CORRAL_RANCHER_POLL"], Duration::from_secs(1))?,
+            batch_size: env.number(&["CORRAL_UPGRADE_BATCH_SIZE"], 1, 1..=1_000)? as u32,
+            batch_interval: env.duration(&["CORRAL_UPGRADE_INTERVAL"], Duration::from_secs(2))?,
+            rollback_on_timeout: env.boolean(&["CORRAL_ROLLBACK_ON_TIMEOUT"], true)?,
         };
 
         let deploy = DeployConfig {

@@ -7,8 +7,10 @@
 pub mod auth;
 pub mod cowpoke;
 pub mod health;
+pub mod hooks;
 pub mod native;
 pub mod releasestatus;
+pub mod updater;
 
 use std::sync::Arc;
 
@@ -33,6 +35,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/slack/interactions", post(slack::http::interactions))
         .merge(releasestatus::routes())
         .merge(cowpoke::routes())
+        .merge(updater::routes())
+        .merge(hooks::routes())
         .merge(native::routes())
         .merge(health::routes())
         .fallback(not_found)

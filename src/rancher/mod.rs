@@ -4,7 +4,9 @@
 
 pub mod catalog;
 pub mod client;
+pub mod image;
 pub mod model;
+pub mod service;
 pub mod version;
 
 pub use client::{Client, ClientOptions, Filter, RancherError};
@@ -44,12 +46,15 @@ pub async fn run_catalog(
     Ok(catalog::run(&client, &settings, cmd, &progress).await)
 }
 
-/// Runs `/upgrade image <ref>`.
+/// Runs `/upgrade image <ref>` (see [`service`]).
 pub async fn run_image(
     ctx: &JobContext,
-    _cmd: &ImageUpgrade,
-    _progress: ProgressTx,
+    cmd: &ImageUpgrade,
+    progress: ProgressTx,
 ) -> Result<Outcome, JobError> {
     require_rancher(ctx)?;
-    Err(JobError::new("image upgrades are not built yet"))
+    let settings = service::Settings::new(&ctx.config.rancher, cmd)?;
+    let client = client::Client::from_config(&ctx.config.rancher)
+        .map_err(|e| JobError::new(e.to_string()))?;
+    service::run(&client, cmd, &settings, progress).await
 }

@@ -7,6 +7,7 @@ mod binary;
 mod rancher_catalog;
 mod rancher_client;
 mod rancher_cowpoke;
+mod rancher_image;
 mod releasestatus;
 mod slack_ingress;
 mod socket_mode;

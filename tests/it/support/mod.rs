@@ -3,4 +3,5 @@
 
 pub mod corral;
 pub mod fake_rancher;
+pub mod fake_services;
 pub mod fake_slack;
