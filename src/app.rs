@@ -48,6 +48,26 @@ pub struct Request {
     pub channel: Option<String>,
 }
 
+/// The identity a request acts as. Only Slack vouches for Slack user ids; a name given
+/// through any other door is namespaced by that door (`api:ci-bot`, `cli:alice`,
+/// `releasestatus:bob`), so it can never pass for a Slack user, an admin or the holder of
+/// a release someone started in Slack.
+pub fn identity(source: Source, user: &str) -> String {
+    match source {
+        Source::Slack => user.to_string(),
+        other => {
+            let prefix = other.as_str();
+            if user == prefix {
+                return user.to_string();
+            }
+            match user.strip_prefix(prefix).and_then(|r| r.strip_prefix(':')) {
+                Some(_) => user.to_string(),
+                None => format!("{prefix}:{user}"),
+            }
+        }
+    }
+}
+
 /// Who sees a reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Visibility {
@@ -131,7 +151,8 @@ impl App {
     }
 
     /// The pipeline. Never panics on input; every answer says what happened.
-    pub async fn handle(&self, req: Request) -> Reply {
+    pub async fn handle(&self, mut req: Request) -> Reply {
+        req.user = identity(req.source, &req.user);
         let Some(family) = req.command.family() else {
             return Reply::new(Outcome::Ok, Visibility::Ephemeral, OVERVIEW);
         };

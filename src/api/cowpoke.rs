@@ -186,7 +186,7 @@ async fn stack(
     };
     let req = Request {
         command: Command::Upgrade(UpgradeCmd::Catalog(cmd)),
-        user: "api".into(),
+        user: "go-cowpoke".into(),
         source: Source::Api,
         channel: None,
     };

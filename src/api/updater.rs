@@ -118,7 +118,7 @@ pub(crate) async fn start(app: &App, cmd: ImageUpgrade) -> Response {
     let reply = app
         .handle(Request {
             command: Command::Upgrade(UpgradeCmd::Image(cmd)),
-            user: "api".into(),
+            user: "rancher-service-updater".into(),
             source: Source::Api,
             channel: None,
         })

@@ -247,14 +247,21 @@ fn tokenize(text: &str) -> Result<Vec<String>, String> {
     Ok(words)
 }
 
+/// The longest duration accepted: a year is more than any wait corral has a use for, and
+/// the cap keeps every `Instant + duration` far from overflow.
+pub const MAX_DURATION_SECS: u64 = 366 * 86_400;
+
 /// Parses a duration: `30s`, `10m`, `1h`, `2h30m`, or a bare number of seconds.
 pub fn parse_duration(raw: &str) -> Result<Duration, DurationError> {
     let s = raw.trim();
     if s.is_empty() {
         return Err(DurationError(raw.to_string()));
     }
-    if let Ok(n) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(n));
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        return match s.parse::<u64>() {
+            Ok(n) if n <= MAX_DURATION_SECS => Ok(Duration::from_secs(n)),
+            _ => Err(DurationError(raw.to_string())),
+        };
     }
     let mut total: u64 = 0;
     let mut num = String::new();
@@ -282,8 +289,7 @@ pub fn parse_duration(raw: &str) -> Result<Duration, DurationError> {
     if !num.is_empty() || !any_unit {
         return Err(DurationError(raw.to_string()));
     }
-    // A year is more than any wait corral has a use for; larger values are typos.
-    if total > 366 * 86_400 {
+    if total > MAX_DURATION_SECS {
         return Err(DurationError(raw.to_string()));
     }
     Ok(Duration::from_secs(total))
@@ -291,7 +297,7 @@ pub fn parse_duration(raw: &str) -> Result<Duration, DurationError> {
 
 /// A duration that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a duration (use 30s, 10m, 1h or a number of seconds)")]
+#[error("`{}` is not a duration (use 30s, 10m, 1h or a number of seconds, at most a year)", sanitize(.0))]
 pub struct DurationError(pub String);
 
 /// Formats a duration the way it can be typed back (`90s` → `1m30s`).
@@ -376,8 +382,13 @@ impl<'a> Args<'a> {
     /// `--env REGEX`, validated.
     pub(crate) fn env_regex(&mut self) -> Result<String, ParseError> {
         let v = self.value("--env")?;
-        regex::Regex::new(v)
-            .map_err(|e| self.err(format!("`--env {}` is not a valid regex: {e}", sanitize(v))))?;
+        regex::Regex::new(v).map_err(|e| {
+            self.err(format!(
+                "`--env {}` is not a valid regex: {}",
+                sanitize(v),
+                sanitize(&e.to_string())
+            ))
+        })?;
         Ok(v.to_string())
     }
 

@@ -126,7 +126,7 @@ async fn a_held_lock_survives_kill_9() {
     let (status, body) = get(&format!("{}/api/v1/lock", s.url)).await;
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["running"]["who"], "alice");
+    assert_eq!(v["running"]["who"], "releasestatus:alice");
     assert!(v["blocked"].is_object());
     // And the state table continues from there.
     assert_eq!(
@@ -196,12 +196,12 @@ async fn exec_runs_the_same_pipeline_and_prints() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(stdout.trim(), "🚀 tester started a release: 1.2.3");
+    assert_eq!(stdout.trim(), "🚀 cli:tester started a release: 1.2.3");
     let out = corral(&dir, None, &["exec", "release status"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("started by tester at 20"), "{stdout}");
+    assert!(stdout.contains("started by cli:tester at 20"), "{stdout}");
     assert!(
         !stdout.contains("<!date"),
         "plain text in the terminal: {stdout}"
@@ -240,7 +240,7 @@ async fn exec_announces_lock_changes_in_the_channel() {
     assert_eq!(posts[0].channel(), "C0RELEASES");
     assert_eq!(
         posts[0].text(),
-        "⛔ tester blocked releases: maintenance (via cli)"
+        "⛔ cli:tester blocked releases: maintenance (via cli)"
     );
 }
 
