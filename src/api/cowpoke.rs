@@ -31,6 +31,7 @@ use crate::app::{App, Outcome as ReplyOutcome, Request, Source};
 use crate::command::{CatalogUpgrade, Command, UpgradeCmd};
 use crate::job::Outcome;
 use crate::rancher::catalog::Detail;
+use crate::slack::blocks::plain;
 
 /// The routes; the lead merges them into the main router.
 pub fn routes() -> Router<Arc<App>> {
@@ -193,11 +194,25 @@ async fn stack(
     let reply = app.handle(req).await;
     let job = match (reply.outcome, reply.job) {
         (ReplyOutcome::Ok, Some(job)) => job,
-        (ReplyOutcome::Refused, _) => return msg(StatusCode::CONFLICT, &reply.text),
-        (ReplyOutcome::Invalid, _) => return msg(StatusCode::BAD_REQUEST, &reply.text),
-        _ => return msg(StatusCode::INTERNAL_SERVER_ERROR, &reply.text),
+        (ReplyOutcome::Refused, _) => return msg(StatusCode::CONFLICT, &plain(&reply.text)),
+        (ReplyOutcome::Invalid, _) => return msg(StatusCode::BAD_REQUEST, &plain(&reply.text)),
+        _ => return msg(StatusCode::INTERNAL_SERVER_ERROR, &plain(&reply.text)),
     };
-    app.runner.wait(job.id).await;
+    // go-cowpoke answered when the upgrade was over; every stack has its own deadline,
+    // and this bound only guards against a job that never reports back.
+    let bound = (app.config.rancher.upgrade_timeout * 3).max(std::time::Duration::from_secs(3600));
+    if tokio::time::timeout(bound, app.runner.wait(job.id))
+        .await
+        .is_err()
+    {
+        return msg(
+            StatusCode::GATEWAY_TIMEOUT,
+            &format!(
+                "job {} is still running; see GET /api/v1/jobs/{}",
+                job.id, job.id
+            ),
+        );
+    }
     let outcome = match app.store.job(job.id) {
         Ok(Some(rec)) => rec.outcome,
         _ => None,

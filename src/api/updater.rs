@@ -84,6 +84,10 @@ fn parse_body(body: &[u8]) -> Result<ImageUpgrade, String> {
     };
     let image = image.strip_prefix("docker:").unwrap_or(&image).to_string();
     ImageRef::parse(&image).map_err(|e| format!("`docker_image`: {e}"))?;
+    if b.timeout == 0 {
+        // With confirm, zero would roll back every service right after upgrading it.
+        return Err("`timeout` must be more than 0 seconds".into());
+    }
     if b.timeout > MAX_TIMEOUT_SECS {
         return Err(format!(
             "`timeout` is {} seconds; at most {MAX_TIMEOUT_SECS}",
@@ -140,7 +144,7 @@ pub(crate) async fn start(app: &App, cmd: ImageUpgrade) -> Response {
     };
     (
         status,
-        axum::Json(serde_json::json!({ "error": reply.text })),
+        axum::Json(serde_json::json!({ "error": crate::slack::blocks::plain(&reply.text) })),
     )
         .into_response()
 }
@@ -180,6 +184,7 @@ mod tests {
                 "not valid JSON",
             ),
             (b"{\"docker_image\": \"a\", \"timeout\": 999999}", "at most"),
+            (b"{\"docker_image\": \"a\", \"timeout\": 0}", "more than 0"),
             (b"{}", "missing"),
             (b"{\"docker_image\": \"  \"}", "missing"),
             (b"{\"docker_image\": \"My Org/app\"}", "docker_image"),

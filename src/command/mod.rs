@@ -403,6 +403,15 @@ impl<'a> Args<'a> {
     }
 }
 
+/// A word as it must be typed to parse back whole: quoted when empty or holding spaces.
+pub(crate) fn quote(word: &str) -> String {
+    if word.is_empty() || word.chars().any(char::is_whitespace) {
+        format!("\"{word}\"")
+    } else {
+        word.to_string()
+    }
+}
+
 /// Strips Slack's link wrapper from a word: `<https://x|label>` → `https://x`.
 pub(crate) fn unwrap_link(word: &str) -> &str {
     match word.strip_prefix('<').and_then(|w| w.strip_suffix('>')) {
@@ -510,7 +519,7 @@ mod properties {
                 name,
                 name,
                 "[0-9][0-9a-z.+-]{0,8}",
-                proptest::option::of("\\^[a-z]{1,6}"),
+                proptest::option::of("\\^[a-z]{1,6}( [a-z]{1,3})?"),
                 any::<bool>(),
                 any::<bool>()
             )
