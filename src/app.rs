@@ -11,7 +11,7 @@ use crate::command::{Command, Family, OVERVIEW, ReleaseCmd, sanitize};
 use crate::config::Config;
 use crate::job::JobStatus;
 use crate::job::runner::Runner;
-use crate::lock::{self, Actor, LockAction, Refusal};
+use crate::lock::{self, Actor, LockAction, LockState, Refusal};
 use crate::slack::blocks::Message;
 use crate::slack::outbox::Chat;
 use crate::store::{AuditEntry, JobRecord, NewJob, Store};
@@ -46,6 +46,26 @@ pub struct Request {
     pub source: Source,
     /// The Slack channel it was typed in (Slack only).
     pub channel: Option<String>,
+}
+
+/// The identity a request acts as. Only Slack vouches for Slack user ids; a name given
+/// through any other door is namespaced by that door (`api:ci-bot`, `cli:alice`,
+/// `releasestatus:bob`), so it can never pass for a Slack user, an admin or the holder of
+/// a release someone started in Slack.
+pub fn identity(source: Source, user: &str) -> String {
+    match source {
+        Source::Slack => user.to_string(),
+        other => {
+            let prefix = other.as_str();
+            if user == prefix {
+                return user.to_string();
+            }
+            match user.strip_prefix(prefix).and_then(|r| r.strip_prefix(':')) {
+                Some(_) => user.to_string(),
+                None => format!("{prefix}:{user}"),
+            }
+        }
+    }
 }
 
 /// Who sees a reply.
@@ -131,7 +151,8 @@ impl App {
     }
 
     /// The pipeline. Never panics on input; every answer says what happened.
-    pub async fn handle(&self, req: Request) -> Reply {
+    pub async fn handle(&self, mut req: Request) -> Reply {
+        req.user = identity(req.source, &req.user);
         let Some(family) = req.command.family() else {
             return Reply::new(Outcome::Ok, Visibility::Ephemeral, OVERVIEW);
         };
@@ -172,7 +193,16 @@ impl App {
             ReleaseCmd::Block { reason } => LockAction::Block {
                 reason: reason.clone(),
             },
-            ReleaseCmd::Unblock => LockAction::Unblock,
+            ReleaseCmd::Unblock => {
+                // SPEC §8: unblocking is an admin's call once a policy names admins.
+                let policy = &self.config.policy;
+                if policy.configured && !policy.is_admin(&req.user) {
+                    return Reply::refused(
+                        "Only admins may unblock releases (policy file: roles.admins).",
+                    );
+                }
+                LockAction::Unblock
+            }
         };
         let actor = Actor {
             who: req.user.clone(),
@@ -275,9 +305,8 @@ impl App {
     }
 
     /// The lock gate: refuses a job while releases are blocked or someone else holds the
-    /// release, unless forced (which is audited).
-    fn gate(&self, req: &Request) -> Result<(), String> {
-        let state = self.store.lock_state().map_err(|e| e.to_string())?;
+    /// release, unless forced (which is audited). Runs inside the job's transaction.
+    fn gate(req: &Request, state: &LockState) -> Result<Vec<AuditEntry>, String> {
         let refusal = if let Some(b) = &state.blocked {
             Some(Refusal::Blocked(b.clone()).explain())
         } else {
@@ -293,26 +322,19 @@ impl App {
                 })
         };
         match refusal {
-            None => Ok(()),
-            Some(text) if req.command.forced() => {
-                let entry = AuditEntry {
-                    at: crate::now(),
-                    actor: req.user.clone(),
-                    action: "lock-gate --force".into(),
-                    detail: format!("{} despite: {text}", req.command.to_text()),
-                    source: req.source.as_str().into(),
-                };
-                self.store.audit(&entry).map_err(|e| e.to_string())?;
-                Ok(())
-            }
+            None => Ok(Vec::new()),
+            Some(text) if req.command.forced() => Ok(vec![AuditEntry {
+                at: crate::now(),
+                actor: req.user.clone(),
+                action: "lock-gate --force".into(),
+                detail: format!("{} despite: {text}", req.command.to_text()),
+                source: req.source.as_str().into(),
+            }]),
             Some(text) => Err(text),
         }
     }
 
     async fn start_job(&self, req: &Request, family: Family) -> Reply {
-        if let Err(text) = self.gate(req) {
-            return Reply::refused(text);
-        }
         let kind = match &req.command {
             Command::Upgrade(crate::command::UpgradeCmd::Catalog(_)) => "upgrade-catalog",
             Command::Upgrade(crate::command::UpgradeCmd::Image(_)) => "upgrade-image",
@@ -331,19 +353,14 @@ impl App {
             source: req.source.as_str().to_string(),
             channel,
         };
-        let job = match self.store.create_job(&new, crate::now()) {
-            Ok(j) => j,
+        let job = match self
+            .store
+            .create_job_gated(&new, crate::now(), &mut |state| Self::gate(req, state))
+        {
+            Ok(Ok(j)) => j,
+            Ok(Err(refusal)) => return Reply::refused(refusal),
             Err(e) => return Reply::error(e),
         };
-        if let Err(e) = self.store.audit(&AuditEntry {
-            at: job.created_at,
-            actor: req.user.clone(),
-            action: format!("job {} created", job.id),
-            detail: job.command.clone(),
-            source: req.source.as_str().into(),
-        }) {
-            return Reply::error(e);
-        }
         self.runner.spawn(job.clone(), req.command.clone());
         let mut reply = Reply::new(
             Outcome::Ok,

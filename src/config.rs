@@ -192,15 +192,23 @@ pub fn split_list(raw: &str) -> Vec<String> {
 
 /// Parses an absolute URL and insists on an `http` or `https` scheme and a host.
 pub fn parse_http_url(raw: &str) -> Result<Url, String> {
-    let url = Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL with a scheme: {e}"))?;
+    // A value with `@` may hold credentials: errors then do not quote it.
+    let shown = if raw.contains('@') {
+        "the value".to_string()
+    } else {
+        format!("{raw:?}")
+    };
+    let raw_shown = &shown;
+    let url =
+        Url::parse(raw).map_err(|e| format!("{raw_shown} is not a URL with a scheme: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
-            "{raw:?} must start with http:// or https://, not {}://",
+            "{raw_shown} must start with http:// or https://, not {}://",
             url.scheme()
         ));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{raw:?} has no host"));
+        return Err(format!("{raw_shown} has no host"));
     }
     Ok(url)
 }
@@ -235,6 +243,14 @@ pub struct RancherConfig {
     pub upgrade_timeout: Duration,
     /// How often upgrade progress is polled.
     pub poll_interval: Duration,
+    /// Containers of one service replaced at once in an in-service upgrade
+    /// (`CORRAL_UPGRADE_BATCH_SIZE`, Rancher's `batchSize`).
+    pub batch_size: u32,
+    /// Pause between batches (`CORRAL_UPGRADE_INTERVAL`, Rancher's `intervalMillis`).
+    pub batch_interval: Duration,
+    /// Roll a service back when it does not reach `upgraded` in time
+    /// (`CORRAL_ROLLBACK_ON_TIMEOUT`).
+    pub rollback_on_timeout: bool,
 }
 
 /// Deploy (`/deploy`, `corral agent`) settings.
@@ -298,7 +314,13 @@ impl Config {
         }
 
         let rancher = RancherConfig {
-            url: env.url(&["RANCHER_URL", "CATTLE_URL"])?,
+            // Rancher is reached with the access keys; credentials written into the URL
+            // are dropped here so no Debug print or message can show them.
+            url: env.url(&["RANCHER_URL", "CATTLE_URL"])?.map(|mut u| {
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+                u
+            }),
             access_key: env.secret(&[
                 "RANCHER_ACCESS_KEY",
                 "RANCHER_USER_KEY",
@@ -320,7 +342,10 @@ impl Config {
             rate_limit: env.number(&["CORRAL_RANCHER_RATE"], 50, 1..=10_000)? as u32,
             parallelism: env.number(&["CORRAL_UPGRADE_PARALLELISM"], 50, 1..=1_000)? as usize,
             upgrade_timeout: env.duration(&["CORRAL_UPGRADE_TIMEOUT"], Duration::from_secs(600))?,
-            poll_interval: env.duration(&["CORRAL_RANCHER_POLL"], Duration::from_secs(2))?,
+            poll_interval: env.duration(&["CORRAL_RANCHER_POLL"], Duration::from_secs(1))?,
+            batch_size: env.number(&["CORRAL_UPGRADE_BATCH_SIZE"], 1, 1..=1_000)? as u32,
+            batch_interval: env.duration(&["CORRAL_UPGRADE_INTERVAL"], Duration::from_secs(2))?,
+            rollback_on_timeout: env.boolean(&["CORRAL_ROLLBACK_ON_TIMEOUT"], true)?,
         };
 
         let deploy = DeployConfig {
@@ -479,9 +504,16 @@ mod tests {
         let c = cfg(&[
             ("SLACK_BOT_TOKEN", "xoxb-secret-value"),
             ("CORRAL_API_TOKEN", "tok-123"),
+            ("RANCHER_URL", "http://admin:hunter2@rancher:8080/v2-beta"),
+            ("RANCHER_SECRET_KEY", "sk-456"),
         ])
         .unwrap();
         let dbg = format!("{c:?}");
+        assert!(!dbg.contains("hunter2") && !dbg.contains("sk-456"));
+        let e = cfg(&[("RANCHER_URL", "ftp://admin:hunter2@rancher")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("RANCHER_URL") && !e.contains("hunter2"), "{e}");
         assert!(!dbg.contains("xoxb-secret-value"));
         assert!(!dbg.contains("tok-123"));
     }

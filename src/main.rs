@@ -249,9 +249,9 @@ async fn check() -> anyhow::Result<ExitCode> {
             Err(e) => report(false, "Slack", e.to_string()),
         }
     }
-    if let Some(url) = &config.rancher.url {
-        match rancher_reachable(&config, url).await {
-            Ok(status) => report(true, "Rancher", format!("{url} answered {status}")),
+    if config.rancher.url.is_some() {
+        match rancher_reachable(&config).await {
+            Ok(text) => report(true, "Rancher", text),
             Err(e) => report(false, "Rancher", e),
         }
     }
@@ -262,21 +262,18 @@ async fn check() -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn rancher_reachable(config: &Config, url: &url::Url) -> Result<reqwest::StatusCode, String> {
-    let client = corral::http_client().map_err(|e| e.to_string())?;
-    let mut req = client
-        .get(url.clone())
-        .timeout(config.rancher.request_timeout);
-    if let (Some(k), Some(s)) = (&config.rancher.access_key, &config.rancher.secret_key) {
-        req = req.basic_auth(k.expose(), Some(s.expose()));
-    }
-    let resp = req.send().await.map_err(|e| format!("{url}: {e}"))?;
-    let status = resp.status();
-    if status.is_success() {
-        Ok(status)
-    } else {
-        Err(format!(
-            "{url} answered {status} (check RANCHER_ACCESS_KEY / RANCHER_SECRET_KEY)"
-        ))
-    }
+/// Reaches Rancher the way jobs do (normalised URL, basic auth, deadline) and lists the
+/// environments the key can see. Errors never carry credentials.
+async fn rancher_reachable(config: &Config) -> Result<String, String> {
+    let client =
+        corral::rancher::client::Client::from_config(&config.rancher).map_err(|e| e.to_string())?;
+    let projects = client.projects().await.map_err(|e| e.to_string())?;
+    let names: Vec<&str> = projects.iter().map(|p| p.name.as_str()).collect();
+    Ok(format!(
+        "{} answered; the key sees {} environment{}: {}",
+        client.root(),
+        names.len(),
+        if names.len() == 1 { "" } else { "s" },
+        names.join(", ")
+    ))
 }

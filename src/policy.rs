@@ -137,9 +137,9 @@ impl Policy {
                 );
             }
             for m in members {
-                if !is_slack_id(m) {
+                if !is_member_id(m) {
                     return Err(format!(
-                        "roles.{role}: {m:?} is not a Slack user or group id (U…, W…, S…)"
+                        "roles.{role}: {m:?} is not a Slack user or group id (U…, W…, S…) or an API caller (api:NAME)"
                     ));
                 }
             }
@@ -229,7 +229,7 @@ impl Policy {
     }
 
     fn check_role(&self, r: &str) -> Result<(), String> {
-        if r == "everyone" || self.roles.contains_key(r) || is_slack_id(r) {
+        if r == "everyone" || self.roles.contains_key(r) || is_member_id(r) {
             Ok(())
         } else {
             Err(format!(
@@ -243,7 +243,7 @@ impl Policy {
     /// group membership through Slack is not built yet.
     pub fn in_role(&self, user: &str, role: &str) -> bool {
         role == "everyone"
-            || role == user
+            || (is_member_id(role) && role == user)
             || self
                 .roles
                 .get(role)
@@ -277,6 +277,16 @@ fn family(name: &str) -> Option<Family> {
         "deploy" => Some(Family::Deploy),
         _ => None,
     }
+}
+
+/// A role member: a Slack id, or an API caller as corral names it (`api:ci-bot`).
+fn is_member_id(s: &str) -> bool {
+    is_slack_id(s)
+        || s.strip_prefix("api:").is_some_and(|n| {
+            !n.is_empty()
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        })
 }
 
 fn is_slack_id(s: &str) -> bool {
@@ -351,6 +361,17 @@ channel = "C0RELEASES"
         assert!(p.may_force("U0ADMIN") && !p.may_force("U0ALICE"));
         assert_eq!(p.approvals[0].expires, Some(Duration::from_secs(3600)));
         assert_eq!(p.freezes[0].duration, Duration::from_secs(64 * 3600));
+    }
+
+    #[test]
+    fn role_names_are_not_identities() {
+        let p = Policy::parse(SPEC_EXAMPLE).unwrap();
+        // Somebody calling themselves after a role gets nothing from it.
+        assert!(!p.is_admin("admins"));
+        assert!(!p.may_run("deployers", Family::Upgrade));
+        let p = Policy::parse("[roles]\nadmins = [\"api:ci-bot\"]").unwrap();
+        assert!(p.is_admin("api:ci-bot"));
+        assert!(!p.is_admin("ci-bot"));
     }
 
     #[test]

@@ -5,10 +5,13 @@
 //! refusal keeps the format of the tool it imitates.
 
 pub mod auth;
+pub mod cowpoke;
 pub mod deploys;
 pub mod health;
+pub mod hooks;
 pub mod native;
 pub mod releasestatus;
+pub mod updater;
 
 use std::sync::Arc;
 
@@ -32,6 +35,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/slack/events", post(slack::http::events))
         .route("/slack/interactions", post(slack::http::interactions))
         .merge(releasestatus::routes())
+        .merge(cowpoke::routes())
+        .merge(updater::routes())
+        .merge(hooks::routes())
         .merge(native::routes())
         .merge(deploys::routes())
         .merge(health::routes())

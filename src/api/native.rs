@@ -98,7 +98,17 @@ struct Limit {
     limit: Option<usize>,
 }
 
-fn limit(q: &Limit) -> Result<usize, Response> {
+type LimitQuery = Result<Query<Limit>, axum::extract::rejection::QueryRejection>;
+
+/// The token check and `?limit=` (1–1000, default 50) shared by the listing endpoints.
+fn listing(app: &App, headers: &HeaderMap, q: LimitQuery) -> Result<usize, Response> {
+    authorize(app, headers)?;
+    let Ok(Query(q)) = q else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "limit must be a whole number",
+        ));
+    };
     match q.limit {
         None => Ok(50),
         Some(n) if (1..=1000).contains(&n) => Ok(n),
@@ -109,24 +119,25 @@ fn limit(q: &Limit) -> Result<usize, Response> {
     }
 }
 
-async fn jobs(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    q: Result<Query<Limit>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    if let Err(r) = authorize(&app, &headers) {
-        return r;
-    }
-    let Ok(Query(q)) = q else {
-        return error(StatusCode::BAD_REQUEST, "limit must be a whole number");
-    };
-    let n = match limit(&q) {
-        Ok(n) => n,
-        Err(r) => return r,
-    };
-    match app.store.jobs(n) {
-        Ok(jobs) => axum::Json(json!({ "jobs": jobs })).into_response(),
+/// A store answer as JSON under `key`, or 503.
+fn stored<T: serde::Serialize>(key: &str, r: Result<T, crate::store::StoreError>) -> Response {
+    match r {
+        Ok(v) => axum::Json(json!({ key: v })).into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+async fn jobs(State(app): State<Arc<App>>, headers: HeaderMap, q: LimitQuery) -> Response {
+    match listing(&app, &headers, q) {
+        Ok(n) => stored("jobs", app.store.jobs(n)),
+        Err(r) => r,
+    }
+}
+
+async fn audit(State(app): State<Arc<App>>, headers: HeaderMap, q: LimitQuery) -> Response {
+    match listing(&app, &headers, q) {
+        Ok(n) => stored("audit", app.store.audit_log(n)),
+        Err(r) => r,
     }
 }
 
@@ -153,27 +164,6 @@ async fn lock(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     }
     match app.store.lock_state() {
         Ok(state) => axum::Json(state).into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
-    }
-}
-
-async fn audit(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    q: Result<Query<Limit>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    if let Err(r) = authorize(&app, &headers) {
-        return r;
-    }
-    let Ok(Query(q)) = q else {
-        return error(StatusCode::BAD_REQUEST, "limit must be a whole number");
-    };
-    let n = match limit(&q) {
-        Ok(n) => n,
-        Err(r) => return r,
-    };
-    match app.store.audit_log(n) {
-        Ok(entries) => axum::Json(json!({ "audit": entries })).into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }

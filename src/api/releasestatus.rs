@@ -45,7 +45,7 @@ async fn run(app: &App, headers: &HeaderMap, who: String, action: LockAction) ->
         return (StatusCode::UNAUTHORIZED, e.to_string()).into_response();
     }
     let actor = Actor {
-        who,
+        who: crate::app::identity(Source::ReleaseStatus, &who),
         may_force: true,
         holder_only_stop: false,
     };

@@ -247,14 +247,21 @@ fn tokenize(text: &str) -> Result<Vec<String>, String> {
     Ok(words)
 }
 
+/// The longest duration accepted: a year is more than any wait corral has a use for, and
+/// the cap keeps every `Instant + duration` far from overflow.
+pub const MAX_DURATION_SECS: u64 = 366 * 86_400;
+
 /// Parses a duration: `30s`, `10m`, `1h`, `2h30m`, or a bare number of seconds.
 pub fn parse_duration(raw: &str) -> Result<Duration, DurationError> {
     let s = raw.trim();
     if s.is_empty() {
         return Err(DurationError(raw.to_string()));
     }
-    if let Ok(n) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(n));
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        return match s.parse::<u64>() {
+            Ok(n) if n <= MAX_DURATION_SECS => Ok(Duration::from_secs(n)),
+            _ => Err(DurationError(raw.to_string())),
+        };
     }
     let mut total: u64 = 0;
     let mut num = String::new();
@@ -282,8 +289,7 @@ pub fn parse_duration(raw: &str) -> Result<Duration, DurationError> {
     if !num.is_empty() || !any_unit {
         return Err(DurationError(raw.to_string()));
     }
-    // A year is more than any wait corral has a use for; larger values are typos.
-    if total > 366 * 86_400 {
+    if total > MAX_DURATION_SECS {
         return Err(DurationError(raw.to_string()));
     }
     Ok(Duration::from_secs(total))
@@ -291,7 +297,7 @@ pub fn parse_duration(raw: &str) -> Result<Duration, DurationError> {
 
 /// A duration that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a duration (use 30s, 10m, 1h or a number of seconds)")]
+#[error("`{}` is not a duration (use 30s, 10m, 1h or a number of seconds, at most a year)", sanitize(.0))]
 pub struct DurationError(pub String);
 
 /// Formats a duration the way it can be typed back (`90s` → `1m30s`).
@@ -376,8 +382,13 @@ impl<'a> Args<'a> {
     /// `--env REGEX`, validated.
     pub(crate) fn env_regex(&mut self) -> Result<String, ParseError> {
         let v = self.value("--env")?;
-        regex::Regex::new(v)
-            .map_err(|e| self.err(format!("`--env {}` is not a valid regex: {e}", sanitize(v))))?;
+        regex::Regex::new(v).map_err(|e| {
+            self.err(format!(
+                "`--env {}` is not a valid regex: {}",
+                sanitize(v),
+                sanitize(&e.to_string())
+            ))
+        })?;
         Ok(v.to_string())
     }
 
@@ -389,6 +400,15 @@ impl<'a> Args<'a> {
             return Err(self.err("`--timeout` must be more than zero."));
         }
         Ok(d)
+    }
+}
+
+/// A word as it must be typed to parse back whole: quoted when empty or holding spaces.
+pub(crate) fn quote(word: &str) -> String {
+    if word.is_empty() || word.chars().any(char::is_whitespace) {
+        format!("\"{word}\"")
+    } else {
+        word.to_string()
     }
 }
 
@@ -472,5 +492,109 @@ mod tests {
         assert_eq!(unwrap_link("<https://x/m.yml|m.yml>"), "https://x/m.yml");
         assert_eq!(unwrap_link("<https://x/m.yml>"), "https://x/m.yml");
         assert_eq!(unwrap_link("https://x"), "https://x");
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn reason() -> impl Strategy<Value = String> {
+        proptest::collection::vec("[a-zA-Z0-9][a-zA-Z0-9.:_-]{0,11}", 0..4)
+            .prop_map(|w| w.join(" "))
+    }
+
+    fn command() -> impl Strategy<Value = Command> {
+        let name = "[a-z][a-z0-9-]{0,10}";
+        prop_oneof![
+            reason().prop_map(|reason| Command::Release(ReleaseCmd::Start { reason })),
+            any::<bool>().prop_map(|force| Command::Release(ReleaseCmd::Stop { force })),
+            Just(Command::Release(ReleaseCmd::Status)),
+            reason().prop_map(|reason| Command::Release(ReleaseCmd::Block { reason })),
+            Just(Command::Release(ReleaseCmd::Unblock)),
+            (1usize..=100).prop_map(|n| Command::Release(ReleaseCmd::History { n })),
+            (
+                name,
+                name,
+                "[0-9][0-9a-z.+-]{0,8}",
+                proptest::option::of("\\^[a-z]{1,6}( [a-z]{1,3})?"),
+                any::<bool>(),
+                any::<bool>()
+            )
+                .prop_map(|(catalog, template, version, env, dry_run, force)| {
+                    Command::Upgrade(UpgradeCmd::Catalog(CatalogUpgrade {
+                        catalog,
+                        template,
+                        version,
+                        env,
+                        dry_run,
+                        force,
+                    }))
+                }),
+            (
+                "[a-z0-9]{1,8}(/[a-z0-9]{1,8}){0,2}:[0-9][0-9.]{0,6}",
+                any::<bool>(),
+                any::<bool>(),
+                proptest::option::of(1u64..100_000),
+                any::<bool>(),
+                any::<bool>()
+            )
+                .prop_map(|(image, confirm, start_first, t, dry_run, force)| {
+                    Command::Upgrade(UpgradeCmd::Image(ImageUpgrade {
+                        image,
+                        env: None,
+                        confirm,
+                        start_first,
+                        timeout: t.map(Duration::from_secs),
+                        dry_run,
+                        force,
+                    }))
+                }),
+            (
+                "https://[a-z]{1,8}\\.example\\.com/[a-z]{1,8}\\.yml",
+                prop_oneof![
+                    Just(DeployTarget::Local),
+                    Just(DeployTarget::Serf),
+                    Just(DeployTarget::Consul)
+                ],
+                any::<bool>(),
+                proptest::option::of(1u64..100_000),
+                any::<bool>()
+            )
+                .prop_map(|(manifest_url, target, dry_run, t, force)| {
+                    Command::Deploy(DeployCmd {
+                        manifest_url,
+                        target,
+                        dry_run,
+                        timeout: t.map(Duration::from_secs),
+                        force,
+                    })
+                }),
+        ]
+    }
+
+    proptest! {
+        /// What corral stores for a job (`to_text`) parses back to the same command, so
+        /// a restarted corral knows exactly what was asked.
+        #[test]
+        fn text_round_trips(cmd in command()) {
+            prop_assert_eq!(parse_text(&cmd.to_text()), Ok(cmd));
+        }
+
+        /// No input makes the parser panic, and every refusal carries usage text.
+        #[test]
+        fn any_text_parses_or_explains(text in "\\PC{0,200}") {
+            if let Err(e) = parse_text(&text) {
+                prop_assert!(!e.problem.is_empty());
+                prop_assert!(e.to_string().contains('/'));
+            }
+        }
+
+        #[test]
+        fn durations_never_panic(text in "[0-9smhd]{0,12}") {
+            let _ = parse_duration(&text);
+        }
     }
 }

@@ -52,7 +52,7 @@ impl UpgradeCmd {
             UpgradeCmd::Catalog(c) => {
                 let mut s = format!("{}:{}:{}", c.catalog, c.template, c.version);
                 if let Some(e) = &c.env {
-                    s.push_str(&format!(" --env {e}"));
+                    s.push_str(&format!(" --env {}", super::quote(e)));
                 }
                 if c.dry_run {
                     s.push_str(" --dry-run");
@@ -65,7 +65,7 @@ impl UpgradeCmd {
             UpgradeCmd::Image(i) => {
                 let mut s = format!("image {}", i.image);
                 if let Some(e) = &i.env {
-                    s.push_str(&format!(" --env {e}"));
+                    s.push_str(&format!(" --env {}", super::quote(e)));
                 }
                 if !i.confirm {
                     s.push_str(" --no-confirm");

@@ -144,7 +144,9 @@ impl Reporter {
                 let text = group_text(&group, g);
                 self.reply(&text).await;
             }
-            Progress::Note { text } => self.reply(&text).await,
+            // Notes carry text from outside (environment names, Rancher errors, log
+            // tails): escaped so none of it can become a mention or a link.
+            Progress::Note { text } => self.reply(&sanitize_block(&text)).await,
         }
     }
 

@@ -112,7 +112,19 @@ impl Runner {
             store: self.store.clone(),
             job,
         };
-        let work = async move { execute(&ctx, &cmd, tx).await };
+        // The work runs in its own task so a panic in domain code ends as a failed job,
+        // reported and stored, instead of a job left `running` until the next restart.
+        let work = async move {
+            match tokio::spawn(async move { execute(&ctx, &cmd, tx).await }).await {
+                Ok(result) => result,
+                Err(e) => {
+                    tracing::error!(job = id, error = %e, "job task panicked");
+                    Err(JobError::new(
+                        "corral hit an internal error while running this job; check the targets before running it again",
+                    ))
+                }
+            }
+        };
         // The reporter drains events while the work runs; it stops when the work drops
         // its sender.
         let (result, ()) = tokio::join!(work, reporter.run(rx));

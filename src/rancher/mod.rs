@@ -2,6 +2,15 @@
 //! job) and labelled service image upgrades (`/upgrade image`, rancher-service-updater's
 //! job). Knows nothing about Slack: it reports through [`crate::job::ProgressTx`].
 
+pub mod catalog;
+pub mod client;
+pub mod image;
+pub mod model;
+pub mod service;
+pub mod version;
+
+pub use client::{Client, ClientOptions, Filter, RancherError};
+
 use crate::command::{CatalogUpgrade, ImageUpgrade};
 use crate::job::runner::{JobContext, JobError};
 use crate::job::{Outcome, ProgressTx};
@@ -16,22 +25,36 @@ fn require_rancher(ctx: &JobContext) -> Result<(), JobError> {
     Ok(())
 }
 
-/// Runs `/upgrade catalog:template:version`.
+/// Runs `/upgrade catalog:template:version` (see [`catalog`]). Failures of single
+/// stacks, and of the plan itself (no such template, no environments), are in the
+/// returned [`Outcome`], with per-stack results as [`catalog::Detail`] in
+/// `Outcome.detail`; `Err` only when Rancher is not configured at all.
 pub async fn run_catalog(
     ctx: &JobContext,
-    _cmd: &CatalogUpgrade,
-    _progress: ProgressTx,
+    cmd: &CatalogUpgrade,
+    progress: ProgressTx,
 ) -> Result<Outcome, JobError> {
     require_rancher(ctx)?;
-    Err(JobError::new("catalog upgrades are not built yet"))
+    let cfg = &ctx.config.rancher;
+    let client = Client::from_config(cfg).map_err(|e| JobError::new(e.to_string()))?;
+    let settings = catalog::Settings {
+        environments: cfg.environments.clone(),
+        parallelism: cfg.parallelism,
+        upgrade_timeout: cfg.upgrade_timeout,
+        poll_interval: cfg.poll_interval,
+    };
+    Ok(catalog::run(&client, &settings, cmd, &progress).await)
 }
 
-/// Runs `/upgrade image <ref>`.
+/// Runs `/upgrade image <ref>` (see [`service`]).
 pub async fn run_image(
     ctx: &JobContext,
-    _cmd: &ImageUpgrade,
-    _progress: ProgressTx,
+    cmd: &ImageUpgrade,
+    progress: ProgressTx,
 ) -> Result<Outcome, JobError> {
     require_rancher(ctx)?;
-    Err(JobError::new("image upgrades are not built yet"))
+    let settings = service::Settings::new(&ctx.config.rancher, cmd)?;
+    let client = client::Client::from_config(&ctx.config.rancher)
+        .map_err(|e| JobError::new(e.to_string()))?;
+    service::run(&client, cmd, &settings, progress).await
 }

@@ -89,22 +89,34 @@ fn ephemeral(text: String) -> Response {
     axum::Json(json!({ "response_type": "ephemeral", "text": text })).into_response()
 }
 
+/// Whether a body is Slack's SSL check: `ssl_check=1` and no `command` field.
+fn is_ssl_check(body: &[u8]) -> bool {
+    body.len() < 512
+        && body.split(|b| *b == b'&').any(|kv| kv == b"ssl_check=1")
+        && !body
+            .split(|b| *b == b'&')
+            .any(|kv| kv.starts_with(b"command="))
+}
+
 /// `POST /slack/commands`.
 pub async fn commands(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
     METRICS.commands.fetch_add(1, Ordering::Relaxed);
+    if let Err(resp) = check_signature(&app, &headers, &body) {
+        // Slack's SSL check may come unsigned and carries no command: answer 200 and do
+        // nothing (bolt does the same). Recognised by its bytes, without parsing.
+        if is_ssl_check(&body) {
+            return StatusCode::OK.into_response();
+        }
+        return resp;
+    }
     let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
     let field = |name: &str| {
         form.iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
-    // Slack's SSL check carries no command: answer 200 and do nothing (bolt does the
-    // same, without verification, since nothing happens).
     if field("ssl_check") == Some("1") && field("command").is_none() {
         return StatusCode::OK.into_response();
-    }
-    if let Err(resp) = check_signature(&app, &headers, &body) {
-        return resp;
     }
     let (Some(cmd_name), Some(user), Some(channel)) =
         (field("command"), field("user_id"), field("channel_id"))
@@ -188,25 +200,32 @@ pub async fn handle_mention(app: Arc<App>, m: SlackAppMentionEvent) {
         .unwrap_or(&m.origin.ts)
         .to_string();
     let text = m.content.text.clone().unwrap_or_default();
-    let reply_text = match command::parse_text(&text) {
-        Err(e) => e.to_string(),
+    let user = m.user.to_string();
+    let reply = match command::parse_text(&text) {
+        Err(e) => Reply::invalid(e.to_string()),
         Ok(command) => {
             app.handle(Request {
                 command,
-                user: m.user.to_string(),
+                user: user.clone(),
                 source: Source::Slack,
                 channel: Some(channel.clone()),
             })
             .await
-            .text
         }
     };
-    if let Err(e) = app
-        .chat
-        .post(&channel, Some(&thread), &Message::text(reply_text))
-        .await
-    {
-        tracing::warn!(error = %e, "mention reply not posted");
+    // Changes are told to the thread; refusals, errors, status and help only to the
+    // person who asked, as with slash commands.
+    let msg = Message::text(reply.text);
+    let sent = match reply.visibility {
+        Visibility::InChannel => app
+            .chat
+            .post(&channel, Some(&thread), &msg)
+            .await
+            .map(|_| ()),
+        Visibility::Ephemeral => app.chat.ephemeral(&channel, &user, &msg).await,
+    };
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "mention reply not delivered");
     }
 }
 

@@ -46,6 +46,15 @@ pub trait Chat: Send + Sync {
     async fn ephemeral(&self, channel: &str, user: &str, msg: &Message) -> Result<(), ChatError>;
 }
 
+/// slack-morphism's error as ours: Slack's error code when it gave one.
+fn chat_error(e: SlackClientError) -> ChatError {
+    match e {
+        SlackClientError::ApiError(e) => ChatError::Api(e.code),
+        SlackClientError::RateLimitError(_) => ChatError::Api("ratelimited".into()),
+        e => ChatError::Transport(e.to_string()),
+    }
+}
+
 /// How long one Web API call may take.
 const CALL_DEADLINE: Duration = Duration::from_secs(10);
 /// How many times a rate-limited call is retried.
@@ -100,11 +109,7 @@ impl SlackChat {
                     tracing::warn!(?wait, attempt, "Slack rate limit; waiting");
                     tokio::time::sleep(wait.min(Duration::from_secs(60))).await;
                 }
-                Err(SlackClientError::ApiError(e)) => return Err(ChatError::Api(e.code)),
-                Err(SlackClientError::RateLimitError(_)) => {
-                    return Err(ChatError::Api("ratelimited".into()));
-                }
-                Err(e) => return Err(ChatError::Transport(e.to_string())),
+                Err(e) => return Err(chat_error(e)),
             }
         }
     }
@@ -264,9 +269,6 @@ pub async fn auth_test(api_url: &url::Url, token: &Secret) -> Result<String, Cha
     let resp = tokio::time::timeout(CALL_DEADLINE, session.auth_test())
         .await
         .map_err(|_| ChatError::Timeout(CALL_DEADLINE))?
-        .map_err(|e| match e {
-            SlackClientError::ApiError(e) => ChatError::Api(e.code),
-            e => ChatError::Transport(e.to_string()),
-        })?;
+        .map_err(chat_error)?;
     Ok(format!("bot {} in team {}", resp.user_id, resp.team_id))
 }

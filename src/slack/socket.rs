@@ -62,11 +62,15 @@ async fn on_push(
 ) -> Result<(), BoxError> {
     let app = app_of(&states).await?;
     // Socket Mode redelivers too (retry_attempt); dedupe on the same store set as HTTP.
-    if !app
+    // If the store cannot say, handle the event anyway: the envelope is acked either way
+    // (see `on_error`), and a possible duplicate beats a lost command.
+    match app
         .store
-        .first_delivery(event.event_id.as_ref(), crate::now())?
+        .first_delivery(event.event_id.as_ref(), crate::now())
     {
-        return Ok(());
+        Ok(true) => {}
+        Ok(false) => return Ok(()),
+        Err(e) => tracing::warn!(error = %e, "cannot record event id; handling it anyway"),
     }
     if let SlackEventCallbackBody::AppMention(m) = event.event {
         tokio::spawn(handle_mention(app, m));

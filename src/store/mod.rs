@@ -129,6 +129,15 @@ pub trait Store: Send + Sync {
     fn lock_history(&self, n: usize) -> Result<Vec<LockHistoryEntry>>;
 
     fn create_job(&self, job: &NewJob, now: i64) -> Result<JobRecord>;
+    /// Creates a job only if `gate` allows it given the lock, in one transaction, so a
+    /// `block` cannot slip between the check and the job. `gate` returns the refusal
+    /// text, or the audit lines to write with the job (e.g. a forced pass).
+    fn create_job_gated(
+        &self,
+        job: &NewJob,
+        now: i64,
+        gate: &mut dyn FnMut(&LockState) -> std::result::Result<Vec<AuditEntry>, String>,
+    ) -> Result<std::result::Result<JobRecord, String>>;
     fn job(&self, id: i64) -> Result<Option<JobRecord>>;
     /// The newest `limit` jobs, newest first.
     fn jobs(&self, limit: usize) -> Result<Vec<JobRecord>>;

@@ -185,7 +185,9 @@ impl Store for SqliteStore {
         decide: &mut dyn FnMut(&LockState) -> std::result::Result<LockState, Refusal>,
     ) -> Result<LockChange> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        // IMMEDIATE: take the write lock before reading, so another process (corral
+        // exec beside corral serve) cannot interleave a change.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let before = read_lock(&tx)?;
         let after = match decide(&before) {
             Ok(s) => s,
@@ -270,6 +272,53 @@ impl Store for SqliteStore {
         found
             .pop()
             .ok_or_else(|| StoreError::Corrupt(format!("job {id} vanished after insert")))
+    }
+
+    fn create_job_gated(
+        &self,
+        job: &NewJob,
+        now: i64,
+        gate: &mut dyn FnMut(&LockState) -> std::result::Result<Vec<AuditEntry>, String>,
+    ) -> Result<std::result::Result<JobRecord, String>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let lock = read_lock(&tx)?;
+        let audit = match gate(&lock) {
+            Ok(a) => a,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        tx.execute(
+            "INSERT INTO jobs (kind, command, requested_by, source, channel, status, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+            params![
+                job.kind,
+                job.command,
+                job.requested_by,
+                job.source,
+                job.channel,
+                JobStatus::Queued.as_str(),
+                now
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        let created = AuditEntry {
+            at: now,
+            actor: job.requested_by.clone(),
+            action: format!("job {id} created"),
+            detail: job.command.clone(),
+            source: job.source.clone(),
+        };
+        for e in audit.iter().chain(std::iter::once(&created)) {
+            tx.execute(
+                "INSERT INTO audit (at, actor, action, detail, source) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![e.at, e.actor, e.action, e.detail, e.source],
+            )?;
+        }
+        let record = jobs_where(&tx, "WHERE id = ?1", id)?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt(format!("job {id} vanished after insert")))?;
+        tx.commit()?;
+        Ok(Ok(record))
     }
 
     fn job(&self, id: i64) -> Result<Option<JobRecord>> {

@@ -40,10 +40,10 @@ async fn commands_run_through_the_pipeline() {
     )
     .await;
     assert_eq!(s, 200, "{v}");
-    assert_eq!(v["text"], "🚀 ci-bot started a release: 2.0");
+    assert_eq!(v["text"], "🚀 api:ci-bot started a release: 2.0");
     let (s, v) = get(&c, "/api/v1/lock").await;
     assert_eq!(s, 200);
-    assert_eq!(v["running"]["who"], "ci-bot");
+    assert_eq!(v["running"]["who"], "api:ci-bot");
     assert_eq!(v["running"]["reason"], "2.0");
     assert_eq!(v["blocked"], Value::Null);
     // Announced in the channel, since it did not come from Slack.
@@ -61,7 +61,7 @@ async fn commands_run_through_the_pipeline() {
     assert_eq!(s, 409);
     let e = v["error"].as_str().unwrap();
     assert!(
-        e.contains("already running, started by ci-bot at 20"),
+        e.contains("already running, started by api:ci-bot at 20"),
         "{e}"
     );
     assert!(!e.contains("<!date"), "{e}");
@@ -186,4 +186,26 @@ async fn health_readiness_and_metrics_need_no_token() {
     assert!(text.contains("corral_release_running 1"), "{text}");
     assert!(text.contains("corral_store_up 1"));
     assert!(text.contains("# TYPE corral_slack_commands_total counter"));
+}
+
+#[tokio::test]
+async fn api_callers_cannot_pass_for_slack_users_or_roles() {
+    let dir = std::env::temp_dir().join(format!("corral-api-policy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("policy.toml");
+    std::fs::write(&path, "[roles]\nadmins = [\"U0ADMIN\"]\n").unwrap();
+    let c = Corral::start_with(&[("CORRAL_POLICY", path.to_str().unwrap())]).await;
+    c.slash_json("/release", "start", "U0ALICE").await;
+    // Naming yourself after the holder, an admin or the role does not make you one.
+    for user in ["U0ALICE", "U0ADMIN", "admins"] {
+        let body = json!({"text": "release stop --force", "user": user}).to_string();
+        let (s, v) = post(&c, &body, Some(TOKEN)).await;
+        assert_eq!(s, 409, "{user}: {v}");
+        let body = json!({"text": "upgrade image a/b:1", "user": user}).to_string();
+        let (s, _) = post(&c, &body, Some(TOKEN)).await;
+        assert_eq!(s, 409, "{user} passes the lock gate only with --force");
+    }
+    assert_eq!(c.lock().running.unwrap().who, "U0ALICE");
+    assert!(c.app.store.jobs(10).unwrap().is_empty());
+    std::fs::remove_dir_all(dir).ok();
 }

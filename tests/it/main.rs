@@ -3,8 +3,14 @@
 //! from shared/reference.
 
 mod api;
+mod binary;
 mod deploy;
 mod deploy_fanout;
+mod rancher_catalog;
+mod rancher_client;
+mod rancher_cowpoke;
+mod rancher_image;
 mod releasestatus;
 mod slack_ingress;
+mod socket_mode;
 mod support;

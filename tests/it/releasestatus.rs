@@ -70,12 +70,15 @@ async fn any_method_exact_paths_and_the_name() {
         call(&c, "POST", "/start?name=J%C3%B6rg+X&name=other").await,
         ONE
     );
-    assert_eq!(c.lock().running.unwrap().who, "Jörg X");
+    assert_eq!(c.lock().running.unwrap().who, "releasestatus:Jörg X");
     let head = call(&c, "HEAD", "/stop").await;
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     assert!(c.lock().running.is_none(), "HEAD changes state like GET");
     assert_eq!(call(&c, "PUT", "/start").await, ONE);
-    assert_eq!(c.lock().running.unwrap().who, "an unknown user");
+    assert_eq!(
+        c.lock().running.unwrap().who,
+        "releasestatus:an unknown user"
+    );
     for path in ["/start/", "/", "/start/x", "/STOP"] {
         let resp = call(&c, "GET", path).await;
         assert_eq!(
@@ -118,7 +121,7 @@ async fn lock_changes_over_http_are_announced_in_slack() {
     assert_eq!(posts[0].channel(), CHANNEL);
     assert_eq!(
         posts[0].text(),
-        "🚀 deploybot started a release (via releasestatus)"
+        "🚀 releasestatus:deploybot started a release (via releasestatus)"
     );
     let history = c.app.store.lock_history(10).unwrap();
     assert_eq!(history.len(), 1);

@@ -330,8 +330,11 @@ async fn url_verification_and_mentions() {
         )
         .await;
     assert_eq!(r.status(), 200);
-    let posts = c.slack.wait_for(5, |calls| calls.len() >= 2).await;
-    assert!(posts[1].text().contains("is not a /release subcommand"));
+    let calls = c.slack.wait_for(5, |calls| calls.len() >= 2).await;
+    // A refusal goes to the person who asked, not the whole thread.
+    assert_eq!(calls[1].method, "chat.postEphemeral");
+    assert_eq!(calls[1].body["user"], "U061F7AUR");
+    assert!(calls[1].text().contains("is not a /release subcommand"));
 
     let r = c
         .post_signed(
@@ -513,5 +516,18 @@ async fn policy_restricts_commands_and_force() {
     let v = c.slash_json("/release", "stop --force", "U0ADMIN").await;
     assert_eq!(v["response_type"], "in_channel");
     assert!(c.lock().running.is_none());
+    // With a policy, only admins unblock.
+    c.slash_json("/release", "block incident", "U0ALICE").await;
+    let v = c.slash_json("/release", "unblock", "U0ALICE").await;
+    assert!(
+        v["text"]
+            .as_str()
+            .unwrap()
+            .contains("Only admins may unblock")
+    );
+    assert!(c.lock().blocked.is_some());
+    let v = c.slash_json("/release", "unblock", "U0ADMIN").await;
+    assert_eq!(v["response_type"], "in_channel");
+    assert!(c.lock().blocked.is_none());
     std::fs::remove_dir_all(dir).ok();
 }

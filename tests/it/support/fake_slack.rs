@@ -15,7 +15,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::any;
 use serde_json::{Value, json};
 
 /// One recorded Web API call.
@@ -49,6 +49,8 @@ pub enum Failure {
 struct Inner {
     calls: Mutex<Vec<Call>>,
     failures: Mutex<VecDeque<(String, Failure)>>,
+    /// What `apps.connections.open` hands out (Socket Mode tests).
+    socket_url: Mutex<Option<String>>,
     seq: AtomicU64,
 }
 
@@ -94,7 +96,12 @@ async fn api(
         auth: auth.clone(),
         body: body.clone(),
     });
-    if auth.as_deref().is_none_or(|a| !a.starts_with("Bearer xox")) {
+    let wanted = if method == "apps.connections.open" {
+        "Bearer xapp-"
+    } else {
+        "Bearer xox"
+    };
+    if auth.as_deref().is_none_or(|a| !a.starts_with(wanted)) {
         return axum::Json(json!({"ok": false, "error": "not_authed"})).into_response();
     }
     let failure = {
@@ -135,6 +142,18 @@ async fn api(
             v["text"] = body["text"].clone();
             axum::Json(v).into_response()
         }
+        "apps.connections.open" => {
+            let url = inner.socket_url.lock().unwrap().clone();
+            match url {
+                Some(url) => {
+                    let mut v = fixture("apps.connections.open.ok.json");
+                    v["url"] = json!(url);
+                    axum::Json(v).into_response()
+                }
+                None => axum::Json(json!({"ok": false, "error": "socket_mode_disabled"}))
+                    .into_response(),
+            }
+        }
         "chat.postEphemeral" => axum::Json(fixture("chat.postEphemeral.ok.json")).into_response(),
         "auth.test" => axum::Json(json!({
             "ok": true, "url": "https://fake.slack.com/", "team": "Fake", "user": "corral",
@@ -149,7 +168,7 @@ impl FakeSlack {
     pub async fn start() -> FakeSlack {
         let inner = Arc::new(Inner::default());
         let app = Router::new()
-            .route("/api/{method}", post(api))
+            .route("/api/{method}", any(api))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -171,6 +190,11 @@ impl FakeSlack {
             .into_iter()
             .filter(|c| c.method == method)
             .collect()
+    }
+
+    /// Makes `apps.connections.open` answer with this WebSocket URL.
+    pub fn set_socket_url(&self, url: &str) {
+        *self.inner.socket_url.lock().unwrap() = Some(url.to_string());
     }
 
     pub fn fail_next(&self, method: &str, failure: Failure) {

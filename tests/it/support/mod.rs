@@ -2,5 +2,7 @@
 #![allow(dead_code)]
 
 pub mod corral;
+pub mod fake_rancher;
+pub mod fake_services;
 pub mod fake_slack;
 pub mod files;

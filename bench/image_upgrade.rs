@@ -1,0 +1,184 @@
+//! Figures for `/upgrade image` (issue 4): 200 labelled services across 10 environments,
+//! 50 ms Rancher latency per request, 3 s from `upgrade` to `upgraded`.
+//!
+//! Reports corral's wall time with its default settings (printed with the figures)
+//! against rancher-service-updater's serial N × wait, the Slack calls the
+//! job made (posts and edits, counted by a `Chat` that counts), the Rancher requests, and
+//! the process's peak RSS (VmHWM; the fake Rancher runs in the same process, so this is
+//! an upper bound for corral alone). A serial corral run (parallelism 1) on a sample of
+//! 10 services measures the per-service serial time in the same run.
+//!
+//! Run: `bench/image_upgrade.sh` (release mode).
+
+#[path = "../tests/it/support"]
+#[allow(unused_imports, dead_code)]
+mod support {
+    pub mod fake_rancher;
+    pub mod fake_services;
+}
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use corral::app::{App, Request, Source};
+use corral::command::parse_slash;
+use corral::config::{Config, Env};
+use corral::slack::blocks::Message;
+use corral::slack::outbox::{Chat, ChatError};
+use serde_json::json;
+use support::fake_rancher::{ACCESS_KEY, FakeRancher, SECRET_KEY};
+use support::fake_services::{add_service, install, launch_config};
+
+/// A Slack that counts what it is asked to do.
+#[derive(Default)]
+struct CountingChat {
+    posts: AtomicU64,
+    updates: AtomicU64,
+    seq: AtomicU64,
+}
+
+#[async_trait]
+impl Chat for CountingChat {
+    async fn post(&self, _c: &str, _t: Option<&str>, _m: &Message) -> Result<String, ChatError> {
+        self.posts.fetch_add(1, Ordering::Relaxed);
+        Ok(format!("1.{:06}", self.seq.fetch_add(1, Ordering::Relaxed)))
+    }
+    async fn update(&self, _c: &str, _ts: &str, _m: &Message) -> Result<(), ChatError> {
+        self.updates.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+    async fn ephemeral(&self, _c: &str, _u: &str, _m: &Message) -> Result<(), ChatError> {
+        Ok(())
+    }
+}
+
+struct Run {
+    wall: Duration,
+    succeeded: usize,
+    failed: usize,
+    posts: u64,
+    updates: u64,
+    requests: usize,
+}
+
+async fn run(envs: usize, per_env: usize, parallelism: Option<usize>) -> Run {
+    let fake = FakeRancher::start().await;
+    install(&fake);
+    fake.set_latency(Duration::from_millis(50));
+    fake.set_action_time("upgrade", Duration::from_secs(3));
+    fake.set_default_action_time(Duration::from_millis(100));
+    for e in 0..envs {
+        let p = fake.add_project(&format!("env-{e:02}"));
+        let st = fake.add_stack(&p, "app", "");
+        for s in 0..per_env {
+            add_service(
+                &fake,
+                &p,
+                &st,
+                &format!("svc-{s:02}"),
+                launch_config("docker:myorg/app:1.0", &[("autoupdate.enable", "true")]),
+                json!([]),
+            );
+        }
+    }
+    let pairs = vec![
+        ("RANCHER_URL", fake.url.as_str()),
+        ("RANCHER_ACCESS_KEY", ACCESS_KEY),
+        ("RANCHER_SECRET_KEY", SECRET_KEY),
+        ("CORRAL_API_TOKEN", "bench"),
+        ("CORRAL_CHANNEL", "C0BENCH"),
+        ("CORRAL_DATABASE_URL", "sqlite::memory:"),
+    ];
+    let mut config = Config::from_env(&Env::from_pairs(pairs)).expect("config");
+    if let Some(p) = parallelism {
+        config.rancher.parallelism = p;
+    }
+    let chat = Arc::new(CountingChat::default());
+    let store = corral::store::open("sqlite::memory:").expect("store");
+    let app = App::new(Arc::new(config), store, chat.clone());
+    let command = parse_slash("/upgrade", "image myorg/app:2.0").expect("command");
+    let started = Instant::now();
+    let reply = app
+        .handle(Request {
+            command,
+            user: "api".into(),
+            source: Source::Api,
+            channel: None,
+        })
+        .await;
+    let job = reply.job.expect("job");
+    app.runner.wait(job.id).await;
+    let wall = started.elapsed();
+    let rec = app.store.job(job.id).expect("store").expect("job");
+    let outcome = rec.outcome.expect("outcome");
+    Run {
+        wall,
+        succeeded: outcome.succeeded,
+        failed: outcome.failed.len(),
+        posts: chat.posts.load(Ordering::Relaxed),
+        updates: chat.updates.load(Ordering::Relaxed),
+        requests: fake.requests().len(),
+    }
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() {
+    let (envs, per_env) = (10, 20);
+    let n = envs * per_env;
+    let wait = 3.0;
+
+    let sample = run(1, 10, Some(1)).await;
+    let per_service = sample.wall.as_secs_f64() / 10.0;
+
+    let full = run(envs, per_env, None).await;
+    let updater = n as f64 * wait;
+    println!(
+        "image upgrade: {n} labelled services, {envs} environments, 50 ms latency, 3 s to upgraded"
+    );
+    let d = Config::from_env(&Env::from_pairs([(
+        "CORRAL_DATABASE_URL",
+        "sqlite::memory:",
+    )]))
+    .expect("defaults");
+    println!(
+        "corral (defaults: parallelism {}, poll {:?}, {} req/s to Rancher): wall {:.1} s, {} upgraded, {} failed, {} Rancher requests",
+        d.rancher.parallelism,
+        d.rancher.poll_interval,
+        d.rancher.rate_limit,
+        full.wall.as_secs_f64(),
+        full.succeeded,
+        full.failed,
+        full.requests
+    );
+    println!(
+        "updater serial N x wait (lower bound): {updater:.0} s  -> corral is {:.1}x faster",
+        updater / full.wall.as_secs_f64()
+    );
+    println!(
+        "corral serial sample (parallelism 1, 10 services): {:.2} s/service -> {:.0} s for {n} ({:.1}x the parallel run)",
+        per_service,
+        per_service * n as f64,
+        per_service * n as f64 / full.wall.as_secs_f64()
+    );
+    println!(
+        "Slack: {} messages posted (root + plan + one per environment + summary), {} root edits; {} services",
+        full.posts, full.updates, n
+    );
+    println!(
+        "peak RSS (whole bench process incl. fake Rancher): {} KiB",
+        peak_rss_kib()
+    );
+}

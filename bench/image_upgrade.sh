@@ -1,0 +1,7 @@
+#!/bin/sh
+# Figures for /upgrade image (issue 4). Release mode; prints wall time against
+# rancher-service-updater's serial N x wait, Slack messages, peak RSS.
+# Usage: bench/image_upgrade.sh   (takes about a minute: a 10-service serial sample + the 200-service run)
+set -eu
+cd "$(dirname "$0")/.."
+cargo bench --bench image_upgrade "$@"

@@ -1,0 +1,280 @@
+//! Registry webhooks: `POST /hooks/registry` starts `/upgrade image <ref>` when an image
+//! is pushed — what Keel users point their registry at.
+//!
+//! Two payloads are understood:
+//!
+//! * Docker Hub's push notification:
+//!   `{"push_data": {"tag": "1.2"}, "repository": {"repo_name": "myorg/app"}, …}` →
+//!   `myorg/app:1.2`;
+//! * a generic `{"image": "registry.io:5000/team/app:1.2"}` (for CI scripts and other
+//!   registries).
+//!
+//! **Authentication** — either of:
+//!
+//! * the API token, as everywhere (`Authorization: Bearer <token>`);
+//! * a signature header for senders that cannot set a bearer token but can sign:
+//!   `X-Corral-Signature: sha256=<hex>`, where `<hex>` is the lowercase hex
+//!   HMAC-SHA256 of the raw request body keyed by the API token (`CORRAL_API_TOKEN`).
+//!   Compared in constant time. Example: `printf %s "$BODY" | openssl dgst -sha256 -hmac "$CORRAL_API_TOKEN"`.
+//!
+//! With no API token configured the hook refuses everything (401), like every upgrade
+//! endpoint. The job confirms the upgrade (waits for `upgraded`, then finishes it), so a
+//! push never leaves services half-upgraded; it runs through [`crate::app::App::handle`]
+//! with the same lock gate as chat. Answers `202 {"job": id}`; bad payloads `400
+//! {"error": …}`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::app::App;
+use crate::command::ImageUpgrade;
+use crate::config::Config;
+use crate::rancher::image::ImageRef;
+
+/// The signature header.
+pub const SIGNATURE_HEADER: &str = "x-corral-signature";
+
+/// The routes of the webhook family.
+pub fn routes() -> Router<Arc<App>> {
+    Router::new().route("/hooks/registry", post(registry))
+}
+
+/// `sha256=<hex>` of `body` keyed by `key`: what a sender puts in [`SIGNATURE_HEADER`].
+pub fn sign(key: &str, body: &[u8]) -> String {
+    let mut mac = match <Hmac<Sha256> as KeyInit>::new_from_slice(key.as_bytes()) {
+        Ok(m) => m,
+        // HMAC takes keys of any length; this arm is never taken.
+        Err(_) => return String::new(),
+    };
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Why a hook request was not let in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HookAuthError {
+    #[error(transparent)]
+    Token(#[from] crate::api::auth::AuthError),
+    #[error(
+        "wrong {SIGNATURE_HEADER}: expected sha256=<hex HMAC-SHA256 of the body keyed by the API token>"
+    )]
+    BadSignature,
+}
+
+/// Lets a request in by its API token or by its body signature.
+pub fn authenticate(
+    headers: &HeaderMap,
+    body: &[u8],
+    config: &Config,
+) -> Result<(), HookAuthError> {
+    let Some(sig) = headers.get(SIGNATURE_HEADER) else {
+        return crate::api::auth::check(headers, config).map_err(HookAuthError::from);
+    };
+    let Some(token) = &config.api_token else {
+        return Err(crate::api::auth::AuthError::NotConfigured.into());
+    };
+    let given = sig.to_str().unwrap_or("").trim().to_ascii_lowercase();
+    let expected = sign(token.expose(), body);
+    if !expected.is_empty() && bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err(HookAuthError::BadSignature)
+    }
+}
+
+/// The image a payload names, or why it names none.
+pub fn image_of(body: &[u8]) -> Result<String, String> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let text = |v: &Value, what: &str| -> Result<String, String> {
+        match v {
+            Value::String(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+            _ => Err(format!("`{what}` must be a non-empty string")),
+        }
+    };
+    let image = if let Some(i) = v.get("image") {
+        text(i, "image")?
+    } else if let (Some(repo), Some(push)) = (v.get("repository"), v.get("push_data")) {
+        let name = text(
+            repo.get("repo_name").unwrap_or(&Value::Null),
+            "repository.repo_name",
+        )?;
+        let tag = match push.get("tag") {
+            None | Some(Value::Null) => "latest".to_string(),
+            Some(t) => text(t, "push_data.tag")?,
+        };
+        format!("{name}:{tag}")
+    } else {
+        return Err(
+            "expected Docker Hub's push payload (repository.repo_name, push_data.tag) or {\"image\": \"<ref>\"}"
+                .into(),
+        );
+    };
+    let image = image.strip_prefix("docker:").unwrap_or(&image).to_string();
+    ImageRef::parse(&image).map_err(|e| format!("image: {e}"))?;
+    Ok(image)
+}
+
+fn error(status: StatusCode, text: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({ "error": text.into() })),
+    )
+        .into_response()
+}
+
+async fn registry(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(e) = authenticate(&headers, &body, &app.config) {
+        return error(StatusCode::UNAUTHORIZED, e.to_string());
+    }
+    let image = match image_of(&body) {
+        Ok(i) => i,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let cmd = ImageUpgrade {
+        image,
+        env: None,
+        confirm: true,
+        start_first: false,
+        timeout: None,
+        dry_run: false,
+        force: false,
+    };
+    crate::api::updater::start(&app, cmd).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Env;
+
+    fn config(token: Option<&str>) -> Config {
+        let pairs: Vec<(&str, &str)> = token.map(|t| ("CORRAL_API_TOKEN", t)).into_iter().collect();
+        Config::from_env(&Env::from_pairs(pairs)).expect("valid")
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().expect("header value"));
+        }
+        h
+    }
+
+    #[test]
+    fn docker_hub_payload() {
+        // The example payload of Docker Hub's webhook documentation, trimmed.
+        let body = br#"{"callback_url":"https://registry.hub.docker.com/u/svendowideit/testhook/hook/2141b5bi5i5b02bec211i4eeih0242eg11000a/","push_data":{"pushed_at":1417566161,"pusher":"trustedbuilder","tag":"latest"},"repository":{"name":"testhook","namespace":"svendowideit","repo_name":"svendowideit/testhook","status":"Active"}}"#;
+        assert_eq!(image_of(body), Ok("svendowideit/testhook:latest".into()));
+        let body = br#"{"push_data":{"tag":"1.2"},"repository":{"repo_name":"myorg/app"}}"#;
+        assert_eq!(image_of(body), Ok("myorg/app:1.2".into()));
+    }
+
+    #[test]
+    fn generic_payload() {
+        assert_eq!(
+            image_of(br#"{"image":"docker:reg.io:5000/a/b:3"}"#),
+            Ok("reg.io:5000/a/b:3".into())
+        );
+    }
+
+    #[test]
+    fn bad_payloads() {
+        for (body, needle) in [
+            (&b""[..], "not JSON"),
+            (b"nope", "not JSON"),
+            (b"{}", "expected Docker Hub"),
+            (b"[1]", "expected Docker Hub"),
+            (b"{\"image\": 5}", "`image` must be"),
+            (b"{\"image\": \"\"}", "`image` must be"),
+            (b"{\"image\": \"UPPER/case\"}", "image:"),
+            (
+                b"{\"push_data\":{\"tag\":\"1\"},\"repository\":{}}",
+                "repo_name",
+            ),
+            (
+                b"{\"push_data\":{\"tag\":7},\"repository\":{\"repo_name\":\"a/b\"}}",
+                "push_data.tag",
+            ),
+            (
+                b"{\"push_data\":{\"tag\":\"x y\"},\"repository\":{\"repo_name\":\"a/b\"}}",
+                "invalid tag",
+            ),
+        ] {
+            let e = image_of(body).expect_err(&String::from_utf8_lossy(body));
+            assert!(
+                e.contains(needle),
+                "{:?}: {e}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn token_or_signature() {
+        let c = config(Some("s3cret"));
+        let body = br#"{"image":"a:1"}"#;
+        assert_eq!(
+            authenticate(&headers(&[("authorization", "Bearer s3cret")]), body, &c),
+            Ok(())
+        );
+        let sig = sign("s3cret", body);
+        assert!(sig.starts_with("sha256=") && sig.len() == 7 + 64);
+        assert_eq!(
+            authenticate(&headers(&[("x-corral-signature", &sig)]), body, &c),
+            Ok(())
+        );
+        assert_eq!(
+            authenticate(
+                &headers(&[(
+                    "x-corral-signature",
+                    &sig.to_uppercase().replace("SHA256", "sha256")
+                )]),
+                body,
+                &c
+            ),
+            Ok(())
+        );
+        // Signed for another body, or with another key.
+        assert_eq!(
+            authenticate(
+                &headers(&[("x-corral-signature", &sig)]),
+                br#"{"image":"a:2"}"#,
+                &c
+            ),
+            Err(HookAuthError::BadSignature)
+        );
+        let other = sign("other", body);
+        assert_eq!(
+            authenticate(&headers(&[("x-corral-signature", &other)]), body, &c),
+            Err(HookAuthError::BadSignature)
+        );
+        // A wrong signature is not rescued by a right token: the sender chose to sign.
+        assert_eq!(
+            authenticate(
+                &headers(&[
+                    ("x-corral-signature", "sha256=00"),
+                    ("authorization", "Bearer s3cret")
+                ]),
+                body,
+                &c
+            ),
+            Err(HookAuthError::BadSignature)
+        );
+        assert!(authenticate(&headers(&[]), body, &c).is_err());
+        // No token configured: nothing gets in, signed or not.
+        let off = config(None);
+        assert!(authenticate(&headers(&[("x-corral-signature", &sig)]), body, &off).is_err());
+        assert!(authenticate(&headers(&[("authorization", "Bearer s3cret")]), body, &off).is_err());
+    }
+}
