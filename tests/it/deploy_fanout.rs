@@ -372,3 +372,60 @@ async fn allow_list_and_bad_manifests_are_refused() {
             .contains("checksum: is required")
     );
 }
+
+#[tokio::test]
+async fn fan_out_needs_the_api_token_and_plans_first() {
+    use corral::command::{DeployCmd, DeployTarget};
+    use corral::config::{Config, Env};
+    use corral::job::runner::JobContext;
+    use corral::job::{Progress, ProgressTx};
+    let sb = Sandbox::new("notoken");
+    let url = manifest_for_hosts(&sb);
+    let ctx = |token: Option<&str>| {
+        let mut pairs = vec![
+            ("CORRAL_DATABASE_URL", "sqlite::memory:"),
+            ("CORRAL_DEPLOY_ALLOW", "file://"),
+            ("CORRAL_DEPLOY_HOSTS", "web-1,web-2"),
+        ];
+        if let Some(t) = token {
+            pairs.push(("CORRAL_API_TOKEN", t));
+        }
+        let config = std::sync::Arc::new(Config::from_env(&Env::from_pairs(pairs)).unwrap());
+        let store = corral::store::open("sqlite::memory:").unwrap();
+        let job = store
+            .create_job(
+                &corral::store::NewJob {
+                    kind: "deploy".into(),
+                    command: "/deploy".into(),
+                    requested_by: "U0".into(),
+                    source: "cli".into(),
+                    channel: None,
+                },
+                corral::now(),
+            )
+            .unwrap();
+        JobContext { config, store, job }
+    };
+    let cmd = DeployCmd {
+        manifest_url: url.clone(),
+        target: DeployTarget::Consul,
+        dry_run: true,
+        timeout: None,
+        force: false,
+    };
+    let e = corral::deploy::run(&ctx(None), &cmd, ProgressTx::discard())
+        .await
+        .unwrap_err();
+    assert!(e.0.contains("CORRAL_API_TOKEN"), "{e}");
+    let (tx, mut rx) = ProgressTx::channel();
+    let o = corral::deploy::run(&ctx(Some("t")), &cmd, tx)
+        .await
+        .unwrap();
+    assert_eq!(o.skipped, 2);
+    let Some(Progress::Plan { groups, .. }) = rx.recv().await else {
+        panic!("the plan comes first");
+    };
+    let hosts: Vec<_> = groups[0].items.iter().map(|i| i.target.as_str()).collect();
+    assert_eq!(hosts, ["web-1", "web-2"]);
+    assert!(matches!(rx.recv().await, Some(Progress::Note { text }) if text.contains("Dry run")));
+}
