@@ -94,7 +94,23 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
     };
     let log = DeployLog::new(true);
-    let result = rt.block_on(run(&opts, &log, std::io::BufReader::new(std::io::stdin())));
+    // SIGINT / SIGTERM end the run like stretcher's cancelled context: the work is
+    // dropped (its staging directory removed, its commands killed) and the exit status
+    // says it failed.
+    let result = rt.block_on(async {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(e) => return Err(format!("cannot watch SIGTERM: {e}")),
+            };
+        tokio::select! {
+            r = run(&opts, &log, std::io::BufReader::new(std::io::stdin())) => r,
+            _ = tokio::signal::ctrl_c() => Err("context canceled".to_string()),
+            _ = term.recv() => Err("context canceled".to_string()),
+        }
+    });
+    // A stdin read may still be blocked; do not wait for it.
+    rt.shutdown_background();
     match result {
         Ok(()) => 0,
         Err(e) => {
@@ -528,7 +544,7 @@ pub const TAIL_LINES: usize = 40;
 pub const TAIL_BYTES: usize = 4096;
 
 /// The whole agent run after flags: delay, event, replay check, manifest, deploy, report.
-pub async fn run<R: BufRead + Send>(
+pub async fn run<R: BufRead + Send + 'static>(
     opts: &AgentOpts,
     log: &DeployLog,
     stdin: R,
@@ -544,7 +560,11 @@ pub async fn run<R: BufRead + Send>(
     }
     log.line("Waiting for events from STDIN...");
     let consul_index = std::env::var("CONSUL_INDEX").is_ok_and(|v| !v.is_empty());
-    let event = read_event(stdin, consul_index, log)?;
+    // Reading stdin blocks; keep it off the runtime so a signal can still end the run.
+    let log2 = log.clone();
+    let event = tokio::task::spawn_blocking(move || read_event(stdin, consul_index, &log2))
+        .await
+        .map_err(|e| format!("could not parse event: {e}"))??;
     let applied = AppliedEvents::new(opts.state_file.clone());
     if let Some(id) = &event.consul_id
         && applied.contains(id)

@@ -743,3 +743,31 @@ async fn s3_manifest_and_src() {
     );
     assert!(r.stderr.contains("not found"), "{}", r.stderr);
 }
+
+#[tokio::test]
+async fn sigterm_while_waiting_for_stdin_ends_the_run() {
+    let sb = Sandbox::new("sigterm");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_corral"))
+        .arg("agent")
+        .env_remove("CONSUL_INDEX")
+        .env("CORRAL_AGENT_STATE", sb.dir.join("state"))
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Keep stdin open: the agent waits for its event.
+    let _stdin = child.stdin.take();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = child.id().unwrap() as i32;
+    // SAFETY: signals our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(5), child.wait_with_output())
+        .await
+        .expect("the agent stopped")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("context canceled"));
+}
