@@ -11,7 +11,8 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, Row, params};
 
 use super::{
-    AuditEntry, DeployReport, JobRecord, LockChange, LockHistoryEntry, NewJob, Result, Store, StoreError,
+    AuditEntry, DeployReport, JobRecord, LockChange, LockHistoryEntry, NewJob, Result, Store,
+    StoreError,
 };
 use crate::job::{JobStatus, Outcome};
 use crate::lock::{Holder, LockAction, LockState, Refusal};
