@@ -561,4 +561,37 @@ mod tests {
         assert!(!s.first_delivery("Ev1", 101).unwrap());
         assert!(s.first_delivery("Ev1", 100 + DEDUPE_SECONDS + 1).unwrap());
     }
+
+    #[test]
+    fn deploy_reports_first_wins() {
+        let s = SqliteStore::open("sqlite::memory:").unwrap();
+        let job = s
+            .create_job(
+                &NewJob {
+                    kind: "deploy".into(),
+                    command: "/deploy https://x/m.yml --target serf".into(),
+                    requested_by: "U1".into(),
+                    source: "slack".into(),
+                    channel: None,
+                },
+                10,
+            )
+            .unwrap();
+        let r = |host: &str, ok: bool, at: i64| DeployReport {
+            job_id: job.id,
+            host: host.into(),
+            ok,
+            duration_ms: 1200,
+            log_tail: "tail".into(),
+            error: (!ok).then(|| "exit status 1".into()),
+            event_id: None,
+            at,
+        };
+        assert!(s.add_deploy_report(&r("web-2", false, 20)).unwrap());
+        assert!(s.add_deploy_report(&r("web-1", true, 21)).unwrap());
+        assert!(!s.add_deploy_report(&r("web-2", true, 22)).unwrap());
+        let got = s.deploy_reports(job.id).unwrap();
+        assert_eq!(got, vec![r("web-2", false, 20), r("web-1", true, 21)]);
+        assert!(s.deploy_reports(job.id + 1).unwrap().is_empty());
+    }
 }
