@@ -665,12 +665,21 @@ async fn start_moto() -> Moto {
         .local_addr()
         .unwrap()
         .port();
-    let child = std::process::Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+    // `python3 -m moto.server` rather than the `moto_server` script: it works whether or
+    // not pip's script directory is on PATH.
+    let child = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .expect("moto_server is installed (pip install 'moto[server]')");
+        .expect("python3 runs (and pip install 'moto[server]' was done)");
     let moto = Moto {
         child,
         url: format!("http://127.0.0.1:{port}"),
