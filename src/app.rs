@@ -335,6 +335,18 @@ impl App {
     }
 
     async fn start_job(&self, req: &Request, family: Family) -> Reply {
+        // A manifest URL outside the allow-list is bad input: refused before any job,
+        // thread or audit line exists.
+        if let Command::Deploy(d) = &req.command {
+            let allow = &self.config.deploy.allow;
+            if !crate::deploy::allowed(allow, &d.manifest_url) {
+                return Reply::refused(sanitize(&crate::deploy::not_allowed_text(
+                    "The manifest",
+                    &d.manifest_url,
+                    allow,
+                )));
+            }
+        }
         let kind = match &req.command {
             Command::Upgrade(crate::command::UpgradeCmd::Catalog(_)) => "upgrade-catalog",
             Command::Upgrade(crate::command::UpgradeCmd::Image(_)) => "upgrade-image",

@@ -361,6 +361,20 @@ impl Config {
             public_url: env.url(&["CORRAL_PUBLIC_URL"])?,
         };
 
+        for prefix in &deploy.allow {
+            let ok = url::Url::parse(prefix).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https" | "file" | "s3") && u.username().is_empty()
+            });
+            if !ok {
+                return Err(ConfigError::invalid(
+                    "CORRAL_DEPLOY_ALLOW",
+                    format!(
+                        "{prefix:?} is not an http(s)://, file:// or s3:// URL prefix without credentials"
+                    ),
+                ));
+            }
+        }
+
         let policy_path = env.string(&["CORRAL_POLICY"]).map(PathBuf::from);
         let policy = match &policy_path {
             Some(p) => Policy::load(p)?,

@@ -341,15 +341,19 @@ async fn allow_list_and_bad_manifests_are_refused() {
         &format!("file://{}/", sb.dir.display()),
     )])
     .await;
-    // Not on the allow-list: refused before anything is fetched, naming the setting.
-    let job = run_job(&c, "deploy https://elsewhere.example/m.yml").await;
-    assert_eq!(job.status.to_string(), "failed");
-    let summary = job.outcome.unwrap().summary;
-    assert!(summary.contains("CORRAL_DEPLOY_ALLOW"), "{summary}");
-    assert!(
-        summary.contains(&sb.dir.to_string_lossy().into_owned()),
-        "{summary}"
-    );
+    // Not on the allow-list: refused before any job exists, naming the setting.
+    for url in [
+        "https://elsewhere.example/m.yml",
+        &format!("file://{}-evil/m.yml", sb.dir.display()),
+    ] {
+        let (s, v) = command(&c, &format!("deploy {url}")).await;
+        assert_eq!(s, 409, "{v}");
+        let e = v["error"].as_str().unwrap();
+        assert!(e.contains("CORRAL_DEPLOY_ALLOW"), "{e}");
+        assert!(e.contains(&sb.dir.to_string_lossy().into_owned()), "{e}");
+    }
+    assert!(c.app.store.jobs(10).unwrap().is_empty());
+    assert!(c.slack.calls().is_empty(), "no thread for a refused deploy");
     // A src outside the allow-list is refused too.
     let outside = sb.write_manifest(&format!(
         "src: file:///etc/hostname\nchecksum: {}\ndest: {}\n",

@@ -444,7 +444,7 @@ async fn a_job_gets_one_thread_and_its_root_is_edited() {
 
 #[tokio::test]
 async fn the_lock_gates_jobs() {
-    let c = Corral::start().await;
+    let c = Corral::start_with(&[("CORRAL_DEPLOY_ALLOW", "https://artifacts.example.com/")]).await;
     c.slash_json("/release", "block freeze", "U0ALICE").await;
     let v = c
         .slash_json("/deploy", "https://artifacts.example.com/m.yml", "U0BOB")
