@@ -266,8 +266,6 @@ pub struct DeployConfig {
     pub consul_url: Url,
     /// How long a fan-out waits for host reports.
     pub report_timeout: Duration,
-    /// The URL agents post their report to (given to them in the event payload).
-    pub public_url: Option<Url>,
 }
 
 /// Everything corral needs to run, validated.
@@ -358,7 +356,6 @@ impl Config {
                 .url(&["CORRAL_CONSUL_URL"])?
                 .unwrap_or_else(|| Url::parse("http://127.0.0.1:8500").expect("static URL")),
             report_timeout: env.duration(&["CORRAL_DEPLOY_TIMEOUT"], Duration::from_secs(600))?,
-            public_url: env.url(&["CORRAL_PUBLIC_URL"])?,
         };
 
         for prefix in &deploy.allow {
