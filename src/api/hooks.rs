@@ -141,15 +141,7 @@ async fn registry(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) 
         Ok(i) => i,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let cmd = ImageUpgrade {
-        image,
-        env: None,
-        confirm: true,
-        start_first: false,
-        timeout: None,
-        dry_run: false,
-        force: false,
-    };
+    let cmd = ImageUpgrade::new(image);
     crate::api::updater::start(&app, cmd).await
 }
 

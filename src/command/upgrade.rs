@@ -46,6 +46,22 @@ pub struct ImageUpgrade {
     pub force: bool,
 }
 
+impl ImageUpgrade {
+    /// An image upgrade with the chat defaults: confirm, no start-first, no timeout
+    /// override, not a dry run, not forced.
+    pub fn new(image: impl Into<String>) -> ImageUpgrade {
+        ImageUpgrade {
+            image: image.into(),
+            env: None,
+            confirm: true,
+            start_first: false,
+            timeout: None,
+            dry_run: false,
+            force: false,
+        }
+    }
+}
+
 impl UpgradeCmd {
     pub fn to_text(&self) -> String {
         match self {
@@ -154,15 +170,7 @@ pub(super) fn parse(words: &[String]) -> Result<UpgradeCmd, ParseError> {
 fn image_upgrade(args: &mut Args, image: &str) -> Result<UpgradeCmd, ParseError> {
     let image = image.strip_prefix("docker:").unwrap_or(image);
     check_image_ref(args, image)?;
-    let mut up = ImageUpgrade {
-        image: image.to_string(),
-        env: None,
-        confirm: true,
-        start_first: false,
-        timeout: None,
-        dry_run: false,
-        force: false,
-    };
+    let mut up = ImageUpgrade::new(image);
     while let Some(w) = args.next() {
         match w {
             "--env" => up.env = Some(args.env_regex()?),

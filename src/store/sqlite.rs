@@ -253,28 +253,6 @@ impl Store for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn create_job(&self, job: &NewJob, now: i64) -> Result<JobRecord> {
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO jobs (kind, command, requested_by, source, channel, status, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-            params![
-                job.kind,
-                job.command,
-                job.requested_by,
-                job.source,
-                job.channel,
-                JobStatus::Queued.as_str(),
-                now
-            ],
-        )?;
-        let id = conn.last_insert_rowid();
-        let mut found = jobs_where(&conn, "WHERE id = ?1", id)?;
-        found
-            .pop()
-            .ok_or_else(|| StoreError::Corrupt(format!("job {id} vanished after insert")))
-    }
-
     fn create_job_gated(
         &self,
         job: &NewJob,
