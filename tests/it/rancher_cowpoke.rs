@@ -126,7 +126,7 @@ async fn upgrades_and_answers_like_go_cowpoke() {
     assert!(up.uri.contains(&s1));
     assert_eq!(
         up.body,
-        r#"{"dockerCompose":"web:\n  image: nginx\n","environment":{"PORT":"80"},"externalId":"catalog://library:cowpoke:2","rancherCompose":"version: 2.0.0\n"}"#
+        r#"{"externalId":"catalog://library:cowpoke:2","dockerCompose":"web:\n  image: nginx\n","rancherCompose":"version: 2.0.0\n","environment":{"PORT":"80"}}"#
     );
     // The job is recorded like any other, with the API as its source.
     let jobs = s.app.store.jobs(10).unwrap();

@@ -143,6 +143,23 @@ async fn upgrades_labelled_services_keeping_every_field() {
         strategy["launchConfig"].as_object().map(|m| m.len()),
         lc.as_object().map(|m| m.len())
     );
+    // Byte for byte: Rancher's key order (not sorted) and values, as text, with only
+    // imageUuid's value replaced in place.
+    let keys: Vec<&String> = lc.as_object().unwrap().keys().collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_ne!(keys, sorted, "the fixture's key order is Rancher's, not alphabetical");
+    let sent_text = serde_json::to_string(&lc).unwrap();
+    let expected_text = sent_text.replace(
+        "\"imageUuid\":\"docker:nexus.example.com/frontend:v1.2.3_1\"",
+        "\"imageUuid\":\"docker:nexus.example.com/frontend:v1.2.4\"",
+    );
+    assert_ne!(sent_text, expected_text);
+    assert!(
+        posts[0].body.contains(&format!("\"launchConfig\":{expected_text}")),
+        "launch config not byte for byte:\n{}\nwanted:\n{expected_text}",
+        posts[0].body
+    );
     for field in [
         "secrets",
         "drainTimeoutMs",
