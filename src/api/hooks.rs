@@ -12,10 +12,12 @@
 //! **Authentication** — either of:
 //!
 //! * the API token, as everywhere (`Authorization: Bearer <token>`);
-//! * a signature header for senders that cannot set a bearer token but can sign:
-//!   `X-Corral-Signature: sha256=<hex>`, where `<hex>` is the lowercase hex
-//!   HMAC-SHA256 of the raw request body keyed by the API token (`CORRAL_API_TOKEN`).
-//!   Compared in constant time. Example: `printf %s "$BODY" | openssl dgst -sha256 -hmac "$CORRAL_API_TOKEN"`.
+//! * a signature for senders that cannot set a bearer token but can sign:
+//!   `X-Corral-Timestamp: <unix seconds>` and `X-Corral-Signature: sha256=<hex>`, where
+//!   `<hex>` is the lowercase hex HMAC-SHA256 of `<timestamp>.<raw body>` keyed by the API
+//!   token (`CORRAL_API_TOKEN`). The timestamp must be within 300 s of corral's clock, so a
+//!   captured request cannot be replayed later. Compared in constant time. Example:
+//!   `TS=$(date +%s); printf '%s.%s' "$TS" "$BODY" | openssl dgst -sha256 -hmac "$CORRAL_API_TOKEN"`.
 //!
 //! With no API token configured the hook refuses everything (401), like every upgrade
 //! endpoint. The job confirms the upgrade (waits for `upgraded`, then finishes it), so a
@@ -43,19 +45,26 @@ use crate::rancher::image::ImageRef;
 
 /// The signature header.
 pub const SIGNATURE_HEADER: &str = "x-corral-signature";
+/// The header holding the signed Unix timestamp.
+pub const TIMESTAMP_HEADER: &str = "x-corral-timestamp";
+/// How far a signed timestamp may be from now.
+pub const MAX_AGE_SECONDS: i64 = 300;
 
 /// The routes of the webhook family.
 pub fn routes() -> Router<Arc<App>> {
     Router::new().route("/hooks/registry", post(registry))
 }
 
-/// `sha256=<hex>` of `body` keyed by `key`: what a sender puts in [`SIGNATURE_HEADER`].
-pub fn sign(key: &str, body: &[u8]) -> String {
+/// `sha256=<hex>` of `<timestamp>.<body>` keyed by `key`: what a sender puts in
+/// [`SIGNATURE_HEADER`], with `timestamp` in [`TIMESTAMP_HEADER`].
+pub fn sign(key: &str, timestamp: &str, body: &[u8]) -> String {
     let mut mac = match <Hmac<Sha256> as KeyInit>::new_from_slice(key.as_bytes()) {
         Ok(m) => m,
         // HMAC takes keys of any length; this arm is never taken.
         Err(_) => return String::new(),
     };
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
@@ -66,9 +75,13 @@ pub enum HookAuthError {
     #[error(transparent)]
     Token(#[from] crate::api::auth::AuthError),
     #[error(
-        "wrong {SIGNATURE_HEADER}: expected sha256=<hex HMAC-SHA256 of the body keyed by the API token>"
+        "wrong {SIGNATURE_HEADER}: expected sha256=<hex HMAC-SHA256 of `<{TIMESTAMP_HEADER}>.<body>` keyed by the API token>"
     )]
     BadSignature,
+    #[error(
+        "{TIMESTAMP_HEADER} is missing, not a number, or more than {MAX_AGE_SECONDS} s from now"
+    )]
+    Stale,
 }
 
 /// Lets a request in by its API token or by its body signature.
@@ -83,8 +96,20 @@ pub fn authenticate(
     let Some(token) = &config.api_token else {
         return Err(crate::api::auth::AuthError::NotConfigured.into());
     };
+    let ts = headers
+        .get(TIMESTAMP_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= 12 && t.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or(HookAuthError::Stale)?;
+    let fresh = ts
+        .parse::<i64>()
+        .is_ok_and(|t| (crate::now() - t).abs() <= MAX_AGE_SECONDS);
+    if !fresh {
+        return Err(HookAuthError::Stale);
+    }
     let given = sig.to_str().unwrap_or("").trim().to_ascii_lowercase();
-    let expected = sign(token.expose(), body);
+    let expected = sign(token.expose(), ts, body);
     if !expected.is_empty() && bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
         Ok(())
     } else {
@@ -220,42 +245,54 @@ mod tests {
             authenticate(&headers(&[("authorization", "Bearer s3cret")]), body, &c),
             Ok(())
         );
-        let sig = sign("s3cret", body);
+        let now = crate::now().to_string();
+        let sig = sign("s3cret", &now, body);
         assert!(sig.starts_with("sha256=") && sig.len() == 7 + 64);
+        let signed = |sig: &str, ts: &str| {
+            headers(&[("x-corral-signature", sig), ("x-corral-timestamp", ts)])
+        };
+        assert_eq!(authenticate(&signed(&sig, &now), body, &c), Ok(()));
+        let upper = sig.to_uppercase().replace("SHA256", "sha256");
+        assert_eq!(authenticate(&signed(&upper, &now), body, &c), Ok(()));
+        // Signed for another body, another key, or another time.
+        assert_eq!(
+            authenticate(&signed(&sig, &now), br#"{"image":"a:2"}"#, &c),
+            Err(HookAuthError::BadSignature)
+        );
+        let other = sign("other", &now, body);
+        assert_eq!(
+            authenticate(&signed(&other, &now), body, &c),
+            Err(HookAuthError::BadSignature)
+        );
+        let later = (crate::now() + 1).to_string();
+        assert_eq!(
+            authenticate(&signed(&sig, &later), body, &c),
+            Err(HookAuthError::BadSignature)
+        );
+        // A replay after the window, a missing or malformed timestamp.
+        let old = (crate::now() - MAX_AGE_SECONDS - 1).to_string();
+        let old_sig = sign("s3cret", &old, body);
+        assert_eq!(
+            authenticate(&signed(&old_sig, &old), body, &c),
+            Err(HookAuthError::Stale)
+        );
+        for ts in ["", "-5", "1e9", "99999999999999999999"] {
+            assert_eq!(
+                authenticate(&signed(&sig, ts), body, &c),
+                Err(HookAuthError::Stale),
+                "{ts:?}"
+            );
+        }
         assert_eq!(
             authenticate(&headers(&[("x-corral-signature", &sig)]), body, &c),
-            Ok(())
-        );
-        assert_eq!(
-            authenticate(
-                &headers(&[(
-                    "x-corral-signature",
-                    &sig.to_uppercase().replace("SHA256", "sha256")
-                )]),
-                body,
-                &c
-            ),
-            Ok(())
-        );
-        // Signed for another body, or with another key.
-        assert_eq!(
-            authenticate(
-                &headers(&[("x-corral-signature", &sig)]),
-                br#"{"image":"a:2"}"#,
-                &c
-            ),
-            Err(HookAuthError::BadSignature)
-        );
-        let other = sign("other", body);
-        assert_eq!(
-            authenticate(&headers(&[("x-corral-signature", &other)]), body, &c),
-            Err(HookAuthError::BadSignature)
+            Err(HookAuthError::Stale)
         );
         // A wrong signature is not rescued by a right token: the sender chose to sign.
         assert_eq!(
             authenticate(
                 &headers(&[
                     ("x-corral-signature", "sha256=00"),
+                    ("x-corral-timestamp", &now),
                     ("authorization", "Bearer s3cret")
                 ]),
                 body,

@@ -148,7 +148,10 @@ async fn upgrades_labelled_services_keeping_every_field() {
     let keys: Vec<&String> = lc.as_object().unwrap().keys().collect();
     let mut sorted = keys.clone();
     sorted.sort();
-    assert_ne!(keys, sorted, "the fixture's key order is Rancher's, not alphabetical");
+    assert_ne!(
+        keys, sorted,
+        "the fixture's key order is Rancher's, not alphabetical"
+    );
     let sent_text = serde_json::to_string(&lc).unwrap();
     let expected_text = sent_text.replace(
         "\"imageUuid\":\"docker:nexus.example.com/frontend:v1.2.3_1\"",
@@ -156,7 +159,9 @@ async fn upgrades_labelled_services_keeping_every_field() {
     );
     assert_ne!(sent_text, expected_text);
     assert!(
-        posts[0].body.contains(&format!("\"launchConfig\":{expected_text}")),
+        posts[0]
+            .body
+            .contains(&format!("\"launchConfig\":{expected_text}")),
         "launch config not byte for byte:\n{}\nwanted:\n{expected_text}",
         posts[0].body
     );
@@ -557,9 +562,36 @@ async fn updater_endpoint_contract() {
     // (not finished) so Rancher refuses and the job says why for that service.
     w.fake.patch(&id, json!({"state": "active"}));
     let hub = r#"{"push_data":{"tag":"3.0","pusher":"ci"},"repository":{"repo_name":"myorg/app","name":"app"}}"#;
-    let sig = corral::api::hooks::sign(TOKEN, hub.as_bytes());
+    // A signature over a stale timestamp (a replay) is refused and starts nothing.
+    let old = (corral::now() - 301).to_string();
     let r = http
         .post(format!("{base}/hooks/registry"))
+        .header("X-Corral-Timestamp", &old)
+        .header(
+            "X-Corral-Signature",
+            corral::api::hooks::sign(TOKEN, &old, hub.as_bytes()),
+        )
+        .body(hub)
+        .send()
+        .await
+        .expect("hook");
+    assert_eq!(r.status(), 401);
+    let now = corral::now().to_string();
+    let r = http
+        .post(format!("{base}/hooks/registry"))
+        .header(
+            "X-Corral-Signature",
+            corral::api::hooks::sign(TOKEN, &now, hub.as_bytes()),
+        )
+        .body(hub)
+        .send()
+        .await
+        .expect("hook");
+    assert_eq!(r.status(), 401, "the timestamp header is required");
+    let sig = corral::api::hooks::sign(TOKEN, &now, hub.as_bytes());
+    let r = http
+        .post(format!("{base}/hooks/registry"))
+        .header("X-Corral-Timestamp", &now)
         .header("X-Corral-Signature", sig)
         .body(hub)
         .send()
@@ -579,6 +611,7 @@ async fn updater_endpoint_contract() {
     // Generic payload with a bad signature: 401; with the bearer token: 202.
     let r = http
         .post(format!("{base}/hooks/registry"))
+        .header("X-Corral-Timestamp", corral::now().to_string())
         .header("X-Corral-Signature", "sha256=00")
         .body(r#"{"image":"myorg/app:4.0"}"#)
         .send()
