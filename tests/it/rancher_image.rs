@@ -93,6 +93,18 @@ fn services(job: &JobRecord) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// A service labelled for auto-update running `myorg/app:1.0`, no sidekicks.
+fn labelled_app(fake: &FakeRancher, project: &str, stack: &str, name: &str) -> String {
+    add_service(
+        fake,
+        project,
+        stack,
+        name,
+        launch_config("docker:myorg/app:1.0", &[(LABEL, "true")]),
+        json!([]),
+    )
+}
+
 fn result_of<'a>(list: &'a [Value], name: &str) -> &'a Value {
     list.iter()
         .find(|s| s["service"] == name)
@@ -352,22 +364,8 @@ async fn never_upgraded_is_rolled_back_and_others_go_on() {
     let w = world(&[], |c| c.rancher.parallelism = 4).await;
     let dev = w.fake.add_project("dev");
     let st = w.fake.add_stack(&dev, "app", "");
-    let stuck = add_service(
-        &w.fake,
-        &dev,
-        &st,
-        "stuck",
-        launch_config("docker:myorg/app:1.0", &[(LABEL, "true")]),
-        json!([]),
-    );
-    let fine = add_service(
-        &w.fake,
-        &dev,
-        &st,
-        "fine",
-        launch_config("docker:myorg/app:1.0", &[(LABEL, "true")]),
-        json!([]),
-    );
+    let stuck = labelled_app(&w.fake, &dev, &st, "stuck");
+    let fine = labelled_app(&w.fake, &dev, &st, "fine");
     w.fake
         .fail(&stuck, "upgrade", Fault::stuck("pulling image"));
 
@@ -404,31 +402,10 @@ async fn no_rollback_when_configured_off_and_refusals_are_per_service() {
     let w = world(&[("CORRAL_ROLLBACK_ON_TIMEOUT", "false")], |_| {}).await;
     let dev = w.fake.add_project("dev");
     let st = w.fake.add_stack(&dev, "app", "");
-    let stuck = add_service(
-        &w.fake,
-        &dev,
-        &st,
-        "stuck",
-        launch_config("docker:myorg/app:1.0", &[(LABEL, "true")]),
-        json!([]),
-    );
-    let retain = add_service(
-        &w.fake,
-        &dev,
-        &st,
-        "retain",
-        launch_config("docker:myorg/app:1.0", &[(LABEL, "true")]),
-        json!([]),
-    );
+    let stuck = labelled_app(&w.fake, &dev, &st, "stuck");
+    let retain = labelled_app(&w.fake, &dev, &st, "retain");
     w.fake.patch(&retain, json!({"retainIp": true}));
-    let busy = add_service(
-        &w.fake,
-        &dev,
-        &st,
-        "busy",
-        launch_config("docker:myorg/app:1.0", &[(LABEL, "true")]),
-        json!([]),
-    );
+    let busy = labelled_app(&w.fake, &dev, &st, "busy");
     w.fake.patch(&busy, json!({"state": "upgraded"}));
     w.fake.fail(&stuck, "upgrade", Fault::stuck("waiting"));
 
@@ -471,14 +448,7 @@ async fn updater_endpoint_contract() {
     let w = world(&[], |_| {}).await;
     let dev = w.fake.add_project("dev");
     let st = w.fake.add_stack(&dev, "app", "");
-    let id = add_service(
-        &w.fake,
-        &dev,
-        &st,
-        "svc",
-        launch_config("docker:myorg/app:1.0", &[(LABEL, "true")]),
-        json!([]),
-    );
+    let id = labelled_app(&w.fake, &dev, &st, "svc");
     let router = axum::Router::new()
         .merge(corral::api::updater::routes())
         .merge(corral::api::hooks::routes())
@@ -722,14 +692,7 @@ async fn the_lock_gate_refuses_before_anything_changes() {
     let w = world(&[], |_| {}).await;
     let dev = w.fake.add_project("dev");
     let st = w.fake.add_stack(&dev, "app", "");
-    add_service(
-        &w.fake,
-        &dev,
-        &st,
-        "svc",
-        launch_config("docker:myorg/app:1.0", &[(LABEL, "true")]),
-        json!([]),
-    );
+    labelled_app(&w.fake, &dev, &st, "svc");
     let block = w
         .app
         .handle(Request {

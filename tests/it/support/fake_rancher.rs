@@ -242,38 +242,43 @@ pub struct FakeRancher {
     state: Arc<Mutex<State>>,
 }
 
+/// The upgrade state machine stacks and services share (reference/rancher-api.md §9, §11):
+/// they differ only in the states `upgrade` is offered in.
+fn upgrade_rules(upgrade_from: &[&str]) -> Vec<ActionRule> {
+    vec![
+        ActionRule::new("upgrade", upgrade_from, "upgrading", "upgraded"),
+        ActionRule::new(
+            "finishupgrade",
+            &["upgraded"],
+            "finishing-upgrade",
+            "active",
+        ),
+        ActionRule::new(
+            "rollback",
+            &["upgrading", "upgraded", "canceled-upgrade"],
+            "rolling-back",
+            "active",
+        ),
+        ActionRule::new(
+            "cancelupgrade",
+            &["upgrading", "finishing-upgrade"],
+            "canceling-upgrade",
+            "canceled-upgrade",
+        ),
+    ]
+}
+
 fn stack_kind() -> KindSpec {
     KindSpec {
         type_name: "stack".into(),
         id_prefix: "1st".into(),
-        rules: vec![
-            ActionRule::new(
-                "upgrade",
-                &["active", "canceled-upgrade"],
-                "upgrading",
-                "upgraded",
-            ),
-            ActionRule::new(
-                "finishupgrade",
-                &["upgraded"],
-                "finishing-upgrade",
-                "active",
-            ),
-            ActionRule::new(
-                "rollback",
-                &["upgrading", "upgraded", "canceled-upgrade"],
-                "rolling-back",
-                "active",
-            ),
-            ActionRule::new(
-                "cancelupgrade",
-                &["upgrading", "finishing-upgrade"],
-                "canceling-upgrade",
-                "canceled-upgrade",
-            ),
-            ActionRule::new("activateservices", &["active"], "active", "active"),
-            ActionRule::new("deactivateservices", &["active"], "active", "active"),
-        ],
+        rules: upgrade_rules(&["active", "canceled-upgrade"])
+            .into_iter()
+            .chain([
+                ActionRule::new("activateservices", &["active"], "active", "active"),
+                ActionRule::new("deactivateservices", &["active"], "active", "active"),
+            ])
+            .collect(),
         static_actions: ["addoutputs", "exportconfig", "update", "remove"]
             .iter()
             .map(|a| (a.to_string(), vec!["active".to_string()]))
@@ -376,39 +381,18 @@ fn service_kind() -> KindSpec {
     KindSpec {
         type_name: "service".into(),
         id_prefix: "1s".into(),
-        rules: vec![
-            ActionRule::new(
-                "upgrade",
-                &["active", "activating", "inactive", "updating-active"],
-                "upgrading",
-                "upgraded",
-            ),
-            ActionRule::new(
-                "finishupgrade",
-                &["upgraded"],
-                "finishing-upgrade",
-                "active",
-            ),
-            ActionRule::new(
-                "rollback",
-                &["upgrading", "upgraded", "canceled-upgrade"],
-                "rolling-back",
-                "active",
-            ),
-            ActionRule::new(
-                "cancelupgrade",
-                &["upgrading", "finishing-upgrade"],
-                "canceling-upgrade",
-                "canceled-upgrade",
-            ),
-            ActionRule::new(
-                "continueupgrade",
-                &["canceled-upgrade"],
-                "upgrading",
-                "upgraded",
-            ),
-            ActionRule::new("restart", &["active"], "restarting", "active"),
-        ],
+        rules: upgrade_rules(&["active", "activating", "inactive", "updating-active"])
+            .into_iter()
+            .chain([
+                ActionRule::new(
+                    "continueupgrade",
+                    &["canceled-upgrade"],
+                    "upgrading",
+                    "upgraded",
+                ),
+                ActionRule::new("restart", &["active"], "restarting", "active"),
+            ])
+            .collect(),
         static_actions: vec![],
         filterable: [
             "name",
