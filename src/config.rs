@@ -105,7 +105,7 @@ impl Env {
     pub fn duration(&self, names: &[&str], default: Duration) -> Result<Duration, ConfigError> {
         match self.lookup(names) {
             None => Ok(default),
-            Some((var, v)) => crate::command::parse_duration(v.trim())
+            Some((var, v)) => crate::text::parse_duration(v.trim())
                 .map_err(|e| ConfigError::invalid(var, e.to_string())),
         }
     }
@@ -223,51 +223,6 @@ pub struct SlackConfig {
     pub api_url: Url,
 }
 
-/// Rancher connection settings shared by the catalog and image upgrades.
-#[derive(Debug, Clone)]
-pub struct RancherConfig {
-    pub url: Option<Url>,
-    pub access_key: Option<Secret>,
-    pub secret_key: Option<Secret>,
-    /// Only environments whose name matches one of these are touched.
-    pub environments: Vec<Regex>,
-    /// The launch-config label that enables image auto-updates.
-    pub autoupdate_label: String,
-    /// Deadline for one HTTP call to Rancher.
-    pub request_timeout: Duration,
-    /// Requests per second sent to one Rancher.
-    pub rate_limit: u32,
-    /// Stacks or services upgraded at once.
-    pub parallelism: usize,
-    /// How long one stack or service may take to reach `upgraded`.
-    pub upgrade_timeout: Duration,
-    /// How often upgrade progress is polled.
-    pub poll_interval: Duration,
-    /// Containers of one service replaced at once in an in-service upgrade
-    /// (`CORRAL_UPGRADE_BATCH_SIZE`, Rancher's `batchSize`).
-    pub batch_size: u32,
-    /// Pause between batches (`CORRAL_UPGRADE_INTERVAL`, Rancher's `intervalMillis`).
-    pub batch_interval: Duration,
-    /// Roll a service back when it does not reach `upgraded` in time
-    /// (`CORRAL_ROLLBACK_ON_TIMEOUT`).
-    pub rollback_on_timeout: bool,
-}
-
-/// Deploy (`/deploy`, `corral agent`) settings.
-#[derive(Debug, Clone)]
-pub struct DeployConfig {
-    /// Manifest URLs must start with one of these prefixes. Empty: `/deploy` is off.
-    pub allow: Vec<String>,
-    /// Hosts that must report for a fan-out (when Serf membership is not used).
-    pub hosts: Vec<String>,
-    /// Serf agent RPC address used by `--target serf`.
-    pub serf_rpc: String,
-    /// Consul agent HTTP base used by `--target consul`.
-    pub consul_url: Url,
-    /// How long a fan-out waits for host reports.
-    pub report_timeout: Duration,
-}
-
 /// Everything corral needs to run, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -278,8 +233,8 @@ pub struct Config {
     pub slack: SlackConfig,
     /// Channels where jobs started outside Slack are announced.
     pub channels: Vec<String>,
-    pub rancher: RancherConfig,
-    pub deploy: DeployConfig,
+    pub rancher: crate::rancher::Config,
+    pub deploy: crate::deploy::Config,
     pub policy_path: Option<PathBuf>,
     pub policy: Policy,
 }
@@ -311,7 +266,7 @@ impl Config {
             ));
         }
 
-        let rancher = RancherConfig {
+        let rancher = crate::rancher::Config {
             // Rancher is reached with the access keys; credentials written into the URL
             // are dropped here so no Debug print or message can show them.
             url: env.url(&["RANCHER_URL", "CATTLE_URL"])?.map(|mut u| {
@@ -346,7 +301,7 @@ impl Config {
             rollback_on_timeout: env.boolean(&["CORRAL_ROLLBACK_ON_TIMEOUT"], true)?,
         };
 
-        let deploy = DeployConfig {
+        let deploy = crate::deploy::Config {
             allow: env.list(&["CORRAL_DEPLOY_ALLOW"]),
             hosts: env.list(&["CORRAL_DEPLOY_HOSTS"]),
             serf_rpc: env
@@ -356,6 +311,7 @@ impl Config {
                 .url(&["CORRAL_CONSUL_URL"])?
                 .unwrap_or_else(|| Url::parse("http://127.0.0.1:8500").expect("static URL")),
             report_timeout: env.duration(&["CORRAL_DEPLOY_TIMEOUT"], Duration::from_secs(600))?,
+            reports_authenticated: env.lookup(&["CORRAL_API_TOKEN", "API_KEY"]).is_some(),
         };
 
         for prefix in &deploy.allow {

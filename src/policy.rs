@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::command::{Family, parse_duration};
+use crate::command::Family;
+use crate::text::parse_duration;
 
 /// A policy error, naming the file and the key at fault.
 #[derive(Debug, thiserror::Error)]

@@ -32,7 +32,7 @@ use super::version::{CatalogId, Target, Verdict, classify};
 use crate::command::CatalogUpgrade;
 use crate::job::{Failure, Outcome, PlanGroup, PlanItem, Progress, ProgressTx};
 
-/// Settings of one run (from [`crate::config::RancherConfig`]).
+/// Settings of one run (from [`super::Config`]).
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Environments whose name matches one of these (CORRAL_ENVIRONMENTS).
@@ -742,7 +742,7 @@ async fn upgrade_one(
                 drop(guard);
                 r.error = format!(
                     "the upgrade request got no answer within {}",
-                    crate::command::format_duration(settings.upgrade_timeout)
+                    crate::text::format_duration(settings.upgrade_timeout)
                 );
                 return;
             }
@@ -808,7 +808,7 @@ async fn upgrade_one(
                 let msg = nonempty(&latest.transitioning_message, "");
                 break Err(format!(
                     "did not reach `upgraded` within {} (state `{}`{})",
-                    crate::command::format_duration(settings.upgrade_timeout),
+                    crate::text::format_duration(settings.upgrade_timeout),
                     latest.state,
                     if msg.is_empty() || msg == "In Progress" {
                         String::new()

@@ -4,19 +4,19 @@
 
 pub mod catalog;
 pub mod client;
+mod config;
 pub mod image;
 pub mod model;
 pub mod service;
 pub mod version;
 
 pub use client::{Client, ClientOptions, Filter, RancherError};
+pub use config::Config;
 
 use crate::command::{CatalogUpgrade, ImageUpgrade};
-use crate::job::runner::{JobContext, JobError};
-use crate::job::{Outcome, ProgressTx};
+use crate::job::{JobError, Outcome, ProgressTx};
 
-fn require_rancher(ctx: &JobContext) -> Result<(), JobError> {
-    let r = &ctx.config.rancher;
+fn require_rancher(r: &Config) -> Result<(), JobError> {
     if r.url.is_none() || r.access_key.is_none() || r.secret_key.is_none() {
         return Err(JobError::new(
             "Rancher is not configured: set RANCHER_URL, RANCHER_ACCESS_KEY and RANCHER_SECRET_KEY",
@@ -30,12 +30,11 @@ fn require_rancher(ctx: &JobContext) -> Result<(), JobError> {
 /// returned [`Outcome`], with per-stack results as [`catalog::Detail`] in
 /// `Outcome.detail`; `Err` only when Rancher is not configured at all.
 pub async fn run_catalog(
-    ctx: &JobContext,
+    cfg: &Config,
     cmd: &CatalogUpgrade,
     progress: ProgressTx,
 ) -> Result<Outcome, JobError> {
-    require_rancher(ctx)?;
-    let cfg = &ctx.config.rancher;
+    require_rancher(cfg)?;
     let client = Client::from_config(cfg).map_err(|e| JobError::new(e.to_string()))?;
     let settings = catalog::Settings {
         environments: cfg.environments.clone(),
@@ -48,13 +47,12 @@ pub async fn run_catalog(
 
 /// Runs `/upgrade image <ref>` (see [`service`]).
 pub async fn run_image(
-    ctx: &JobContext,
+    cfg: &Config,
     cmd: &ImageUpgrade,
     progress: ProgressTx,
 ) -> Result<Outcome, JobError> {
-    require_rancher(ctx)?;
-    let settings = service::Settings::new(&ctx.config.rancher, cmd)?;
-    let client = client::Client::from_config(&ctx.config.rancher)
-        .map_err(|e| JobError::new(e.to_string()))?;
+    require_rancher(cfg)?;
+    let settings = service::Settings::new(cfg, cmd)?;
+    let client = client::Client::from_config(cfg).map_err(|e| JobError::new(e.to_string()))?;
     service::run(&client, cmd, &settings, progress).await
 }

@@ -37,11 +37,11 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use super::Config as RancherConfig;
 use super::client::Client;
 use super::image::{self, Decision, ImageRef};
 use crate::command::ImageUpgrade;
-use crate::config::RancherConfig;
-use crate::job::runner::JobError;
+use crate::job::JobError;
 use crate::job::{Failure, Outcome, PlanGroup, PlanItem, Progress, ProgressTx};
 
 /// Everything that decides what happens, from the configuration and the command.
