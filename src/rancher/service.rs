@@ -643,56 +643,6 @@ mod tests {
     }
 
     #[test]
-    fn settings_from_configuration() {
-        use crate::config::{Config, Env};
-        let cfg = Config::from_env(&Env::from_pairs([
-            ("CORRAL_UPGRADE_BATCH_SIZE", "3"),
-            ("CORRAL_UPGRADE_INTERVAL", "5s"),
-            ("CORRAL_ROLLBACK_ON_TIMEOUT", "no"),
-            ("AUTOUPDATE_ENABLE_LABEL", "my.label"),
-        ]))
-        .expect("valid");
-        let cmd = ImageUpgrade {
-            image: "a:1".into(),
-            env: Some("^prod".into()),
-            confirm: true,
-            start_first: false,
-            timeout: None,
-            dry_run: false,
-            force: false,
-        };
-        let s = Settings::new(&cfg.rancher, &cmd).expect("settings");
-        assert_eq!(
-            (s.batch_size, s.interval, s.rollback_on_timeout),
-            (3, Duration::from_secs(5), false)
-        );
-        assert_eq!(s.label, "my.label");
-        assert_eq!(s.timeout, cfg.rancher.upgrade_timeout);
-        assert!(s.environment_matches("prod-eu") && !s.environment_matches("dev"));
-        let d = Config::from_env(&Env::from_pairs([(
-            "CORRAL_DATABASE_URL",
-            "sqlite::memory:",
-        )]))
-        .expect("valid");
-        assert_eq!(
-            (
-                d.rancher.batch_size,
-                d.rancher.batch_interval,
-                d.rancher.rollback_on_timeout
-            ),
-            (1, Duration::from_secs(2), true)
-        );
-        for (var, bad) in [
-            ("CORRAL_UPGRADE_BATCH_SIZE", "0"),
-            ("CORRAL_UPGRADE_INTERVAL", "soon"),
-            ("CORRAL_ROLLBACK_ON_TIMEOUT", "maybe"),
-        ] {
-            let e = Config::from_env(&Env::from_pairs([(var, bad)])).expect_err(var);
-            assert!(e.to_string().contains(var), "{e}");
-        }
-    }
-
-    #[test]
     fn label_values() {
         for (labels, want) in [
             (json!({"autoupdate.enable": "true"}), true),

@@ -1,32 +1,15 @@
 //! The real `corral` binary: serve, kill -9, serve again; exec; check; bad config.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use corral::store::{SqliteStore, Store};
 
+use crate::support::TempDir;
 use crate::support::corral::{SECRET, TOKEN};
 use crate::support::fake_slack::FakeSlack;
 
 const BIN: &str = env!("CARGO_BIN_EXE_corral");
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("corral-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
