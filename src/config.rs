@@ -44,12 +44,17 @@ pub struct Env {
 impl Env {
     /// The process environment, with `.env` from the working directory filling gaps.
     pub fn from_process() -> Result<Self, ConfigError> {
+        Env::from_process_and_file(std::path::Path::new(".env"))
+    }
+
+    /// The process environment, with the dotenv file at `path` filling gaps.
+    pub fn from_process_and_file(path: &std::path::Path) -> Result<Self, ConfigError> {
         let mut vars: HashMap<String, String> = HashMap::new();
-        match dotenvy::from_path_iter(".env") {
+        match dotenvy::from_path_iter(path) {
             Ok(iter) => {
                 for item in iter {
-                    let (k, v) = item
-                        .map_err(|e| ConfigError::invalid(".env", format!("cannot parse: {e}")))?;
+                    let (k, v) =
+                        item.map_err(|e| ConfigError::invalid(".env", dotenv_error(&e)))?;
                     vars.insert(k, v);
                 }
             }
@@ -181,6 +186,33 @@ impl Env {
     }
 }
 
+/// A `.env` parse error without the line's value (it may be a secret): the variable name
+/// when the line has one, and where the parser stopped.
+fn dotenv_error(e: &dotenvy::Error) -> String {
+    match e {
+        dotenvy::Error::LineParse(line, at) => {
+            let name = line
+                .trim_start()
+                .trim_start_matches("export ")
+                .split('=')
+                .next()
+                .map(str::trim)
+                .filter(|n| {
+                    !n.is_empty()
+                        && n.len() <= 64
+                        && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                });
+            match name {
+                Some(n) if line.contains('=') => format!(
+                    "cannot parse the line setting {n} (at character {at}; the value is not shown)"
+                ),
+                _ => format!("cannot parse a line (at character {at}; its text is not shown)"),
+            }
+        }
+        other => format!("cannot parse: {other}"),
+    }
+}
+
 /// Splits a comma list, trimming parts and dropping empty ones.
 pub fn split_list(raw: &str) -> Vec<String> {
     raw.split(',')
@@ -246,8 +278,12 @@ impl Config {
         let database_url = env
             .string(&["CORRAL_DATABASE_URL"])
             .unwrap_or_else(|| "sqlite://corral.db".to_string());
-        crate::store::validate_url(&database_url)
-            .map_err(|e| ConfigError::invalid("CORRAL_DATABASE_URL", e))?;
+        crate::store::validate_url(&database_url).map_err(|e| {
+            ConfigError::invalid(
+                "CORRAL_DATABASE_URL",
+                crate::text::redact_secrets_in(&e, &database_url),
+            )
+        })?;
 
         let slack = SlackConfig {
             bot_token: env.secret(&["SLACK_BOT_TOKEN", "SLACK_TOKEN"]),
@@ -535,5 +571,31 @@ mod tests {
             let e = Config::from_env(&Env::from_pairs([(var, bad)])).expect_err(var);
             assert!(e.to_string().contains(var), "{e}");
         }
+    }
+
+    #[test]
+    fn errors_never_echo_secrets() {
+        let e = cfg(&[("CORRAL_DATABASE_URL", "postgres://corral:hunter2@db/corral")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("CORRAL_DATABASE_URL:") && !e.contains("hunter2"),
+            "{e}"
+        );
+        let dir = std::env::temp_dir().join(format!("corral-dotenv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(".env");
+        std::fs::write(
+            &path,
+            "CORRAL_CHANNEL=C1\nSLACK_BOT_TOKEN=\"xoxb-very-secret\n",
+        )
+        .unwrap();
+        let e = Env::from_process_and_file(&path).unwrap_err().to_string();
+        assert!(
+            e.starts_with(".env:") && e.contains("SLACK_BOT_TOKEN"),
+            "{e}"
+        );
+        assert!(!e.contains("xoxb-very-secret"), "{e}");
+        std::fs::remove_dir_all(dir).ok();
     }
 }

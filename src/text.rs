@@ -174,6 +174,32 @@ fn utc(unix: i64, format: &str) -> String {
         .unwrap_or_else(|_| unix.to_string())
 }
 
+/// A URL fit to show: any password replaced by `***` (and the user name kept, so the
+/// reader knows which account). Text that does not parse as a URL but looks like it
+/// carries credentials (`user:pass@…`) is not shown at all.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) if raw.contains('@') => "(a URL with credentials, not shown)".to_string(),
+        Err(_) => raw.to_string(),
+    }
+}
+
+/// `text` with every occurrence of `url` replaced by its [`redact_url`] form (for
+/// messages that quote a URL they were given).
+pub fn redact_secrets_in(text: &str, url: &str) -> String {
+    if url.is_empty() {
+        return text.to_string();
+    }
+    let shown = redact_url(url);
+    text.replace(&format!("{url:?}"), &format!("{shown:?}"))
+        .replace(url, &shown)
+}
+
 /// Shortens text to at most `max` bytes on a character boundary, marking the cut with `…`
 /// (counted in the `max`).
 pub fn truncate(text: &str, max: usize) -> String {
@@ -297,6 +323,22 @@ mod tests {
             "<!date^0^{date_short_pretty} {time}|1970-01-01 00:00 UTC>"
         );
         assert_eq!(when_plain(0), "1970-01-01 00:00:00 UTC");
+    }
+
+    #[test]
+    fn urls_lose_their_passwords() {
+        assert_eq!(
+            redact_url("postgres://corral:hunter2@db:5432/corral"),
+            "postgres://corral:***@db:5432/corral"
+        );
+        assert_eq!(redact_url("https://a.example/x"), "https://a.example/x");
+        assert!(!redact_url("not a url user:hunter2@host").contains("hunter2"));
+        let msg = "\"postgres://u:hunter2@h/db\": only sqlite:// is supported";
+        let shown = redact_secrets_in(msg, "postgres://u:hunter2@h/db");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("postgres://u:***@h/db"),
+            "{shown}"
+        );
     }
 
     #[test]
