@@ -35,6 +35,7 @@ pub mod job;
 pub mod lock;
 pub mod policy;
 pub mod rancher;
+pub mod schedule;
 pub mod secret;
 pub mod slack;
 pub mod store;
