@@ -780,7 +780,8 @@ impl CatchUp {
 
 /// The decision for missed firings (a digest while corral was down): nothing due, due now
 /// (on time), send once late (missed by less than the schedule's period), or skip (missed
-/// by more). `last_claimed` is the firing time of the last claimed key, if any.
+/// by more). `last_claimed` is the firing time of the last claimed key, if any. A schedule
+/// without a period ([`Schedule::period`] is `None`) is sent late, never skipped.
 pub fn catch_up(schedule: &Schedule, last_claimed: Option<Timestamp>, now: Timestamp) -> CatchUp {
     let Some(latest) = schedule.latest_at_or_before(now) else {
         return CatchUp::Nothing;
