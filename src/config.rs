@@ -21,7 +21,7 @@ use crate::secret::Secret;
 pub enum ConfigError {
     #[error("{var}: {reason}")]
     Invalid { var: String, reason: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
 }
 

@@ -28,6 +28,7 @@ pub mod door;
 pub mod job;
 pub mod lock;
 pub mod policy;
+pub mod schedule;
 pub mod secret;
 pub mod store;
 pub mod text;

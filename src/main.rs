@@ -34,6 +34,8 @@ enum Cmd {
     },
     /// Validate the configuration and reach Slack, Rancher and the store; print a report.
     Check,
+    /// Print the next firings of every schedule in the policy file (CORRAL_POLICY).
+    Schedule,
     /// stretcher-compatible deploy agent (manifest URL, Consul or Serf event on stdin).
     #[command(disable_help_flag = true)]
     Agent {
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
             Cmd::Serve => serve().await,
             Cmd::Exec { text } => exec(text.join(" ")).await,
             Cmd::Check => check().await,
+            Cmd::Schedule => schedule(),
             Cmd::Agent { .. } => Ok(ExitCode::SUCCESS),
         }
     });
@@ -227,6 +230,20 @@ async fn exec(text: String) -> anyhow::Result<ExitCode> {
     app.background.close();
     let _ = tokio::time::timeout(Duration::from_secs(10), app.background.wait()).await;
     Ok(code)
+}
+
+/// `corral schedule`: loads the configuration (a bad policy stops here, exit 2, naming
+/// the key) and prints the next firings of its freezes, digests and lock reminders.
+fn schedule() -> anyhow::Result<ExitCode> {
+    let config = load_config()?;
+    if let Some(path) = &config.policy_path {
+        println!("Policy file: {}", path.display());
+    }
+    print!(
+        "{}",
+        config.policy.schedule_report(jiff::Timestamp::now(), 5)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn check() -> anyhow::Result<ExitCode> {
