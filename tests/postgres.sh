@@ -51,6 +51,25 @@ pg_start() {
   if [[ ${PG_FAST:-0} == 1 ]]; then
     opts="$opts -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
   fi
+  # A throwaway CA and a server certificate for 127.0.0.1 and localhost.
+  local tls=$PG_DIR/tls
+  mkdir -p "$tls"
+  if ! {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+      -subj "/CN=corral test CA" -keyout "$tls/ca.key" -out "$tls/ca.pem" \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign &&
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -subj "/CN=localhost" -keyout "$tls/server.key" -out "$tls/server.csr" &&
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n' >"$tls/ext" &&
+    openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" \
+      -CAcreateserial -days 2 -extfile "$tls/ext" -out "$tls/server.pem"
+  } >"$PG_DIR/tls.log" 2>&1; then
+    cat "$PG_DIR/tls.log" >&2; return 1
+  fi
+  chmod 0600 "$tls/server.key"
+  chmod a+r "$tls/ca.pem" "$tls/server.pem"
+  if [[ $(id -u) == 0 ]]; then chown -R postgres: "$tls"; fi
+  opts="$opts -c ssl=on -c ssl_cert_file=$tls/server.pem -c ssl_key_file=$tls/server.key"
   if ! pg_as_owner "$PG_BIN/initdb" -D "$PG_DIR/data" -A trust -U postgres -E UTF8 --no-sync >"$PG_DIR/initdb.log" 2>&1; then
     cat "$PG_DIR/initdb.log" >&2; return 1
   fi
@@ -58,6 +77,7 @@ pg_start() {
     cat "$PG_DIR/server.log" >&2; return 1
   fi
   export CORRAL_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres?sslmode=disable"
+  export CORRAL_TEST_POSTGRES_CA="$tls/ca.pem"
   echo "postgres: throwaway PostgreSQL $("$PG_BIN/pg_ctl" --version | awk '{print $3}') on 127.0.0.1:$port" >&2
 }
 

@@ -620,3 +620,59 @@ async fn a_database_that_goes_away_gives_bounded_errors_and_comes_back() {
     );
     assert!(s.lock_history(10).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn sslmodes_against_a_real_tls_server() {
+    let db = TestDb::new("tls").await;
+    let ca = std::env::var("CORRAL_TEST_POSTGRES_CA").unwrap_or_else(|_| {
+        panic!("CORRAL_TEST_POSTGRES_CA is not set: run ./test, which gives its PostgreSQL a TLS certificate")
+    });
+    let mut base = url::Url::parse(&db.url).unwrap();
+    base.set_query(None);
+    let with = |q: &str| format!("{base}?{q}");
+    let tls_sessions = || async {
+        db.client()
+            .await
+            .query_one(
+                "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+                 WHERE s.ssl AND a.datname = $1 AND a.application_name = 'corral'",
+                &[&db.name],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    // require: encrypted, the certificate not checked.
+    let s = corral::store::open(&with("sslmode=require"))
+        .await
+        .expect("require");
+    s.ping().await.unwrap();
+    assert!(tls_sessions().await > 0, "the session is TLS");
+    drop(s);
+    // verify-full with the CA that signed the server's certificate (it names 127.0.0.1).
+    let ca_q: String = url::form_urlencoded::byte_serialize(ca.as_bytes()).collect();
+    let s = corral::store::open(&with(&format!("sslmode=verify-full&sslrootcert={ca_q}")))
+        .await
+        .expect("verify-full with the right CA");
+    s.ping().await.unwrap();
+    drop(s);
+    let s = corral::store::open(&with(&format!("sslmode=verify-ca&sslrootcert={ca_q}")))
+        .await
+        .expect("verify-ca with the right CA");
+    s.ping().await.unwrap();
+    drop(s);
+    // verify-full against the system's roots: the throwaway CA is not among them.
+    let e = corral::store::open(&with("sslmode=verify-full"))
+        .await
+        .err()
+        .expect("an unknown CA is refused")
+        .to_string();
+    assert!(e.contains("certificate") || e.contains("root"), "{e}");
+    // A CA file that is not a certificate is named.
+    let e = corral::store::open(&with("sslmode=verify-full&sslrootcert=%2Fdev%2Fnull"))
+        .await
+        .err()
+        .expect("an empty CA file is refused")
+        .to_string();
+    assert!(e.contains("/dev/null"), "{e}");
+}
