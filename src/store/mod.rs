@@ -87,12 +87,13 @@ pub enum Backend {
 impl Backend {
     /// The backend a URL's scheme names: `sqlite:`, or `postgres://` / `postgresql://`.
     pub fn of(url: &str) -> std::result::Result<Backend, String> {
-        let scheme = url.split(':').next().unwrap_or("").to_ascii_lowercase();
-        match scheme.as_str() {
-            "sqlite" => Ok(Backend::Sqlite),
-            "postgres" | "postgresql" => Ok(Backend::Postgres),
+        let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("sqlite") => Ok(Backend::Sqlite),
+            Some("postgres" | "postgresql") => Ok(Backend::Postgres),
             _ => Err(format!(
-                "{url:?}: use sqlite://PATH, sqlite::memory: or postgres://USER:PASSWORD@HOST:PORT/DATABASE"
+                "{:?}: use sqlite://PATH, sqlite::memory: or postgres://USER:PASSWORD@HOST:PORT/DATABASE",
+                crate::text::redact_url(url)
             )),
         }
     }
@@ -302,4 +303,44 @@ pub trait Store: Send + Sync + 'static {
     async fn add_deploy_report(&self, report: &DeployReport) -> Result<bool>;
     /// A deploy job's host reports, oldest first.
     async fn deploy_reports(&self, job: i64) -> Result<Vec<DeployReport>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scheme_picks_the_backend() {
+        for (url, want) in [
+            ("sqlite://corral.db", Backend::Sqlite),
+            ("sqlite::memory:", Backend::Sqlite),
+            ("postgres://u@h/d", Backend::Postgres),
+            ("postgresql://u@h/d", Backend::Postgres),
+            ("PostgreSQL://u@h/d", Backend::Postgres),
+        ] {
+            assert_eq!(Backend::of(url), Ok(want), "{url}");
+        }
+        for url in ["mysql://u:p@h/d", "corral.db", "", "postgres"] {
+            assert!(Backend::of(url).is_err(), "{url}");
+        }
+        assert!(validate_url("postgres://u:p@h/d?sslmode=verify-full").is_ok());
+        let e = validate_url("postgres://u:hunter2@h/d?sslmode=nope").unwrap_err();
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_bad_url_is_an_open_error_without_the_password() {
+        let e = open("postgres://u:hunter2@h/d?sslmode=nope")
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("sslmode") && !e.contains("hunter2"), "{e}");
+        let e = open("mysql://u:hunter2@h/d")
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(!e.contains("hunter2"), "{e}");
+    }
 }
