@@ -676,3 +676,43 @@ async fn sslmodes_against_a_real_tls_server() {
         .to_string();
     assert!(e.contains("/dev/null"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serialisation_failures_are_decided_again() {
+    // Under SERIALIZABLE, racing lock changes fail with 40001 instead of waiting their
+    // turn: the store must roll back and decide again, so every caller gets an answer
+    // and exactly one wins.
+    let db = TestDb::new("serial").await;
+    db.client()
+        .await
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{}\" SET default_transaction_isolation TO 'serializable'",
+            db.name
+        ))
+        .await
+        .unwrap();
+    let s = corral::store::open(&db.url).await.unwrap();
+    for round in 0..5 {
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let a = LockAction::Start {
+                        reason: format!("r{i}"),
+                    };
+                    change(s.as_ref(), a, &format!("U{i}"), 100).await.is_ok()
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        for t in tasks {
+            winners += usize::from(t.await.expect("every caller gets an answer"));
+        }
+        assert_eq!(winners, 1, "round {round}");
+        let holder = s.lock_state().await.unwrap().running.unwrap().who;
+        change(s.as_ref(), LockAction::Stop { force: false }, &holder, 101)
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.lock_history(100).await.unwrap().len(), 10);
+}
