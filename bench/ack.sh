@@ -4,11 +4,14 @@
 # Starts `corral serve` (release build) on loopback, pre-signs one Slack slash-command
 # request with the current timestamp, and loads it with wrk from a second process
 # (20 connections). Prints requests/s, p50/p99 latency and the server's peak RSS.
+# corral runs twice in the same run: on a SQLite file, then (unless PG=0) on a throwaway
+# PostgreSQL 15 (tests/postgres.sh, default settings), and the two are compared.
 # Unless BASELINE=0, the same signed request is sent, in the same run, to Slack's
 # official Bolt for JavaScript (bench/bolt-js, installed with npm on first use) and Bolt
 # for Python (bench/bolt_release.py, if `pip install slack_bolt` was done).
 #
-# Needs: wrk (apt-get install wrk), python3, curl; node+npm for the Bolt-JS baseline.
+# Needs: wrk (apt-get install wrk), python3, curl; PostgreSQL 15 (apt-get install
+# postgresql-15) unless PG=0; node+npm for the Bolt-JS baseline.
 # Usage: bench/ack.sh [seconds]   (default 15)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,8 +63,11 @@ load() {
 import re, sys
 t = open(sys.argv[1]).read()
 def ms(v):
-    n, u = re.match(r"([\d.]+)(us|ms|s)", v).groups()
-    return float(n) * {"us": 0.001, "ms": 1, "s": 1000}[u]
+    m = re.match(r"([\d.]+)(us|ms|s|m)", v)
+    if not m:
+        sys.exit(f"cannot read wrk latency {v!r}:\n{t}")
+    n, u = m.groups()
+    return float(n) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[u]
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
 p50 = ms(re.search(r"50%\s+(\S+)", t).group(1))
 p99 = ms(re.search(r"99%\s+(\S+)", t).group(1))
@@ -73,16 +79,32 @@ PY
 
 peak_rss_mb() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 
-PORT=$(free_port)
-( cd "$WORK" && CORRAL_LISTEN=127.0.0.1:$PORT SLACK_SIGNING_SECRET=$SECRET CORRAL_LOG=warn \
-  CORRAL_DATABASE_URL=sqlite://bench.db exec "$OLDPWD/$BIN" serve 2>"$WORK/serve.log" ) &
-CPID=$!
-wait_up "http://127.0.0.1:$PORT/healthz"
-read -r C_RPS C_P50 C_P99 C_BAD C_ERR < <(load "http://127.0.0.1:$PORT/slack/commands")
-C_RSS=$(peak_rss_mb $CPID)
-kill $CPID; wait $CPID 2>/dev/null || true
+# corral on one store URL: prints its line, sets C_RPS C_P99 C_RSS.
+corral_run() { # label, database URL
+  local label=$1 db=$2 port pid
+  port=$(free_port)
+  ( cd "$WORK" && CORRAL_LISTEN=127.0.0.1:$port SLACK_SIGNING_SECRET=$SECRET CORRAL_LOG=warn \
+    CORRAL_DATABASE_URL=$db exec "$OLDPWD/$BIN" serve 2>"$WORK/serve-$label.log" ) &
+  pid=$!
+  wait_up "http://127.0.0.1:$port/healthz"
+  read -r C_RPS C_P50 C_P99 C_BAD C_ERR < <(load "http://127.0.0.1:$port/slack/commands")
+  C_RSS=$(peak_rss_mb $pid)
+  kill $pid; wait $pid 2>/dev/null || true
+  printf "%-8s " "$label:"; echo "${C_RPS} req/s, p50 ${C_P50} ms, p99 ${C_P99} ms, peak RSS ${C_RSS} MB (non-2xx: ${C_BAD}, ${C_ERR})"
+}
 
-printf "%-8s " "corral:"; echo "${C_RPS} req/s, p50 ${C_P50} ms, p99 ${C_P99} ms, peak RSS ${C_RSS} MB (non-2xx: ${C_BAD}, ${C_ERR})"
+if [ "${PG:-1}" != 0 ]; then
+  source tests/postgres.sh
+  trap 'kill $(jobs -p) 2>/dev/null || true; pg_stop; rm -rf "$WORK"' EXIT
+  pg_start
+  corral_run corral-pg "$CORRAL_TEST_POSTGRES_URL"
+  PG_RPS=$C_RPS PG_P99=$C_P99
+fi
+corral_run corral "sqlite://bench.db"
+if [ -n "${PG_RPS:-}" ]; then
+  python3 -c "import sys; s,p,sp,pp=map(float,sys.argv[1:5]); print(f'  PostgreSQL vs SQLite: throughput {p/s:.2f}x, p99 {pp/sp:.2f}x (target: within 2x)')" \
+    "$C_RPS" "$PG_RPS" "$C_P99" "$PG_P99"
+fi
 
 # Baselines, same signed request, same machine, same run: Bolt for JavaScript (HTTPReceiver)
 # and Bolt for Python (its built-in server).

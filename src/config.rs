@@ -245,6 +245,67 @@ pub fn parse_http_url(raw: &str) -> Result<Url, String> {
     Ok(url)
 }
 
+/// `CORRAL_DATABASE_URL`, which may carry a password: `Debug` and `Display` show it
+/// with the password as `***`; [`DatabaseUrl::expose`] gives the text to connect with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        DatabaseUrl(url.into())
+    }
+
+    /// The URL as given, password included: only for opening the store.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::text::redact_url(&self.0))
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", crate::text::redact_url(&self.0))
+    }
+}
+
+/// The pool size and timeouts of a networked database (`CORRAL_DATABASE_POOL_SIZE`,
+/// `…_CONNECT_TIMEOUT`, `…_POOL_TIMEOUT`, `…_STATEMENT_TIMEOUT`); also read on their own
+/// by `corral migrate`.
+pub fn database_settings(env: &Env) -> Result<crate::store::Settings, ConfigError> {
+    let d = crate::store::Settings::default();
+    let positive = |var: &str, v: Duration| {
+        if v.is_zero() {
+            Err(ConfigError::invalid(var, "must be longer than zero"))
+        } else {
+            Ok(v)
+        }
+    };
+    Ok(crate::store::Settings {
+        pool_size: env.number(
+            &["CORRAL_DATABASE_POOL_SIZE"],
+            d.pool_size as u64,
+            1..=1_000,
+        )? as usize,
+        connect_timeout: positive(
+            "CORRAL_DATABASE_CONNECT_TIMEOUT",
+            env.duration(&["CORRAL_DATABASE_CONNECT_TIMEOUT"], d.connect_timeout)?,
+        )?,
+        pool_timeout: positive(
+            "CORRAL_DATABASE_POOL_TIMEOUT",
+            env.duration(&["CORRAL_DATABASE_POOL_TIMEOUT"], d.pool_timeout)?,
+        )?,
+        statement_timeout: positive(
+            "CORRAL_DATABASE_STATEMENT_TIMEOUT",
+            env.duration(&["CORRAL_DATABASE_STATEMENT_TIMEOUT"], d.statement_timeout)?,
+        )?,
+    })
+}
+
 /// Slack settings. Each is optional: without them the matching door is off.
 #[derive(Debug, Clone)]
 pub struct SlackConfig {
@@ -259,8 +320,10 @@ pub struct SlackConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
-    /// `sqlite://path`, `sqlite::memory:`.
-    pub database_url: String,
+    /// `sqlite://path`, `sqlite::memory:`, `postgres://user:password@host:port/db`.
+    pub database_url: DatabaseUrl,
+    /// Pool size and timeouts of a networked database (`CORRAL_DATABASE_*`).
+    pub database: crate::store::Settings,
     pub api_token: Option<Secret>,
     pub slack: SlackConfig,
     /// Channels where jobs started outside Slack are announced.
@@ -284,6 +347,8 @@ impl Config {
                 crate::text::redact_secrets_in(&e, &database_url),
             )
         })?;
+
+        let database = database_settings(env)?;
 
         let slack = SlackConfig {
             bot_token: env.secret(&["SLACK_BOT_TOKEN", "SLACK_TOKEN"]),
@@ -372,7 +437,8 @@ impl Config {
 
         Ok(Config {
             listen,
-            database_url,
+            database_url: DatabaseUrl::new(database_url),
+            database,
             api_token: env.secret(&["CORRAL_API_TOKEN", "API_KEY"]),
             slack,
             channels: env.list(&["CORRAL_CHANNEL", "SLACK_CHANNELS"]),
@@ -459,7 +525,7 @@ mod tests {
     fn embedded_defaults() {
         let c = cfg(&[]).expect("defaults are valid");
         assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
-        assert_eq!(c.database_url, "sqlite://corral.db");
+        assert_eq!(c.database_url.expose(), "sqlite://corral.db");
         assert_eq!(c.slack.api_url.as_str(), "https://slack.com/api");
         assert_eq!(c.rancher.autoupdate_label, "autoupdate.enable");
         assert_eq!(c.rancher.environments.len(), 1);
@@ -496,9 +562,20 @@ mod tests {
         );
         assert!(err(&[("SLACK_API_URL", "slack.com/api")]).starts_with("SLACK_API_URL:"));
         assert!(err(&[("CORRAL_UPGRADE_TIMEOUT", "ten")]).starts_with("CORRAL_UPGRADE_TIMEOUT:"));
+        assert!(err(&[("CORRAL_DATABASE_URL", "mysql://x")]).starts_with("CORRAL_DATABASE_URL:"));
         assert!(
-            err(&[("CORRAL_DATABASE_URL", "postgres://x")]).starts_with("CORRAL_DATABASE_URL:")
+            err(&[("CORRAL_DATABASE_URL", "postgres://h/d?sslmode=maybe")])
+                .starts_with("CORRAL_DATABASE_URL:")
         );
+        for (var, bad) in [
+            ("CORRAL_DATABASE_POOL_SIZE", "0"),
+            ("CORRAL_DATABASE_POOL_SIZE", "many"),
+            ("CORRAL_DATABASE_CONNECT_TIMEOUT", "0s"),
+            ("CORRAL_DATABASE_STATEMENT_TIMEOUT", "soon"),
+            ("CORRAL_DATABASE_POOL_TIMEOUT", "-1"),
+        ] {
+            assert!(err(&[(var, bad)]).starts_with(var), "{var}={bad}");
+        }
         assert!(err(&[("SLACK_APP_TOKEN", "xoxb-1")]).starts_with("SLACK_APP_TOKEN:"));
     }
 
@@ -509,10 +586,19 @@ mod tests {
             ("CORRAL_API_TOKEN", "tok-123"),
             ("RANCHER_URL", "http://admin:hunter2@rancher:8080/v2-beta"),
             ("RANCHER_SECRET_KEY", "sk-456"),
+            (
+                "CORRAL_DATABASE_URL",
+                "postgres://corral:pg-pass@db:5432/corral",
+            ),
         ])
         .unwrap();
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("hunter2") && !dbg.contains("sk-456"));
+        assert!(!dbg.contains("pg-pass") && !c.database_url.to_string().contains("pg-pass"));
+        assert_eq!(
+            c.database_url.expose(),
+            "postgres://corral:pg-pass@db:5432/corral"
+        );
         let e = cfg(&[("RANCHER_URL", "ftp://admin:hunter2@rancher")])
             .unwrap_err()
             .to_string();
@@ -575,9 +661,12 @@ mod tests {
 
     #[test]
     fn errors_never_echo_secrets() {
-        let e = cfg(&[("CORRAL_DATABASE_URL", "postgres://corral:hunter2@db/corral")])
-            .unwrap_err()
-            .to_string();
+        let e = cfg(&[(
+            "CORRAL_DATABASE_URL",
+            "postgres://corral:hunter2@db/corral?sslmode=bogus",
+        )])
+        .unwrap_err()
+        .to_string();
         assert!(
             e.starts_with("CORRAL_DATABASE_URL:") && !e.contains("hunter2"),
             "{e}"

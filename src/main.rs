@@ -36,6 +36,16 @@ enum Cmd {
     Check,
     /// Print the next firings of every schedule in the policy file (CORRAL_POLICY).
     Schedule,
+    /// Copy a SQLite store into an empty PostgreSQL one: the lock, its history, the audit
+    /// log, jobs and their Slack message ids, deploy reports, delivery keys.
+    Migrate {
+        /// The store to copy, e.g. sqlite://corral.db (read, never changed).
+        #[arg(long)]
+        from: String,
+        /// The empty PostgreSQL database, e.g. postgres://corral:PASSWORD@db:5432/corral.
+        #[arg(long)]
+        to: String,
+    },
     /// stretcher-compatible deploy agent (manifest URL, Consul or Serf event on stdin).
     #[command(disable_help_flag = true)]
     Agent {
@@ -67,6 +77,7 @@ fn main() -> ExitCode {
             Cmd::Exec { text } => exec(text.join(" ")).await,
             Cmd::Check => check().await,
             Cmd::Schedule => schedule(),
+            Cmd::Migrate { from, to } => migrate(&from, &to).await,
             Cmd::Agent { .. } => Ok(ExitCode::SUCCESS),
         }
     });
@@ -118,7 +129,7 @@ fn slack_chat(config: &Config) -> anyhow::Result<Option<Arc<dyn Chat>>> {
 
 async fn serve() -> anyhow::Result<ExitCode> {
     let config = Arc::new(load_config()?);
-    let store = corral::store::open(&config.database_url)
+    let store = corral::store::open_with(config.database_url.expose(), &config.database)
         .await
         .context("store")?;
     let chat: Arc<dyn Chat> = match slack_chat(&config)? {
@@ -183,7 +194,7 @@ async fn shutdown_signal() {
 
 async fn exec(text: String) -> anyhow::Result<ExitCode> {
     let config = Arc::new(load_config()?);
-    let store = corral::store::open(&config.database_url)
+    let store = corral::store::open_with(config.database_url.expose(), &config.database)
         .await
         .context("store")?;
     let user = std::env::var("USER").unwrap_or_else(|_| "cli".to_string());
@@ -246,6 +257,28 @@ fn schedule() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `corral migrate --from sqlite://… --to postgres://…`: copies everything into an
+/// empty PostgreSQL database and prints what it copied. Reads only the
+/// `CORRAL_DATABASE_*` pool settings from the environment, not the whole configuration.
+async fn migrate(from: &str, to: &str) -> anyhow::Result<ExitCode> {
+    let env = Env::from_process().context("configuration")?;
+    let settings = corral::config::database_settings(&env).context("configuration")?;
+    match corral::store::copy(from, to, &settings).await {
+        Ok(report) => {
+            println!(
+                "Copied {} to {}:\n{report}",
+                corral::text::redact_url(from),
+                corral::text::redact_url(to)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("corral migrate: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
 async fn check() -> anyhow::Result<ExitCode> {
     let mut failed = false;
     let mut report = |ok: bool, what: &str, detail: String| {
@@ -269,13 +302,33 @@ async fn check() -> anyhow::Result<ExitCode> {
     for line in config.disabled_integrations() {
         println!("off  {line}");
     }
-    let store = match corral::store::open(&config.database_url).await {
-        Ok(s) => s.ping().await.map(|()| s),
+    let shown = config.database_url.to_string();
+    let store = match corral::store::open_with(config.database_url.expose(), &config.database).await
+    {
+        Ok(s) => s.info().await,
         Err(e) => Err(e),
     };
     match store {
-        Ok(_) => report(true, "store", config.database_url.clone()),
-        Err(e) => report(false, "store", e.to_string()),
+        Ok(info) => {
+            let ahead = if info.schema_version > info.known_version {
+                format!(
+                    "; newer than this corral ({}), fine during a rolling upgrade",
+                    info.known_version
+                )
+            } else {
+                String::new()
+            };
+            report(
+                true,
+                "store",
+                format!(
+                    "{} {shown}, schema version {}{ahead}",
+                    info.backend.name(),
+                    info.schema_version
+                ),
+            )
+        }
+        Err(e) => report(false, "store", format!("{shown}: {e}")),
     }
     if let Some(token) = &config.slack.bot_token {
         let r = corral::slack::web::auth_test(&config.slack.api_url, token).await;

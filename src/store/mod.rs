@@ -2,9 +2,11 @@
 //! jobs and their Slack message ids, the audit log, the Events API dedupe set, deploy
 //! reports.
 //!
-//! One async, object-safe trait, [`Store`], so the embedded SQLite store and a networked
-//! database for several replicas are two implementations of the same thing. No call
-//! blocks an async worker: SQLite runs on a thread of its own ([`sqlite`]).
+//! One async, object-safe trait, [`Store`], with two implementations picked by the
+//! database URL's scheme: the embedded SQLite store (`sqlite://`, one process) and
+//! PostgreSQL (`postgres://`, any number of replicas sharing one database). No call
+//! blocks an async worker: SQLite runs on a thread of its own ([`sqlite`]), PostgreSQL
+//! is reached through an async connection pool ([`postgres`]).
 //!
 //! A decision that must be atomic (a lock change, a job passing the lock gate) is handed
 //! to the store as a pure, owned [`Decide`] function plus the rows to write with it. The
@@ -13,11 +15,17 @@
 //! reads and decides again. Deciders never do I/O and never read a clock: the time is
 //! captured when they are made.
 
+mod copy;
+mod postgres;
 mod sqlite;
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use copy::{CopyReport, copy};
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::door::Source;
@@ -33,6 +41,9 @@ pub enum StoreError {
     Open { url: String, reason: String },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The database cannot be reached or did not answer in time; worth retrying later.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     #[error("the store has shut down")]
     Closed,
 }
@@ -66,14 +77,95 @@ pub struct LockDecision {
 /// The result of a lock change: the state before and what was written, or the refusal.
 pub type LockChange = std::result::Result<(LockState, LockDecision), Refusal>;
 
+/// Which implementation a database URL selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a URL's scheme names: `sqlite:`, or `postgres://` / `postgresql://`.
+    pub fn of(url: &str) -> std::result::Result<Backend, String> {
+        let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("sqlite") => Ok(Backend::Sqlite),
+            Some("postgres" | "postgresql") => Ok(Backend::Postgres),
+            _ => Err(format!(
+                "{:?}: use sqlite://PATH, sqlite::memory: or postgres://USER:PASSWORD@HOST:PORT/DATABASE",
+                crate::text::redact_url(url)
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres => "PostgreSQL",
+        }
+    }
+}
+
+/// How a networked database is reached (`CORRAL_DATABASE_*`). SQLite ignores them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Connections per process.
+    pub pool_size: usize,
+    /// Opening one connection: TCP, TLS and authentication.
+    pub connect_timeout: Duration,
+    /// Waiting for a free connection when all are busy.
+    pub pool_timeout: Duration,
+    /// One store call (a statement or a whole decision); also the server's
+    /// `statement_timeout`, `lock_timeout` and `idle_in_transaction_session_timeout`.
+    pub statement_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(5),
+            pool_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 /// Checks a `CORRAL_DATABASE_URL` without opening it.
 pub fn validate_url(url: &str) -> std::result::Result<(), String> {
-    sqlite::path_of(url).map(|_| ())
+    match Backend::of(url)? {
+        Backend::Sqlite => sqlite::path_of(url).map(|_| ()),
+        Backend::Postgres => postgres::Target::parse(url).map(|_| ()),
+    }
+}
+
+/// Opens (creating and migrating if needed) the store named by a database URL, with the
+/// default [`Settings`].
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    open_with(url, &Settings::default()).await
 }
 
 /// Opens (creating and migrating if needed) the store named by a database URL.
-pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
-    Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
+pub async fn open_with(url: &str, settings: &Settings) -> Result<std::sync::Arc<dyn Store>> {
+    let backend = Backend::of(url).map_err(|reason| StoreError::Open {
+        url: crate::text::redact_url(url),
+        reason,
+    })?;
+    Ok(match backend {
+        Backend::Sqlite => std::sync::Arc::new(SqliteStore::open(url).await?),
+        Backend::Postgres => std::sync::Arc::new(PostgresStore::open(url, settings).await?),
+    })
+}
+
+/// What `corral check` says about a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreInfo {
+    pub backend: Backend,
+    /// The schema version the database is at.
+    pub schema_version: u32,
+    /// The newest schema version this build knows. A database ahead of it was migrated by
+    /// a newer replica (a rolling upgrade); additive migrations keep this one working.
+    pub known_version: u32,
 }
 
 /// One lock change, as kept in the history.
@@ -148,6 +240,8 @@ pub struct DeployReport {
 pub trait Store: Send + Sync + 'static {
     /// Whether the database answers (readiness).
     async fn ping(&self) -> Result<()>;
+    /// The backend and the schema version the database is at.
+    async fn info(&self) -> Result<StoreInfo>;
 
     /// The lock as it is now.
     async fn lock_state(&self) -> Result<LockState>;
@@ -209,4 +303,44 @@ pub trait Store: Send + Sync + 'static {
     async fn add_deploy_report(&self, report: &DeployReport) -> Result<bool>;
     /// A deploy job's host reports, oldest first.
     async fn deploy_reports(&self, job: i64) -> Result<Vec<DeployReport>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scheme_picks_the_backend() {
+        for (url, want) in [
+            ("sqlite://corral.db", Backend::Sqlite),
+            ("sqlite::memory:", Backend::Sqlite),
+            ("postgres://u@h/d", Backend::Postgres),
+            ("postgresql://u@h/d", Backend::Postgres),
+            ("PostgreSQL://u@h/d", Backend::Postgres),
+        ] {
+            assert_eq!(Backend::of(url), Ok(want), "{url}");
+        }
+        for url in ["mysql://u:p@h/d", "corral.db", "", "postgres"] {
+            assert!(Backend::of(url).is_err(), "{url}");
+        }
+        assert!(validate_url("postgres://u:p@h/d?sslmode=verify-full").is_ok());
+        let e = validate_url("postgres://u:hunter2@h/d?sslmode=nope").unwrap_err();
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_bad_url_is_an_open_error_without_the_password() {
+        let e = open("postgres://u:hunter2@h/d?sslmode=nope")
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("sslmode") && !e.contains("hunter2"), "{e}");
+        let e = open("mysql://u:hunter2@h/d")
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(!e.contains("hunter2"), "{e}");
+    }
 }

@@ -19,9 +19,10 @@ use async_trait::async_trait;
 use rusqlite::{Connection, Row, params};
 use tokio::sync::oneshot;
 
+use super::copy::Dump;
 use super::{
-    AuditEntry, Decide, DeployReport, Effects, JobRecord, LockChange, LockDecision,
-    LockHistoryEntry, NewJob, Result, Store, StoreError,
+    AuditEntry, Backend, Decide, DeployReport, Effects, JobRecord, LockChange, LockDecision,
+    LockHistoryEntry, NewJob, Result, Store, StoreError, StoreInfo,
 };
 use crate::door::Source;
 use crate::job::{JobKind, JobStatus, Outcome};
@@ -29,7 +30,7 @@ use crate::lock::{Holder, LockState, Refusal};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
 /// Additive only: a database written by any earlier release upgrades in place.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_deploy.sql"),
 ];
@@ -212,7 +213,11 @@ fn write_effects(conn: &Connection, effects: &Effects) -> Result<()> {
 }
 
 /// A persisted enum's text back as the enum, or a `Corrupt` error naming the row.
-fn typed<T: std::str::FromStr>(what: &str, row: impl std::fmt::Display, text: &str) -> Result<T> {
+pub(super) fn typed<T: std::str::FromStr>(
+    what: &str,
+    row: impl std::fmt::Display,
+    text: &str,
+) -> Result<T> {
     text.parse()
         .map_err(|_| StoreError::Corrupt(format!("{what} of {row} is {text:?}")))
 }
@@ -220,20 +225,20 @@ fn typed<T: std::str::FromStr>(what: &str, row: impl std::fmt::Display, text: &s
 const JOB_COLUMNS: &str = "id, kind, command, requested_by, source, channel, status, done, failed, total, created_at, updated_at, outcome";
 
 /// A job row as read, its persisted enums still text.
-struct RawJob {
-    id: i64,
-    kind: String,
-    command: String,
-    requested_by: String,
-    source: String,
-    channel: Option<String>,
-    status: String,
-    done: u32,
-    failed: u32,
-    total: u32,
-    created_at: i64,
-    updated_at: i64,
-    outcome: Option<String>,
+pub(super) struct RawJob {
+    pub(super) id: i64,
+    pub(super) kind: String,
+    pub(super) command: String,
+    pub(super) requested_by: String,
+    pub(super) source: String,
+    pub(super) channel: Option<String>,
+    pub(super) status: String,
+    pub(super) done: u32,
+    pub(super) failed: u32,
+    pub(super) total: u32,
+    pub(super) created_at: i64,
+    pub(super) updated_at: i64,
+    pub(super) outcome: Option<String>,
 }
 
 fn job_row(r: &Row) -> rusqlite::Result<RawJob> {
@@ -255,7 +260,7 @@ fn job_row(r: &Row) -> rusqlite::Result<RawJob> {
 }
 
 impl RawJob {
-    fn typed(self) -> Result<JobRecord> {
+    pub(super) fn typed(self) -> Result<JobRecord> {
         let row = format!("job {}", self.id);
         let outcome = match self.outcome {
             None => None,
@@ -380,11 +385,126 @@ fn deploy_report_row(row: &Row) -> rusqlite::Result<DeployReport> {
     })
 }
 
+/// Everything in the SQLite database at `url`, read in one read transaction without
+/// changing it (`corral migrate`). Every row is parsed as the store reads it.
+pub(super) fn dump(url: &str) -> Result<Dump> {
+    let not_there = |reason: String| StoreError::Open {
+        url: url.to_string(),
+        reason,
+    };
+    let path = path_of(url)
+        .map_err(not_there)?
+        .ok_or_else(|| not_there("an in-memory database holds nothing to copy".into()))?;
+    if !path.is_file() {
+        return Err(not_there(format!("{} is not a file", path.display())));
+    }
+    let conn = Connection::open_with_flags(
+        &path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| not_there(e.to_string()))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version < 1 {
+        return Err(not_there("not a corral database (schema version 0)".into()));
+    }
+    if version as usize > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt(format!(
+            "the database is at schema version {version}, newer than this corral ({}); upgrade corral",
+            MIGRATIONS.len()
+        )));
+    }
+    let tx = conn.unchecked_transaction()?;
+    let lock = read_lock(&tx)?;
+    let mut stmt = tx.prepare(
+        "SELECT id, at, actor, action, reason, source, forced FROM lock_history ORDER BY id",
+    )?;
+    let history = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, bool>(6)?,
+            ))
+        })?
+        .map(|row| {
+            let (id, at, actor, action, reason, source, forced) = row?;
+            let source = typed("source", format!("lock change {id}"), &source)?;
+            Ok((
+                id,
+                LockHistoryEntry {
+                    at,
+                    actor,
+                    action,
+                    reason,
+                    source,
+                    forced,
+                },
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let jobs = jobs_where(&tx, "WHERE ?1 = ?1 ORDER BY id", 0)?;
+    let mut stmt =
+        tx.prepare("SELECT job_id, channel, ts FROM messages ORDER BY job_id, channel")?;
+    let messages = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut stmt =
+        tx.prepare("SELECT at, actor, action, detail, source, id FROM audit ORDER BY id")?;
+    let audit = stmt
+        .query_map([], |r| Ok((audit_row(r)?, r.get::<_, i64>(5)?)))?
+        .map(|row| {
+            let ((mut e, source), id) = row?;
+            e.source = typed("source", format!("audit line {id}"), &source)?;
+            Ok((id, e))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let reports = if version >= 2 {
+        let mut stmt = tx.prepare(
+            "SELECT job_id, host, ok, duration_ms, log_tail, error, event_id, at
+             FROM deploy_reports ORDER BY job_id, at, host",
+        )?;
+        stmt.query_map([], deploy_report_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+    } else {
+        Vec::new()
+    };
+    let mut stmt = tx.prepare("SELECT event_id, at FROM seen_events ORDER BY at, event_id")?;
+    let seen = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Dump {
+        lock,
+        history,
+        jobs,
+        messages,
+        audit,
+        reports,
+        seen,
+    })
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
         self.call(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
             .await
+    }
+
+    async fn info(&self) -> Result<StoreInfo> {
+        self.call(|c| {
+            let v: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            Ok(StoreInfo {
+                backend: Backend::Sqlite,
+                schema_version: u32::try_from(v).unwrap_or(0),
+                known_version: MIGRATIONS.len() as u32,
+            })
+        })
+        .await
     }
 
     async fn lock_state(&self) -> Result<LockState> {

@@ -12,6 +12,7 @@ mod rancher_client;
 mod rancher_cowpoke;
 mod rancher_image;
 mod releasestatus;
+mod replicas;
 mod schedule;
 mod slack_ingress;
 mod socket_mode;

@@ -1,5 +1,7 @@
-//! The store's contract, run against every backend the build has (`backends()`), so the
-//! implementations cannot drift apart. Each test opens fresh stores.
+//! The store's contract, run against every backend (`backends()`): SQLite in memory, a
+//! SQLite file and a PostgreSQL database of the test's own, so the implementations
+//! cannot drift apart. Each test opens fresh stores. PostgreSQL is never skipped: without
+//! `CORRAL_TEST_POSTGRES_URL` (set by `./test`) these tests fail and say so.
 
 use std::sync::Arc;
 
@@ -11,17 +13,22 @@ use corral::store::{
 };
 
 use crate::support::TempDir;
+use crate::support::postgres::TestDb;
 
-/// Database URLs of every backend under test, each naming a new, empty database.
-async fn backends(dir: &TempDir) -> Vec<(String, Arc<dyn Store>)> {
+/// Every backend under test, each on a new, empty database: its URL, the store, and the
+/// PostgreSQL database to drop afterwards.
+async fn backends(dir: &TempDir) -> Vec<(String, Arc<dyn Store>, Option<TestDb>)> {
     let mut out = Vec::new();
     for url in [
         "sqlite::memory:".to_string(),
         format!("sqlite://{}/c.db", dir.0.display()),
     ] {
         let store = corral::store::open(&url).await.expect("open");
-        out.push((url, store));
+        out.push((url, store, None));
     }
+    let db = TestDb::new("store").await;
+    let store = corral::store::open(&db.url).await.expect("open PostgreSQL");
+    out.push((db.url.clone(), store, Some(db)));
     out
 }
 
@@ -82,7 +89,7 @@ fn new_job(now: i64) -> NewJob {
 #[tokio::test]
 async fn lock_changes_write_state_history_and_effects_or_nothing() {
     let dir = TempDir::new("store-lock");
-    for (url, s) in backends(&dir).await {
+    for (url, s, _db) in backends(&dir).await {
         let s = s.as_ref();
         let start = LockAction::Start {
             reason: "1.4.0".into(),
@@ -112,7 +119,7 @@ async fn lock_changes_write_state_history_and_effects_or_nothing() {
 #[tokio::test]
 async fn racing_starts_have_exactly_one_winner() {
     let dir = TempDir::new("store-race");
-    for (url, s) in backends(&dir).await {
+    for (url, s, _db) in backends(&dir).await {
         let tasks: Vec<_> = (0..50)
             .map(|i| {
                 let s = s.clone();
@@ -136,7 +143,7 @@ async fn racing_starts_have_exactly_one_winner() {
 #[tokio::test]
 async fn jobs_pass_the_gate_in_one_transaction() {
     let dir = TempDir::new("store-jobs");
-    for (url, s) in backends(&dir).await {
+    for (url, s, _db) in backends(&dir).await {
         // Refused by the gate: no job, no audit line.
         let refused = s
             .create_job(new_job(10), Box::new(|_| Err("blocked".to_string())))
@@ -218,7 +225,7 @@ async fn jobs_pass_the_gate_in_one_transaction() {
 #[tokio::test]
 async fn deliveries_are_seen_once_for_a_day() {
     let dir = TempDir::new("store-dedupe");
-    for (url, s) in backends(&dir).await {
+    for (url, s, _db) in backends(&dir).await {
         assert!(s.first_delivery("Ev1", 100).await.unwrap(), "{url}");
         assert!(!s.first_delivery("Ev1", 101).await.unwrap(), "{url}");
         assert!(s.first_delivery("hook:Ev1", 101).await.unwrap(), "{url}");
@@ -233,7 +240,7 @@ async fn deliveries_are_seen_once_for_a_day() {
 #[tokio::test]
 async fn a_hosts_first_deploy_report_wins() {
     let dir = TempDir::new("store-reports");
-    for (url, s) in backends(&dir).await {
+    for (url, s, _db) in backends(&dir).await {
         let job = s
             .create_job(new_job(10), Box::new(|_| Ok(Effects::default())))
             .await
@@ -337,4 +344,375 @@ async fn a_database_from_the_first_release_upgrades_in_place() {
     drop(s);
     let s = corral::store::open(&url).await.expect("reopens");
     assert!(s.lock_state().await.unwrap().running.is_none());
+}
+
+// PostgreSQL only: what several processes on one database need.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_starting_at_once_migrate_once_and_share_state() {
+    let db = TestDb::new("migrate").await;
+    let opens: Vec<_> = (0..3)
+        .map(|_| {
+            let url = db.url.clone();
+            tokio::spawn(async move { corral::store::open(&url).await })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for o in opens {
+        stores.push(o.await.unwrap().expect("every replica opens"));
+    }
+    let info = stores[0].info().await.unwrap();
+    assert_eq!(info.backend, corral::store::Backend::Postgres);
+    assert_eq!(info.schema_version, info.known_version);
+    assert!(info.known_version >= 2);
+    let applied: i64 = db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM corral_schema", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        applied,
+        i64::from(info.known_version),
+        "each migration once"
+    );
+
+    let a = LockAction::Start {
+        reason: "1.4.0".into(),
+    };
+    change(stores[0].as_ref(), a, "U1", 100).await.unwrap();
+    assert_eq!(
+        stores[2].lock_state().await.unwrap().running.unwrap().who,
+        "U1"
+    );
+    assert!(stores[1].first_delivery("Ev9", 100).await.unwrap());
+    assert!(!stores[2].first_delivery("Ev9", 101).await.unwrap());
+    drop(stores);
+    let s = corral::store::open(&db.url).await.unwrap();
+    assert_eq!(
+        s.lock_state().await.unwrap().running.unwrap().reason,
+        "1.4.0"
+    );
+    assert_eq!(s.lock_history(10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_replica_one_schema_version_behind_keeps_working() {
+    let db = TestDb::new("behind").await;
+    let s = corral::store::open(&db.url).await.unwrap();
+    let known = s.info().await.unwrap().known_version;
+    drop(s);
+    // What a newer replica's additive migration leaves behind: a version this build does
+    // not know, a new nullable column, a new table.
+    db.client()
+        .await
+        .batch_execute(&format!(
+            "INSERT INTO corral_schema (version, name) VALUES ({}, 'from_the_future');
+             ALTER TABLE jobs ADD COLUMN lease_owner TEXT;
+             CREATE TABLE outbox_future (id BIGINT PRIMARY KEY);",
+            known + 1
+        ))
+        .await
+        .unwrap();
+    let s = corral::store::open(&db.url)
+        .await
+        .expect("an older replica opens");
+    let info = s.info().await.unwrap();
+    assert_eq!(
+        (info.schema_version, info.known_version),
+        (known + 1, known)
+    );
+    let j = s
+        .create_job(new_job(10), Box::new(|_| Ok(Effects::default())))
+        .await
+        .unwrap()
+        .unwrap();
+    s.set_job_status(j.id, JobStatus::Running, 11)
+        .await
+        .unwrap();
+    assert_eq!(s.jobs(5).await.unwrap()[0].status, JobStatus::Running);
+    change(
+        s.as_ref(),
+        LockAction::Block { reason: "x".into() },
+        "U1",
+        12,
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn the_first_release_moves_to_postgres_row_for_row() {
+    let dir = TempDir::new("store-copy");
+    let path = dir.0.join("corral.db");
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/store/corral-v0.1.db"
+    );
+    std::fs::copy(fixture, &path).unwrap();
+    let from = format!("sqlite://{}", path.display());
+    let db = TestDb::new("copy").await;
+    let settings = corral::store::Settings::default();
+    let report = corral::store::copy(&from, &db.url, &settings)
+        .await
+        .expect("copies");
+    assert_eq!(
+        (
+            report.lock_history,
+            report.jobs,
+            report.messages,
+            report.audit,
+            report.deploy_reports
+        ),
+        (5, 2, 2, 2, 0)
+    );
+    assert_eq!(report.lock.running.as_ref().unwrap().who, "cli:alice");
+    // The source is read, not changed (not even migrated).
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        std::fs::read(fixture).unwrap()
+    );
+
+    // Both stores read back the same rows.
+    let pg = corral::store::open(&db.url).await.unwrap();
+    let lite = corral::store::open(&from).await.unwrap();
+    assert_eq!(
+        pg.lock_state().await.unwrap(),
+        lite.lock_state().await.unwrap()
+    );
+    assert_eq!(
+        pg.lock_history(100).await.unwrap(),
+        lite.lock_history(100).await.unwrap()
+    );
+    let jobs = pg.jobs(100).await.unwrap();
+    assert_eq!(jobs, lite.jobs(100).await.unwrap());
+    for j in &jobs {
+        assert_eq!(
+            pg.messages(j.id).await.unwrap(),
+            lite.messages(j.id).await.unwrap(),
+            "job {}: the bot keeps editing the same thread",
+            j.id
+        );
+    }
+    assert_eq!(
+        pg.audit_log(100).await.unwrap(),
+        lite.audit_log(100).await.unwrap()
+    );
+    assert_eq!(pg.unfinished_jobs().await.unwrap().len(), 1);
+    // New rows continue after the copied ids.
+    let next = pg
+        .create_job(new_job(2_000_000_000), Box::new(|_| Ok(Effects::default())))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.id, 3);
+    change(
+        pg.as_ref(),
+        LockAction::Stop { force: false },
+        "cli:alice",
+        2_000_000_001,
+    )
+    .await
+    .unwrap();
+
+    // A second copy into the now non-empty target is refused and changes nothing.
+    let e = corral::store::copy(&from, &db.url, &settings)
+        .await
+        .unwrap_err();
+    assert!(e.contains("not empty") && e.contains("3 jobs"), "{e}");
+    assert_eq!(pg.jobs(100).await.unwrap().len(), 3);
+    // Only SQLite → PostgreSQL.
+    let e = corral::store::copy(&db.url, &from, &settings)
+        .await
+        .unwrap_err();
+    assert!(e.contains("SQLite to PostgreSQL"), "{e}");
+    let e = corral::store::copy("sqlite::memory:", &db.url, &settings)
+        .await
+        .unwrap_err();
+    assert!(e.contains("nothing to copy"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_goes_away_gives_bounded_errors_and_comes_back() {
+    use crate::support::tcp_proxy::{Mode, TcpProxy, upstream_of};
+    use std::time::{Duration, Instant};
+    let db = TestDb::new("away").await;
+    let proxy = TcpProxy::start(upstream_of(&db.url)).await;
+    let settings = corral::store::Settings {
+        pool_size: 4,
+        connect_timeout: Duration::from_secs(1),
+        pool_timeout: Duration::from_secs(1),
+        statement_timeout: Duration::from_secs(1),
+    };
+    let s = corral::store::open_with(&proxy.url_through(&db.url), &settings)
+        .await
+        .unwrap();
+    s.ping().await.unwrap();
+
+    // Down: connections cut, new ones refused.
+    proxy.set(Mode::Closed);
+    let t = Instant::now();
+    let e = s.ping().await.unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert!(
+        matches!(e, corral::store::StoreError::Unavailable(_)),
+        "{e}"
+    );
+    let t = Instant::now();
+    assert!(s.lock_state().await.is_err());
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+
+    // Back: the pool reconnects by itself.
+    proxy.set(Mode::Open);
+    let mut back = false;
+    for _ in 0..50 {
+        if s.ping().await.is_ok() {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(back, "the store recovers without a restart");
+
+    // A network that stops passing bytes mid-request: the call ends within the statement
+    // timeout (plus a second), with a clear error, and nothing half-done is kept.
+    proxy.set(Mode::Stalled);
+    let t = Instant::now();
+    let r = s
+        .change_lock(Box::new(|st| {
+            let state = corral::lock::apply(
+                st,
+                &LockAction::Block { reason: "b".into() },
+                &actor("U1"),
+                5,
+            )?;
+            Ok(LockDecision {
+                state,
+                history: LockHistoryEntry {
+                    at: 5,
+                    actor: "U1".into(),
+                    action: "block".into(),
+                    reason: "b".into(),
+                    source: Source::Slack,
+                    forced: false,
+                },
+                effects: Effects::default(),
+            })
+        }))
+        .await;
+    let e = r.expect_err("a stalled database is an error").to_string();
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    assert!(e.contains("did not answer within 1s"), "{e}");
+    proxy.set(Mode::Open);
+    let mut state = None;
+    for _ in 0..50 {
+        if let Ok(st) = s.lock_state().await {
+            state = Some(st);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let state = state.expect("recovers after the stall");
+    assert!(
+        state.blocked.is_none(),
+        "the stalled change never reached the database"
+    );
+    assert!(s.lock_history(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn sslmodes_against_a_real_tls_server() {
+    let db = TestDb::new("tls").await;
+    let ca = std::env::var("CORRAL_TEST_POSTGRES_CA").unwrap_or_else(|_| {
+        panic!("CORRAL_TEST_POSTGRES_CA is not set: run ./test, which gives its PostgreSQL a TLS certificate")
+    });
+    let mut base = url::Url::parse(&db.url).unwrap();
+    base.set_query(None);
+    let with = |q: &str| format!("{base}?{q}");
+    let tls_sessions = || async {
+        db.client()
+            .await
+            .query_one(
+                "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+                 WHERE s.ssl AND a.datname = $1 AND a.application_name = 'corral'",
+                &[&db.name],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    // require: encrypted, the certificate not checked.
+    let s = corral::store::open(&with("sslmode=require"))
+        .await
+        .expect("require");
+    s.ping().await.unwrap();
+    assert!(tls_sessions().await > 0, "the session is TLS");
+    drop(s);
+    // verify-full with the CA that signed the server's certificate (it names 127.0.0.1).
+    let ca_q: String = url::form_urlencoded::byte_serialize(ca.as_bytes()).collect();
+    let s = corral::store::open(&with(&format!("sslmode=verify-full&sslrootcert={ca_q}")))
+        .await
+        .expect("verify-full with the right CA");
+    s.ping().await.unwrap();
+    drop(s);
+    let s = corral::store::open(&with(&format!("sslmode=verify-ca&sslrootcert={ca_q}")))
+        .await
+        .expect("verify-ca with the right CA");
+    s.ping().await.unwrap();
+    drop(s);
+    // verify-full against the system's roots: the throwaway CA is not among them.
+    let e = corral::store::open(&with("sslmode=verify-full"))
+        .await
+        .err()
+        .expect("an unknown CA is refused")
+        .to_string();
+    assert!(e.contains("certificate") || e.contains("root"), "{e}");
+    // A CA file that is not a certificate is named.
+    let e = corral::store::open(&with("sslmode=verify-full&sslrootcert=%2Fdev%2Fnull"))
+        .await
+        .err()
+        .expect("an empty CA file is refused")
+        .to_string();
+    assert!(e.contains("/dev/null"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serialisation_failures_are_decided_again() {
+    // Under SERIALIZABLE, racing lock changes fail with 40001 instead of waiting their
+    // turn: the store must roll back and decide again, so every caller gets an answer
+    // and exactly one wins.
+    let db = TestDb::new("serial").await;
+    db.client()
+        .await
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{}\" SET default_transaction_isolation TO 'serializable'",
+            db.name
+        ))
+        .await
+        .unwrap();
+    let s = corral::store::open(&db.url).await.unwrap();
+    for round in 0..5 {
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let a = LockAction::Start {
+                        reason: format!("r{i}"),
+                    };
+                    change(s.as_ref(), a, &format!("U{i}"), 100).await.is_ok()
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        for t in tasks {
+            winners += usize::from(t.await.expect("every caller gets an answer"));
+        }
+        assert_eq!(winners, 1, "round {round}");
+        let holder = s.lock_state().await.unwrap().running.unwrap().who;
+        change(s.as_ref(), LockAction::Stop { force: false }, &holder, 101)
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.lock_history(100).await.unwrap().len(), 10);
 }

@@ -53,7 +53,7 @@ impl Corral {
             .filter(|(_, v)| !v.is_empty())
             .collect();
         let config = Arc::new(Config::from_env(&Env::from_pairs(pairs)).expect("test config"));
-        let store = corral::store::open(&config.database_url)
+        let store = corral::store::open_with(config.database_url.expose(), &config.database)
             .await
             .expect("store");
         let token = config.slack.bot_token.clone().expect("bot token");

@@ -6,6 +6,8 @@ pub mod fake_rancher;
 pub mod fake_services;
 pub mod fake_slack;
 pub mod files;
+pub mod postgres;
+pub mod tcp_proxy;
 
 /// Unix seconds now, for signing requests the way Slack does at the moment it sends them.
 pub fn now() -> i64 {

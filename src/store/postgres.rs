@@ -1,0 +1,1420 @@
+//! The shared store: PostgreSQL, for several corral replicas on one database.
+//!
+//! tokio-postgres over a deadpool connection pool; TLS through rustls with the `ring`
+//! provider (the one TLS stack of the crate). The tables are those of the SQLite store,
+//! migration for migration (`migrations/pg/NNNN_*.sql` beside `migrations/NNNN_*.sql`),
+//! so rows copy across unchanged (`corral migrate`).
+//!
+//! **Exactly once across processes.** A decision (`change_lock`, `create_job`) runs in one
+//! transaction that first locks the row it reads: `FOR UPDATE` on the lock row for a lock
+//! change, `FOR SHARE` for the lock gate of a job (jobs may be created side by side, but
+//! not beside a lock change). Under READ COMMITTED a waiting transaction reads the row
+//! as the winner committed it, so the pure decider sees the real state. A serialisation
+//! failure or a deadlock rolls back and decides again (the deciders are `Fn`). Delivery
+//! keys and deploy reports are `INSERT … ON CONFLICT DO NOTHING` on a primary key.
+//!
+//! **Bounded waits.** Every call waits at most `pool_timeout` for a connection,
+//! `connect_timeout` to open one, and `statement_timeout` (plus a second) for its
+//! statements; the server is told the same limit (`statement_timeout`, `lock_timeout`,
+//! `idle_in_transaction_session_timeout`), so a replica cut off inside a transaction
+//! cannot hold the lock row for longer. A connection that timed out or failed is
+//! dropped, not reused; the pool opens a new one on the next call, so the store recovers
+//! by itself when the database comes back.
+//!
+//! **Migrations** run in one transaction under a transaction-scoped advisory lock, so
+//! three replicas starting at once apply them once. `corral_schema` records each
+//! version. A database ahead of this build (migrated by a newer replica during a rolling
+//! upgrade) is used as it is: migrations are additive, so older code keeps working.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{
+    Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+    TimeoutType,
+};
+use futures::future::BoxFuture;
+use tokio_postgres::Row;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+
+use super::copy::{CopyReport, Dump};
+use super::sqlite::{RawJob, typed};
+use super::{
+    AuditEntry, Backend, Decide, DeployReport, Effects, JobRecord, LockChange, LockDecision,
+    LockHistoryEntry, NewJob, Result, Settings, Store, StoreError, StoreInfo,
+};
+use crate::door::Source;
+use crate::job::{JobStatus, Outcome};
+use crate::lock::{Holder, LockState, Refusal};
+use crate::text::{format_duration, redact_secrets_in, redact_url};
+
+/// Schema migrations, applied in order; version N is the N-th. The numbers match the
+/// SQLite migrations of the same name. Additive only (new tables, new nullable or
+/// defaulted columns, new indexes): a replica one version behind keeps working.
+pub(super) const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("migrations/pg/0001_init.sql")),
+    ("0002_deploy", include_str!("migrations/pg/0002_deploy.sql")),
+];
+
+/// Advisory lock keys (one namespace for the whole database).
+const MIGRATION_LOCK: i64 = 0x636f_7272_616c_0001;
+const COPY_LOCK: i64 = 0x636f_7272_616c_0002;
+
+/// How long delivery keys are remembered (as in the SQLite store).
+const DEDUPE_SECONDS: i64 = 25 * 3600;
+
+/// Attempts of a decision that keeps meeting serialisation failures or deadlocks.
+const ATTEMPTS: u32 = 8;
+
+/// What `sslmode` asks for, with libpq's meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SslMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS if the server offers it, else plain; the certificate is not checked (libpq's
+    /// default).
+    Prefer,
+    /// TLS or nothing; the certificate is not checked.
+    Require,
+    /// TLS with a certificate that chains to a trusted root; any host name.
+    VerifyCa,
+    /// TLS with a certificate that chains to a trusted root and names the host.
+    VerifyFull,
+}
+
+/// A parsed `postgres://` URL.
+pub(super) struct Target {
+    config: tokio_postgres::Config,
+    ssl: SslMode,
+    /// `sslrootcert=PATH`: the CA to trust instead of the system's roots.
+    root_cert: Option<PathBuf>,
+}
+
+impl Target {
+    /// Parses `postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=…` (or
+    /// `postgresql://`). Errors never contain the password.
+    pub(super) fn parse(url: &str) -> std::result::Result<Target, String> {
+        let shown = redact_url(url);
+        let lower = url.to_ascii_lowercase();
+        if !(lower.starts_with("postgres://") || lower.starts_with("postgresql://")) {
+            return Err(format!(
+                "{shown:?}: a PostgreSQL URL starts with postgres:// or postgresql://"
+            ));
+        }
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut ssl = SslMode::Prefer;
+        let mut root_cert = None;
+        let mut rest = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let Some((key, value)) = url::form_urlencoded::parse(pair.as_bytes()).next() else {
+                continue;
+            };
+            match key.as_ref() {
+                "sslmode" => {
+                    ssl = match value.as_ref() {
+                        "disable" => SslMode::Disable,
+                        "prefer" => SslMode::Prefer,
+                        "require" => SslMode::Require,
+                        "verify-ca" => SslMode::VerifyCa,
+                        "verify-full" => SslMode::VerifyFull,
+                        other => {
+                            return Err(format!(
+                                "{shown:?}: sslmode={other:?} is not one of disable, prefer, require, verify-ca, verify-full"
+                            ));
+                        }
+                    }
+                }
+                "sslrootcert" if !value.is_empty() => root_cert = Some(PathBuf::from(&*value)),
+                _ => rest.push(pair),
+            }
+        }
+        // As libpq: a root certificate given with `require` is checked (verify-ca).
+        if ssl == SslMode::Require && root_cert.is_some() {
+            ssl = SslMode::VerifyCa;
+        }
+        let rebuilt = if rest.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", rest.join("&"))
+        };
+        let mut config = tokio_postgres::Config::from_str(&rebuilt)
+            .map_err(|e| format!("{shown:?}: {}", redact_secrets_in(&e.to_string(), url)))?;
+        if config.get_hosts().is_empty() {
+            return Err(format!("{shown:?} names no host"));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("corral");
+        }
+        Ok(Target {
+            config,
+            ssl,
+            root_cert,
+        })
+    }
+}
+
+/// A failure inside a call: the driver's error (kept whole so conflicts can be told
+/// apart and retried) or one of the store's own.
+enum PgError {
+    Db(tokio_postgres::Error),
+    Store(StoreError),
+}
+
+impl From<tokio_postgres::Error> for PgError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        PgError::Db(e)
+    }
+}
+
+impl From<StoreError> for PgError {
+    fn from(e: StoreError) -> Self {
+        PgError::Store(e)
+    }
+}
+
+type PgResult<T> = std::result::Result<T, PgError>;
+
+/// Whether a decision that failed this way should simply be decided again.
+fn is_conflict(e: &tokio_postgres::Error) -> bool {
+    matches!(
+        e.code(),
+        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+    )
+}
+
+/// The driver's error as words: the server's message and code, or the I/O failure.
+fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} ({})", db.message(), db.code().code());
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// The shared store: a pool of connections to one PostgreSQL database.
+pub struct PostgresStore {
+    pool: Pool,
+    /// The longest a call's statements may take, client side.
+    deadline: Duration,
+    settings: Settings,
+}
+
+fn tls_config(target: &Target) -> std::result::Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?;
+    let roots = || -> std::result::Result<rustls::RootCertStore, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        match &target.root_cert {
+            Some(path) => {
+                use rustls::pki_types::CertificateDer;
+                use rustls::pki_types::pem::PemObject;
+                let certs = CertificateDer::pem_file_iter(path)
+                    .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
+                for cert in certs {
+                    let cert = cert.map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                roots.add_parsable_certificates(found.certs);
+            }
+        }
+        if roots.is_empty() {
+            return Err(match &target.root_cert {
+                Some(p) => format!("sslrootcert {} holds no certificate", p.display()),
+                None => "sslmode=verify-*: no trusted root certificates on this system; set sslrootcert=PATH".into(),
+            });
+        }
+        Ok(roots)
+    };
+    Ok(match target.ssl {
+        SslMode::Disable | SslMode::Prefer | SslMode::Require => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
+            .with_no_client_auth(),
+        SslMode::VerifyCa => {
+            let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots()?),
+                provider,
+            )
+            .build()
+            .map_err(|e| format!("TLS: {e}"))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyName(inner)))
+                .with_no_client_auth()
+        }
+        SslMode::VerifyFull => builder
+            .with_root_certificates(roots()?)
+            .with_no_client_auth(),
+    })
+}
+
+/// `sslmode=prefer|require`: encrypted, the certificate not checked (libpq's meaning).
+/// The handshake's signatures are still verified, so the session key is the server's.
+#[derive(Debug)]
+struct Unverified(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// `sslmode=verify-ca`: the chain is checked, the host name is not.
+#[derive(Debug)]
+struct AnyName(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                NotValidForName | NotValidForNameContext { .. },
+            )) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// Milliseconds for a server setting, at least 1 (0 would mean "no limit").
+fn millis(d: Duration) -> u128 {
+    d.as_millis().max(1)
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` and migrates it. Fails if it cannot be reached
+    /// within the connect timeout.
+    pub async fn open(url: &str, settings: &Settings) -> Result<PostgresStore> {
+        let shown = redact_url(url);
+        let open_err = |reason: String| StoreError::Open {
+            url: shown.clone(),
+            reason,
+        };
+        let target = Target::parse(url).map_err(&open_err)?;
+        let mut config = target.config.clone();
+        config
+            .connect_timeout(settings.connect_timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .ssl_mode(match target.ssl {
+                SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+                SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+                _ => tokio_postgres::config::SslMode::Require,
+            });
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match target.ssl {
+            SslMode::Disable => Manager::from_config(config, tokio_postgres::NoTls, manager_config),
+            _ => {
+                let tls = tls_config(&target).map_err(&open_err)?;
+                Manager::from_config(
+                    config,
+                    tokio_postgres_rustls::MakeRustlsConnect::new(tls),
+                    manager_config,
+                )
+            }
+        };
+        let limit = millis(settings.statement_timeout);
+        let session = Arc::new(format!(
+            "SET statement_timeout = {limit}; SET lock_timeout = {limit}; \
+             SET idle_in_transaction_session_timeout = {limit}"
+        ));
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(settings.pool_timeout))
+            .create_timeout(Some(settings.connect_timeout))
+            .recycle_timeout(Some(settings.connect_timeout))
+            .post_create(Hook::async_fn(move |client, _| {
+                let session = session.clone();
+                Box::pin(async move {
+                    client
+                        .batch_execute(&session)
+                        .await
+                        .map_err(HookError::Backend)
+                })
+            }))
+            .build()
+            .map_err(|e| open_err(e.to_string()))?;
+        let store = PostgresStore {
+            pool,
+            deadline: settings.statement_timeout + Duration::from_secs(1),
+            settings: settings.clone(),
+        };
+        store.migrate().await.map_err(|e| open_err(e.to_string()))?;
+        Ok(store)
+    }
+
+    fn pool_error(&self, e: PoolError) -> StoreError {
+        match e {
+            PoolError::Timeout(TimeoutType::Wait) => StoreError::Unavailable(format!(
+                "all {} connections stayed busy for {} (CORRAL_DATABASE_POOL_SIZE, CORRAL_DATABASE_POOL_TIMEOUT)",
+                self.settings.pool_size,
+                format_duration(self.settings.pool_timeout)
+            )),
+            PoolError::Timeout(_) => StoreError::Unavailable(format!(
+                "no connection within {} (CORRAL_DATABASE_CONNECT_TIMEOUT)",
+                format_duration(self.settings.connect_timeout)
+            )),
+            PoolError::Backend(e) => {
+                StoreError::Unavailable(format!("cannot connect: {}", describe(&e)))
+            }
+            PoolError::PostCreateHook(e) => {
+                StoreError::Unavailable(format!("cannot set up a connection: {e}"))
+            }
+            PoolError::Closed => StoreError::Closed,
+            PoolError::NoRuntimeSpecified => StoreError::Db("no async runtime for the pool".into()),
+        }
+    }
+
+    fn db_error(&self, e: tokio_postgres::Error) -> StoreError {
+        if e.is_closed() {
+            return StoreError::Unavailable(format!("the connection was lost: {}", describe(&e)));
+        }
+        match e.code() {
+            Some(c) if *c == SqlState::QUERY_CANCELED || *c == SqlState::LOCK_NOT_AVAILABLE => {
+                StoreError::Unavailable(format!(
+                    "the database did not answer within {} (CORRAL_DATABASE_STATEMENT_TIMEOUT): {}",
+                    format_duration(self.settings.statement_timeout),
+                    describe(&e)
+                ))
+            }
+            Some(c)
+                if *c == SqlState::ADMIN_SHUTDOWN
+                    || *c == SqlState::CRASH_SHUTDOWN
+                    || *c == SqlState::CANNOT_CONNECT_NOW =>
+            {
+                StoreError::Unavailable(describe(&e))
+            }
+            Some(_) => StoreError::Db(describe(&e)),
+            None => StoreError::Unavailable(describe(&e)),
+        }
+    }
+
+    /// Runs `f` on a pooled connection, bounded in time. A connection that failed or
+    /// timed out is rolled back or dropped, never handed to the next call half-used.
+    async fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send,
+        F: for<'c> FnOnce(&'c Object) -> BoxFuture<'c, PgResult<T>> + Send,
+    {
+        let client = self.pool.get().await.map_err(|e| self.pool_error(e))?;
+        match tokio::time::timeout(self.deadline, f(&client)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                // Whatever was under way is abandoned; a connection that cannot even
+                // say ROLLBACK is not kept.
+                let clean =
+                    tokio::time::timeout(Duration::from_secs(1), client.batch_execute("ROLLBACK"))
+                        .await;
+                if !matches!(clean, Ok(Ok(()))) {
+                    let _ = Object::take(client);
+                }
+                Err(match e {
+                    PgError::Db(e) => self.db_error(e),
+                    PgError::Store(e) => e,
+                })
+            }
+            Err(_) => {
+                let _ = Object::take(client);
+                Err(StoreError::Unavailable(format!(
+                    "the database did not answer within {} (CORRAL_DATABASE_STATEMENT_TIMEOUT)",
+                    format_duration(self.settings.statement_timeout)
+                )))
+            }
+        }
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut client = self.pool.get().await.map_err(|e| self.pool_error(e))?;
+        let result: std::result::Result<u32, tokio_postgres::Error> = async {
+            let tx = client.transaction().await?;
+            // Another replica may be migrating: wait for it (then find nothing to do).
+            tx.batch_execute(
+                "SET LOCAL lock_timeout = 60000; SET LOCAL statement_timeout = 120000",
+            )
+            .await?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .await?;
+            tx.batch_execute(
+                "CREATE TABLE IF NOT EXISTS corral_schema (
+                     version     INTEGER PRIMARY KEY,
+                     name        TEXT NOT NULL,
+                     applied_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+                 )",
+            )
+            .await?;
+            let applied: i32 = tx
+                .query_one("SELECT COALESCE(MAX(version), 0) FROM corral_schema", &[])
+                .await?
+                .get(0);
+            let applied = u32::try_from(applied).unwrap_or(0);
+            for (i, (name, sql)) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+                tx.batch_execute(sql).await?;
+                let version = i32::try_from(i + 1).unwrap_or(i32::MAX);
+                tx.execute(
+                    "INSERT INTO corral_schema (version, name) VALUES ($1, $2)",
+                    &[&version, name],
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(applied)
+        }
+        .await;
+        match result {
+            Ok(applied) if applied as usize > MIGRATIONS.len() => {
+                tracing::warn!(
+                    database = applied,
+                    known = MIGRATIONS.len(),
+                    "the database schema is newer than this corral (a rolling upgrade?); its migrations are additive, so this replica keeps working"
+                );
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let _ = Object::take(client);
+                Err(self.db_error(e))
+            }
+        }
+    }
+
+    /// Writes a dump into this (empty) database in one transaction; refuses a database
+    /// that already holds anything.
+    pub(super) async fn load(&self, dump: &Dump) -> std::result::Result<CopyReport, String> {
+        let mut client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| self.pool_error(e).to_string())?;
+        let result = load(&mut client, dump).await;
+        match result {
+            Ok(r) => Ok(r),
+            Err(PgError::Store(e)) => Err(e.to_string()),
+            Err(PgError::Db(e)) => {
+                let _ = Object::take(client);
+                Err(self.db_error(e).to_string())
+            }
+        }
+    }
+}
+
+async fn load(client: &mut Object, dump: &Dump) -> PgResult<CopyReport> {
+    let tx = client.transaction().await?;
+    tx.batch_execute(
+        "SET LOCAL statement_timeout = 0; SET LOCAL idle_in_transaction_session_timeout = 0",
+    )
+    .await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&COPY_LOCK])
+        .await?;
+    let row = tx
+        .query_one(
+            "SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM lock_history),
+                    (SELECT count(*) FROM audit), (SELECT count(*) FROM deploy_reports),
+                    (SELECT count(*) FROM lock_state WHERE running_by IS NOT NULL OR blocked_by IS NOT NULL)",
+            &[],
+        )
+        .await?;
+    let counts: Vec<i64> = (0..5).map(|i| row.get(i)).collect();
+    if counts.iter().any(|&n| n > 0) {
+        return Err(StoreError::Db(format!(
+            "the target is not empty ({} jobs, {} lock changes, {} audit lines, {} deploy reports{}); corral migrate copies only into an empty database",
+            counts[0],
+            counts[1],
+            counts[2],
+            counts[3],
+            if counts[4] > 0 { ", a held lock" } else { "" }
+        ))
+        .into());
+    }
+    write_lock(&tx, &dump.lock).await?;
+    let history = tx
+        .prepare(
+            "INSERT INTO lock_history (id, at, actor, action, reason, source, forced)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .await?;
+    for (id, h) in &dump.history {
+        tx.execute(
+            &history,
+            &[
+                id,
+                &h.at,
+                &h.actor,
+                &h.action,
+                &h.reason,
+                &h.source.as_str(),
+                &h.forced,
+            ],
+        )
+        .await?;
+    }
+    let jobs = tx
+        .prepare(
+            "INSERT INTO jobs (id, kind, command, requested_by, source, channel, status, done, failed, total, created_at, updated_at, outcome)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .await?;
+    for j in &dump.jobs {
+        let outcome = match &j.outcome {
+            None => None,
+            Some(o) => Some(
+                serde_json::to_string(o)
+                    .map_err(|e| StoreError::Corrupt(format!("job {} outcome: {e}", j.id)))?,
+            ),
+        };
+        tx.execute(
+            &jobs,
+            &[
+                &j.id,
+                &j.kind.as_str(),
+                &j.command,
+                &j.requested_by,
+                &j.source.as_str(),
+                &j.channel,
+                &j.status.as_str(),
+                &i64::from(j.done),
+                &i64::from(j.failed),
+                &i64::from(j.total),
+                &j.created_at,
+                &j.updated_at,
+                &outcome,
+            ],
+        )
+        .await?;
+    }
+    let messages = tx
+        .prepare("INSERT INTO messages (job_id, channel, ts) VALUES ($1, $2, $3)")
+        .await?;
+    for (job, channel, ts) in &dump.messages {
+        tx.execute(&messages, &[job, channel, ts]).await?;
+    }
+    let audit = tx
+        .prepare(
+            "INSERT INTO audit (id, at, actor, action, detail, source) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .await?;
+    for (id, a) in &dump.audit {
+        tx.execute(
+            &audit,
+            &[
+                id,
+                &a.at,
+                &a.actor,
+                &a.action,
+                &a.detail,
+                &a.source.as_str(),
+            ],
+        )
+        .await?;
+    }
+    for r in &dump.reports {
+        insert_report(&tx, r).await?;
+    }
+    let seen = tx
+        .prepare("INSERT INTO seen_events (event_id, at) VALUES ($1, $2)")
+        .await?;
+    for (key, at) in &dump.seen {
+        tx.execute(&seen, &[key, at]).await?;
+    }
+    // New rows continue after the copied ids.
+    for table in ["lock_history", "jobs", "audit"] {
+        tx.execute(
+            &format!(
+                "SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE(MAX(id), 0) + 1, false) FROM {table}"
+            ),
+            &[],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(CopyReport {
+        lock: dump.lock.clone(),
+        lock_history: dump.history.len(),
+        jobs: dump.jobs.len(),
+        messages: dump.messages.len(),
+        audit: dump.audit.len(),
+        deploy_reports: dump.reports.len(),
+        delivery_keys: dump.seen.len(),
+    })
+}
+
+/// Runs `body` in a transaction: commits on `Commit`, rolls back on `Rollback`, and on
+/// a serialisation failure or deadlock rolls back and runs it again.
+enum Tx<T> {
+    Commit(T),
+    Rollback(T),
+}
+
+async fn in_tx<T, Fut>(c: &Object, body: impl Fn() -> Fut) -> PgResult<T>
+where
+    Fut: std::future::Future<Output = PgResult<Tx<T>>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        c.batch_execute("BEGIN").await?;
+        let result = match body().await {
+            Ok(Tx::Commit(v)) => c
+                .batch_execute("COMMIT")
+                .await
+                .map(|()| v)
+                .map_err(PgError::from),
+            Ok(Tx::Rollback(v)) => c
+                .batch_execute("ROLLBACK")
+                .await
+                .map(|()| v)
+                .map_err(PgError::from),
+            Err(e) => {
+                let _ = c.batch_execute("ROLLBACK").await;
+                Err(e)
+            }
+        };
+        match result {
+            Err(PgError::Db(e)) if is_conflict(&e) && attempt < ATTEMPTS => {
+                tracing::debug!(attempt, error = %describe(&e), "decision conflicted; deciding again");
+                tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 3)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn query(
+    c: &tokio_postgres::Client,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> PgResult<Vec<Row>> {
+    let stmt = c.prepare(sql).await?;
+    Ok(c.query(&stmt, params).await?)
+}
+
+/// A statement prepared once per connection and reused.
+async fn cached(
+    c: &Object,
+    sql: &str,
+) -> std::result::Result<tokio_postgres::Statement, tokio_postgres::Error> {
+    c.prepare_cached(sql).await
+}
+
+fn holder(by: Option<String>, reason: Option<String>, since: Option<i64>) -> Option<Holder> {
+    by.map(|who| Holder {
+        who,
+        reason: reason.unwrap_or_default(),
+        since: since.unwrap_or(0),
+    })
+}
+
+const LOCK_COLUMNS: &str =
+    "running_by, running_reason, running_since, blocked_by, blocked_reason, blocked_since";
+
+fn lock_row(r: &Row) -> PgResult<LockState> {
+    Ok(LockState {
+        running: holder(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?),
+        blocked: holder(r.try_get(3)?, r.try_get(4)?, r.try_get(5)?),
+    })
+}
+
+/// The lock row; `lock` is `""`, `"FOR UPDATE"` or `"FOR SHARE"`.
+async fn read_lock(c: &Object, lock: &str) -> PgResult<LockState> {
+    let sql = format!("SELECT {LOCK_COLUMNS} FROM lock_state WHERE id = 1 {lock}");
+    let stmt = cached(c, &sql).await?;
+    let row = c
+        .query_opt(&stmt, &[])
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("the lock row is missing".into()))?;
+    lock_row(&row)
+}
+
+async fn write_lock(c: &tokio_postgres::Transaction<'_>, s: &LockState) -> PgResult<()> {
+    let (r, b) = (s.running.as_ref(), s.blocked.as_ref());
+    c.execute(
+        "UPDATE lock_state SET running_by = $1, running_reason = $2, running_since = $3,
+             blocked_by = $4, blocked_reason = $5, blocked_since = $6 WHERE id = 1",
+        &[
+            &r.map(|h| &h.who),
+            &r.map(|h| &h.reason),
+            &r.map(|h| h.since),
+            &b.map(|h| &h.who),
+            &b.map(|h| &h.reason),
+            &b.map(|h| h.since),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn insert_audit(c: &Object, e: &AuditEntry) -> PgResult<()> {
+    let stmt = cached(
+        c,
+        "INSERT INTO audit (at, actor, action, detail, source) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .await?;
+    c.execute(
+        &stmt,
+        &[&e.at, &e.actor, &e.action, &e.detail, &e.source.as_str()],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn write_effects(c: &Object, effects: &Effects) -> PgResult<()> {
+    for e in &effects.audit {
+        insert_audit(c, e).await?;
+    }
+    Ok(())
+}
+
+const JOB_COLUMNS: &str = "id, kind, command, requested_by, source, channel, status, done, failed, total, created_at, updated_at, outcome";
+
+fn count(r: &Row, i: usize) -> PgResult<u32> {
+    let n: i64 = r.try_get(i)?;
+    u32::try_from(n).map_err(|_| StoreError::Corrupt(format!("a job counter is {n}")).into())
+}
+
+fn job_row(r: &Row) -> PgResult<JobRecord> {
+    Ok(RawJob {
+        id: r.try_get(0)?,
+        kind: r.try_get(1)?,
+        command: r.try_get(2)?,
+        requested_by: r.try_get(3)?,
+        source: r.try_get(4)?,
+        channel: r.try_get(5)?,
+        status: r.try_get(6)?,
+        done: count(r, 7)?,
+        failed: count(r, 8)?,
+        total: count(r, 9)?,
+        created_at: r.try_get(10)?,
+        updated_at: r.try_get(11)?,
+        outcome: r.try_get(12)?,
+    }
+    .typed()?)
+}
+
+async fn jobs_where(
+    c: &Object,
+    tail: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> PgResult<Vec<JobRecord>> {
+    let stmt = cached(c, &format!("SELECT {JOB_COLUMNS} FROM jobs {tail}")).await?;
+    c.query(&stmt, params).await?.iter().map(job_row).collect()
+}
+
+async fn change_lock_body(
+    c: &Object,
+    decide: &Decide<LockState, LockDecision, Refusal>,
+) -> PgResult<Tx<LockChange>> {
+    let before = read_lock(c, "FOR UPDATE").await?;
+    let decision = match decide(&before) {
+        Ok(d) => d,
+        Err(refusal) => return Ok(Tx::Rollback(Err(refusal))),
+    };
+    let (r, b) = (
+        decision.state.running.as_ref(),
+        decision.state.blocked.as_ref(),
+    );
+    let update = cached(
+        c,
+        "UPDATE lock_state SET running_by = $1, running_reason = $2, running_since = $3,
+             blocked_by = $4, blocked_reason = $5, blocked_since = $6 WHERE id = 1",
+    )
+    .await?;
+    c.execute(
+        &update,
+        &[
+            &r.map(|h| &h.who),
+            &r.map(|h| &h.reason),
+            &r.map(|h| h.since),
+            &b.map(|h| &h.who),
+            &b.map(|h| &h.reason),
+            &b.map(|h| h.since),
+        ],
+    )
+    .await?;
+    let h = &decision.history;
+    let insert = cached(
+        c,
+        "INSERT INTO lock_history (at, actor, action, reason, source, forced) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .await?;
+    c.execute(
+        &insert,
+        &[
+            &h.at,
+            &h.actor,
+            &h.action,
+            &h.reason,
+            &h.source.as_str(),
+            &h.forced,
+        ],
+    )
+    .await?;
+    write_effects(c, &decision.effects).await?;
+    Ok(Tx::Commit(Ok((before, decision))))
+}
+
+async fn create_job_body(
+    c: &Object,
+    job: &NewJob,
+    gate: &Decide<LockState, Effects, String>,
+) -> PgResult<Tx<std::result::Result<JobRecord, String>>> {
+    // FOR SHARE: jobs pass the gate side by side, but never beside a lock change.
+    let lock = read_lock(c, "FOR SHARE").await?;
+    let effects = match gate(&lock) {
+        Ok(e) => e,
+        Err(refusal) => return Ok(Tx::Rollback(Err(refusal))),
+    };
+    let insert = cached(
+        c,
+        &format!(
+            "INSERT INTO jobs (kind, command, requested_by, source, channel, status, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING {JOB_COLUMNS}"
+        ),
+    )
+    .await?;
+    let row = c
+        .query_one(
+            &insert,
+            &[
+                &job.kind.as_str(),
+                &job.command,
+                &job.requested_by,
+                &job.source.as_str(),
+                &job.channel,
+                &JobStatus::Queued.as_str(),
+                &job.now,
+            ],
+        )
+        .await?;
+    let record = job_row(&row)?;
+    write_effects(c, &effects).await?;
+    insert_audit(
+        c,
+        &AuditEntry {
+            at: job.now,
+            actor: job.requested_by.clone(),
+            action: format!("job {} created", record.id),
+            detail: job.command.clone(),
+            source: job.source,
+        },
+    )
+    .await?;
+    Ok(Tx::Commit(Ok(record)))
+}
+
+async fn insert_report(c: &tokio_postgres::Transaction<'_>, r: &DeployReport) -> PgResult<u64> {
+    Ok(c.execute(
+        "INSERT INTO deploy_reports (job_id, host, ok, duration_ms, log_tail, error, event_id, at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        &[
+            &r.job_id,
+            &r.host,
+            &r.ok,
+            &i64::try_from(r.duration_ms).unwrap_or(i64::MAX),
+            &r.log_tail,
+            &r.error,
+            &r.event_id,
+            &r.at,
+        ],
+    )
+    .await?)
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> Result<()> {
+        self.run(|c| {
+            Box::pin(async move {
+                c.simple_query("SELECT 1").await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn info(&self) -> Result<StoreInfo> {
+        self.run(|c| {
+            Box::pin(async move {
+                let rows = query(
+                    c,
+                    "SELECT COALESCE(MAX(version), 0) FROM corral_schema",
+                    &[],
+                )
+                .await?;
+                let v: i32 = rows.first().map(|r| r.try_get(0)).transpose()?.unwrap_or(0);
+                Ok(StoreInfo {
+                    backend: Backend::Postgres,
+                    schema_version: u32::try_from(v).unwrap_or(0),
+                    known_version: MIGRATIONS.len() as u32,
+                })
+            })
+        })
+        .await
+    }
+
+    async fn lock_state(&self) -> Result<LockState> {
+        self.run(|c| Box::pin(read_lock(c, ""))).await
+    }
+
+    async fn change_lock(
+        &self,
+        decide: Decide<LockState, LockDecision, Refusal>,
+    ) -> Result<LockChange> {
+        self.run(move |c| Box::pin(async move { in_tx(c, || change_lock_body(c, &decide)).await }))
+            .await
+    }
+
+    async fn lock_history(&self, n: usize) -> Result<Vec<LockHistoryEntry>> {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        self.run(move |c| {
+            Box::pin(async move {
+                let stmt = cached(
+                    c,
+                    "SELECT id, at, actor, action, reason, source, forced FROM lock_history ORDER BY id DESC LIMIT $1",
+                )
+                .await?;
+                let rows = c.query(&stmt, &[&n]).await?;
+                rows.iter()
+                    .map(|r| {
+                        let id: i64 = r.try_get(0)?;
+                        let source: String = r.try_get(5)?;
+                        Ok(LockHistoryEntry {
+                            at: r.try_get(1)?,
+                            actor: r.try_get(2)?,
+                            action: r.try_get(3)?,
+                            reason: r.try_get(4)?,
+                            source: typed("source", format!("lock change {id}"), &source)?,
+                            forced: r.try_get(6)?,
+                        })
+                    })
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    async fn create_job(
+        &self,
+        job: NewJob,
+        gate: Decide<LockState, Effects, String>,
+    ) -> Result<std::result::Result<JobRecord, String>> {
+        self.run(move |c| {
+            Box::pin(async move { in_tx(c, || create_job_body(c, &job, &gate)).await })
+        })
+        .await
+    }
+
+    async fn job(&self, id: i64) -> Result<Option<JobRecord>> {
+        self.run(move |c| {
+            Box::pin(async move { Ok(jobs_where(c, "WHERE id = $1", &[&id]).await?.pop()) })
+        })
+        .await
+    }
+
+    async fn jobs(&self, limit: usize) -> Result<Vec<JobRecord>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run(move |c| {
+            Box::pin(async move { jobs_where(c, "ORDER BY id DESC LIMIT $1", &[&limit]).await })
+        })
+        .await
+    }
+
+    async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>> {
+        self.run(|c| {
+            Box::pin(async move {
+                jobs_where(
+                    c,
+                    "WHERE status IN ('queued', 'running', 'awaiting_approval') ORDER BY id",
+                    &[],
+                )
+                .await
+            })
+        })
+        .await
+    }
+
+    async fn set_job_status(&self, id: i64, status: JobStatus, now: i64) -> Result<()> {
+        self.run(move |c| {
+            Box::pin(async move {
+                let stmt = cached(
+                    c,
+                    "UPDATE jobs SET status = $2, updated_at = $3 WHERE id = $1",
+                )
+                .await?;
+                c.execute(&stmt, &[&id, &status.as_str(), &now]).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn set_job_progress(
+        &self,
+        id: i64,
+        done: u32,
+        failed: u32,
+        total: u32,
+        now: i64,
+    ) -> Result<()> {
+        self.run(move |c| {
+            Box::pin(async move {
+                let stmt = cached(
+                    c,
+                    "UPDATE jobs SET done = $2, failed = $3, total = $4, updated_at = $5 WHERE id = $1",
+                )
+                .await?;
+                c.execute(
+                    &stmt,
+                    &[&id, &i64::from(done), &i64::from(failed), &i64::from(total), &now],
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn finish_job(
+        &self,
+        id: i64,
+        status: JobStatus,
+        outcome: &Outcome,
+        now: i64,
+    ) -> Result<()> {
+        let text = serde_json::to_string(outcome)
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode outcome: {e}")))?;
+        self.run(move |c| {
+            Box::pin(async move {
+                let stmt = cached(
+                    c,
+                    "UPDATE jobs SET status = $2, outcome = $3, updated_at = $4 WHERE id = $1",
+                )
+                .await?;
+                c.execute(&stmt, &[&id, &status.as_str(), &text, &now])
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn set_message(&self, job: i64, channel: &str, ts: &str) -> Result<()> {
+        let (channel, ts) = (channel.to_string(), ts.to_string());
+        self.run(move |c| {
+            Box::pin(async move {
+                let stmt = cached(
+                    c,
+                    "INSERT INTO messages (job_id, channel, ts) VALUES ($1, $2, $3)
+                     ON CONFLICT (job_id, channel) DO UPDATE SET ts = excluded.ts",
+                )
+                .await?;
+                c.execute(&stmt, &[&job, &channel, &ts]).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn messages(&self, job: i64) -> Result<Vec<(String, String)>> {
+        self.run(move |c| {
+            Box::pin(async move {
+                // Byte order, as SQLite sorts.
+                let stmt = cached(
+                    c,
+                    "SELECT channel, ts FROM messages WHERE job_id = $1 ORDER BY channel COLLATE \"C\"",
+                )
+                .await?;
+                c.query(&stmt, &[&job])
+                    .await?
+                    .iter()
+                    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    async fn audit(&self, e: &AuditEntry) -> Result<()> {
+        let e = e.clone();
+        self.run(move |c| Box::pin(async move { insert_audit(c, &e).await }))
+            .await
+    }
+
+    async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run(move |c| {
+            Box::pin(async move {
+                let stmt = cached(
+                    c,
+                    "SELECT at, actor, action, detail, source FROM audit ORDER BY id DESC LIMIT $1",
+                )
+                .await?;
+                c.query(&stmt, &[&limit])
+                    .await?
+                    .iter()
+                    .map(|r| {
+                        let at: i64 = r.try_get(0)?;
+                        let source: String = r.try_get(4)?;
+                        Ok(AuditEntry {
+                            at,
+                            actor: r.try_get(1)?,
+                            action: r.try_get(2)?,
+                            detail: r.try_get(3)?,
+                            source: typed::<Source>(
+                                "source",
+                                format!("audit line at {at}"),
+                                &source,
+                            )?,
+                        })
+                    })
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    async fn first_delivery(&self, key: &str, now: i64) -> Result<bool> {
+        let key = key.to_string();
+        self.run(move |c| {
+            Box::pin(async move {
+                let forget = cached(c, "DELETE FROM seen_events WHERE at < $1").await?;
+                c.execute(&forget, &[&(now - DEDUPE_SECONDS)]).await?;
+                // The primary key decides: of two replicas inserting the same key at
+                // once, the second waits for the first and inserts nothing.
+                let insert = cached(
+                    c,
+                    "INSERT INTO seen_events (event_id, at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                )
+                .await?;
+                Ok(c.execute(&insert, &[&key, &now]).await? == 1)
+            })
+        })
+        .await
+    }
+
+    async fn add_deploy_report(&self, r: &DeployReport) -> Result<bool> {
+        let r = r.clone();
+        self.run(move |c| {
+            Box::pin(async move {
+                let stmt = cached(
+                    c,
+                    "INSERT INTO deploy_reports (job_id, host, ok, duration_ms, log_tail, error, event_id, at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                )
+                .await?;
+                let inserted = c
+                    .execute(
+                        &stmt,
+                        &[
+                            &r.job_id,
+                            &r.host,
+                            &r.ok,
+                            &i64::try_from(r.duration_ms).unwrap_or(i64::MAX),
+                            &r.log_tail,
+                            &r.error,
+                            &r.event_id,
+                            &r.at,
+                        ],
+                    )
+                    .await?;
+                Ok(inserted == 1)
+            })
+        })
+        .await
+    }
+
+    async fn deploy_reports(&self, job: i64) -> Result<Vec<DeployReport>> {
+        self.run(move |c| {
+            Box::pin(async move {
+                let stmt = cached(
+                    c,
+                    "SELECT job_id, host, ok, duration_ms, log_tail, error, event_id, at
+                     FROM deploy_reports WHERE job_id = $1 ORDER BY at, host COLLATE \"C\"",
+                )
+                .await?;
+                c.query(&stmt, &[&job])
+                    .await?
+                    .iter()
+                    .map(|r| {
+                        Ok(DeployReport {
+                            job_id: r.try_get(0)?,
+                            host: r.try_get(1)?,
+                            ok: r.try_get(2)?,
+                            duration_ms: u64::try_from(r.try_get::<_, i64>(3)?).unwrap_or(0),
+                            log_tail: r.try_get(4)?,
+                            error: r.try_get(5)?,
+                            event_id: r.try_get(6)?,
+                            at: r.try_get(7)?,
+                        })
+                    })
+                    .collect()
+            })
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(url: &str) -> std::result::Result<Target, String> {
+        Target::parse(url)
+    }
+
+    #[test]
+    fn url_forms() {
+        let t = parse("postgres://corral:s3cret@db.example:6432/corral").unwrap();
+        assert_eq!(t.config.get_user(), Some("corral"));
+        assert_eq!(t.config.get_password(), Some(&b"s3cret"[..]));
+        assert_eq!(t.config.get_dbname(), Some("corral"));
+        assert_eq!(t.config.get_ports(), &[6432]);
+        assert_eq!(t.ssl, SslMode::Prefer);
+        assert_eq!(t.config.get_application_name(), Some("corral"));
+        let t = parse("postgresql://u@h/d?sslmode=verify-full&application_name=bot").unwrap();
+        assert_eq!(t.ssl, SslMode::VerifyFull);
+        assert_eq!(t.config.get_application_name(), Some("bot"));
+        for (mode, want) in [
+            ("disable", SslMode::Disable),
+            ("prefer", SslMode::Prefer),
+            ("require", SslMode::Require),
+            ("verify-ca", SslMode::VerifyCa),
+        ] {
+            assert_eq!(
+                parse(&format!("postgres://u@h/d?sslmode={mode}"))
+                    .unwrap()
+                    .ssl,
+                want
+            );
+        }
+        // libpq: a root certificate turns `require` into a checked chain.
+        let t = parse("postgres://u@h/d?sslmode=require&sslrootcert=%2Fetc%2Fca.pem").unwrap();
+        assert_eq!(t.ssl, SslMode::VerifyCa);
+        assert_eq!(t.root_cert, Some(PathBuf::from("/etc/ca.pem")));
+        // A password with reserved characters, percent-encoded.
+        let t = parse("postgres://u:p%40ss%3Aw@h/d").unwrap();
+        assert_eq!(t.config.get_password(), Some(&b"p@ss:w"[..]));
+    }
+
+    #[test]
+    fn bad_urls_are_refused_without_the_password() {
+        for (url, needle) in [
+            (
+                "postgres://u:hunter2@h/d?sslmode=verify",
+                "sslmode=\"verify\"",
+            ),
+            ("postgres://u:hunter2@h:notaport/d", "invalid"),
+            ("postgres://u:hunter2@h/d?bogus=1", "bogus"),
+            ("mysql://u:hunter2@h/d", "postgres://"),
+            ("postgres://u:hunter2@/d", "no host"),
+        ] {
+            let e = parse(url).err().unwrap_or_else(|| panic!("{url} accepted"));
+            assert!(e.contains(needle), "{url}: {e}");
+            assert!(!e.contains("hunter2"), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn tls_configs_build_for_every_mode() {
+        for mode in ["prefer", "require", "verify-full", "verify-ca"] {
+            let t = parse(&format!("postgres://u@h/d?sslmode={mode}")).unwrap();
+            // verify-* needs roots; a machine without any says so instead of building.
+            match tls_config(&t) {
+                Ok(_) => {}
+                Err(e) => assert!(e.contains("root"), "{mode}: {e}"),
+            }
+        }
+        let t =
+            parse("postgres://u@h/d?sslmode=verify-full&sslrootcert=%2Fnonexistent.pem").unwrap();
+        let e = tls_config(&t).err().unwrap();
+        assert!(e.contains("/nonexistent.pem"), "{e}");
+    }
+}

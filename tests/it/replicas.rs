@@ -1,0 +1,391 @@
+//! Several `corral serve` processes (the real binary) on one PostgreSQL database: the
+//! lock decided once across processes, Slack retries handled once whichever replica
+//! they land on, readiness that follows the database, errors instead of hangs, and
+//! moving a first-release SQLite store over with `corral migrate`.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::TempDir;
+use crate::support::corral::{SECRET, TOKEN, slash_body};
+use crate::support::fake_slack::FakeSlack;
+use crate::support::postgres::TestDb;
+use crate::support::tcp_proxy::{Mode, TcpProxy, upstream_of};
+
+const BIN: &str = env!("CARGO_BIN_EXE_corral");
+
+/// Rounds of the three-replica lock race. The suite runs 300 (about 5 s in a debug build:
+/// the race keeps both cores busy, and timing-sensitive tests run beside it); the figure
+/// run is `CORRAL_TEST_LOCK_ROUNDS=1000` (about 15 s). Removing the row lock from
+/// `change_lock` makes this fail in the first rounds. Release-build figures:
+/// `bench/replicas.sh`.
+fn lock_rounds() -> usize {
+    std::env::var("CORRAL_TEST_LOCK_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The binary with a clean environment on database `url`.
+fn corral(dir: &TempDir, url: &str, slack: Option<&FakeSlack>, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .current_dir(&dir.0)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("USER", "tester")
+        .env("CORRAL_LOG", "warn")
+        .env("CORRAL_API_TOKEN", TOKEN)
+        .env("SLACK_SIGNING_SECRET", SECRET)
+        .env("CORRAL_DATABASE_URL", url);
+    if let Some(s) = slack {
+        cmd.env("SLACK_BOT_TOKEN", "xoxb-replica")
+            .env("SLACK_API_URL", &s.api_url)
+            .env("CORRAL_CHANNEL", "C0RELEASES");
+    }
+    cmd
+}
+
+struct Replica {
+    child: Child,
+    url: String,
+}
+
+impl Replica {
+    async fn start(
+        dir: &TempDir,
+        db: &str,
+        slack: Option<&FakeSlack>,
+        extra: &[(&str, &str)],
+    ) -> Replica {
+        let port = free_port();
+        let mut cmd = corral(dir, db, slack, &["serve"]);
+        cmd.env("CORRAL_LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let replica = Replica {
+            child: cmd.spawn().unwrap(),
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let client = corral::http_client().unwrap();
+        for _ in 0..400 {
+            if let Ok(r) = client.get(format!("{}/readyz", replica.url)).send().await
+                && r.status() == 200
+            {
+                return replica;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("corral serve did not become ready");
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn get(http: &reqwest::Client, url: &str) -> (u16, String) {
+    let r = http
+        .get(url)
+        .bearer_auth(TOKEN)
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn slash(http: &reqwest::Client, base: &str, text: &str) -> (u16, String, Duration) {
+    let body = slash_body("/release", text, "U0ALICE", "C0TEAM");
+    let ts = crate::support::now().to_string();
+    let sig = corral::slack::verify::sign(SECRET, &ts, body.as_bytes());
+    let t = Instant::now();
+    let r = http
+        .post(format!("{base}/slack/commands"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-slack-request-timestamp", ts)
+        .header("x-slack-signature", sig)
+        .timeout(Duration::from_secs(20))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap(), t.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_race_for_the_lock_and_exactly_one_wins_each_round() {
+    let dir = TempDir::new("replicas-race");
+    let db = TestDb::new("race").await;
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Replica::start(&dir, &db.url, None, &[]).await);
+    }
+    let http = corral::http_client().unwrap();
+    let rounds = lock_rounds();
+    for round in 0..rounds {
+        let starts = replicas.iter().enumerate().map(|(i, r)| {
+            let (http, url) = (http.clone(), format!("{}/start?name=r{round}-{i}", r.url));
+            async move { get(&http, &url).await }
+        });
+        let answers = futures::future::join_all(starts).await;
+        let winners = answers.iter().filter(|a| *a == &(200, "1".into())).count();
+        assert!(
+            answers
+                .iter()
+                .all(|(s, b)| *s == 200 && (b == "1" || b == "0")),
+            "round {round}: {answers:?}"
+        );
+        assert_eq!(winners, 1, "round {round}: {answers:?}");
+        let stopper = &replicas[round % 3];
+        assert_eq!(
+            get(&http, &format!("{}/stop", stopper.url)).await,
+            (200, "1".into()),
+            "round {round}"
+        );
+    }
+    // Every winning start and every stop is in the shared history, nothing more.
+    let client = db.client().await;
+    let row = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE action = 'start'), count(*) FILTER (WHERE action = 'stop') FROM lock_history",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (starts, stops): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!((starts, stops), (rounds as i64, rounds as i64));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slack_retry_landing_on_another_replica_is_handled_once() {
+    let dir = TempDir::new("replicas-dedupe");
+    let db = TestDb::new("dedupe").await;
+    let slack = FakeSlack::start().await;
+    let a = Replica::start(&dir, &db.url, Some(&slack), &[]).await;
+    let b = Replica::start(&dir, &db.url, Some(&slack), &[]).await;
+    let mut event: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/slack/events/app_mention.event_callback.docs.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    event["event"]["text"] = json!("<@U0LAN0Z89> release start from a mention");
+    let body = event.to_string();
+    let http = corral::http_client().unwrap();
+    // The first delivery and Slack's retry, at once, one on each replica.
+    let deliveries = [&a, &b].map(|r| {
+        let (http, url, body) = (
+            http.clone(),
+            format!("{}/slack/events", r.url),
+            body.clone(),
+        );
+        async move {
+            let ts = crate::support::now().to_string();
+            let sig = corral::slack::verify::sign(SECRET, &ts, body.as_bytes());
+            http.post(url)
+                .header("content-type", "application/json")
+                .header("x-slack-request-timestamp", ts)
+                .header("x-slack-signature", sig)
+                .header("x-slack-retry-num", "1")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    });
+    assert_eq!(futures::future::join_all(deliveries).await, vec![200, 200]);
+    slack
+        .wait_for(10, |calls| {
+            calls.iter().any(|c| c.method == "chat.postMessage")
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let posts = slack.calls_to("chat.postMessage");
+    assert_eq!(posts.len(), 1, "one reply for one event: {posts:?}");
+    let history: i64 = db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM lock_history", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(history, 1, "the mention ran once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_database_and_requests_fail_fast_while_it_is_gone() {
+    let dir = TempDir::new("replicas-away");
+    let db = TestDb::new("readyz").await;
+    let proxy = TcpProxy::start(upstream_of(&db.url)).await;
+    let limits = [
+        ("CORRAL_DATABASE_STATEMENT_TIMEOUT", "1s"),
+        ("CORRAL_DATABASE_CONNECT_TIMEOUT", "1s"),
+        ("CORRAL_DATABASE_POOL_TIMEOUT", "1s"),
+    ];
+    let r = Replica::start(&dir, &proxy.url_through(&db.url), None, &limits).await;
+    let http = corral::http_client().unwrap();
+    let readyz = |http: reqwest::Client, url: String| async move {
+        let resp = http
+            .get(format!("{url}/readyz"))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    };
+    let until = |want: u16| {
+        let (http, url) = (http.clone(), r.url.clone());
+        async move {
+            for _ in 0..100 {
+                let (status, body) = readyz(http.clone(), url.clone()).await;
+                if status == want {
+                    return body;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("/readyz never answered {want}");
+        }
+    };
+    assert_eq!(readyz(http.clone(), r.url.clone()).await.0, 200);
+
+    // The database goes down.
+    proxy.set(Mode::Closed);
+    let body = until(503).await;
+    assert!(body.contains("store unavailable"), "{body}");
+    let t = Instant::now();
+    assert_eq!(
+        get(&http, &format!("{}/start?name=alice", r.url)).await,
+        (503, "store unavailable".into())
+    );
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    let (status, text, took) = slash(&http, &r.url, "status").await;
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("could not do that") && text.contains("database"),
+        "{text}"
+    );
+    assert!(took < Duration::from_secs(3), "{took:?}");
+
+    // It comes back: ready again, without a restart.
+    proxy.set(Mode::Open);
+    until(200).await;
+    assert_eq!(
+        get(&http, &format!("{}/start?name=alice", r.url)).await,
+        (200, "1".into())
+    );
+
+    // The network stops passing bytes in the middle of things: each request still ends,
+    // within the statement timeout, with words that say why.
+    proxy.set(Mode::Stalled);
+    let (status, text, took) = slash(&http, &r.url, "status").await;
+    assert_eq!(status, 200);
+    assert!(text.contains("did not answer within 1s"), "{text}");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    let t = Instant::now();
+    assert_eq!(get(&http, &format!("{}/stop", r.url)).await.0, 503);
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    until(503).await;
+    proxy.set(Mode::Open);
+    until(200).await;
+    // The lock is as the last committed change left it.
+    assert_eq!(
+        get(&http, &format!("{}/start?name=bob", r.url)).await,
+        (200, "0".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corral_migrate_moves_a_first_release_store_and_the_bot_keeps_its_threads() {
+    let dir = TempDir::new("replicas-migrate");
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/store/corral-v0.1.db"
+        ),
+        dir.0.join("corral.db"),
+    )
+    .unwrap();
+    let db = TestDb::new("migratecli").await;
+    // The test server trusts loopback, so any password is accepted: it must not show.
+    let mut with_password = url::Url::parse(&db.url).unwrap();
+    with_password.set_password(Some("pg-sekrit")).unwrap();
+    let target = with_password.to_string();
+    let run = |args: &[&str]| {
+        let out = corral(&dir, &target, None, args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&["migrate", "--from", "sqlite://corral.db", "--to", &target]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    for line in [
+        "lock: running by cli:alice, blocked no",
+        "lock changes: 5",
+        "jobs: 2",
+        "message ids: 2",
+        "audit lines: 2",
+    ] {
+        assert!(out.contains(line), "{line:?} in {out}");
+    }
+    assert!(!format!("{out}{err}").contains("pg-sekrit"), "{out}{err}");
+
+    // A second run finds the target in use and changes nothing.
+    let (code, out, err) = run(&["migrate", "--from", "sqlite://corral.db", "--to", &target]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("not empty"), "{err}");
+    assert!(!err.contains("pg-sekrit"), "{err}");
+    // Bad arguments are refused before anything is opened.
+    let (code, _, err) = run(&["migrate", "--from", "mysql://x", "--to", &target]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("sqlite://"), "{err}");
+
+    // `corral check` names the backend and the schema version.
+    let (code, out, err) = run(&["check"]);
+    assert!(
+        out.contains("ok   store: PostgreSQL postgres://postgres:***@"),
+        "{out}{err}"
+    );
+    assert!(out.contains("schema version 2"), "{out}");
+    assert!(!format!("{out}{err}").contains("pg-sekrit"));
+    let _ = code;
+
+    // A replica on the new database reports the job the crash cut off in its old thread.
+    let slack = FakeSlack::start().await;
+    let _r = Replica::start(&dir, &target, Some(&slack), &[]).await;
+    let calls = slack
+        .wait_for(10, |calls| calls.iter().any(|c| c.method == "chat.update"))
+        .await;
+    let update = calls
+        .iter()
+        .find(|c| c.method == "chat.update")
+        .expect("the interrupted job's root is edited");
+    assert_eq!(
+        (update.channel(), update.body["ts"].as_str()),
+        ("cli", Some("0.000001")),
+        "{calls:?}"
+    );
+}
