@@ -14,6 +14,7 @@ use super::reporter::Reporter;
 use super::{JobStatus, Outcome, ProgressTx};
 use crate::command::{Command, UpgradeCmd};
 use crate::config::Config;
+use crate::rancher::Rancher;
 use crate::slack::blocks::Message;
 use crate::slack::outbox::Chat;
 use crate::store::{JobRecord, Store};
@@ -40,14 +41,17 @@ pub struct JobContext {
 /// The one dispatch from a command to the module that does it.
 async fn execute(
     ctx: &JobContext,
+    rancher: &Rancher,
     cmd: &Command,
     progress: ProgressTx,
 ) -> Result<Outcome, JobError> {
     match cmd {
         Command::Upgrade(UpgradeCmd::Catalog(c)) => {
-            crate::rancher::run_catalog(ctx, c, progress).await
+            crate::rancher::run_catalog(rancher, c, progress).await
         }
-        Command::Upgrade(UpgradeCmd::Image(i)) => crate::rancher::run_image(ctx, i, progress).await,
+        Command::Upgrade(UpgradeCmd::Image(i)) => {
+            crate::rancher::run_image(rancher, i, progress).await
+        }
         Command::Deploy(d) => crate::deploy::run(ctx, d, progress).await,
         other => Err(JobError::new(format!("`{}` is not a job", other.to_text()))),
     }
@@ -59,12 +63,15 @@ pub struct Runner {
     config: Arc<Config>,
     store: Arc<dyn Store>,
     chat: Arc<dyn Chat>,
+    /// The Rancher every job of this runner talks to (one rate limit per server).
+    rancher: Rancher,
     tasks: Arc<Mutex<HashMap<i64, JoinHandle<()>>>>,
 }
 
 impl Runner {
     pub fn new(config: Arc<Config>, store: Arc<dyn Store>, chat: Arc<dyn Chat>) -> Runner {
         Runner {
+            rancher: Rancher::new(&config.rancher),
             config,
             store,
             chat,
@@ -112,10 +119,11 @@ impl Runner {
             store: self.store.clone(),
             job,
         };
+        let rancher = self.rancher.clone();
         // The work runs in its own task so a panic in domain code ends as a failed job,
         // reported and stored, instead of a job left `running` until the next restart.
         let work = async move {
-            match tokio::spawn(async move { execute(&ctx, &cmd, tx).await }).await {
+            match tokio::spawn(async move { execute(&ctx, &rancher, &cmd, tx).await }).await {
                 Ok(result) => result,
                 Err(e) => {
                     tracing::error!(job = id, error = %e, "job task panicked");
