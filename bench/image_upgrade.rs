@@ -27,10 +27,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use corral::app::{App, Request, Source};
+use corral::chat::Message;
+use corral::chat::{Chat, ChatError};
 use corral::command::parse_slash;
 use corral::config::{Config, Env};
-use corral::slack::blocks::Message;
-use corral::slack::outbox::{Chat, ChatError};
 use serde_json::json;
 use support::fake_rancher::{ACCESS_KEY, FakeRancher, SECRET_KEY};
 use support::fake_services::{add_service, install, launch_config};
@@ -93,7 +93,7 @@ async fn run(envs: usize, per_env: usize, parallelism: Option<usize>) -> Run {
         config.rancher.parallelism = p;
     }
     let chat = Arc::new(CountingChat::default());
-    let store = corral::store::open("sqlite::memory:").expect("store");
+    let store = corral::store::open("sqlite::memory:").await.expect("store");
     let app = App::new(Arc::new(config), store, chat.clone());
     let command = parse_slash("/upgrade", "image myorg/app:2.0").expect("command");
     let started = Instant::now();
@@ -108,7 +108,7 @@ async fn run(envs: usize, per_env: usize, parallelism: Option<usize>) -> Run {
     let job = reply.job.expect("job");
     app.runner.wait(job.id).await;
     let wall = started.elapsed();
-    let rec = app.store.job(job.id).expect("store").expect("job");
+    let rec = app.store.job(job.id).await.expect("store").expect("job");
     let outcome = rec.outcome.expect("outcome");
     Run {
         wall,

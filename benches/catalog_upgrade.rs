@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use corral::app::{App, Request, Source};
+use corral::chat::Message;
+use corral::chat::{Chat, ChatError};
 use corral::config::{Config, Env};
-use corral::slack::blocks::Message;
-use corral::slack::outbox::{Chat, ChatError};
 use fake_rancher::{ACCESS_KEY, FakeRancher, SECRET_KEY};
 
 #[derive(Default)]
@@ -127,7 +127,7 @@ async fn bench() {
     let chat = Arc::new(CountingChat::default());
     let app = App::new(
         Arc::new(config),
-        corral::store::open("sqlite::memory:").expect("store"),
+        corral::store::open("sqlite::memory:").await.expect("store"),
         chat.clone(),
     );
 
@@ -144,7 +144,7 @@ async fn bench() {
     let job = reply.job.expect("a job");
     app.runner.wait(job.id).await;
     let wall = t.elapsed();
-    let rec = app.store.job(job.id).expect("store").expect("job");
+    let rec = app.store.job(job.id).await.expect("store").expect("job");
     let outcome = rec.outcome.expect("outcome");
 
     // go-cowpoke's serial time is the sum of each stack's own time: from its upgrade

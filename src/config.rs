@@ -21,7 +21,7 @@ use crate::secret::Secret;
 pub enum ConfigError {
     #[error("{var}: {reason}")]
     Invalid { var: String, reason: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
 }
 
@@ -44,12 +44,17 @@ pub struct Env {
 impl Env {
     /// The process environment, with `.env` from the working directory filling gaps.
     pub fn from_process() -> Result<Self, ConfigError> {
+        Env::from_process_and_file(std::path::Path::new(".env"))
+    }
+
+    /// The process environment, with the dotenv file at `path` filling gaps.
+    pub fn from_process_and_file(path: &std::path::Path) -> Result<Self, ConfigError> {
         let mut vars: HashMap<String, String> = HashMap::new();
-        match dotenvy::from_path_iter(".env") {
+        match dotenvy::from_path_iter(path) {
             Ok(iter) => {
                 for item in iter {
-                    let (k, v) = item
-                        .map_err(|e| ConfigError::invalid(".env", format!("cannot parse: {e}")))?;
+                    let (k, v) =
+                        item.map_err(|e| ConfigError::invalid(".env", dotenv_error(&e)))?;
                     vars.insert(k, v);
                 }
             }
@@ -105,7 +110,7 @@ impl Env {
     pub fn duration(&self, names: &[&str], default: Duration) -> Result<Duration, ConfigError> {
         match self.lookup(names) {
             None => Ok(default),
-            Some((var, v)) => crate::command::parse_duration(v.trim())
+            Some((var, v)) => crate::text::parse_duration(v.trim())
                 .map_err(|e| ConfigError::invalid(var, e.to_string())),
         }
     }
@@ -181,6 +186,33 @@ impl Env {
     }
 }
 
+/// A `.env` parse error without the line's value (it may be a secret): the variable name
+/// when the line has one, and where the parser stopped.
+fn dotenv_error(e: &dotenvy::Error) -> String {
+    match e {
+        dotenvy::Error::LineParse(line, at) => {
+            let name = line
+                .trim_start()
+                .trim_start_matches("export ")
+                .split('=')
+                .next()
+                .map(str::trim)
+                .filter(|n| {
+                    !n.is_empty()
+                        && n.len() <= 64
+                        && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                });
+            match name {
+                Some(n) if line.contains('=') => format!(
+                    "cannot parse the line setting {n} (at character {at}; the value is not shown)"
+                ),
+                _ => format!("cannot parse a line (at character {at}; its text is not shown)"),
+            }
+        }
+        other => format!("cannot parse: {other}"),
+    }
+}
+
 /// Splits a comma list, trimming parts and dropping empty ones.
 pub fn split_list(raw: &str) -> Vec<String> {
     raw.split(',')
@@ -223,51 +255,6 @@ pub struct SlackConfig {
     pub api_url: Url,
 }
 
-/// Rancher connection settings shared by the catalog and image upgrades.
-#[derive(Debug, Clone)]
-pub struct RancherConfig {
-    pub url: Option<Url>,
-    pub access_key: Option<Secret>,
-    pub secret_key: Option<Secret>,
-    /// Only environments whose name matches one of these are touched.
-    pub environments: Vec<Regex>,
-    /// The launch-config label that enables image auto-updates.
-    pub autoupdate_label: String,
-    /// Deadline for one HTTP call to Rancher.
-    pub request_timeout: Duration,
-    /// Requests per second sent to one Rancher.
-    pub rate_limit: u32,
-    /// Stacks or services upgraded at once.
-    pub parallelism: usize,
-    /// How long one stack or service may take to reach `upgraded`.
-    pub upgrade_timeout: Duration,
-    /// How often upgrade progress is polled.
-    pub poll_interval: Duration,
-    /// Containers of one service replaced at once in an in-service upgrade
-    /// (`CORRAL_UPGRADE_BATCH_SIZE`, Rancher's `batchSize`).
-    pub batch_size: u32,
-    /// Pause between batches (`CORRAL_UPGRADE_INTERVAL`, Rancher's `intervalMillis`).
-    pub batch_interval: Duration,
-    /// Roll a service back when it does not reach `upgraded` in time
-    /// (`CORRAL_ROLLBACK_ON_TIMEOUT`).
-    pub rollback_on_timeout: bool,
-}
-
-/// Deploy (`/deploy`, `corral agent`) settings.
-#[derive(Debug, Clone)]
-pub struct DeployConfig {
-    /// Manifest URLs must start with one of these prefixes. Empty: `/deploy` is off.
-    pub allow: Vec<String>,
-    /// Hosts that must report for a fan-out (when Serf membership is not used).
-    pub hosts: Vec<String>,
-    /// Serf agent RPC address used by `--target serf`.
-    pub serf_rpc: String,
-    /// Consul agent HTTP base used by `--target consul`.
-    pub consul_url: Url,
-    /// How long a fan-out waits for host reports.
-    pub report_timeout: Duration,
-}
-
 /// Everything corral needs to run, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -278,8 +265,8 @@ pub struct Config {
     pub slack: SlackConfig,
     /// Channels where jobs started outside Slack are announced.
     pub channels: Vec<String>,
-    pub rancher: RancherConfig,
-    pub deploy: DeployConfig,
+    pub rancher: crate::rancher::Config,
+    pub deploy: crate::deploy::Config,
     pub policy_path: Option<PathBuf>,
     pub policy: Policy,
 }
@@ -291,8 +278,12 @@ impl Config {
         let database_url = env
             .string(&["CORRAL_DATABASE_URL"])
             .unwrap_or_else(|| "sqlite://corral.db".to_string());
-        crate::store::validate_url(&database_url)
-            .map_err(|e| ConfigError::invalid("CORRAL_DATABASE_URL", e))?;
+        crate::store::validate_url(&database_url).map_err(|e| {
+            ConfigError::invalid(
+                "CORRAL_DATABASE_URL",
+                crate::text::redact_secrets_in(&e, &database_url),
+            )
+        })?;
 
         let slack = SlackConfig {
             bot_token: env.secret(&["SLACK_BOT_TOKEN", "SLACK_TOKEN"]),
@@ -311,7 +302,7 @@ impl Config {
             ));
         }
 
-        let rancher = RancherConfig {
+        let rancher = crate::rancher::Config {
             // Rancher is reached with the access keys; credentials written into the URL
             // are dropped here so no Debug print or message can show them.
             url: env.url(&["RANCHER_URL", "CATTLE_URL"])?.map(|mut u| {
@@ -346,7 +337,7 @@ impl Config {
             rollback_on_timeout: env.boolean(&["CORRAL_ROLLBACK_ON_TIMEOUT"], true)?,
         };
 
-        let deploy = DeployConfig {
+        let deploy = crate::deploy::Config {
             allow: env.list(&["CORRAL_DEPLOY_ALLOW"]),
             hosts: env.list(&["CORRAL_DEPLOY_HOSTS"]),
             serf_rpc: env
@@ -356,6 +347,7 @@ impl Config {
                 .url(&["CORRAL_CONSUL_URL"])?
                 .unwrap_or_else(|| Url::parse("http://127.0.0.1:8500").expect("static URL")),
             report_timeout: env.duration(&["CORRAL_DEPLOY_TIMEOUT"], Duration::from_secs(600))?,
+            reports_authenticated: env.lookup(&["CORRAL_API_TOKEN", "API_KEY"]).is_some(),
         };
 
         for prefix in &deploy.allow {
@@ -527,5 +519,83 @@ mod tests {
         assert!(e.contains("RANCHER_URL") && !e.contains("hunter2"), "{e}");
         assert!(!dbg.contains("xoxb-secret-value"));
         assert!(!dbg.contains("tok-123"));
+    }
+
+    #[test]
+    fn image_upgrade_settings_come_from_the_rancher_settings() {
+        use crate::command::ImageUpgrade;
+        use crate::rancher::service::Settings;
+        use std::time::Duration;
+        let cfg = Config::from_env(&Env::from_pairs([
+            ("CORRAL_UPGRADE_BATCH_SIZE", "3"),
+            ("CORRAL_UPGRADE_INTERVAL", "5s"),
+            ("CORRAL_ROLLBACK_ON_TIMEOUT", "no"),
+            ("AUTOUPDATE_ENABLE_LABEL", "my.label"),
+        ]))
+        .expect("valid");
+        let cmd = ImageUpgrade {
+            image: "a:1".into(),
+            env: Some("^prod".into()),
+            confirm: true,
+            start_first: false,
+            timeout: None,
+            dry_run: false,
+            force: false,
+        };
+        let s = Settings::new(&cfg.rancher, &cmd).expect("settings");
+        assert_eq!(
+            (s.batch_size, s.interval, s.rollback_on_timeout),
+            (3, Duration::from_secs(5), false)
+        );
+        assert_eq!(s.label, "my.label");
+        assert_eq!(s.timeout, cfg.rancher.upgrade_timeout);
+        assert!(s.environment_matches("prod-eu") && !s.environment_matches("dev"));
+        let d = Config::from_env(&Env::from_pairs([(
+            "CORRAL_DATABASE_URL",
+            "sqlite::memory:",
+        )]))
+        .expect("valid");
+        assert_eq!(
+            (
+                d.rancher.batch_size,
+                d.rancher.batch_interval,
+                d.rancher.rollback_on_timeout
+            ),
+            (1, Duration::from_secs(2), true)
+        );
+        for (var, bad) in [
+            ("CORRAL_UPGRADE_BATCH_SIZE", "0"),
+            ("CORRAL_UPGRADE_INTERVAL", "soon"),
+            ("CORRAL_ROLLBACK_ON_TIMEOUT", "maybe"),
+        ] {
+            let e = Config::from_env(&Env::from_pairs([(var, bad)])).expect_err(var);
+            assert!(e.to_string().contains(var), "{e}");
+        }
+    }
+
+    #[test]
+    fn errors_never_echo_secrets() {
+        let e = cfg(&[("CORRAL_DATABASE_URL", "postgres://corral:hunter2@db/corral")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("CORRAL_DATABASE_URL:") && !e.contains("hunter2"),
+            "{e}"
+        );
+        let dir = std::env::temp_dir().join(format!("corral-dotenv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(".env");
+        std::fs::write(
+            &path,
+            "CORRAL_CHANNEL=C1\nSLACK_BOT_TOKEN=\"xoxb-very-secret\n",
+        )
+        .unwrap();
+        let e = Env::from_process_and_file(&path).unwrap_err().to_string();
+        assert!(
+            e.starts_with(".env:") && e.contains("SLACK_BOT_TOKEN"),
+            "{e}"
+        );
+        assert!(!e.contains("xoxb-very-secret"), "{e}");
+        std::fs::remove_dir_all(dir).ok();
     }
 }

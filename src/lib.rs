@@ -1,51 +1,37 @@
 //! # corral — release chat-ops for Slack and Rancher
 //!
-//! One pipeline, three doors (ARCHITECTURE.md):
-//!
-//! ```text
-//!  Slack HTTP ─┐
-//!  Socket Mode ┼─▶ verify ─▶ parse ─▶ policy ─▶ job ─▶ executor ─┬─ lock
-//!  HTTP API  ──┤  (signature/  (text →  (who may,  (stored        ├─ rancher
-//!  corral exec ┘   token)      Command)  lock gate) before ack)   └─ deploy
-//!                                                     │
-//!                                        reporter ──▶ outbox ──▶ Slack Web API
-//! ```
-//!
-//! * [`config`] turns the environment, `.env` and the policy file into one [`config::Config`].
-//! * [`command`] turns chat text into a typed [`command::Command`]; every door uses it.
-//! * [`app`] is the pipeline: [`app::App::handle`] takes a request from any door, checks
-//!   the policy and the lock, answers lock commands at once and turns the rest into jobs.
-//! * [`lock`] is releasestatus's state table, pure; [`store`] keeps it (and jobs, message
-//!   ids, the audit log) in SQLite.
-//! * [`job`] runs jobs and reports them as one Slack thread; domain modules ([`rancher`],
-//!   [`deploy`]) only emit plain [`job::Progress`] events and never import `slack`.
-//! * [`slack`] verifies and parses what Slack sends and delivers what corral says;
-//!   [`api`] serves the native HTTP API and the older tools' endpoints.
+//! The map of the crate — layers, modules, invariants, entry points, and what is
+//! deliberately absent — is `ARCHITECTURE.md` at the root of the repository. This file
+//! only lists the modules, by layer; `tests/it/layers.rs` enforces the layer rules.
 
 // Handlers return `Result<_, Response>` so a refusal is built where it is decided; an
 // axum `Response` is large, and that is fine on these paths.
 #![allow(clippy::result_large_err)]
 
+// Doors: what the outside world calls.
 pub mod api;
+pub mod slack;
+
+// Orchestration and its configuration.
 pub mod app;
-pub mod command;
 pub mod config;
+
+// Domain: the work.
 pub mod deploy;
+pub mod rancher;
+
+// Vocabulary: shared nouns, no I/O above the store.
+pub mod chat;
+pub mod clock;
+pub mod command;
+pub mod door;
 pub mod job;
 pub mod lock;
 pub mod policy;
-pub mod rancher;
+pub mod schedule;
 pub mod secret;
-pub mod slack;
 pub mod store;
-
-/// Unix seconds now. The one clock read of the crate, so tests can reason about it.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub mod text;
 
 /// The HTTP client for outbound calls (Rancher, manifests, Consul). rustls with the
 /// `ring` provider, the same one slack-morphism uses; no default timeout, so every caller

@@ -16,6 +16,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::text::{person, sanitize, when};
+
 /// Who holds the running release, or who blocked releases.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holder {
@@ -140,40 +142,11 @@ pub fn apply(
     Ok(next)
 }
 
-/// Shows a person: a Slack id as a mention, anything else as escaped text.
-pub fn person(who: &str) -> String {
-    let looks_like_id = who.len() > 1
-        && who.starts_with(['U', 'W'])
-        && who
-            .chars()
-            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
-    if looks_like_id {
-        format!("<@{who}>")
-    } else {
-        crate::command::sanitize(who)
-    }
-}
-
-/// A timestamp as people read it, in UTC, with Slack's localising date token.
-pub fn when(unix: i64) -> String {
-    let text = jiff::Timestamp::from_second(unix)
-        .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_else(|_| unix.to_string());
-    format!("<!date^{unix}^{{date_short_pretty}} {{time}}|{text}>")
-}
-
-/// Plain-text timestamp (CLI, logs, JSON).
-pub fn when_plain(unix: i64) -> String {
-    jiff::Timestamp::from_second(unix)
-        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
-        .unwrap_or_else(|_| unix.to_string())
-}
-
 fn with_reason(reason: &str) -> String {
     if reason.is_empty() {
         String::new()
     } else {
-        format!(" ({})", crate::command::sanitize(reason))
+        format!(" ({})", sanitize(reason))
     }
 }
 

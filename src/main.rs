@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use corral::app::{App, Outcome, Request, Source};
+use corral::app::{App, Outcome, Request};
+use corral::chat::{Chat, LogChat, PrintChat, TeeChat};
 use corral::config::{Config, Env};
-use corral::slack::outbox::{Chat, LogChat, PrintChat, SlackChat, TeeChat};
+use corral::door::Source;
+use corral::slack::web::SlackChat;
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +34,8 @@ enum Cmd {
     },
     /// Validate the configuration and reach Slack, Rancher and the store; print a report.
     Check,
+    /// Print the next firings of every schedule in the policy file (CORRAL_POLICY).
+    Schedule,
     /// stretcher-compatible deploy agent (manifest URL, Consul or Serf event on stdin).
     #[command(disable_help_flag = true)]
     Agent {
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
             Cmd::Serve => serve().await,
             Cmd::Exec { text } => exec(text.join(" ")).await,
             Cmd::Check => check().await,
+            Cmd::Schedule => schedule(),
             Cmd::Agent { .. } => Ok(ExitCode::SUCCESS),
         }
     });
@@ -74,9 +79,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs to stderr, filtered by `CORRAL_LOG`, else `RUST_LOG`, else `info`.
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CORRAL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = ["CORRAL_LOG", "RUST_LOG"]
+        .iter()
+        .find_map(|var| {
+            std::env::var(var)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        })
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -105,7 +118,9 @@ fn slack_chat(config: &Config) -> anyhow::Result<Option<Arc<dyn Chat>>> {
 
 async fn serve() -> anyhow::Result<ExitCode> {
     let config = Arc::new(load_config()?);
-    let store = corral::store::open(&config.database_url).context("store")?;
+    let store = corral::store::open(&config.database_url)
+        .await
+        .context("store")?;
     let chat: Arc<dyn Chat> = match slack_chat(&config)? {
         Some(c) => c,
         None => Arc::new(LogChat::default()),
@@ -168,7 +183,9 @@ async fn shutdown_signal() {
 
 async fn exec(text: String) -> anyhow::Result<ExitCode> {
     let config = Arc::new(load_config()?);
-    let store = corral::store::open(&config.database_url).context("store")?;
+    let store = corral::store::open(&config.database_url)
+        .await
+        .context("store")?;
     let user = std::env::var("USER").unwrap_or_else(|_| "cli".to_string());
     let (chat, channel): (Arc<dyn Chat>, String) =
         match (slack_chat(&config)?, config.channels.first()) {
@@ -185,7 +202,7 @@ async fn exec(text: String) -> anyhow::Result<ExitCode> {
     let command = match corral::command::parse_text(&text) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{}", corral::slack::blocks::plain(&e.to_string()));
+            eprintln!("{}", corral::text::plain(&e.to_string()));
             return Ok(ExitCode::from(2));
         }
     };
@@ -197,7 +214,7 @@ async fn exec(text: String) -> anyhow::Result<ExitCode> {
             channel: Some(channel),
         })
         .await;
-    println!("{}", corral::slack::blocks::plain(&reply.text));
+    println!("{}", corral::text::plain(&reply.text));
     let mut code = match reply.outcome {
         Outcome::Ok => ExitCode::SUCCESS,
         Outcome::Refused | Outcome::Error => ExitCode::from(1),
@@ -205,7 +222,7 @@ async fn exec(text: String) -> anyhow::Result<ExitCode> {
     };
     if let Some(job) = reply.job {
         app.runner.wait(job.id).await;
-        let done = app.store.job(job.id).context("store")?;
+        let done = app.store.job(job.id).await.context("store")?;
         if done.is_none_or(|j| j.status != corral::job::JobStatus::Succeeded) {
             code = ExitCode::from(1);
         }
@@ -213,6 +230,20 @@ async fn exec(text: String) -> anyhow::Result<ExitCode> {
     app.background.close();
     let _ = tokio::time::timeout(Duration::from_secs(10), app.background.wait()).await;
     Ok(code)
+}
+
+/// `corral schedule`: loads the configuration (a bad policy stops here, exit 2, naming
+/// the key) and prints the next firings of its freezes, digests and lock reminders.
+fn schedule() -> anyhow::Result<ExitCode> {
+    let config = load_config()?;
+    if let Some(path) = &config.policy_path {
+        println!("Policy file: {}", path.display());
+    }
+    print!(
+        "{}",
+        config.policy.schedule_report(jiff::Timestamp::now(), 5)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn check() -> anyhow::Result<ExitCode> {
@@ -238,12 +269,16 @@ async fn check() -> anyhow::Result<ExitCode> {
     for line in config.disabled_integrations() {
         println!("off  {line}");
     }
-    match corral::store::open(&config.database_url).and_then(|s| s.ping()) {
-        Ok(()) => report(true, "store", config.database_url.clone()),
+    let store = match corral::store::open(&config.database_url).await {
+        Ok(s) => s.ping().await.map(|()| s),
+        Err(e) => Err(e),
+    };
+    match store {
+        Ok(_) => report(true, "store", config.database_url.clone()),
         Err(e) => report(false, "store", e.to_string()),
     }
     if let Some(token) = &config.slack.bot_token {
-        let r = corral::slack::outbox::auth_test(&config.slack.api_url, token).await;
+        let r = corral::slack::web::auth_test(&config.slack.api_url, token).await;
         match r {
             Ok(who) => report(true, "Slack", who),
             Err(e) => report(false, "Slack", e.to_string()),

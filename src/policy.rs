@@ -7,7 +7,10 @@
 //!
 //! `[[approval]]`, `[lock]`, `[[freeze]]` and `[[digest]]` are parsed and validated here
 //! so a policy written for them is checked today; the scheduler and approval flow that
-//! act on them are separate work (see ARCHITECTURE.md, "not yet built").
+//! act on them are separate work (see ARCHITECTURE.md, "not yet built"). Schedules are
+//! validated with the real cron parser and time zone database ([`crate::schedule`]):
+//! bad cron strings, unknown time zones, durations of zero and freeze windows longer than
+//! their period stop start-up, naming the key.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +18,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::command::{Family, parse_duration};
+use crate::command::Family;
+pub use crate::schedule::{Digest, Freeze, Reminders};
+use crate::schedule::{Schedule, ScheduleError, show_time};
+use crate::text::{format_duration, parse_duration};
 
 /// A policy error, naming the file and the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +83,7 @@ struct RawFreeze {
 struct RawDigest {
     cron: String,
     channel: String,
+    timezone: Option<String>,
 }
 
 /// An approval rule, validated.
@@ -89,15 +96,6 @@ pub struct ApprovalRule {
     pub expires: Option<Duration>,
 }
 
-/// A freeze window, validated.
-#[derive(Debug, Clone)]
-pub struct Freeze {
-    pub name: String,
-    pub cron: String,
-    pub duration: Duration,
-    pub timezone: String,
-}
-
 /// The policy in force.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
@@ -107,7 +105,7 @@ pub struct Policy {
     pub remind_after: Option<Duration>,
     pub remind_every: Option<Duration>,
     pub freezes: Vec<Freeze>,
-    pub digests: Vec<(String, String)>,
+    pub digests: Vec<Digest>,
     /// Whether a policy file was given at all.
     pub configured: bool,
 }
@@ -178,9 +176,8 @@ impl Policy {
             let expires = a
                 .expires
                 .as_deref()
-                .map(parse_duration)
-                .transpose()
-                .map_err(|e| format!("{key}.expires: {e}"))?;
+                .map(|raw| positive_duration(&format!("{key}.expires"), raw))
+                .transpose()?;
             p.approvals.push(ApprovalRule {
                 commands,
                 environments,
@@ -193,37 +190,39 @@ impl Policy {
             p.remind_after = l
                 .remind_after
                 .as_deref()
-                .map(parse_duration)
-                .transpose()
-                .map_err(|e| format!("lock.remind_after: {e}"))?;
+                .map(|raw| positive_duration("lock.remind_after", raw))
+                .transpose()?;
             p.remind_every = l
                 .remind_every
                 .as_deref()
-                .map(parse_duration)
-                .transpose()
-                .map_err(|e| format!("lock.remind_every: {e}"))?;
+                .map(|raw| positive_duration("lock.remind_every", raw))
+                .transpose()?;
         }
         for (i, f) in raw.freeze.iter().enumerate() {
             let key = format!("freeze[{i}]");
-            check_cron(&f.cron).map_err(|e| format!("{key}.cron: {e}"))?;
-            let duration =
-                parse_duration(&f.duration).map_err(|e| format!("{key}.duration: {e}"))?;
-            let timezone = f.timezone.clone().unwrap_or_else(|| "UTC".to_string());
-            jiff::tz::TimeZone::get(&timezone)
-                .map_err(|e| format!("{key}.timezone: {timezone:?}: {e}"))?;
-            p.freezes.push(Freeze {
-                name: f.name.clone(),
-                cron: f.cron.clone(),
-                duration,
-                timezone,
-            });
+            let schedule = schedule(&key, &f.cron, f.timezone.as_deref())?;
+            let duration = positive_duration(&format!("{key}.duration"), &f.duration)?;
+            let freeze = Freeze::new(&f.name, schedule, duration)
+                .map_err(|e| format!("{key}.{}: {e}", e.field()))?;
+            if let Some(j) = p.freezes.iter().position(|g| g.name == freeze.name) {
+                return Err(format!(
+                    "{key}.name: `{}` is the name of freeze[{j}] too; names must differ",
+                    freeze.name
+                ));
+            }
+            p.freezes.push(freeze);
         }
         for (i, d) in raw.digest.iter().enumerate() {
-            check_cron(&d.cron).map_err(|e| format!("digest[{i}].cron: {e}"))?;
-            if d.channel.trim().is_empty() {
-                return Err(format!("digest[{i}].channel: empty"));
+            let key = format!("digest[{i}]");
+            let schedule = schedule(&key, &d.cron, d.timezone.as_deref())?;
+            let digest =
+                Digest::new(schedule, &d.channel).map_err(|e| format!("{key}.channel: {e}"))?;
+            if let Some(j) = p.digests.iter().position(|g| g.id() == digest.id()) {
+                return Err(format!(
+                    "{key}: the same schedule and channel as digest[{j}]"
+                ));
             }
-            p.digests.push((d.cron.clone(), d.channel.clone()));
+            p.digests.push(digest);
         }
         Ok(p)
     }
@@ -268,6 +267,84 @@ impl Policy {
     pub fn may_force(&self, user: &str) -> bool {
         !self.configured || self.is_admin(user)
     }
+
+    /// The lock reminders `[lock]` asks for, if any.
+    pub fn reminders(&self) -> Option<Reminders> {
+        Reminders::from_policy(self.remind_after, self.remind_every)
+    }
+
+    /// What `corral schedule` prints: for every freeze, digest and the lock reminders,
+    /// the next `count` firings after `now`, in the schedule's time zone and in UTC.
+    pub fn schedule_report(&self, now: jiff::Timestamp, count: usize) -> String {
+        use std::fmt::Write;
+        let utc = jiff::tz::TimeZone::UTC;
+        let mut out = String::new();
+        if !self.configured {
+            out.push_str("No policy file (CORRAL_POLICY is not set): there are no schedules.\n");
+            return out;
+        }
+        let reminders = self.reminders();
+        if self.freezes.is_empty() && self.digests.is_empty() && reminders.is_none() {
+            out.push_str(
+                "The policy has no schedules (no [[freeze]], no [[digest]], no [lock] reminders).\n",
+            );
+            return out;
+        }
+        let _ = writeln!(out, "Next firings after {}:", show_time(now, &utc));
+        for (i, f) in self.freezes.iter().enumerate() {
+            let tz = f.schedule.time_zone();
+            let _ = writeln!(
+                out,
+                "\nfreeze[{i}] \"{}\": {}, windows of {}",
+                f.name,
+                f.schedule,
+                format_duration(f.duration)
+            );
+            if let Some(w) = f.window_at(now) {
+                let _ = writeln!(
+                    out,
+                    "  active now: since {}, until {}",
+                    show_time(w.start, tz),
+                    show_time(w.end, tz)
+                );
+            }
+            let mut from = now;
+            for _ in 0..count {
+                let Some(w) = f.next_window_after(from) else {
+                    break;
+                };
+                let _ = writeln!(
+                    out,
+                    "  {}  until  {}",
+                    show_time(w.start, tz),
+                    show_time(w.end, tz)
+                );
+                from = w.start;
+            }
+        }
+        for (i, d) in self.digests.iter().enumerate() {
+            let _ = writeln!(out, "\ndigest[{i}] to {}: {}", d.channel, d.schedule);
+            for t in d.schedule.firings_after(now).take(count) {
+                let _ = writeln!(out, "  {}", show_time(t, d.schedule.time_zone()));
+            }
+        }
+        if let Some(r) = reminders {
+            let every = match r.every {
+                Some(e) => format!(", then every {}", format_duration(e)),
+                None => ", once".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "\nlock reminders: after {}{every}; for a release started now:",
+                format_duration(r.after)
+            );
+            for n in 0..count as u32 {
+                let Some(t) = r.at(now, n) else { break };
+                let _ = writeln!(out, "  {}", show_time(t, &utc));
+            }
+        }
+        out
+    }
 }
 
 fn family(name: &str) -> Option<Family> {
@@ -296,20 +373,21 @@ fn is_slack_id(s: &str) -> bool {
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
-/// Checks a 5-field cron expression's shape (minute hour day-of-month month day-of-week).
-fn check_cron(expr: &str) -> Result<(), String> {
-    let fields: Vec<&str> = expr.split_whitespace().collect();
-    if fields.len() != 5 {
-        return Err(format!("{expr:?} must have 5 fields, has {}", fields.len()));
+/// A schedule from a policy section; the error names `<key>.cron` or `<key>.timezone`.
+fn schedule(key: &str, cron: &str, timezone: Option<&str>) -> Result<Schedule, String> {
+    Schedule::parse(cron, timezone).map_err(|e| match e {
+        ScheduleError::Cron(m) => format!("{key}.cron: {m}"),
+        ScheduleError::TimeZone(m) => format!("{key}.timezone: {m}"),
+    })
+}
+
+/// A duration that must be above zero; the error names the key.
+fn positive_duration(key: &str, raw: &str) -> Result<Duration, String> {
+    let d = parse_duration(raw).map_err(|e| format!("{key}: {e}"))?;
+    if d.is_zero() {
+        return Err(format!("{key}: must be longer than 0"));
     }
-    let ok = |f: &str| {
-        f.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | ',' | '-' | '/'))
-    };
-    match fields.iter().find(|f| !ok(f)) {
-        Some(bad) => Err(format!("{expr:?}: field {bad:?} is not cron syntax")),
-        None => Ok(()),
-    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -361,6 +439,74 @@ channel = "C0RELEASES"
         assert!(p.may_force("U0ADMIN") && !p.may_force("U0ALICE"));
         assert_eq!(p.approvals[0].expires, Some(Duration::from_secs(3600)));
         assert_eq!(p.freezes[0].duration, Duration::from_secs(64 * 3600));
+        assert_eq!(p.freezes[0].name, "weekend");
+        assert_eq!(p.freezes[0].schedule.expr(), "0 16 * * FRI");
+        assert_eq!(p.freezes[0].schedule.time_zone_name(), "Europe/Berlin");
+        assert_eq!(p.digests[0].channel, "C0RELEASES");
+        assert_eq!(p.digests[0].schedule.time_zone_name(), "UTC");
+        assert_eq!(
+            p.reminders(),
+            Some(Reminders {
+                after: Duration::from_secs(2 * 3600),
+                every: Some(Duration::from_secs(1800))
+            })
+        );
+    }
+
+    #[test]
+    fn digests_take_a_time_zone() {
+        let p = Policy::parse(
+            "[[digest]]\ncron=\"0 9 * * MON-FRI\"\nchannel=\"C1\"\ntimezone=\"America/New_York\"\n\
+             [[digest]]\ncron=\"0 9 * * MON-FRI\"\nchannel=\"C1\"",
+        )
+        .unwrap();
+        assert_eq!(p.digests[0].schedule.time_zone_name(), "America/New_York");
+        assert_eq!(p.digests[1].schedule.time_zone_name(), "UTC");
+        assert_ne!(p.digests[0].id(), p.digests[1].id());
+    }
+
+    #[test]
+    fn schedule_report_lists_every_schedule() {
+        let p = Policy::parse(SPEC_EXAMPLE).unwrap();
+        // Thursday 2025-03-27 12:00 UTC: the next weekend freeze is the one the clocks
+        // go forward in.
+        let now: jiff::Timestamp = "2025-03-27T12:00:00Z".parse().unwrap();
+        let out = p.schedule_report(now, 2);
+        let expected = "Next firings after Thu 2025-03-27 12:00 UTC:
+
+freeze[0] \"weekend\": `0 16 * * FRI` in Europe/Berlin, windows of 2d16h
+  Fri 2025-03-28 16:00 CET (15:00 UTC)  until  Mon 2025-03-31 09:00 CEST (07:00 UTC)
+  Fri 2025-04-04 16:00 CEST (14:00 UTC)  until  Mon 2025-04-07 08:00 CEST (06:00 UTC)
+
+digest[0] to C0RELEASES: `0 9 * * MON-FRI` in UTC
+  Fri 2025-03-28 09:00 UTC
+  Mon 2025-03-31 09:00 UTC
+
+lock reminders: after 2h, then every 30m; for a release started now:
+  Thu 2025-03-27 14:00 UTC
+  Thu 2025-03-27 14:30 UTC
+";
+        assert_eq!(out, expected);
+        // Inside a window it says so.
+        let sat: jiff::Timestamp = "2025-03-29T12:00:00Z".parse().unwrap();
+        assert!(
+            p.schedule_report(sat, 1).contains(
+                "  active now: since Fri 2025-03-28 16:00 CET (15:00 UTC), until Mon 2025-03-31 09:00 CEST (07:00 UTC)\n"
+            ),
+            "{}",
+            p.schedule_report(sat, 1)
+        );
+        assert!(
+            Policy::default()
+                .schedule_report(now, 5)
+                .contains("there are no schedules")
+        );
+        assert!(
+            Policy::parse("[roles]\nadmins=[\"U1\"]")
+                .unwrap()
+                .schedule_report(now, 5)
+                .contains("no schedules")
+        );
     }
 
     #[test]
@@ -421,6 +567,91 @@ channel = "C0RELEASES"
                 "digest[0].channel",
             ),
             ("[lock]\nremind = \"1h\"", "remind"),
+            // Schedules: the real cron parser, the time zone database, durations above
+            // zero, windows no longer than their period.
+            (
+                "[[freeze]]\nname=\"x\"\ncron=\"61 16 * * FRI\"\nduration=\"1h\"",
+                "freeze[0].cron: `61 16 * * FRI` is not a cron schedule",
+            ),
+            (
+                "[[freeze]]\nname=\"x\"\ncron=\"0 0 30 2 *\"\nduration=\"1h\"",
+                "freeze[0].cron: `0 0 30 2 *` never fires",
+            ),
+            (
+                "[[freeze]]\nname=\"x\"\ncron=\"@weekly\"\nduration=\"1h\"",
+                "freeze[0].cron",
+            ),
+            (
+                "[[freeze]]\nname=\"x\"\ncron=\"0 16 * * FRI\"\nduration=\"0\"",
+                "freeze[0].duration: must be longer than 0",
+            ),
+            (
+                "[[freeze]]\nname=\"x\"\ncron=\"0 16 * * FRI\"\nduration=\"0s\"",
+                "freeze[0].duration: must be longer than 0",
+            ),
+            (
+                "[[freeze]]\nname=\"x\"\ncron=\"0 16 * * FRI\"\nduration=\"8d\"",
+                "freeze[0].duration: 8d is longer than the shortest time between two starts of `0 16 * * FRI` in UTC, 7d",
+            ),
+            (
+                "[[freeze]]\nname=\"x\"\ncron=\"0 22 * * *\"\nduration=\"24h\"\ntimezone=\"Europe/Berlin\"",
+                "freeze[0].duration: 1d is longer than the shortest time between two starts of `0 22 * * *` in Europe/Berlin, 23h",
+            ),
+            (
+                "[[freeze]]\nname=\"x\"\ncron=\"0 16 * * FRI\"\nduration=\"forever\"",
+                "freeze[0].duration",
+            ),
+            (
+                "[[freeze]]\nname=\"<!here>\"\ncron=\"0 16 * * FRI\"\nduration=\"1h\"",
+                "freeze[0].name",
+            ),
+            (
+                "[[freeze]]\nname=\"a\"\ncron=\"0 16 * * FRI\"\nduration=\"1h\"\n\
+                 [[freeze]]\nname=\"a\"\ncron=\"0 9 * * MON\"\nduration=\"1h\"",
+                "freeze[1].name: `a` is the name of freeze[0] too",
+            ),
+            (
+                "[[freeze]]\nname=\"x\"\ncron=\"0 16 * * FRI\"\nduration=\"1h\"\ntimezone=\"\"",
+                "freeze[0].timezone: empty",
+            ),
+            (
+                "[[freeze]]\nname=\"x\"\ncron=\"0 16 * * FRI\"\nduration=\"1h\"\ntimezone=\"CEST\"",
+                "freeze[0].timezone: unknown time zone `CEST`",
+            ),
+            ("[[freeze]]\nname=\"x\"\ncron=\"0 16 * * FRI\"", "duration"),
+            (
+                "[lock]\nremind_after = \"0\"",
+                "lock.remind_after: must be longer than 0",
+            ),
+            (
+                "[lock]\nremind_every = \"0m\"",
+                "lock.remind_every: must be longer than 0",
+            ),
+            (
+                "[[approval]]\ncommands=[\"upgrade\"]\napprovers=[\"everyone\"]\nexpires=\"0s\"",
+                "approval[0].expires: must be longer than 0",
+            ),
+            (
+                "[[digest]]\ncron=\"0 9 * * MON-FRY\"\nchannel=\"C1\"",
+                "digest[0].cron",
+            ),
+            (
+                "[[digest]]\ncron=\"0 9 * * MON-FRI\"\nchannel=\"C1\"\ntimezone=\"Europe/Berlim\"",
+                "digest[0].timezone",
+            ),
+            (
+                "[[digest]]\ncron=\"0 9 * * MON-FRI\"\nchannel=\"C 1\"",
+                "digest[0].channel",
+            ),
+            (
+                "[[digest]]\ncron=\"0 9 * * MON-FRI\"\nchannel=\"C1\"\n\
+                 [[digest]]\ncron=\"0 9 * * mon-fri\"\nchannel=\"C1\"",
+                "digest[1]: the same schedule and channel as digest[0]",
+            ),
+            (
+                "[[digest]]\ncron=\"0 9 * * *\"\nchannel=\"C1\"\ntz=\"UTC\"",
+                "tz",
+            ),
         ] {
             let e = Policy::parse(text).unwrap_err();
             assert!(e.contains(needle), "{text:?}: {e}");

@@ -31,7 +31,7 @@ use crate::app::{App, Outcome as ReplyOutcome, Request, Source};
 use crate::command::{CatalogUpgrade, Command, UpgradeCmd};
 use crate::job::Outcome;
 use crate::rancher::catalog::Detail;
-use crate::slack::blocks::plain;
+use crate::text::plain;
 
 /// The routes; the lead merges them into the main router.
 pub fn routes() -> Router<Arc<App>> {
@@ -213,7 +213,7 @@ async fn stack(
             ),
         );
     }
-    let outcome = match app.store.job(job.id) {
+    let outcome = match app.store.job(job.id).await {
         Ok(Some(rec)) => rec.outcome,
         _ => None,
     };

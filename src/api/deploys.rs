@@ -72,8 +72,8 @@ async fn report(
             );
         }
     };
-    match app.store.job(job_id) {
-        Ok(Some(j)) if j.kind == "deploy" => {}
+    match app.store.job(job_id).await {
+        Ok(Some(j)) if j.kind == crate::job::JobKind::Deploy => {}
         Ok(Some(j)) => {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -92,9 +92,9 @@ async fn report(
         log_tail: cut(&r.log_tail, MAX_TAIL),
         error: r.error.as_deref().map(|e| cut(e, 2048)),
         event_id: r.event_id.as_deref().map(|e| cut(e, 128)),
-        at: crate::now(),
+        at: app.clock.unix(),
     };
-    match app.store.add_deploy_report(&rec) {
+    match app.store.add_deploy_report(&rec).await {
         Ok(true) => (
             StatusCode::CREATED,
             axum::Json(json!({ "job": job_id, "host": rec.host, "recorded": true })),

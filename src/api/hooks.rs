@@ -89,6 +89,7 @@ pub fn authenticate(
     headers: &HeaderMap,
     body: &[u8],
     config: &Config,
+    now: i64,
 ) -> Result<(), HookAuthError> {
     let Some(sig) = headers.get(SIGNATURE_HEADER) else {
         return crate::api::auth::check(headers, config).map_err(HookAuthError::from);
@@ -104,7 +105,7 @@ pub fn authenticate(
         .ok_or(HookAuthError::Stale)?;
     let fresh = ts
         .parse::<i64>()
-        .is_ok_and(|t| (crate::now() - t).abs() <= MAX_AGE_SECONDS);
+        .is_ok_and(|t| (now - t).abs() <= MAX_AGE_SECONDS);
     if !fresh {
         return Err(HookAuthError::Stale);
     }
@@ -159,7 +160,7 @@ fn error(status: StatusCode, text: impl Into<String>) -> Response {
 }
 
 async fn registry(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(e) = authenticate(&headers, &body, &app.config) {
+    if let Err(e) = authenticate(&headers, &body, &app.config, app.clock.unix()) {
         return error(StatusCode::UNAUTHORIZED, e.to_string());
     }
     let image = match image_of(&body) {
@@ -173,6 +174,10 @@ async fn registry(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn unix_now() -> i64 {
+        jiff::Timestamp::now().as_second()
+    }
     use crate::config::Env;
 
     fn config(token: Option<&str>) -> Config {
@@ -242,49 +247,65 @@ mod tests {
         let c = config(Some("s3cret"));
         let body = br#"{"image":"a:1"}"#;
         assert_eq!(
-            authenticate(&headers(&[("authorization", "Bearer s3cret")]), body, &c),
+            authenticate(
+                &headers(&[("authorization", "Bearer s3cret")]),
+                body,
+                &c,
+                unix_now()
+            ),
             Ok(())
         );
-        let now = crate::now().to_string();
+        let now = unix_now().to_string();
         let sig = sign("s3cret", &now, body);
         assert!(sig.starts_with("sha256=") && sig.len() == 7 + 64);
         let signed = |sig: &str, ts: &str| {
             headers(&[("x-corral-signature", sig), ("x-corral-timestamp", ts)])
         };
-        assert_eq!(authenticate(&signed(&sig, &now), body, &c), Ok(()));
+        assert_eq!(
+            authenticate(&signed(&sig, &now), body, &c, unix_now()),
+            Ok(())
+        );
         let upper = sig.to_uppercase().replace("SHA256", "sha256");
-        assert_eq!(authenticate(&signed(&upper, &now), body, &c), Ok(()));
+        assert_eq!(
+            authenticate(&signed(&upper, &now), body, &c, unix_now()),
+            Ok(())
+        );
         // Signed for another body, another key, or another time.
         assert_eq!(
-            authenticate(&signed(&sig, &now), br#"{"image":"a:2"}"#, &c),
+            authenticate(&signed(&sig, &now), br#"{"image":"a:2"}"#, &c, unix_now()),
             Err(HookAuthError::BadSignature)
         );
         let other = sign("other", &now, body);
         assert_eq!(
-            authenticate(&signed(&other, &now), body, &c),
+            authenticate(&signed(&other, &now), body, &c, unix_now()),
             Err(HookAuthError::BadSignature)
         );
-        let later = (crate::now() + 1).to_string();
+        let later = (unix_now() + 1).to_string();
         assert_eq!(
-            authenticate(&signed(&sig, &later), body, &c),
+            authenticate(&signed(&sig, &later), body, &c, unix_now()),
             Err(HookAuthError::BadSignature)
         );
         // A replay after the window, a missing or malformed timestamp.
-        let old = (crate::now() - MAX_AGE_SECONDS - 1).to_string();
+        let old = (unix_now() - MAX_AGE_SECONDS - 1).to_string();
         let old_sig = sign("s3cret", &old, body);
         assert_eq!(
-            authenticate(&signed(&old_sig, &old), body, &c),
+            authenticate(&signed(&old_sig, &old), body, &c, unix_now()),
             Err(HookAuthError::Stale)
         );
         for ts in ["", "-5", "1e9", "99999999999999999999"] {
             assert_eq!(
-                authenticate(&signed(&sig, ts), body, &c),
+                authenticate(&signed(&sig, ts), body, &c, unix_now()),
                 Err(HookAuthError::Stale),
                 "{ts:?}"
             );
         }
         assert_eq!(
-            authenticate(&headers(&[("x-corral-signature", &sig)]), body, &c),
+            authenticate(
+                &headers(&[("x-corral-signature", &sig)]),
+                body,
+                &c,
+                unix_now()
+            ),
             Err(HookAuthError::Stale)
         );
         // A wrong signature is not rescued by a right token: the sender chose to sign.
@@ -296,14 +317,31 @@ mod tests {
                     ("authorization", "Bearer s3cret")
                 ]),
                 body,
-                &c
+                &c,
+                unix_now()
             ),
             Err(HookAuthError::BadSignature)
         );
-        assert!(authenticate(&headers(&[]), body, &c).is_err());
+        assert!(authenticate(&headers(&[]), body, &c, unix_now()).is_err());
         // No token configured: nothing gets in, signed or not.
         let off = config(None);
-        assert!(authenticate(&headers(&[("x-corral-signature", &sig)]), body, &off).is_err());
-        assert!(authenticate(&headers(&[("authorization", "Bearer s3cret")]), body, &off).is_err());
+        assert!(
+            authenticate(
+                &headers(&[("x-corral-signature", &sig)]),
+                body,
+                &off,
+                unix_now()
+            )
+            .is_err()
+        );
+        assert!(
+            authenticate(
+                &headers(&[("authorization", "Bearer s3cret")]),
+                body,
+                &off,
+                unix_now()
+            )
+            .is_err()
+        );
     }
 }

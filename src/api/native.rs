@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::app::{App, Outcome, Request, Source};
 use crate::command;
-use crate::slack::blocks::plain;
+use crate::text::plain;
 
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
@@ -129,14 +129,14 @@ fn stored<T: serde::Serialize>(key: &str, r: Result<T, crate::store::StoreError>
 
 async fn jobs(State(app): State<Arc<App>>, headers: HeaderMap, q: LimitQuery) -> Response {
     match listing(&app, &headers, q) {
-        Ok(n) => stored("jobs", app.store.jobs(n)),
+        Ok(n) => stored("jobs", app.store.jobs(n).await),
         Err(r) => r,
     }
 }
 
 async fn audit(State(app): State<Arc<App>>, headers: HeaderMap, q: LimitQuery) -> Response {
     match listing(&app, &headers, q) {
-        Ok(n) => stored("audit", app.store.audit_log(n)),
+        Ok(n) => stored("audit", app.store.audit_log(n).await),
         Err(r) => r,
     }
 }
@@ -151,7 +151,7 @@ async fn job(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<Str
             format!("job id {id:?} is not a number"),
         );
     };
-    match app.store.job(id) {
+    match app.store.job(id).await {
         Ok(Some(job)) => axum::Json(job).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no job {id}")),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
@@ -162,7 +162,7 @@ async fn lock(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     if let Err(r) = authorize(&app, &headers) {
         return r;
     }
-    match app.store.lock_state() {
+    match app.store.lock_state().await {
         Ok(state) => axum::Json(state).into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }

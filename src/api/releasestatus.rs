@@ -49,10 +49,7 @@ async fn run(app: &App, headers: &HeaderMap, who: String, action: LockAction) ->
         may_force: true,
         holder_only_stop: false,
     };
-    match app
-        .change_lock(&action, &actor, Source::ReleaseStatus)
-        .await
-    {
+    match app.change_lock(action, actor, Source::ReleaseStatus).await {
         Ok(Ok(_)) => "1".into_response(),
         Ok(Err(_)) => "0".into_response(),
         Err(e) => {

@@ -144,7 +144,7 @@ pub(crate) async fn start(app: &App, cmd: ImageUpgrade) -> Response {
     };
     (
         status,
-        axum::Json(serde_json::json!({ "error": crate::slack::blocks::plain(&reply.text) })),
+        axum::Json(serde_json::json!({ "error": crate::text::plain(&reply.text) })),
     )
         .into_response()
 }

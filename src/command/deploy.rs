@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use super::{Args, Family, ParseError, format_duration, sanitize, unwrap_link};
+use super::{Args, Family, ParseError, unwrap_link};
+use crate::text::{format_duration, sanitize};
 
 pub const USAGE: &str = "*Usage:* `/deploy &lt;manifest-url&gt; [--target local|serf|consul] [--dry-run] [--timeout DURATION] [--force]`\n\
 • `/deploy https://artifacts.example.com/app/manifest.yml` — run the manifest on the bot's host\n\

@@ -13,6 +13,9 @@ mod upgrade;
 use std::fmt;
 use std::time::Duration;
 
+use crate::job::JobKind;
+use crate::text::{parse_duration, sanitize};
+
 pub use deploy::{DeployCmd, DeployTarget};
 pub use release::ReleaseCmd;
 pub use upgrade::{CatalogUpgrade, ImageUpgrade, UpgradeCmd};
@@ -77,10 +80,15 @@ impl Command {
         }
     }
 
-    /// Whether this command changes something outside corral (and so becomes a job
-    /// and passes the lock gate).
-    pub fn is_job(&self) -> bool {
-        matches!(self, Command::Upgrade(_) | Command::Deploy(_))
+    /// The job this command becomes, if it changes something outside corral (and so
+    /// passes the lock gate).
+    pub fn job(&self) -> Option<JobCmd> {
+        match self {
+            Command::Upgrade(UpgradeCmd::Catalog(c)) => Some(JobCmd::Catalog(c.clone())),
+            Command::Upgrade(UpgradeCmd::Image(i)) => Some(JobCmd::Image(i.clone())),
+            Command::Deploy(d) => Some(JobCmd::Deploy(d.clone())),
+            Command::Release(_) | Command::Help(_) => None,
+        }
     }
 
     /// `--force` was given.
@@ -102,6 +110,34 @@ impl Command {
             Command::Deploy(d) => format!("/deploy {}", d.to_text()),
             Command::Help(Some(f)) => format!("/{} help", f.name()),
             Command::Help(None) => "help".to_string(),
+        }
+    }
+}
+
+/// A command that becomes a job: the one type the runner dispatches on, so a command
+/// that is not a job cannot reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobCmd {
+    Catalog(CatalogUpgrade),
+    Image(ImageUpgrade),
+    Deploy(DeployCmd),
+}
+
+impl JobCmd {
+    pub fn kind(&self) -> JobKind {
+        match self {
+            JobCmd::Catalog(_) => JobKind::UpgradeCatalog,
+            JobCmd::Image(_) => JobKind::UpgradeImage,
+            JobCmd::Deploy(_) => JobKind::Deploy,
+        }
+    }
+
+    /// The command it came from (for its text and flags).
+    pub fn command(&self) -> Command {
+        match self {
+            JobCmd::Catalog(c) => Command::Upgrade(UpgradeCmd::Catalog(c.clone())),
+            JobCmd::Image(i) => Command::Upgrade(UpgradeCmd::Image(i.clone())),
+            JobCmd::Deploy(d) => Command::Deploy(d.clone()),
         }
     }
 }
@@ -247,96 +283,6 @@ fn tokenize(text: &str) -> Result<Vec<String>, String> {
     Ok(words)
 }
 
-/// The longest duration accepted: a year is more than any wait corral has a use for, and
-/// the cap keeps every `Instant + duration` far from overflow.
-pub const MAX_DURATION_SECS: u64 = 366 * 86_400;
-
-/// Parses a duration: `30s`, `10m`, `1h`, `2h30m`, or a bare number of seconds.
-pub fn parse_duration(raw: &str) -> Result<Duration, DurationError> {
-    let s = raw.trim();
-    if s.is_empty() {
-        return Err(DurationError(raw.to_string()));
-    }
-    if s.bytes().all(|b| b.is_ascii_digit()) {
-        return match s.parse::<u64>() {
-            Ok(n) if n <= MAX_DURATION_SECS => Ok(Duration::from_secs(n)),
-            _ => Err(DurationError(raw.to_string())),
-        };
-    }
-    let mut total: u64 = 0;
-    let mut num = String::new();
-    let mut any_unit = false;
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => return Err(DurationError(raw.to_string())),
-        };
-        let n: u64 = num.parse().map_err(|_| DurationError(raw.to_string()))?;
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| DurationError(raw.to_string()))?;
-        num.clear();
-        any_unit = true;
-    }
-    if !num.is_empty() || !any_unit {
-        return Err(DurationError(raw.to_string()));
-    }
-    if total > MAX_DURATION_SECS {
-        return Err(DurationError(raw.to_string()));
-    }
-    Ok(Duration::from_secs(total))
-}
-
-/// A duration that could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{}` is not a duration (use 30s, 10m, 1h or a number of seconds, at most a year)", sanitize(.0))]
-pub struct DurationError(pub String);
-
-/// Formats a duration the way it can be typed back (`90s` → `1m30s`).
-pub fn format_duration(d: Duration) -> String {
-    let mut s = d.as_secs();
-    if s == 0 {
-        return "0s".to_string();
-    }
-    let mut out = String::new();
-    for (unit, name) in [(86_400, "d"), (3600, "h"), (60, "m"), (1, "s")] {
-        if s >= unit {
-            out.push_str(&format!("{}{name}", s / unit));
-            s %= unit;
-        }
-    }
-    out
-}
-
-/// Makes user text safe to quote back in Slack mrkdwn: escapes `&`, `<`, `>` (so no
-/// mention or link can be injected) and shortens it.
-pub fn sanitize(s: &str) -> String {
-    let mut out = String::with_capacity(s.len().min(200));
-    for (i, c) in s.chars().enumerate() {
-        if i >= 200 {
-            out.push('…');
-            break;
-        }
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '`' => out.push('\''),
-            c if c.is_control() => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// Splits `--flag value` style arguments. Shared by the three parsers.
 pub(crate) struct Args<'a> {
     words: &'a [String],
@@ -423,29 +369,6 @@ pub(crate) fn unwrap_link(word: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
-        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
-        assert_eq!(parse_duration("2h30m").unwrap(), Duration::from_secs(9000));
-        assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
-        for bad in [
-            "",
-            "s",
-            "10x",
-            "-5",
-            "1.5h",
-            "10m5",
-            "99999999999999999999h",
-            "400d",
-        ] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
-        }
-        assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
-        assert_eq!(format_duration(Duration::from_secs(3600)), "1h");
-    }
 
     #[test]
     fn text_and_mentions() {
@@ -592,9 +515,5 @@ mod properties {
             }
         }
 
-        #[test]
-        fn durations_never_panic(text in "[0-9smhd]{0,12}") {
-            let _ = parse_duration(&text);
-        }
     }
 }

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use super::{Args, Family, ParseError, format_duration, sanitize};
+use super::{Args, Family, ParseError};
+use crate::text::{format_duration, sanitize};
 
 pub const USAGE: &str = "*Usage:*\n\
 • `/upgrade &lt;catalog&gt;:&lt;template&gt;:&lt;version&gt; [--env REGEX] [--dry-run] [--force]` — every stack created from that catalog template at a lower version, in every environment, e.g. `/upgrade library:web:12`\n\

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::Config as DeployConfig;
 use crate::command::DeployTarget;
-use crate::config::DeployConfig;
 use crate::job::{Failure, Outcome, Progress, ProgressTx};
 use crate::store::Store;
 
@@ -186,7 +186,7 @@ pub async fn collect(
     let mut unexpected = Vec::new();
     let mut details = Vec::new();
     loop {
-        match store.deploy_reports(job) {
+        match store.deploy_reports(job).await {
             Ok(reports) => {
                 for r in reports {
                     if !seen.insert(r.host.clone()) {
@@ -253,7 +253,7 @@ pub async fn collect(
             "⌛ No report from {} host{} within {}: {}",
             missing.len(),
             if missing.len() == 1 { "" } else { "s" },
-            crate::command::format_duration(deadline),
+            crate::text::format_duration(deadline),
             missing.join(", ")
         ));
         for h in &missing {

@@ -84,7 +84,7 @@ async fn wait_with_deadline(
             let _ = child.wait().await;
             Err(format!(
                 "timed out after {}",
-                crate::command::format_duration(timeout.unwrap_or_default())
+                crate::text::format_duration(timeout.unwrap_or_default())
             ))
         }
     }

@@ -29,6 +29,7 @@
 //!   or Consul's catalog nodes. A host that never reports is a failure named in a note.
 
 pub mod agent;
+mod config;
 pub mod extract;
 pub mod fanout;
 pub mod hooks;
@@ -41,8 +42,10 @@ pub mod sync;
 use std::time::Duration;
 
 use crate::command::{DeployCmd, DeployTarget};
-use crate::job::runner::{JobContext, JobError};
-use crate::job::{Failure, Outcome, PlanGroup, PlanItem, Progress, ProgressTx};
+pub use config::Config;
+
+use crate::job::{Failure, JobError, Outcome, PlanGroup, PlanItem, Progress, ProgressTx};
+use crate::store::Store;
 
 /// Deadline for fetching a manifest in the bot.
 const MANIFEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -103,11 +106,13 @@ fn not_allowed(what: &str, url: &str, allow: &[String]) -> JobError {
 /// it here (`--target local`) or fans it out to Serf / Consul hosts and collects their
 /// reports. `--dry-run` stops after the plan.
 pub async fn run(
-    ctx: &JobContext,
+    cfg: &Config,
+    reports: &dyn Store,
+    job_id: i64,
     cmd: &DeployCmd,
     progress: ProgressTx,
 ) -> Result<Outcome, JobError> {
-    let allow = &ctx.config.deploy.allow;
+    let allow = &cfg.allow;
     if !allowed(allow, &cmd.manifest_url) {
         return Err(not_allowed("manifest", &cmd.manifest_url, allow));
     }
@@ -135,8 +140,8 @@ pub async fn run(
         _ => "commands only".to_string(),
     };
     match cmd.target {
-        DeployTarget::Local => local(ctx, cmd, &m, change, progress).await,
-        target => fan_out(ctx, cmd, target, change, progress).await,
+        DeployTarget::Local => local(cfg, cmd, &m, change, progress).await,
+        target => fan_out(cfg, reports, job_id, cmd, target, change, progress).await,
     }
 }
 
@@ -149,7 +154,7 @@ fn this_host() -> String {
 }
 
 async fn local(
-    ctx: &JobContext,
+    cfg: &Config,
     cmd: &DeployCmd,
     m: &manifest::Manifest,
     change: String,
@@ -177,7 +182,7 @@ async fn local(
         });
     }
     let opts = steps::DeployOpts {
-        fetch_timeout: cmd.timeout.or(Some(ctx.config.deploy.report_timeout)),
+        fetch_timeout: cmd.timeout.or(Some(cfg.report_timeout)),
         hooks: hooks::HookOpts {
             timeout: Some(Duration::from_secs(30 * 60)),
             output: hooks::Output::Null,
@@ -215,7 +220,7 @@ async fn local(
         summary: format!(
             "deploy on {host} {} in {}",
             if ok { "succeeded" } else { "failed" },
-            crate::command::format_duration(Duration::from_secs(result.duration.as_secs().max(1)))
+            crate::text::format_duration(Duration::from_secs(result.duration.as_secs().max(1)))
         ),
         detail: serde_json::json!({
             "host": host,
@@ -227,14 +232,15 @@ async fn local(
 }
 
 async fn fan_out(
-    ctx: &JobContext,
+    cfg: &Config,
+    reports: &dyn Store,
+    job_id: i64,
     cmd: &DeployCmd,
     target: DeployTarget,
     change: String,
     progress: ProgressTx,
 ) -> Result<Outcome, JobError> {
-    let cfg = &ctx.config.deploy;
-    if ctx.config.api_token.is_none() {
+    if !cfg.reports_authenticated {
         return Err(JobError::new(
             "a fan-out needs CORRAL_API_TOKEN: hosts report back with it (corral agent --report-url URL, CORRAL_REPORT_TOKEN)",
         ));
@@ -268,20 +274,12 @@ async fn fan_out(
             ..Outcome::default()
         });
     }
-    let payload = fanout::payload(&cmd.manifest_url, ctx.job.id);
+    let payload = fanout::payload(&cmd.manifest_url, job_id);
     fanout::fire(target, cfg, &payload)
         .await
         .map_err(|e| JobError::new(format!("cannot fire the deploy event: {e}")))?;
     let deadline = cmd.timeout.unwrap_or(cfg.report_timeout);
-    let outcome = fanout::collect(
-        ctx.store.as_ref(),
-        ctx.job.id,
-        &group,
-        &hosts,
-        deadline,
-        &progress,
-    )
-    .await;
+    let outcome = fanout::collect(reports, job_id, &group, &hosts, deadline, &progress).await;
     Ok(outcome)
 }
 

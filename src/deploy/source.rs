@@ -136,7 +136,7 @@ pub async fn open_with_retry(
                 log.line(format!("Get src failed: {e}"));
                 log.line(format!(
                     "Try again. Waiting: {}",
-                    crate::command::format_duration(retry_wait)
+                    crate::text::format_duration(retry_wait)
                 ));
                 tokio::time::sleep(retry_wait).await;
             }
@@ -163,7 +163,7 @@ pub async fn fetch_text(url: &str, deadline: Duration, log: &DeployLog) -> Resul
     tokio::time::timeout(deadline, work).await.map_err(|_| {
         format!(
             "{url}: no answer within {}",
-            crate::command::format_duration(deadline)
+            crate::text::format_duration(deadline)
         )
     })?
 }

@@ -327,7 +327,7 @@ async fn fetch_and_extract(
         Some(t) => tokio::time::timeout(t, download).await.unwrap_or_else(|_| {
             Err(format!(
                 "timeout {} reached while fetching src {src}",
-                crate::command::format_duration(t)
+                crate::text::format_duration(t)
             ))
         }),
         None => download.await,

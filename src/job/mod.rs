@@ -1,9 +1,9 @@
-//! Jobs: every mutating command becomes one, stored before Slack is acknowledged
-//! (SPEC §3), run by the [`runner`], and told as one Slack thread by the [`reporter`].
+//! The vocabulary of jobs: what a job is ([`JobKind`]), where it is in its life
+//! ([`JobStatus`]), what domain code says while it runs ([`Progress`]) and what it did
+//! ([`Outcome`]). Every mutating command becomes a job, stored before Slack is
+//! acknowledged (SPEC §3); `app::runner` runs it and `app::reporter` tells its story.
 
 pub mod progress;
-pub mod reporter;
-pub mod runner;
 
 use std::fmt;
 use std::str::FromStr;
@@ -69,5 +69,82 @@ impl FromStr for JobStatus {
             "cancelled" => JobStatus::Cancelled,
             _ => return Err(()),
         })
+    }
+}
+
+/// What a job does. Persisted by [`JobKind::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum JobKind {
+    #[serde(rename = "upgrade-catalog")]
+    UpgradeCatalog,
+    #[serde(rename = "upgrade-image")]
+    UpgradeImage,
+    #[serde(rename = "deploy")]
+    Deploy,
+}
+
+impl JobKind {
+    pub const ALL: [JobKind; 3] = [
+        JobKind::UpgradeCatalog,
+        JobKind::UpgradeImage,
+        JobKind::Deploy,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::UpgradeCatalog => "upgrade-catalog",
+            JobKind::UpgradeImage => "upgrade-image",
+            JobKind::Deploy => "deploy",
+        }
+    }
+}
+
+impl fmt::Display for JobKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobKind {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        JobKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or(())
+    }
+}
+
+/// Why a job could not run at all (as opposed to some targets failing).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct JobError(pub String);
+
+impl JobError {
+    pub fn new(text: impl Into<String>) -> Self {
+        JobError(text.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn persisted_names_round_trip() {
+        for k in JobKind::ALL {
+            assert_eq!(k.as_str().parse::<JobKind>(), Ok(k));
+            assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{k}\""));
+        }
+        for s in [
+            JobStatus::Queued,
+            JobStatus::AwaitingApproval,
+            JobStatus::Running,
+            JobStatus::Succeeded,
+            JobStatus::Failed,
+            JobStatus::Interrupted,
+            JobStatus::Cancelled,
+        ] {
+            assert_eq!(s.as_str().parse::<JobStatus>(), Ok(s));
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
+        }
+        assert!("Deploy".parse::<JobKind>().is_err());
     }
 }

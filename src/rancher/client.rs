@@ -29,8 +29,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use url::Url;
 
+use super::Config as RancherConfig;
 use super::model::{Collection, ErrorBody, Project, Resource, Stack, Template, TemplateVersion};
-use crate::config::RancherConfig;
 use crate::secret::Secret;
 
 /// The biggest answer corral reads from Rancher (a collection of 3000 stacks with their

@@ -9,6 +9,7 @@
 
 pub mod catalog;
 pub mod client;
+mod config;
 pub mod image;
 pub mod model;
 pub mod service;
@@ -18,11 +19,10 @@ pub mod version;
 use std::sync::Arc;
 
 pub use client::{Client, ClientOptions, Filter, RancherError, RateLimits};
+pub use config::Config;
 
 use crate::command::{CatalogUpgrade, ImageUpgrade};
-use crate::config::RancherConfig;
-use crate::job::runner::JobError;
-use crate::job::{Outcome, ProgressTx};
+use crate::job::{JobError, Outcome, ProgressTx};
 
 /// corral's Rancher: the configuration and the per-server rate limits every job and
 /// check shares. Built once by its owner; cheap to clone (clones share the limits).
@@ -34,12 +34,12 @@ pub struct Rancher {
 
 #[derive(Debug)]
 struct Inner {
-    config: RancherConfig,
+    config: Config,
     limits: RateLimits,
 }
 
 impl Rancher {
-    pub fn new(config: &RancherConfig) -> Rancher {
+    pub fn new(config: &Config) -> Rancher {
         Rancher {
             inner: Arc::new(Inner {
                 config: config.clone(),
@@ -48,7 +48,7 @@ impl Rancher {
         }
     }
 
-    pub fn config(&self) -> &RancherConfig {
+    pub fn config(&self) -> &Config {
         &self.inner.config
     }
 

@@ -35,14 +35,15 @@ use regex::Regex;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::Config as RancherConfig;
 use super::client::Client;
 use super::image::{self, Decision, ImageRef};
 use super::model::Project;
 use super::upgrade::{self, Done, Item, Observed, Policy, Report, Wanted, Watchers};
-use crate::command::{ImageUpgrade, format_duration};
-use crate::config::RancherConfig;
-use crate::job::runner::JobError;
+use crate::command::ImageUpgrade;
+use crate::job::JobError;
 use crate::job::{Failure, Outcome, PlanGroup, PlanItem, Progress, ProgressTx};
+use crate::text::format_duration;
 
 /// Everything that decides what happens, from the configuration and the command.
 #[derive(Debug, Clone)]
@@ -527,56 +528,6 @@ mod tests {
             rollback_on_timeout: true,
             dry_run: false,
             force: false,
-        }
-    }
-
-    #[test]
-    fn settings_from_configuration() {
-        use crate::config::{Config, Env};
-        let cfg = Config::from_env(&Env::from_pairs([
-            ("CORRAL_UPGRADE_BATCH_SIZE", "3"),
-            ("CORRAL_UPGRADE_INTERVAL", "5s"),
-            ("CORRAL_ROLLBACK_ON_TIMEOUT", "no"),
-            ("AUTOUPDATE_ENABLE_LABEL", "my.label"),
-        ]))
-        .expect("valid");
-        let cmd = ImageUpgrade {
-            image: "a:1".into(),
-            env: Some("^prod".into()),
-            confirm: true,
-            start_first: false,
-            timeout: None,
-            dry_run: false,
-            force: false,
-        };
-        let s = Settings::new(&cfg.rancher, &cmd).expect("settings");
-        assert_eq!(
-            (s.batch_size, s.interval, s.rollback_on_timeout),
-            (3, Duration::from_secs(5), false)
-        );
-        assert_eq!(s.label, "my.label");
-        assert_eq!(s.timeout, cfg.rancher.upgrade_timeout);
-        assert!(s.environment_matches("prod-eu") && !s.environment_matches("dev"));
-        let d = Config::from_env(&Env::from_pairs([(
-            "CORRAL_DATABASE_URL",
-            "sqlite::memory:",
-        )]))
-        .expect("valid");
-        assert_eq!(
-            (
-                d.rancher.batch_size,
-                d.rancher.batch_interval,
-                d.rancher.rollback_on_timeout
-            ),
-            (1, Duration::from_secs(2), true)
-        );
-        for (var, bad) in [
-            ("CORRAL_UPGRADE_BATCH_SIZE", "0"),
-            ("CORRAL_UPGRADE_INTERVAL", "soon"),
-            ("CORRAL_ROLLBACK_ON_TIMEOUT", "maybe"),
-        ] {
-            let e = Config::from_env(&Env::from_pairs([(var, bad)])).expect_err(var);
-            assert!(e.to_string().contains(var), "{e}");
         }
     }
 

@@ -26,7 +26,7 @@
 //!   of the target decides (started → go on watching; unchanged → the failure is
 //!   reported with Rancher's words). Actions are never re-sent.
 //! * **One timeout text**: ``did not reach `upgraded` within 10m (state `upgrading`,
-//!   Rancher says: …)``, durations as [`crate::command::format_duration`] writes them.
+//!   Rancher says: …)``, durations as [`crate::text::format_duration`] writes them.
 //! * **Done is finishupgrade accepted**, for stacks and services: Rancher then removes
 //!   the old containers and no rollback is possible any more (go-cowpoke and
 //!   rancher-service-updater ended there too).
@@ -46,8 +46,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::client::{Client, Filter, RancherError};
-use crate::command::format_duration;
 use crate::job::{Progress, ProgressTx};
+use crate::text::format_duration;
 
 /// A Cattle state name the lifecycle acts on (§9, §11); any other is [`Named::Other`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,7 +12,6 @@
 //! event and interaction payloads.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -21,29 +20,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use slack_morphism::prelude::*;
 
-use super::blocks::Message;
 use super::verify::{self, VerifyError};
-use crate::app::{App, Reply, Request, Source, Visibility};
+use crate::app::{App, Reply, Request, Visibility};
+use crate::chat::Message;
 use crate::command::{self, Command};
-
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
-pub struct SlackMetrics {
-    pub commands: AtomicU64,
-    pub events: AtomicU64,
-    pub interactions: AtomicU64,
-    pub rejected_signatures: AtomicU64,
-    pub duplicate_events: AtomicU64,
-}
-
-/// Process-wide counters (one bot per process).
-pub static METRICS: SlackMetrics = SlackMetrics {
-    commands: AtomicU64::new(0),
-    events: AtomicU64::new(0),
-    interactions: AtomicU64::new(0),
-    rejected_signatures: AtomicU64::new(0),
-    duplicate_events: AtomicU64::new(0),
-};
+use crate::door::Source;
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -63,10 +44,10 @@ fn check_signature(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<(), Re
         header_str(headers, "x-slack-signature"),
         header_str(headers, "x-slack-request-timestamp"),
         body,
-        crate::now(),
+        app.clock.unix(),
     );
     result.map_err(|e| {
-        METRICS.rejected_signatures.fetch_add(1, Ordering::Relaxed);
+        app.metrics.slack_rejected_signatures.inc();
         tracing::warn!(reason = %e, "Slack request rejected");
         let text = match e {
             VerifyError::NoSecret => e.to_string(),
@@ -100,7 +81,7 @@ fn is_ssl_check(body: &[u8]) -> bool {
 
 /// `POST /slack/commands`.
 pub async fn commands(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
-    METRICS.commands.fetch_add(1, Ordering::Relaxed);
+    app.metrics.slack_commands.inc();
     if let Err(resp) = check_signature(&app, &headers, &body) {
         // Slack's SSL check may come unsigned and carries no command: answer 200 and do
         // nothing (bolt does the same). Recognised by its bytes, without parsing.
@@ -145,7 +126,7 @@ pub async fn commands(State(app): State<Arc<App>>, headers: HeaderMap, body: Byt
 
 /// `POST /slack/events`.
 pub async fn events(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
-    METRICS.events.fetch_add(1, Ordering::Relaxed);
+    app.metrics.slack_events.inc();
     if let Err(resp) = check_signature(&app, &headers, &body) {
         return resp;
     }
@@ -168,10 +149,14 @@ pub async fn events(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes
         SlackPushEvent::EventCallback(cb) => {
             // Record the id before the slow work, so a retry of a slow ack is not run
             // twice (reference/slack.md §c).
-            match app.store.first_delivery(cb.event_id.as_ref(), crate::now()) {
+            match app
+                .store
+                .first_delivery(cb.event_id.as_ref(), app.clock.unix())
+                .await
+            {
                 Ok(true) => {}
                 Ok(false) => {
-                    METRICS.duplicate_events.fetch_add(1, Ordering::Relaxed);
+                    app.metrics.slack_duplicate_events.inc();
                     tracing::info!(event_id = %cb.event_id, retry = ?header_str(&headers, "x-slack-retry-num"), "duplicate event ignored");
                     return StatusCode::OK.into_response();
                 }
@@ -236,7 +221,7 @@ pub async fn interactions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    METRICS.interactions.fetch_add(1, Ordering::Relaxed);
+    app.metrics.slack_interactions.inc();
     if let Err(resp) = check_signature(&app, &headers, &body) {
         return resp;
     }

@@ -4,6 +4,6 @@
 
 pub mod blocks;
 pub mod http;
-pub mod outbox;
 pub mod socket;
 pub mod verify;
+pub mod web;

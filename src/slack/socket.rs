@@ -11,7 +11,8 @@ use std::sync::Arc;
 use slack_morphism::prelude::*;
 
 use super::http::{handle_mention, parse_command, route_interaction};
-use crate::app::{App, Request, Source, Visibility};
+use crate::app::{App, Request, Visibility};
+use crate::door::Source;
 use crate::secret::Secret;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -66,7 +67,8 @@ async fn on_push(
     // (see `on_error`), and a possible duplicate beats a lost command.
     match app
         .store
-        .first_delivery(event.event_id.as_ref(), crate::now())
+        .first_delivery(event.event_id.as_ref(), app.clock.unix())
+        .await
     {
         Ok(true) => {}
         Ok(false) => return Ok(()),
@@ -108,7 +110,7 @@ impl SocketMode {
     /// Opens the connection (`apps.connections.open` with the `xapp-` token) and starts
     /// serving envelopes in the background.
     pub async fn start(app: Arc<App>, app_token: &Secret) -> Result<SocketMode, BoxError> {
-        let client = super::outbox::slack_client(&app.config.slack.api_url)?;
+        let client = super::web::slack_client(&app.config.slack.api_url)?;
         let callbacks = SlackSocketModeListenerCallbacks::new()
             .with_command_events(on_command)
             .with_push_events(on_push)

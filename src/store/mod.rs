@@ -1,41 +1,79 @@
 //! The store: everything corral must not forget (SPEC §7) — the lock and its history,
-//! jobs and their Slack message ids, the audit log, the Events API dedupe set.
+//! jobs and their Slack message ids, the audit log, the Events API dedupe set, deploy
+//! reports.
 //!
-//! One small trait, [`Store`], so the embedded SQLite store and a shared database for
-//! several replicas are two implementations of the same thing. Calls are short and
-//! synchronous: each is one SQLite statement or transaction of a few microseconds, so
-//! handlers call them directly rather than paying for a thread hop.
+//! One async, object-safe trait, [`Store`], so the embedded SQLite store and a networked
+//! database for several replicas are two implementations of the same thing. No call
+//! blocks an async worker: SQLite runs on a thread of its own ([`sqlite`]).
+//!
+//! A decision that must be atomic (a lock change, a job passing the lock gate) is handed
+//! to the store as a pure, owned [`Decide`] function plus the rows to write with it. The
+//! store reads the current state, calls the function, and writes its result in the same
+//! transaction; a backend that can fail a transaction on a serialisation conflict simply
+//! reads and decides again. Deciders never do I/O and never read a clock: the time is
+//! captured when they are made.
 
 mod sqlite;
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use sqlite::SqliteStore;
 
-use crate::job::{JobStatus, Outcome};
-use crate::lock::{LockAction, LockState, Refusal};
+use crate::door::Source;
+use crate::job::{JobKind, JobStatus, Outcome};
+use crate::lock::{LockState, Refusal};
 
 /// A store failure. Carries the driver's message; never a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(String),
     #[error("cannot open the database {url}: {reason}")]
     Open { url: String, reason: String },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("the store has shut down")]
+    Closed,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Db(e.to_string())
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A pure decision over the current state `S`: what to write (`T`), or why not (`R`).
+/// Called again when a transaction is retried, so it must not have side effects.
+pub type Decide<S, T, R> = Box<dyn Fn(&S) -> std::result::Result<T, R> + Send + Sync>;
+
+/// Rows a decision writes beside its own, in the same transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Effects {
+    pub audit: Vec<AuditEntry>,
+}
+
+/// What a lock change writes: the new state, its history row and its effects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockDecision {
+    pub state: LockState,
+    pub history: LockHistoryEntry,
+    pub effects: Effects,
+}
+
+/// The result of a lock change: the state before and what was written, or the refusal.
+pub type LockChange = std::result::Result<(LockState, LockDecision), Refusal>;
 
 /// Checks a `CORRAL_DATABASE_URL` without opening it.
 pub fn validate_url(url: &str) -> std::result::Result<(), String> {
     sqlite::path_of(url).map(|_| ())
 }
 
-/// Opens the store named by a database URL.
-pub fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
-    Ok(std::sync::Arc::new(SqliteStore::open(url)?))
+/// Opens (creating and migrating if needed) the store named by a database URL.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
 }
 
 /// One lock change, as kept in the history.
@@ -45,8 +83,7 @@ pub struct LockHistoryEntry {
     pub actor: String,
     pub action: String,
     pub reason: String,
-    /// `slack`, `api`, `cli`, `releasestatus`.
-    pub source: String,
+    pub source: Source,
     pub forced: bool,
 }
 
@@ -54,12 +91,11 @@ pub struct LockHistoryEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobRecord {
     pub id: i64,
-    /// `upgrade-catalog`, `upgrade-image`, `deploy`.
-    pub kind: String,
+    pub kind: JobKind,
     /// The command as it would be typed again (reparsed after a restart).
     pub command: String,
     pub requested_by: String,
-    pub source: String,
+    pub source: Source,
     /// The channel its thread lives in, if any.
     pub channel: Option<String>,
     pub status: JobStatus,
@@ -72,13 +108,14 @@ pub struct JobRecord {
 }
 
 /// What is needed to create a job.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewJob {
-    pub kind: String,
+    pub kind: JobKind,
     pub command: String,
     pub requested_by: String,
-    pub source: String,
+    pub source: Source,
     pub channel: Option<String>,
+    pub now: i64,
 }
 
 /// One audit-log line.
@@ -88,7 +125,7 @@ pub struct AuditEntry {
     pub actor: String,
     pub action: String,
     pub detail: String,
-    pub source: String,
+    pub source: Source,
 }
 
 /// One host's result for a deploy job, as posted by `corral agent --report-url`.
@@ -106,68 +143,70 @@ pub struct DeployReport {
     pub at: i64,
 }
 
-/// The result of a lock change: the state before and after, or why it was refused.
-pub type LockChange = std::result::Result<(LockState, LockState), Refusal>;
-
 /// Everything corral keeps.
-pub trait Store: Send + Sync {
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
     /// Whether the database answers (readiness).
-    fn ping(&self) -> Result<()>;
+    async fn ping(&self) -> Result<()>;
 
     /// The lock as it is now.
-    fn lock_state(&self) -> Result<LockState>;
+    async fn lock_state(&self) -> Result<LockState>;
     /// Applies a lock change atomically: reads the state, calls `decide`, writes the new
-    /// state and a history row (and an audit row when forced) in one transaction.
-    fn change_lock(
+    /// state, its history row and its effects in one transaction.
+    async fn change_lock(
         &self,
-        action: &LockAction,
-        source: &str,
-        actor: &str,
-        decide: &mut dyn FnMut(&LockState) -> std::result::Result<LockState, Refusal>,
+        decide: Decide<LockState, LockDecision, Refusal>,
     ) -> Result<LockChange>;
     /// The newest `n` lock changes, newest first.
-    fn lock_history(&self, n: usize) -> Result<Vec<LockHistoryEntry>>;
+    async fn lock_history(&self, n: usize) -> Result<Vec<LockHistoryEntry>>;
 
-    /// Creates a job whatever the lock says (recovery tools, tests).
-    fn create_job(&self, job: &NewJob, now: i64) -> Result<JobRecord> {
-        self.create_job_gated(job, now, &mut |_| Ok(Vec::new()))?
-            .map_err(StoreError::Corrupt)
-    }
-    /// Creates a job only if `gate` allows it given the lock, in one transaction, so a
-    /// `block` cannot slip between the check and the job. `gate` returns the refusal
-    /// text, or the audit lines to write with the job (e.g. a forced pass).
-    fn create_job_gated(
+    /// Creates a job if `gate` allows it given the lock, in one transaction, so a `block`
+    /// cannot slip between the check and the job. `gate` returns the refusal text, or the
+    /// effects to write with the job (e.g. the audit line of a forced pass). A `job N
+    /// created` audit line is always written with it.
+    async fn create_job(
         &self,
-        job: &NewJob,
-        now: i64,
-        gate: &mut dyn FnMut(&LockState) -> std::result::Result<Vec<AuditEntry>, String>,
+        job: NewJob,
+        gate: Decide<LockState, Effects, String>,
     ) -> Result<std::result::Result<JobRecord, String>>;
-    fn job(&self, id: i64) -> Result<Option<JobRecord>>;
+    async fn job(&self, id: i64) -> Result<Option<JobRecord>>;
     /// The newest `limit` jobs, newest first.
-    fn jobs(&self, limit: usize) -> Result<Vec<JobRecord>>;
-    /// Jobs that were queued or running (after a crash: interrupted).
-    fn unfinished_jobs(&self) -> Result<Vec<JobRecord>>;
-    fn set_job_status(&self, id: i64, status: JobStatus, now: i64) -> Result<()>;
-    fn set_job_progress(&self, id: i64, done: u32, failed: u32, total: u32, now: i64)
-    -> Result<()>;
-    fn finish_job(&self, id: i64, status: JobStatus, outcome: &Outcome, now: i64) -> Result<()>;
+    async fn jobs(&self, limit: usize) -> Result<Vec<JobRecord>>;
+    /// Jobs that were queued, awaiting approval or running (after a crash: interrupted).
+    async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>>;
+    async fn set_job_status(&self, id: i64, status: JobStatus, now: i64) -> Result<()>;
+    async fn set_job_progress(
+        &self,
+        id: i64,
+        done: u32,
+        failed: u32,
+        total: u32,
+        now: i64,
+    ) -> Result<()>;
+    async fn finish_job(
+        &self,
+        id: i64,
+        status: JobStatus,
+        outcome: &Outcome,
+        now: i64,
+    ) -> Result<()>;
 
     /// Remembers the root message of a job's thread in a channel.
-    fn set_message(&self, job: i64, channel: &str, ts: &str) -> Result<()>;
+    async fn set_message(&self, job: i64, channel: &str, ts: &str) -> Result<()>;
     /// The root messages of a job's thread: `(channel, ts)`.
-    fn messages(&self, job: i64) -> Result<Vec<(String, String)>>;
+    async fn messages(&self, job: i64) -> Result<Vec<(String, String)>>;
 
-    fn audit(&self, entry: &AuditEntry) -> Result<()>;
+    async fn audit(&self, entry: &AuditEntry) -> Result<()>;
     /// The newest `limit` audit lines, newest first.
-    fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>>;
+    async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>>;
 
-    /// Records an Events API `event_id`; false if it was seen before (a retry).
-    /// Ids older than a day are forgotten.
-    fn first_delivery(&self, event_id: &str, now: i64) -> Result<bool>;
+    /// Records a delivery key (an Events API `event_id`, a signed hook); false if it was
+    /// seen before (a retry or a replay). Keys older than a day are forgotten.
+    async fn first_delivery(&self, key: &str, now: i64) -> Result<bool>;
 
     /// Stores a host's deploy report; false if that host already reported for the job
     /// (the first report wins).
-    fn add_deploy_report(&self, report: &DeployReport) -> Result<bool>;
+    async fn add_deploy_report(&self, report: &DeployReport) -> Result<bool>;
     /// A deploy job's host reports, oldest first.
-    fn deploy_reports(&self, job: i64) -> Result<Vec<DeployReport>>;
+    async fn deploy_reports(&self, job: i64) -> Result<Vec<DeployReport>>;
 }

@@ -2,30 +2,44 @@
 //!
 //! WAL with `synchronous=NORMAL` keeps every committed transaction across a `kill -9` of
 //! corral (only an OS crash or power loss can lose the last commits), and lets readers
-//! run beside the writer. One connection behind a mutex is enough: each call is a
-//! statement or a short transaction.
+//! run beside the writer.
+//!
+//! **Off the async workers.** The connection lives on one dedicated thread; every call
+//! is a closure sent to it, and the caller awaits the answer. SQLite calls are short
+//! (microseconds), but a database busy with another process (`corral exec` beside
+//! `corral serve`) may wait up to the busy timeout: that wait happens on the store's
+//! thread, never on a tokio worker answering Slack. One thread also means one writer, so
+//! transactions never contend inside the process.
 
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::mpsc;
 
+use async_trait::async_trait;
 use rusqlite::{Connection, Row, params};
+use tokio::sync::oneshot;
 
 use super::{
-    AuditEntry, DeployReport, JobRecord, LockChange, LockHistoryEntry, NewJob, Result, Store,
-    StoreError,
+    AuditEntry, Decide, DeployReport, Effects, JobRecord, LockChange, LockDecision,
+    LockHistoryEntry, NewJob, Result, Store, StoreError,
 };
-use crate::job::{JobStatus, Outcome};
-use crate::lock::{Holder, LockAction, LockState, Refusal};
+use crate::door::Source;
+use crate::job::{JobKind, JobStatus, Outcome};
+use crate::lock::{Holder, LockState, Refusal};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
+/// Additive only: a database written by any earlier release upgrades in place.
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_deploy.sql"),
 ];
 
-/// How long Events API ids are remembered (Slack retries for up to ~5 minutes, or 24 h
+/// How long delivery keys are remembered (Slack retries for up to ~5 minutes, or 24 h
 /// with Delayed Events).
 const DEDUPE_SECONDS: i64 = 25 * 3600;
+
+/// How long a statement waits for another process's write lock.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Where a database URL points: a file, or memory.
 pub(super) fn path_of(url: &str) -> std::result::Result<Option<PathBuf>, String> {
@@ -44,42 +58,84 @@ pub(super) fn path_of(url: &str) -> std::result::Result<Option<PathBuf>, String>
     Ok(Some(PathBuf::from(rest)))
 }
 
-/// The SQLite store.
+type Task = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// The SQLite store: a handle to the thread that owns the connection.
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    tasks: mpsc::Sender<Task>,
+}
+
+fn connect(url: &str) -> Result<Connection> {
+    let open_err = |reason: String| StoreError::Open {
+        url: url.to_string(),
+        reason,
+    };
+    let conn = match path_of(url).map_err(open_err)? {
+        None => Connection::open_in_memory()?,
+        Some(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| open_err(format!("cannot create {}: {e}", dir.display())))?;
+            }
+            Connection::open(&path).map_err(|e| open_err(e.to_string()))?
+        }
+    };
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    migrate(&conn)?;
+    Ok(conn)
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) and migrates the database at `url`.
-    pub fn open(url: &str) -> Result<SqliteStore> {
-        let open_err = |reason: String| StoreError::Open {
-            url: url.to_string(),
-            reason,
-        };
-        let conn = match path_of(url).map_err(open_err)? {
-            None => Connection::open_in_memory()?,
-            Some(path) => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| open_err(format!("cannot create {}: {e}", dir.display())))?;
+    /// Opens (creating if needed) and migrates the database at `url`, on the store's own
+    /// thread.
+    pub async fn open(url: &str) -> Result<SqliteStore> {
+        let (tasks, inbox) = mpsc::channel::<Task>();
+        let (ready, opened) = oneshot::channel();
+        let owned = url.to_string();
+        std::thread::Builder::new()
+            .name("corral-sqlite".into())
+            .spawn(move || {
+                let mut conn = match connect(&owned) {
+                    Ok(c) => {
+                        let _ = ready.send(Ok(()));
+                        c
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                };
+                // Ends when every handle is dropped; the connection closes with it.
+                while let Ok(task) = inbox.recv() {
+                    task(&mut conn);
                 }
-                Connection::open(&path).map_err(|e| open_err(e.to_string()))?
-            }
-        };
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        migrate(&conn)?;
-        Ok(SqliteStore {
-            conn: Mutex::new(conn),
-        })
+            })
+            .map_err(|e| StoreError::Open {
+                url: url.to_string(),
+                reason: format!("cannot start the store thread: {e}"),
+            })?;
+        opened.await.map_err(|_| StoreError::Closed)??;
+        Ok(SqliteStore { tasks })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave SQLite half-written (transactions
-        // roll back on drop), so a poisoned mutex is safe to keep using.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    /// Runs `f` on the store's thread and waits for its answer without blocking the
+    /// caller's thread. A panic inside `f` is an error for this call only.
+    async fn call<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let task: Task = Box::new(move |conn| {
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(conn)))
+                .unwrap_or_else(|_| Err(StoreError::Db("internal error in a store call".into())));
+            let _ = tx.send(result);
+        });
+        self.tasks.send(task).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 }
 
@@ -123,208 +179,295 @@ fn read_lock(conn: &Connection) -> Result<LockState> {
     )?)
 }
 
-const JOB_COLUMNS: &str = "id, kind, command, requested_by, source, channel, status, done, failed, total, created_at, updated_at, outcome";
-
-fn job_row(r: &Row) -> rusqlite::Result<(JobRecord, String, Option<String>)> {
-    Ok((
-        JobRecord {
-            id: r.get(0)?,
-            kind: r.get(1)?,
-            command: r.get(2)?,
-            requested_by: r.get(3)?,
-            source: r.get(4)?,
-            channel: r.get(5)?,
-            status: JobStatus::Queued,
-            done: r.get(7)?,
-            failed: r.get(8)?,
-            total: r.get(9)?,
-            created_at: r.get(10)?,
-            updated_at: r.get(11)?,
-            outcome: None,
-        },
-        r.get(6)?,
-        r.get(12)?,
-    ))
+fn write_lock(conn: &Connection, s: &LockState) -> Result<()> {
+    let (r, b) = (s.running.as_ref(), s.blocked.as_ref());
+    conn.execute(
+        "UPDATE lock_state SET running_by = ?1, running_reason = ?2, running_since = ?3,
+             blocked_by = ?4, blocked_reason = ?5, blocked_since = ?6 WHERE id = 1",
+        params![
+            r.map(|h| &h.who),
+            r.map(|h| &h.reason),
+            r.map(|h| h.since),
+            b.map(|h| &h.who),
+            b.map(|h| &h.reason),
+            b.map(|h| h.since),
+        ],
+    )?;
+    Ok(())
 }
 
-fn finish_row(row: (JobRecord, String, Option<String>)) -> Result<JobRecord> {
-    let (mut job, status, outcome) = row;
-    job.status = status
-        .parse()
-        .map_err(|_| StoreError::Corrupt(format!("job {} has status {status:?}", job.id)))?;
-    job.outcome = match outcome {
-        None => None,
-        Some(text) => Some(
-            serde_json::from_str(&text)
-                .map_err(|e| StoreError::Corrupt(format!("job {} outcome: {e}", job.id)))?,
-        ),
-    };
-    Ok(job)
+fn insert_audit(conn: &Connection, e: &AuditEntry) -> Result<()> {
+    conn.execute(
+        "INSERT INTO audit (at, actor, action, detail, source) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![e.at, e.actor, e.action, e.detail, e.source.as_str()],
+    )?;
+    Ok(())
+}
+
+fn write_effects(conn: &Connection, effects: &Effects) -> Result<()> {
+    for e in &effects.audit {
+        insert_audit(conn, e)?;
+    }
+    Ok(())
+}
+
+/// A persisted enum's text back as the enum, or a `Corrupt` error naming the row.
+fn typed<T: std::str::FromStr>(what: &str, row: impl std::fmt::Display, text: &str) -> Result<T> {
+    text.parse()
+        .map_err(|_| StoreError::Corrupt(format!("{what} of {row} is {text:?}")))
+}
+
+const JOB_COLUMNS: &str = "id, kind, command, requested_by, source, channel, status, done, failed, total, created_at, updated_at, outcome";
+
+/// A job row as read, its persisted enums still text.
+struct RawJob {
+    id: i64,
+    kind: String,
+    command: String,
+    requested_by: String,
+    source: String,
+    channel: Option<String>,
+    status: String,
+    done: u32,
+    failed: u32,
+    total: u32,
+    created_at: i64,
+    updated_at: i64,
+    outcome: Option<String>,
+}
+
+fn job_row(r: &Row) -> rusqlite::Result<RawJob> {
+    Ok(RawJob {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        command: r.get(2)?,
+        requested_by: r.get(3)?,
+        source: r.get(4)?,
+        channel: r.get(5)?,
+        status: r.get(6)?,
+        done: r.get(7)?,
+        failed: r.get(8)?,
+        total: r.get(9)?,
+        created_at: r.get(10)?,
+        updated_at: r.get(11)?,
+        outcome: r.get(12)?,
+    })
+}
+
+impl RawJob {
+    fn typed(self) -> Result<JobRecord> {
+        let row = format!("job {}", self.id);
+        let outcome = match self.outcome {
+            None => None,
+            Some(text) => Some(
+                serde_json::from_str(&text)
+                    .map_err(|e| StoreError::Corrupt(format!("{row} outcome: {e}")))?,
+            ),
+        };
+        Ok(JobRecord {
+            id: self.id,
+            kind: typed::<JobKind>("kind", &row, &self.kind)?,
+            command: self.command,
+            requested_by: self.requested_by,
+            source: typed::<Source>("source", &row, &self.source)?,
+            channel: self.channel,
+            status: typed::<JobStatus>("status", &row, &self.status)?,
+            done: self.done,
+            failed: self.failed,
+            total: self.total,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            outcome,
+        })
+    }
 }
 
 fn jobs_where(conn: &Connection, tail: &str, param: i64) -> Result<Vec<JobRecord>> {
     let mut stmt = conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs {tail}"))?;
     let rows = stmt.query_map([param], job_row)?;
-    rows.map(|r| finish_row(r?)).collect()
+    rows.map(|r| r?.typed()).collect()
 }
 
-impl Store for SqliteStore {
-    fn ping(&self) -> Result<()> {
-        self.conn().query_row("SELECT 1", [], |_| Ok(()))?;
-        Ok(())
-    }
+fn change_lock(
+    conn: &mut Connection,
+    decide: &Decide<LockState, LockDecision, Refusal>,
+) -> Result<LockChange> {
+    // IMMEDIATE: take the write lock before reading, so another process (corral exec
+    // beside corral serve) cannot interleave a change.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let before = read_lock(&tx)?;
+    let decision = match decide(&before) {
+        Ok(d) => d,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    write_lock(&tx, &decision.state)?;
+    let h = &decision.history;
+    tx.execute(
+        "INSERT INTO lock_history (at, actor, action, reason, source, forced) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![h.at, h.actor, h.action, h.reason, h.source.as_str(), h.forced],
+    )?;
+    write_effects(&tx, &decision.effects)?;
+    tx.commit()?;
+    Ok(Ok((before, decision)))
+}
 
-    fn lock_state(&self) -> Result<LockState> {
-        read_lock(&self.conn())
-    }
-
-    fn change_lock(
-        &self,
-        action: &LockAction,
-        source: &str,
-        actor: &str,
-        decide: &mut dyn FnMut(&LockState) -> std::result::Result<LockState, Refusal>,
-    ) -> Result<LockChange> {
-        let mut conn = self.conn();
-        // IMMEDIATE: take the write lock before reading, so another process (corral
-        // exec beside corral serve) cannot interleave a change.
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let before = read_lock(&tx)?;
-        let after = match decide(&before) {
-            Ok(s) => s,
-            Err(refusal) => return Ok(Err(refusal)),
-        };
-        let forced = matches!(action, LockAction::Stop { force: true })
-            && before.running.as_ref().is_some_and(|h| h.who != actor);
-        let (r, b) = (after.running.as_ref(), after.blocked.as_ref());
-        tx.execute(
-            "UPDATE lock_state SET running_by = ?1, running_reason = ?2, running_since = ?3,
-                 blocked_by = ?4, blocked_reason = ?5, blocked_since = ?6 WHERE id = 1",
-            params![
-                r.map(|h| &h.who),
-                r.map(|h| &h.reason),
-                r.map(|h| h.since),
-                b.map(|h| &h.who),
-                b.map(|h| &h.reason),
-                b.map(|h| h.since),
-            ],
-        )?;
-        let now = r
-            .map(|h| h.since)
-            .into_iter()
-            .chain(b.map(|h| h.since))
-            .max()
-            .unwrap_or(0)
-            .max(crate::now());
-        tx.execute(
-            "INSERT INTO lock_history (at, actor, action, reason, source, forced) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![now, actor, action.name(), action.reason(), source, forced],
-        )?;
-        if forced {
-            let holder = before
-                .running
-                .as_ref()
-                .map(|h| h.who.as_str())
-                .unwrap_or("");
-            tx.execute(
-                "INSERT INTO audit (at, actor, action, detail, source) VALUES (?1, ?2, 'release.stop --force', ?3, ?4)",
-                params![now, actor, format!("stopped the release held by {holder}"), source],
-            )?;
-        }
-        tx.commit()?;
-        Ok(Ok((before, after)))
-    }
-
-    fn lock_history(&self, n: usize) -> Result<Vec<LockHistoryEntry>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT at, actor, action, reason, source, forced FROM lock_history ORDER BY id DESC LIMIT ?1",
-        )?;
-        let rows = stmt.query_map([n as i64], |r| {
-            Ok(LockHistoryEntry {
-                at: r.get(0)?,
-                actor: r.get(1)?,
-                action: r.get(2)?,
-                reason: r.get(3)?,
-                source: r.get(4)?,
-                forced: r.get(5)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-
-    fn create_job_gated(
-        &self,
-        job: &NewJob,
-        now: i64,
-        gate: &mut dyn FnMut(&LockState) -> std::result::Result<Vec<AuditEntry>, String>,
-    ) -> Result<std::result::Result<JobRecord, String>> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let lock = read_lock(&tx)?;
-        let audit = match gate(&lock) {
-            Ok(a) => a,
-            Err(refusal) => return Ok(Err(refusal)),
-        };
-        tx.execute(
-            "INSERT INTO jobs (kind, command, requested_by, source, channel, status, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-            params![
-                job.kind,
-                job.command,
-                job.requested_by,
-                job.source,
-                job.channel,
-                JobStatus::Queued.as_str(),
-                now
-            ],
-        )?;
-        let id = tx.last_insert_rowid();
-        let created = AuditEntry {
-            at: now,
+fn create_job(
+    conn: &mut Connection,
+    job: &NewJob,
+    gate: &Decide<LockState, Effects, String>,
+) -> Result<std::result::Result<JobRecord, String>> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let lock = read_lock(&tx)?;
+    let effects = match gate(&lock) {
+        Ok(e) => e,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    tx.execute(
+        "INSERT INTO jobs (kind, command, requested_by, source, channel, status, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+        params![
+            job.kind.as_str(),
+            job.command,
+            job.requested_by,
+            job.source.as_str(),
+            job.channel,
+            JobStatus::Queued.as_str(),
+            job.now
+        ],
+    )?;
+    let id = tx.last_insert_rowid();
+    write_effects(&tx, &effects)?;
+    insert_audit(
+        &tx,
+        &AuditEntry {
+            at: job.now,
             actor: job.requested_by.clone(),
             action: format!("job {id} created"),
             detail: job.command.clone(),
-            source: job.source.clone(),
-        };
-        for e in audit.iter().chain(std::iter::once(&created)) {
-            tx.execute(
-                "INSERT INTO audit (at, actor, action, detail, source) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![e.at, e.actor, e.action, e.detail, e.source],
+            source: job.source,
+        },
+    )?;
+    let record = jobs_where(&tx, "WHERE id = ?1", id)?
+        .pop()
+        .ok_or_else(|| StoreError::Corrupt(format!("job {id} vanished after insert")))?;
+    tx.commit()?;
+    Ok(Ok(record))
+}
+
+fn audit_row(r: &Row) -> rusqlite::Result<(AuditEntry, String)> {
+    Ok((
+        AuditEntry {
+            at: r.get(0)?,
+            actor: r.get(1)?,
+            action: r.get(2)?,
+            detail: r.get(3)?,
+            source: Source::Api,
+        },
+        r.get(4)?,
+    ))
+}
+
+fn deploy_report_row(row: &Row) -> rusqlite::Result<DeployReport> {
+    Ok(DeployReport {
+        job_id: row.get(0)?,
+        host: row.get(1)?,
+        ok: row.get(2)?,
+        duration_ms: u64::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
+        log_tail: row.get(4)?,
+        error: row.get(5)?,
+        event_id: row.get(6)?,
+        at: row.get(7)?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        self.call(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
+    async fn lock_state(&self) -> Result<LockState> {
+        self.call(|c| read_lock(c)).await
+    }
+
+    async fn change_lock(
+        &self,
+        decide: Decide<LockState, LockDecision, Refusal>,
+    ) -> Result<LockChange> {
+        self.call(move |c| change_lock(c, &decide)).await
+    }
+
+    async fn lock_history(&self, n: usize) -> Result<Vec<LockHistoryEntry>> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, at, actor, action, reason, source, forced FROM lock_history ORDER BY id DESC LIMIT ?1",
             )?;
-        }
-        let record = jobs_where(&tx, "WHERE id = ?1", id)?
-            .pop()
-            .ok_or_else(|| StoreError::Corrupt(format!("job {id} vanished after insert")))?;
-        tx.commit()?;
-        Ok(Ok(record))
+            let rows = stmt.query_map([n as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    LockHistoryEntry {
+                        at: r.get(1)?,
+                        actor: r.get(2)?,
+                        action: r.get(3)?,
+                        reason: r.get(4)?,
+                        source: Source::Api,
+                        forced: r.get(6)?,
+                    },
+                    r.get::<_, String>(5)?,
+                ))
+            })?;
+            rows.map(|r| {
+                let (id, mut e, source) = r?;
+                e.source = typed("source", format!("lock change {id}"), &source)?;
+                Ok(e)
+            })
+            .collect()
+        })
+        .await
     }
 
-    fn job(&self, id: i64) -> Result<Option<JobRecord>> {
-        Ok(jobs_where(&self.conn(), "WHERE id = ?1", id)?.pop())
+    async fn create_job(
+        &self,
+        job: NewJob,
+        gate: Decide<LockState, Effects, String>,
+    ) -> Result<std::result::Result<JobRecord, String>> {
+        self.call(move |c| create_job(c, &job, &gate)).await
     }
 
-    fn jobs(&self, limit: usize) -> Result<Vec<JobRecord>> {
-        jobs_where(&self.conn(), "ORDER BY id DESC LIMIT ?1", limit as i64)
+    async fn job(&self, id: i64) -> Result<Option<JobRecord>> {
+        self.call(move |c| Ok(jobs_where(c, "WHERE id = ?1", id)?.pop()))
+            .await
     }
 
-    fn unfinished_jobs(&self) -> Result<Vec<JobRecord>> {
-        jobs_where(
-            &self.conn(),
-            "WHERE status IN ('queued', 'running', 'awaiting_approval') AND ?1 = ?1 ORDER BY id",
-            0,
-        )
+    async fn jobs(&self, limit: usize) -> Result<Vec<JobRecord>> {
+        self.call(move |c| jobs_where(c, "ORDER BY id DESC LIMIT ?1", limit as i64))
+            .await
     }
 
-    fn set_job_status(&self, id: i64, status: JobStatus, now: i64) -> Result<()> {
-        self.conn().execute(
-            "UPDATE jobs SET status = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, status.as_str(), now],
-        )?;
-        Ok(())
+    async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>> {
+        self.call(|c| {
+            jobs_where(
+                c,
+                "WHERE status IN ('queued', 'running', 'awaiting_approval') AND ?1 = ?1 ORDER BY id",
+                0,
+            )
+        })
+        .await
     }
 
-    fn set_job_progress(
+    async fn set_job_status(&self, id: i64, status: JobStatus, now: i64) -> Result<()> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE jobs SET status = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, status.as_str(), now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_job_progress(
         &self,
         id: i64,
         done: u32,
@@ -332,131 +475,134 @@ impl Store for SqliteStore {
         total: u32,
         now: i64,
     ) -> Result<()> {
-        self.conn().execute(
-            "UPDATE jobs SET done = ?2, failed = ?3, total = ?4, updated_at = ?5 WHERE id = ?1",
-            params![id, done, failed, total, now],
-        )?;
-        Ok(())
+        self.call(move |c| {
+            c.execute(
+                "UPDATE jobs SET done = ?2, failed = ?3, total = ?4, updated_at = ?5 WHERE id = ?1",
+                params![id, done, failed, total, now],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
-    fn finish_job(&self, id: i64, status: JobStatus, outcome: &Outcome, now: i64) -> Result<()> {
+    async fn finish_job(
+        &self,
+        id: i64,
+        status: JobStatus,
+        outcome: &Outcome,
+        now: i64,
+    ) -> Result<()> {
         let text = serde_json::to_string(outcome)
             .map_err(|e| StoreError::Corrupt(format!("cannot encode outcome: {e}")))?;
-        self.conn().execute(
-            "UPDATE jobs SET status = ?2, outcome = ?3, updated_at = ?4 WHERE id = ?1",
-            params![id, status.as_str(), text, now],
-        )?;
-        Ok(())
+        self.call(move |c| {
+            c.execute(
+                "UPDATE jobs SET status = ?2, outcome = ?3, updated_at = ?4 WHERE id = ?1",
+                params![id, status.as_str(), text, now],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
-    fn set_message(&self, job: i64, channel: &str, ts: &str) -> Result<()> {
-        self.conn().execute(
-            "INSERT INTO messages (job_id, channel, ts) VALUES (?1, ?2, ?3)
-             ON CONFLICT (job_id, channel) DO UPDATE SET ts = excluded.ts",
-            params![job, channel, ts],
-        )?;
-        Ok(())
+    async fn set_message(&self, job: i64, channel: &str, ts: &str) -> Result<()> {
+        let (channel, ts) = (channel.to_string(), ts.to_string());
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO messages (job_id, channel, ts) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (job_id, channel) DO UPDATE SET ts = excluded.ts",
+                params![job, channel, ts],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
-    fn messages(&self, job: i64) -> Result<Vec<(String, String)>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT channel, ts FROM messages WHERE job_id = ?1 ORDER BY channel",
-        )?;
-        let rows = stmt.query_map([job], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    async fn messages(&self, job: i64) -> Result<Vec<(String, String)>> {
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT channel, ts FROM messages WHERE job_id = ?1 ORDER BY channel",
+            )?;
+            let rows = stmt.query_map([job], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
     }
 
-    fn audit(&self, e: &AuditEntry) -> Result<()> {
-        self.conn().execute(
-            "INSERT INTO audit (at, actor, action, detail, source) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![e.at, e.actor, e.action, e.detail, e.source],
-        )?;
-        Ok(())
+    async fn audit(&self, e: &AuditEntry) -> Result<()> {
+        let e = e.clone();
+        self.call(move |c| insert_audit(c, &e)).await
     }
 
-    fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT at, actor, action, detail, source FROM audit ORDER BY id DESC LIMIT ?1",
-        )?;
-        let rows = stmt.query_map([limit as i64], |r| {
-            Ok(AuditEntry {
-                at: r.get(0)?,
-                actor: r.get(1)?,
-                action: r.get(2)?,
-                detail: r.get(3)?,
-                source: r.get(4)?,
+    async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>> {
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT at, actor, action, detail, source FROM audit ORDER BY id DESC LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([limit as i64], audit_row)?;
+            rows.map(|r| {
+                let (mut e, source) = r?;
+                e.source = typed("source", format!("audit line at {}", e.at), &source)?;
+                Ok(e)
             })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            .collect()
+        })
+        .await
     }
 
-    fn first_delivery(&self, event_id: &str, now: i64) -> Result<bool> {
-        let conn = self.conn();
-        conn.execute(
-            "DELETE FROM seen_events WHERE at < ?1",
-            [now - DEDUPE_SECONDS],
-        )?;
-        let inserted = conn.execute(
-            "INSERT INTO seen_events (event_id, at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-            params![event_id, now],
-        )?;
-        Ok(inserted == 1)
+    async fn first_delivery(&self, key: &str, now: i64) -> Result<bool> {
+        let key = key.to_string();
+        self.call(move |c| {
+            c.execute(
+                "DELETE FROM seen_events WHERE at < ?1",
+                [now - DEDUPE_SECONDS],
+            )?;
+            let inserted = c.execute(
+                "INSERT INTO seen_events (event_id, at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![key, now],
+            )?;
+            Ok(inserted == 1)
+        })
+        .await
     }
 
-    fn add_deploy_report(&self, r: &DeployReport) -> Result<bool> {
-        let inserted = self.conn().execute(
-            "INSERT INTO deploy_reports (job_id, host, ok, duration_ms, log_tail, error, event_id, at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
-            params![
-                r.job_id,
-                r.host,
-                r.ok,
-                i64::try_from(r.duration_ms).unwrap_or(i64::MAX),
-                r.log_tail,
-                r.error,
-                r.event_id,
-                r.at
-            ],
-        )?;
-        Ok(inserted == 1)
+    async fn add_deploy_report(&self, r: &DeployReport) -> Result<bool> {
+        let r = r.clone();
+        self.call(move |c| {
+            let inserted = c.execute(
+                "INSERT INTO deploy_reports (job_id, host, ok, duration_ms, log_tail, error, event_id, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+                params![
+                    r.job_id,
+                    r.host,
+                    r.ok,
+                    i64::try_from(r.duration_ms).unwrap_or(i64::MAX),
+                    r.log_tail,
+                    r.error,
+                    r.event_id,
+                    r.at
+                ],
+            )?;
+            Ok(inserted == 1)
+        })
+        .await
     }
 
-    fn deploy_reports(&self, job: i64) -> Result<Vec<DeployReport>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT job_id, host, ok, duration_ms, log_tail, error, event_id, at
-             FROM deploy_reports WHERE job_id = ?1 ORDER BY at, host",
-        )?;
-        let rows = stmt.query_map([job], |row| {
-            Ok(DeployReport {
-                job_id: row.get(0)?,
-                host: row.get(1)?,
-                ok: row.get(2)?,
-                duration_ms: u64::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
-                log_tail: row.get(4)?,
-                error: row.get(5)?,
-                event_id: row.get(6)?,
-                at: row.get(7)?,
-            })
-        })?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    async fn deploy_reports(&self, job: i64) -> Result<Vec<DeployReport>> {
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT job_id, host, ok, duration_ms, log_tail, error, event_id, at
+                 FROM deploy_reports WHERE job_id = ?1 ORDER BY at, host",
+            )?;
+            let rows = stmt.query_map([job], deploy_report_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lock::{Actor, apply};
-
-    fn actor(who: &str) -> Actor {
-        Actor {
-            who: who.into(),
-            may_force: false,
-            holder_only_stop: true,
-        }
-    }
 
     #[test]
     fn urls() {
@@ -473,103 +619,42 @@ mod tests {
         assert!(path_of("sqlite://").is_err());
     }
 
-    #[test]
-    fn lock_survives_reopen() {
-        let dir = std::env::temp_dir().join(format!("corral-store-{}", std::process::id()));
-        let url = format!("sqlite://{}/c.db", dir.display());
+    #[tokio::test]
+    async fn a_panicking_call_fails_alone() {
+        let s = SqliteStore::open("sqlite::memory:").await.unwrap();
+        let r: Result<()> = s.call(|_| panic!("boom")).await;
+        assert!(matches!(r, Err(StoreError::Db(_))));
+        assert!(s.ping().await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn unreadable_enums_are_named() {
+        let s = SqliteStore::open("sqlite::memory:").await.unwrap();
+        s.call(|c| {
+            c.execute_batch(
+                "INSERT INTO jobs (kind, command, requested_by, source, status, created_at, updated_at)
+                 VALUES ('launch', '/x', 'U1', 'slack', 'queued', 1, 1)",
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let e = s.jobs(10).await.unwrap_err().to_string();
+        assert!(e.contains("kind of job 1 is \"launch\""), "{e}");
+    }
+
+    #[tokio::test]
+    async fn newer_schema_is_refused() {
+        let dir = std::env::temp_dir().join(format!("corral-newer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.db");
         {
-            let s = SqliteStore::open(&url).unwrap();
-            let a = LockAction::Start {
-                reason: "1.4.0".into(),
-            };
-            let r = s
-                .change_lock(&a, "slack", "U1", &mut |st| {
-                    apply(st, &a, &actor("U1"), 100)
-                })
-                .unwrap();
-            assert!(r.is_ok());
+            let c = Connection::open(&path).unwrap();
+            c.pragma_update(None, "user_version", 999).unwrap();
         }
-        let s = SqliteStore::open(&url).unwrap();
-        let st = s.lock_state().unwrap();
-        assert_eq!(st.running.unwrap().reason, "1.4.0");
-        assert_eq!(s.lock_history(10).unwrap()[0].action, "start");
+        let url = format!("sqlite://{}", path.display());
+        let e = SqliteStore::open(&url).await.err().unwrap().to_string();
+        assert!(e.contains("schema version 999"), "{e}");
         std::fs::remove_dir_all(dir).ok();
-    }
-
-    #[test]
-    fn refused_change_writes_nothing() {
-        let s = SqliteStore::open("sqlite::memory:").unwrap();
-        let a = LockAction::Stop { force: false };
-        let r = s
-            .change_lock(&a, "slack", "U1", &mut |st| apply(st, &a, &actor("U1"), 1))
-            .unwrap();
-        assert_eq!(r, Err(Refusal::NotRunning));
-        assert!(s.lock_history(10).unwrap().is_empty());
-    }
-
-    #[test]
-    fn jobs_and_dedupe() {
-        let s = SqliteStore::open("sqlite::memory:").unwrap();
-        let j = s
-            .create_job(
-                &NewJob {
-                    kind: "deploy".into(),
-                    command: "/deploy https://x/m.yml".into(),
-                    requested_by: "U1".into(),
-                    source: "slack".into(),
-                    channel: Some("C1".into()),
-                },
-                10,
-            )
-            .unwrap();
-        assert_eq!(j.status, JobStatus::Queued);
-        assert_eq!(s.unfinished_jobs().unwrap().len(), 1);
-        s.set_message(j.id, "C1", "1.1").unwrap();
-        s.set_message(j.id, "C1", "1.2").unwrap();
-        assert_eq!(s.messages(j.id).unwrap(), vec![("C1".into(), "1.2".into())]);
-        let out = Outcome {
-            succeeded: 2,
-            ..Outcome::default()
-        };
-        s.finish_job(j.id, JobStatus::Succeeded, &out, 11).unwrap();
-        let j = s.job(j.id).unwrap().unwrap();
-        assert_eq!(j.outcome.unwrap().succeeded, 2);
-        assert!(s.unfinished_jobs().unwrap().is_empty());
-        assert!(s.first_delivery("Ev1", 100).unwrap());
-        assert!(!s.first_delivery("Ev1", 101).unwrap());
-        assert!(s.first_delivery("Ev1", 100 + DEDUPE_SECONDS + 1).unwrap());
-    }
-
-    #[test]
-    fn deploy_reports_first_wins() {
-        let s = SqliteStore::open("sqlite::memory:").unwrap();
-        let job = s
-            .create_job(
-                &NewJob {
-                    kind: "deploy".into(),
-                    command: "/deploy https://x/m.yml --target serf".into(),
-                    requested_by: "U1".into(),
-                    source: "slack".into(),
-                    channel: None,
-                },
-                10,
-            )
-            .unwrap();
-        let r = |host: &str, ok: bool, at: i64| DeployReport {
-            job_id: job.id,
-            host: host.into(),
-            ok,
-            duration_ms: 1200,
-            log_tail: "tail".into(),
-            error: (!ok).then(|| "exit status 1".into()),
-            event_id: None,
-            at,
-        };
-        assert!(s.add_deploy_report(&r("web-2", false, 20)).unwrap());
-        assert!(s.add_deploy_report(&r("web-1", true, 21)).unwrap());
-        assert!(!s.add_deploy_report(&r("web-2", true, 22)).unwrap());
-        let got = s.deploy_reports(job.id).unwrap();
-        assert_eq!(got, vec![r("web-2", false, 20), r("web-1", true, 21)]);
-        assert!(s.deploy_reports(job.id + 1).unwrap().is_empty());
     }
 }

@@ -127,7 +127,7 @@ async fn bad_input_is_a_4xx_with_an_error_and_changes_nothing() {
     let long = json!({"text": format!("release start {}", "x".repeat(5000))}).to_string();
     let (s, _) = post(&c, &long, Some(TOKEN)).await;
     assert_eq!(s, 400);
-    assert!(c.lock().running.is_none());
+    assert!(c.lock().await.running.is_none());
 
     for (path, status) in [
         ("/api/v1/jobs/abc", 400),
@@ -158,7 +158,7 @@ async fn tokens_are_checked() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200, "go-cowpoke's bearer header works");
-    assert!(c.lock().running.is_none());
+    assert!(c.lock().await.running.is_none());
 
     let off = Corral::start_with(&[("CORRAL_API_TOKEN", "")]).await;
     let (s, v) = post(&off, r#"{"text": "release start"}"#, Some("anything")).await;
@@ -185,7 +185,11 @@ async fn health_readiness_and_metrics_need_no_token() {
     let text = resp.text().await.unwrap();
     assert!(text.contains("corral_release_running 1"), "{text}");
     assert!(text.contains("corral_store_up 1"));
-    assert!(text.contains("# TYPE corral_slack_commands_total counter"));
+    assert!(
+        text.contains("# TYPE corral_slack_commands counter"),
+        "{text}"
+    );
+    assert!(text.contains("corral_slack_commands_total 1"), "{text}");
 }
 
 #[tokio::test]
@@ -205,7 +209,7 @@ async fn api_callers_cannot_pass_for_slack_users_or_roles() {
         let (s, _) = post(&c, &body, Some(TOKEN)).await;
         assert_eq!(s, 409, "{user} passes the lock gate only with --force");
     }
-    assert_eq!(c.lock().running.unwrap().who, "U0ALICE");
-    assert!(c.app.store.jobs(10).unwrap().is_empty());
+    assert_eq!(c.lock().await.running.unwrap().who, "U0ALICE");
+    assert!(c.app.store.jobs(10).await.unwrap().is_empty());
     std::fs::remove_dir_all(dir).ok();
 }

@@ -1,32 +1,15 @@
 //! The real `corral` binary: serve, kill -9, serve again; exec; check; bad config.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use corral::store::{NewJob, SqliteStore, Store};
+use corral::store::{SqliteStore, Store};
 
+use crate::support::TempDir;
 use crate::support::corral::{SECRET, TOKEN};
 use crate::support::fake_slack::FakeSlack;
 
 const BIN: &str = env!("CARGO_BIN_EXE_corral");
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("corral-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -144,27 +127,31 @@ async fn a_job_cut_off_by_a_crash_is_reported_interrupted_in_its_thread() {
         // What a killed bot leaves behind: a running job with its thread root stored.
         std::fs::create_dir_all(dir.0.join("state")).unwrap();
         let url = format!("sqlite://{}/state/corral.db", dir.0.display());
-        let store = SqliteStore::open(&url).unwrap();
-        let job = store
-            .create_job(
-                &NewJob {
-                    kind: "upgrade-catalog".into(),
-                    command: "/upgrade library:web:12".into(),
-                    requested_by: "U0ALICE".into(),
-                    source: "slack".into(),
-                    channel: Some("C0TEAM".into()),
-                },
-                corral::now(),
+        let store = SqliteStore::open(&url).await.unwrap();
+        let job = crate::support::corral::insert_job(
+            &store,
+            corral::job::JobKind::UpgradeCatalog,
+            "/upgrade library:web:12",
+            "U0ALICE",
+            corral::door::Source::Slack,
+            Some("C0TEAM"),
+        )
+        .await;
+        store
+            .set_job_status(
+                job.id,
+                corral::job::JobStatus::Running,
+                crate::support::now(),
             )
+            .await
             .unwrap();
         store
-            .set_job_status(job.id, corral::job::JobStatus::Running, corral::now())
-            .unwrap();
-        store
-            .set_job_progress(job.id, 3, 0, 10, corral::now())
+            .set_job_progress(job.id, 3, 0, 10, crate::support::now())
+            .await
             .unwrap();
         store
             .set_message(job.id, "C0TEAM", "1699999999.000001")
+            .await
             .unwrap();
     }
     let s = Server::start(&dir, Some(&slack)).await;

@@ -535,20 +535,16 @@ async fn consul_events_are_applied_once_even_after_restart() {
 }
 
 pub async fn deploy_job(c: &Corral) -> i64 {
-    c.app
-        .store
-        .create_job(
-            &corral::store::NewJob {
-                kind: "deploy".into(),
-                command: "/deploy file:///m.yml --target serf".into(),
-                requested_by: "U0TEST".into(),
-                source: "api".into(),
-                channel: None,
-            },
-            corral::now(),
-        )
-        .unwrap()
-        .id
+    crate::support::corral::insert_job(
+        c.app.store.as_ref(),
+        corral::job::JobKind::Deploy,
+        "/deploy file:///m.yml --target serf",
+        "U0TEST",
+        corral::door::Source::Api,
+        None,
+    )
+    .await
+    .id
 }
 
 #[tokio::test]
@@ -578,7 +574,7 @@ async fn agent_reports_to_the_bot() {
     )
     .await;
     assert_eq!(r.code, 1);
-    let reports = c.app.store.deploy_reports(job).unwrap();
+    let reports = c.app.store.deploy_reports(job).await.unwrap();
     assert_eq!(reports.len(), 2, "{reports:?}");
     assert_eq!((reports[0].host.as_str(), reports[0].ok), ("web-1", true));
     let web2 = reports.iter().find(|r| r.host == "web-2").unwrap();

@@ -93,7 +93,7 @@ async fn run_job(c: &Corral, text: &str) -> corral::store::JobRecord {
     tokio::time::timeout(Duration::from_secs(60), c.app.runner.wait(id))
         .await
         .expect("job ended");
-    c.app.store.job(id).unwrap().unwrap()
+    c.app.store.job(id).await.unwrap().unwrap()
 }
 
 fn manifest_for_hosts(sb: &Sandbox) -> String {
@@ -189,7 +189,7 @@ async fn serf_fan_out_to_three_agents_reports_3_of_3() {
             "host-{n}"
         );
     }
-    let reports = c.app.store.deploy_reports(job.id).unwrap();
+    let reports = c.app.store.deploy_reports(job.id).await.unwrap();
     let mut hosts: Vec<_> = reports.iter().map(|r| r.host.as_str()).collect();
     hosts.sort();
     assert_eq!(hosts, ["host-1", "host-2", "host-3"]);
@@ -261,7 +261,7 @@ async fn consul_fan_out_names_hosts_that_never_answer() {
     .await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     c.app.runner.wait(id).await;
-    let job = c.app.store.job(id).unwrap().unwrap();
+    let job = c.app.store.job(id).await.unwrap().unwrap();
     let o = job.outcome.unwrap();
     assert_eq!(o.succeeded, 1);
     assert_eq!(o.failed.len(), 1);
@@ -352,7 +352,7 @@ async fn allow_list_and_bad_manifests_are_refused() {
         assert!(e.contains("CORRAL_DEPLOY_ALLOW"), "{e}");
         assert!(e.contains(&sb.dir.to_string_lossy().into_owned()), "{e}");
     }
-    assert!(c.app.store.jobs(10).unwrap().is_empty());
+    assert!(c.app.store.jobs(10).await.unwrap().is_empty());
     assert!(c.slack.calls().is_empty(), "no thread for a refused deploy");
     // A src outside the allow-list is refused too.
     let outside = sb.write_manifest(&format!(
@@ -381,11 +381,10 @@ async fn allow_list_and_bad_manifests_are_refused() {
 async fn fan_out_needs_the_api_token_and_plans_first() {
     use corral::command::{DeployCmd, DeployTarget};
     use corral::config::{Config, Env};
-    use corral::job::runner::JobContext;
     use corral::job::{Progress, ProgressTx};
     let sb = Sandbox::new("notoken");
     let url = manifest_for_hosts(&sb);
-    let ctx = |token: Option<&str>| {
+    let cfg = |token: Option<&str>| {
         let mut pairs = vec![
             ("CORRAL_DATABASE_URL", "sqlite::memory:"),
             ("CORRAL_DEPLOY_ALLOW", "file://"),
@@ -394,22 +393,18 @@ async fn fan_out_needs_the_api_token_and_plans_first() {
         if let Some(t) = token {
             pairs.push(("CORRAL_API_TOKEN", t));
         }
-        let config = std::sync::Arc::new(Config::from_env(&Env::from_pairs(pairs)).unwrap());
-        let store = corral::store::open("sqlite::memory:").unwrap();
-        let job = store
-            .create_job(
-                &corral::store::NewJob {
-                    kind: "deploy".into(),
-                    command: "/deploy".into(),
-                    requested_by: "U0".into(),
-                    source: "cli".into(),
-                    channel: None,
-                },
-                corral::now(),
-            )
-            .unwrap();
-        JobContext { config, store, job }
+        Config::from_env(&Env::from_pairs(pairs)).unwrap().deploy
     };
+    let store = corral::store::open("sqlite::memory:").await.unwrap();
+    let job = crate::support::corral::insert_job(
+        store.as_ref(),
+        corral::job::JobKind::Deploy,
+        "/deploy",
+        "U0",
+        corral::door::Source::Cli,
+        None,
+    )
+    .await;
     let cmd = DeployCmd {
         manifest_url: url.clone(),
         target: DeployTarget::Consul,
@@ -417,12 +412,18 @@ async fn fan_out_needs_the_api_token_and_plans_first() {
         timeout: None,
         force: false,
     };
-    let e = corral::deploy::run(&ctx(None), &cmd, ProgressTx::discard())
-        .await
-        .unwrap_err();
+    let e = corral::deploy::run(
+        &cfg(None),
+        store.as_ref(),
+        job.id,
+        &cmd,
+        ProgressTx::discard(),
+    )
+    .await
+    .unwrap_err();
     assert!(e.0.contains("CORRAL_API_TOKEN"), "{e}");
     let (tx, mut rx) = ProgressTx::channel();
-    let o = corral::deploy::run(&ctx(Some("t")), &cmd, tx)
+    let o = corral::deploy::run(&cfg(Some("t")), store.as_ref(), job.id, &cmd, tx)
         .await
         .unwrap();
     assert_eq!(o.skipped, 2);

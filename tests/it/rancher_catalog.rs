@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use corral::app::{App, Outcome as ReplyOutcome, Request, Source};
+use corral::chat::Message;
+use corral::chat::{Chat, ChatError};
 use corral::command::{Command, ReleaseCmd, parse_slash};
 use corral::config::{Config, Env};
 use corral::job::{JobStatus, Outcome};
 use corral::rancher::catalog::Detail;
-use corral::slack::blocks::Message;
-use corral::slack::outbox::{Chat, ChatError};
 use serde_json::Value;
 
 use crate::support::fake_rancher::{ACCESS_KEY, FakeRancher, Fault, SECRET_KEY};
@@ -96,10 +96,10 @@ fn config(fake: &FakeRancher, extra: &[(&str, &str)]) -> Config {
     c
 }
 
-fn app(config: Config, chat: Arc<RecordingChat>) -> Arc<App> {
+async fn app(config: Config, chat: Arc<RecordingChat>) -> Arc<App> {
     App::new(
         Arc::new(config),
-        corral::store::open("sqlite::memory:").expect("store"),
+        corral::store::open("sqlite::memory:").await.expect("store"),
         chat,
     )
 }
@@ -122,7 +122,7 @@ async fn run(app: &App, text: &str) -> (JobStatus, Outcome) {
     tokio::time::timeout(Duration::from_secs(20), app.runner.wait(job.id))
         .await
         .expect("the job ends");
-    let rec = app.store.job(job.id).unwrap().unwrap();
+    let rec = app.store.job(job.id).await.unwrap().unwrap();
     (rec.status, rec.outcome.expect("outcome stored"))
 }
 
@@ -155,7 +155,7 @@ async fn upgrade_matrix() {
     let h = f.add_stack(&staging, "h", "catalog://library:my_web:2");
     let i = f.add_stack(&other, "i", "catalog://library:my_web:1");
     let chat = Arc::new(RecordingChat::default());
-    let app = app(config(&f, &[]), chat.clone());
+    let app = app(config(&f, &[]), chat.clone()).await;
 
     let (status, o) = run(&app, "library:my_web:2.0.0 --env ^(prod|staging)$").await;
     assert_eq!(status, JobStatus::Succeeded, "{o:?}");
@@ -256,7 +256,7 @@ async fn version_by_folder_id_and_dry_run_sends_no_post() {
     let prod = f.add_project("prod");
     let a = f.add_stack(&prod, "a", "catalog://library:my_web:1");
     let chat = Arc::new(RecordingChat::default());
-    let app = app(config(&f, &[]), chat.clone());
+    let app = app(config(&f, &[]), chat.clone()).await;
     let (status, o) = run(&app, "library:my_web:10 --dry-run").await;
     assert_eq!(status, JobStatus::Succeeded);
     assert!(
@@ -286,7 +286,7 @@ async fn stuck_stack_is_rolled_back_after_its_deadline_and_others_go_on() {
     );
     let mut cfg = config(&f, &[]);
     cfg.rancher.upgrade_timeout = Duration::from_millis(300);
-    let app = app(cfg, Arc::new(RecordingChat::default()));
+    let app = app(cfg, Arc::new(RecordingChat::default())).await;
     let t = Instant::now();
     let (status, o) = run(&app, "library:my_web:2.0.0").await;
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
@@ -339,7 +339,7 @@ async fn failing_stacks_are_reported_with_rancher_words_and_do_not_stop_the_othe
     );
     let busy = f.add_stack(&staging, "busy", "catalog://library:my_web:1");
     f.patch(&busy, serde_json::json!({"state": "upgraded"}));
-    let app = app(config(&f, &[]), Arc::new(RecordingChat::default()));
+    let app = app(config(&f, &[]), Arc::new(RecordingChat::default())).await;
     let (status, o) = run(&app, "library:my_web:2.0.0").await;
     assert_eq!(status, JobStatus::Failed);
     assert_eq!(o.succeeded, 8, "{o:?}");
@@ -388,7 +388,7 @@ async fn pages_past_100_stacks_and_few_requests_per_stack() {
     for n in 0..150 {
         f.add_stack(&prod, &format!("s{n:03}"), "catalog://library:my_web:1");
     }
-    let app = app(config(&f, &[]), Arc::new(RecordingChat::default()));
+    let app = app(config(&f, &[]), Arc::new(RecordingChat::default())).await;
     let (status, o) = run(&app, "library:my_web:2.0.0").await;
     assert_eq!(status, JobStatus::Succeeded, "{o:?}");
     assert_eq!(o.succeeded, 150);
@@ -402,7 +402,7 @@ async fn refused_while_releases_are_blocked() {
     let f = fake().await;
     let prod = f.add_project("prod");
     f.add_stack(&prod, "a", "catalog://library:my_web:1");
-    let app = app(config(&f, &[]), Arc::new(RecordingChat::default()));
+    let app = app(config(&f, &[]), Arc::new(RecordingChat::default())).await;
     let block = Request {
         command: Command::Release(ReleaseCmd::Block {
             reason: "freeze".into(),
@@ -426,7 +426,7 @@ async fn refused_while_releases_are_blocked() {
 #[tokio::test]
 async fn plan_errors_name_the_problem() {
     let f = fake().await;
-    let app_ = app(config(&f, &[]), Arc::new(RecordingChat::default()));
+    let app_ = app(config(&f, &[]), Arc::new(RecordingChat::default())).await;
     // No environments.
     let (status, o) = run(&app_, "library:my_web:2.0.0").await;
     assert_eq!(status, JobStatus::Failed);
@@ -455,7 +455,7 @@ async fn plan_errors_name_the_problem() {
     assert_eq!((e.status, e.msg.as_str()), (404, "Template not found"));
     // Not configured at all.
     let bare = Config::from_env(&Env::from_pairs([("CORRAL_CHANNEL", "C0REL")])).unwrap();
-    let app_ = app(bare, Arc::new(RecordingChat::default()));
+    let app_ = app(bare, Arc::new(RecordingChat::default())).await;
     let (status, o) = run(&app_, "library:my_web:2.0.0").await;
     assert_eq!(status, JobStatus::Failed);
     assert!(o.summary.contains("RANCHER_URL"), "{}", o.summary);
@@ -477,7 +477,7 @@ async fn stale_reads_removed_stacks_and_canceled_upgrades() {
         tokio::time::sleep(Duration::from_millis(150)).await;
         f2.patch(&gone2, serde_json::json!({"state": "removed"}));
     });
-    let app = app(config(&f, &[]), Arc::new(RecordingChat::default()));
+    let app = app(config(&f, &[]), Arc::new(RecordingChat::default())).await;
     let t = Instant::now();
     let (status, o) = run(&app, "library:my_web:2.0.0").await;
     assert!(
@@ -508,7 +508,7 @@ async fn an_unreadable_environment_is_reported_and_the_others_go_on() {
         "<html>login</html>",
         1,
     );
-    let app = app(config(&f, &[]), Arc::new(RecordingChat::default()));
+    let app = app(config(&f, &[]), Arc::new(RecordingChat::default())).await;
     let (status, o) = run(&app, "library:my_web:2.0.0").await;
     assert_eq!(status, JobStatus::Failed);
     assert_eq!(o.succeeded, 1);
@@ -538,7 +538,7 @@ async fn a_5xx_on_the_upgrade_post_is_settled_by_reading_the_stack() {
     let crashed = f.add_stack(&prod, "crashed", "catalog://library:my_web:1");
     f.fail(&crashed, "upgrade", Fault::server_error());
     let chat = Arc::new(RecordingChat::default());
-    let app = app(config(&f, &[]), chat.clone());
+    let app = app(config(&f, &[]), chat.clone()).await;
     let (status, o) = run(&app, "library:my_web:2.0.0").await;
     assert_eq!(status, JobStatus::Failed, "{o:?}");
     assert_eq!(o.succeeded, 1, "{o:?}");
@@ -598,7 +598,7 @@ async fn a_catalog_added_to_one_environment_is_found_there_and_not_in_others() {
     let mine = f.add_stack(&team, "api", "catalog://teamcat:api:1");
     // A stack claiming the same catalog where that catalog does not exist.
     let stray = f.add_stack(&other, "api", "catalog://teamcat:api:1");
-    let app = app(config(&f, &[]), Arc::new(RecordingChat::default()));
+    let app = app(config(&f, &[]), Arc::new(RecordingChat::default())).await;
     let (status, o) = run(&app, "teamcat:api:2.0.0").await;
     assert_eq!(status, JobStatus::Succeeded, "{o:?}");
     assert_eq!((o.succeeded, o.skipped), (1, 1), "{o:?}");
@@ -652,7 +652,7 @@ async fn a_global_catalog_is_read_once_for_every_environment() {
         let p = f.add_project(e);
         f.add_stack(&p, "web", "catalog://library:my_web:1");
     }
-    let app = app(config(&f, &[]), Arc::new(RecordingChat::default()));
+    let app = app(config(&f, &[]), Arc::new(RecordingChat::default())).await;
     let (status, o) = run(&app, "library:my_web:2.0.0").await;
     assert_eq!((status, o.succeeded), (JobStatus::Succeeded, 3), "{o:?}");
     let reads: Vec<_> = f
@@ -672,7 +672,7 @@ async fn rollback_off_cancels_a_failed_stack_upgrade_instead() {
     f.fail(&stuck, "upgrade", Fault::stuck("compose: no such service"));
     let mut cfg = config(&f, &[("CORRAL_ROLLBACK_ON_TIMEOUT", "false")]);
     cfg.rancher.upgrade_timeout = Duration::from_millis(300);
-    let app = app(cfg, Arc::new(RecordingChat::default()));
+    let app = app(cfg, Arc::new(RecordingChat::default())).await;
     let (status, o) = run(&app, "library:my_web:2.0.0").await;
     assert_eq!(status, JobStatus::Failed);
     let reason = &o.failed[0].reason;

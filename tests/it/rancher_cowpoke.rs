@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use corral::app::App;
+use corral::chat::LogChat;
 use corral::config::{Config, Env};
-use corral::slack::outbox::LogChat;
 
 use crate::support::fake_rancher::{ACCESS_KEY, FakeRancher, Fault, SECRET_KEY};
 
@@ -33,7 +33,7 @@ async fn serve(fake: &FakeRancher, token: Option<&str>) -> Server {
     config.rancher.upgrade_timeout = Duration::from_millis(400);
     let app = App::new(
         Arc::new(config),
-        corral::store::open("sqlite::memory:").unwrap(),
+        corral::store::open("sqlite::memory:").await.unwrap(),
         Arc::new(LogChat::default()),
     );
     let router = axum::Router::new()
@@ -129,8 +129,8 @@ async fn upgrades_and_answers_like_go_cowpoke() {
         r#"{"externalId":"catalog://library:cowpoke:2","dockerCompose":"web:\n  image: nginx\n","rancherCompose":"version: 2.0.0\n","environment":{"PORT":"80"}}"#
     );
     // The job is recorded like any other, with the API as its source.
-    let jobs = s.app.store.jobs(10).unwrap();
-    assert_eq!(jobs[0].source, "api");
+    let jobs = s.app.store.jobs(10).await.unwrap();
+    assert_eq!(jobs[0].source, corral::door::Source::Api);
     assert_eq!(jobs[0].channel.as_deref(), Some("C0REL"));
 
     // Nothing left to upgrade: 200 with no results.

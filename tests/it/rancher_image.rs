@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use corral::app::{App, Request, Source};
+use corral::chat::Message;
+use corral::chat::{Chat, ChatError};
 use corral::command::{Command, parse_slash};
 use corral::config::{Config, Env};
-use corral::slack::blocks::Message;
-use corral::slack::outbox::{Chat, ChatError};
 use corral::store::JobRecord;
 use serde_json::{Value, json};
 
@@ -25,12 +25,7 @@ struct World {
 }
 
 async fn world(extra: &[(&str, &str)], tweak: impl FnOnce(&mut Config)) -> World {
-    world_with(
-        extra,
-        tweak,
-        Arc::new(corral::slack::outbox::LogChat::default()),
-    )
-    .await
+    world_with(extra, tweak, Arc::new(corral::chat::LogChat::default())).await
 }
 
 async fn world_with(
@@ -53,7 +48,7 @@ async fn world_with(
     config.rancher.poll_interval = Duration::from_millis(15);
     config.rancher.upgrade_timeout = Duration::from_secs(5);
     tweak(&mut config);
-    let store = corral::store::open("sqlite::memory:").expect("store");
+    let store = corral::store::open("sqlite::memory:").await.expect("store");
     let app = App::new(Arc::new(config), store, chat);
     World { fake, app }
 }
@@ -80,7 +75,12 @@ impl World {
         tokio::time::timeout(Duration::from_secs(20), self.app.runner.wait(id))
             .await
             .expect("job ends in time");
-        self.app.store.job(id).expect("store").expect("job stored")
+        self.app
+            .store
+            .job(id)
+            .await
+            .expect("store")
+            .expect("job stored")
     }
 }
 
@@ -553,7 +553,7 @@ async fn updater_endpoint_contract() {
     w.fake.patch(&id, json!({"state": "active"}));
     let hub = r#"{"push_data":{"tag":"3.0","pusher":"ci"},"repository":{"repo_name":"myorg/app","name":"app"}}"#;
     // A signature over a stale timestamp (a replay) is refused and starts nothing.
-    let old = (corral::now() - 301).to_string();
+    let old = (crate::support::now() - 301).to_string();
     let r = http
         .post(format!("{base}/hooks/registry"))
         .header("X-Corral-Timestamp", &old)
@@ -566,7 +566,7 @@ async fn updater_endpoint_contract() {
         .await
         .expect("hook");
     assert_eq!(r.status(), 401);
-    let now = corral::now().to_string();
+    let now = crate::support::now().to_string();
     let r = http
         .post(format!("{base}/hooks/registry"))
         .header(
@@ -601,7 +601,7 @@ async fn updater_endpoint_contract() {
     // Generic payload with a bad signature: 401; with the bearer token: 202.
     let r = http
         .post(format!("{base}/hooks/registry"))
-        .header("X-Corral-Timestamp", corral::now().to_string())
+        .header("X-Corral-Timestamp", crate::support::now().to_string())
         .header("X-Corral-Signature", "sha256=00")
         .body(r#"{"image":"myorg/app:4.0"}"#)
         .send()

@@ -54,7 +54,7 @@ async fn every_cell_of_the_state_table() {
     for ((r, b), path, want, (r2, b2)) in table {
         let c = reach(r, b).await;
         assert_eq!(call(&c, "GET", path).await, want, "R={r} B={b} {path}");
-        let s = c.lock();
+        let s = c.lock().await;
         assert_eq!(
             (s.running.is_some(), s.blocked.is_some()),
             (r2, b2),
@@ -70,13 +70,16 @@ async fn any_method_exact_paths_and_the_name() {
         call(&c, "POST", "/start?name=J%C3%B6rg+X&name=other").await,
         ONE
     );
-    assert_eq!(c.lock().running.unwrap().who, "releasestatus:Jörg X");
+    assert_eq!(c.lock().await.running.unwrap().who, "releasestatus:Jörg X");
     let head = call(&c, "HEAD", "/stop").await;
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-    assert!(c.lock().running.is_none(), "HEAD changes state like GET");
+    assert!(
+        c.lock().await.running.is_none(),
+        "HEAD changes state like GET"
+    );
     assert_eq!(call(&c, "PUT", "/start").await, ONE);
     assert_eq!(
-        c.lock().running.unwrap().who,
+        c.lock().await.running.unwrap().who,
         "releasestatus:an unknown user"
     );
     for path in ["/start/", "/", "/start/x", "/STOP"] {
@@ -99,14 +102,14 @@ async fn the_api_token_is_required() {
     let go_cowpoke_style =
         format!("GET /block HTTP/1.1\r\nHost: x\r\nbearer: {TOKEN}\r\nConnection: close\r\n\r\n");
     assert_eq!(without_date(&raw(c.addr, &go_cowpoke_style).await), ONE);
-    assert!(c.lock().running.is_none());
-    assert!(c.lock().blocked.is_some());
+    assert!(c.lock().await.running.is_none());
+    assert!(c.lock().await.blocked.is_some());
 
     let off = Corral::start_with(&[("CORRAL_API_TOKEN", "")]).await;
     let resp = raw(off.addr, &request("GET", "/start", Some("anything"))).await;
     assert!(resp.starts_with("HTTP/1.1 401"));
     assert!(resp.contains("CORRAL_API_TOKEN"), "{resp}");
-    assert!(off.lock().running.is_none());
+    assert!(off.lock().await.running.is_none());
 }
 
 #[tokio::test]
@@ -123,7 +126,7 @@ async fn lock_changes_over_http_are_announced_in_slack() {
         posts[0].text(),
         "🚀 releasestatus:deploybot started a release (via releasestatus)"
     );
-    let history = c.app.store.lock_history(10).unwrap();
+    let history = c.app.store.lock_history(10).await.unwrap();
     assert_eq!(history.len(), 1);
-    assert_eq!(history[0].source, "releasestatus");
+    assert_eq!(history[0].source, corral::door::Source::ReleaseStatus);
 }

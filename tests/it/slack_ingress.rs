@@ -47,7 +47,7 @@ async fn slacks_published_vector_is_refused_only_for_its_age() {
 async fn bad_signatures_get_401_and_change_nothing() {
     let c = Corral::start().await;
     let body = slash_body("/release", "start 1.4.0", "U0ALICE", "C0TEAM");
-    let now = corral::now();
+    let now = crate::support::now();
     // Stale, from the future, wrong secret.
     for (secret, ts) in [
         (SECRET, now - 301),
@@ -101,8 +101,8 @@ async fn bad_signatures_get_401_and_change_nothing() {
         let r = req.send().await.unwrap();
         assert_eq!(r.status(), 401, "{path}");
     }
-    assert_eq!(c.lock(), corral::lock::LockState::default());
-    assert!(c.app.store.lock_history(10).unwrap().is_empty());
+    assert_eq!(c.lock().await, corral::lock::LockState::default());
+    assert!(c.app.store.lock_history(10).await.unwrap().is_empty());
     assert!(c.slack.calls().is_empty(), "nothing was posted to Slack");
 }
 
@@ -112,7 +112,7 @@ async fn no_signing_secret_means_slack_is_refused() {
     let r = c.slash("/release", "start", "U0ALICE").await;
     assert_eq!(r.status(), 401);
     assert!(r.text().await.unwrap().contains("SLACK_SIGNING_SECRET"));
-    assert!(c.lock().running.is_none());
+    assert!(c.lock().await.running.is_none());
 }
 
 #[tokio::test]
@@ -132,7 +132,7 @@ async fn release_commands_answer_in_the_ack() {
         .await;
     assert_eq!(v["response_type"], "in_channel");
     assert_eq!(v["text"], "🚀 <@U0ALICE> started a release: 1.4.0 hotfix");
-    let held = c.lock().running.unwrap();
+    let held = c.lock().await.running.unwrap();
     assert_eq!(
         (held.who.as_str(), held.reason.as_str()),
         ("U0ALICE", "1.4.0 hotfix")
@@ -154,7 +154,7 @@ async fn release_commands_answer_in_the_ack() {
             .unwrap()
             .contains("only they can stop it")
     );
-    assert!(c.lock().running.is_some());
+    assert!(c.lock().await.running.is_some());
 
     // With no policy file there are no admins, so --force is open (and audited).
     let v = c.slash_json("/release", "stop --force", "U0BOB").await;
@@ -165,8 +165,8 @@ async fn release_commands_answer_in_the_ack() {
             .unwrap()
             .contains("force-stopped the release started by <@U0ALICE>")
     );
-    assert!(c.lock().running.is_none());
-    let audit = c.app.store.audit_log(10).unwrap();
+    assert!(c.lock().await.running.is_none());
+    let audit = c.app.store.audit_log(10).await.unwrap();
     assert!(
         audit
             .iter()
@@ -221,8 +221,8 @@ async fn malformed_commands_get_usage_and_change_nothing() {
             .unwrap()
             .contains("/upgrade image &lt;image-ref&gt;")
     );
-    assert_eq!(c.lock(), corral::lock::LockState::default());
-    assert!(c.app.store.jobs(10).unwrap().is_empty());
+    assert_eq!(c.lock().await, corral::lock::LockState::default());
+    assert!(c.app.store.jobs(10).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -243,18 +243,24 @@ async fn ssl_check_and_incomplete_forms() {
             FORM,
             "token=x&text=start",
             SECRET,
-            corral::now(),
+            crate::support::now(),
         )
         .await;
     assert_eq!(r.status(), 400);
     let r = c
-        .post_signed("/slack/commands", FORM, "%%%&&&===", SECRET, corral::now())
+        .post_signed(
+            "/slack/commands",
+            FORM,
+            "%%%&&&===",
+            SECRET,
+            crate::support::now(),
+        )
         .await;
     assert_eq!(r.status(), 400);
     // Bodies over the limit are refused before anything is parsed.
     let big = "x".repeat(corral::api::BODY_LIMIT + 1);
     let r = c
-        .post_signed("/slack/commands", FORM, &big, SECRET, corral::now())
+        .post_signed("/slack/commands", FORM, &big, SECRET, crate::support::now())
         .await;
     assert_eq!(r.status(), 413);
 }
@@ -273,7 +279,7 @@ async fn url_verification_and_mentions() {
             "application/json",
             &challenge,
             SECRET,
-            corral::now(),
+            crate::support::now(),
         )
         .await;
     assert_eq!(r.status(), 200);
@@ -298,7 +304,7 @@ async fn url_verification_and_mentions() {
                 "application/json",
                 &body,
                 SECRET,
-                corral::now(),
+                crate::support::now(),
             )
             .await;
         assert_eq!(r.status(), 200);
@@ -315,7 +321,7 @@ async fn url_verification_and_mentions() {
             .contains("started a release: from a mention")
     );
     assert_eq!(posts[0].auth.as_deref(), Some("Bearer xoxb-test"));
-    assert_eq!(c.lock().running.unwrap().who, "U061F7AUR");
+    assert_eq!(c.lock().await.running.unwrap().who, "U061F7AUR");
 
     // A mention with nonsense gets the usage in the thread; nothing changes.
     event["event_id"] = json!("Ev0000002");
@@ -326,7 +332,7 @@ async fn url_verification_and_mentions() {
             "application/json",
             &event.to_string(),
             SECRET,
-            corral::now(),
+            crate::support::now(),
         )
         .await;
     assert_eq!(r.status(), 200);
@@ -342,7 +348,7 @@ async fn url_verification_and_mentions() {
             "application/json",
             "{not json",
             SECRET,
-            corral::now(),
+            crate::support::now(),
         )
         .await;
     assert_eq!(r.status(), 400);
@@ -362,7 +368,7 @@ async fn interactions_are_verified_and_routed() {
             FORM,
             form.trim_end(),
             SECRET,
-            corral::now(),
+            crate::support::now(),
         )
         .await;
     assert_eq!(r.status(), 200);
@@ -372,7 +378,7 @@ async fn interactions_are_verified_and_routed() {
             FORM,
             "nopayload=1",
             SECRET,
-            corral::now(),
+            crate::support::now(),
         )
         .await;
     assert_eq!(r.status(), 400);
@@ -382,7 +388,7 @@ async fn interactions_are_verified_and_routed() {
             FORM,
             "payload=%7Bbroken",
             SECRET,
-            corral::now(),
+            crate::support::now(),
         )
         .await;
     assert_eq!(r.status(), 400);
@@ -403,6 +409,7 @@ async fn a_job_gets_one_thread_and_its_root_is_edited() {
         .app
         .store
         .job(1)
+        .await
         .unwrap()
         .expect("job stored before the ack");
     assert_eq!(job.channel.as_deref(), Some("C0TEAM"));
@@ -428,7 +435,7 @@ async fn a_job_gets_one_thread_and_its_root_is_edited() {
             .text()
             .contains("*Job #1* `/upgrade library:web:12 --dry-run` — ⏳ queued")
     );
-    let root_ts = c.app.store.messages(1).unwrap()[0].1.clone();
+    let root_ts = c.app.store.messages(1).await.unwrap()[0].1.clone();
     let replies: Vec<_> = posts
         .iter()
         .filter(|p| p.thread_ts() == Some(&root_ts))
@@ -438,7 +445,7 @@ async fn a_job_gets_one_thread_and_its_root_is_edited() {
     let updates: Vec<_> = calls.iter().filter(|c| c.method == "chat.update").collect();
     assert!(updates.iter().all(|u| u.body["ts"] == root_ts.as_str()));
     assert!(updates.last().unwrap().text().contains("❌ failed"));
-    let job = c.app.store.job(1).unwrap().unwrap();
+    let job = c.app.store.job(1).await.unwrap().unwrap();
     assert_eq!(job.status, corral::job::JobStatus::Failed);
 }
 
@@ -455,7 +462,7 @@ async fn the_lock_gates_jobs() {
             .unwrap()
             .contains("Releases are blocked by <@U0ALICE>")
     );
-    assert!(c.app.store.jobs(10).unwrap().is_empty());
+    assert!(c.app.store.jobs(10).await.unwrap().is_empty());
     c.slash_json("/release", "unblock", "U0ALICE").await;
     c.slash_json("/release", "start", "U0ALICE").await;
     let v = c
@@ -467,7 +474,7 @@ async fn the_lock_gates_jobs() {
             .unwrap()
             .contains("must be stopped first")
     );
-    assert!(c.app.store.jobs(10).unwrap().is_empty());
+    assert!(c.app.store.jobs(10).await.unwrap().is_empty());
     // The holder may run jobs during their release.
     let v = c
         .slash_json("/upgrade", "image myorg/api:2.4.1", "U0ALICE")
@@ -478,7 +485,7 @@ async fn the_lock_gates_jobs() {
         .slash_json("/upgrade", "image myorg/api:2.4.1 --force", "U0BOB")
         .await;
     assert!(v["text"].as_str().unwrap().contains("Job #2 queued"));
-    let audit = c.app.store.audit_log(20).unwrap();
+    let audit = c.app.store.audit_log(20).await.unwrap();
     assert!(
         audit
             .iter()
@@ -515,7 +522,7 @@ async fn policy_restricts_commands_and_force() {
     );
     let v = c.slash_json("/release", "stop --force", "U0ADMIN").await;
     assert_eq!(v["response_type"], "in_channel");
-    assert!(c.lock().running.is_none());
+    assert!(c.lock().await.running.is_none());
     // With a policy, only admins unblock.
     c.slash_json("/release", "block incident", "U0ALICE").await;
     let v = c.slash_json("/release", "unblock", "U0ALICE").await;
@@ -525,9 +532,9 @@ async fn policy_restricts_commands_and_force() {
             .unwrap()
             .contains("Only admins may unblock")
     );
-    assert!(c.lock().blocked.is_some());
+    assert!(c.lock().await.blocked.is_some());
     let v = c.slash_json("/release", "unblock", "U0ADMIN").await;
     assert_eq!(v["response_type"], "in_channel");
-    assert!(c.lock().blocked.is_none());
+    assert!(c.lock().await.blocked.is_none());
     std::fs::remove_dir_all(dir).ok();
 }

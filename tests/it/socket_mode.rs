@@ -64,7 +64,7 @@ async fn slash_commands_over_socket_mode_are_acked_with_the_reply() {
         ack["payload"]["text"],
         "🚀 <@U123ABC456> started a release: over the socket"
     );
-    assert_eq!(c.lock().running.unwrap().who, "U123ABC456");
+    assert_eq!(c.lock().await.running.unwrap().who, "U123ABC456");
     let opens = c.slack.calls_to("apps.connections.open");
     assert_eq!(opens[0].auth.as_deref(), Some("Bearer xapp-1-test"));
     socket.shutdown().await;

@@ -26,12 +26,12 @@ use std::time::Duration;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+use super::Config as RancherConfig;
 use super::client::Client;
 use crate::command::CatalogUpgrade;
-use crate::config::RancherConfig;
 use crate::job::{Outcome, ProgressTx};
 
-/// Settings of one run (from [`crate::config::RancherConfig`]).
+/// Settings of one run (from [`super::Config`]).
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Environments whose name matches one of these (CORRAL_ENVIRONMENTS).

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use corral::app::App;
+use corral::chat::Chat;
 use corral::config::{Config, Env};
-use corral::slack::outbox::{Chat, SlackChat};
+use corral::slack::web::SlackChat;
 
 use super::fake_slack::FakeSlack;
 
@@ -52,7 +53,9 @@ impl Corral {
             .filter(|(_, v)| !v.is_empty())
             .collect();
         let config = Arc::new(Config::from_env(&Env::from_pairs(pairs)).expect("test config"));
-        let store = corral::store::open(&config.database_url).expect("store");
+        let store = corral::store::open(&config.database_url)
+            .await
+            .expect("store");
         let token = config.slack.bot_token.clone().expect("bot token");
         let chat: Arc<dyn Chat> =
             Arc::new(SlackChat::new(&config.slack.api_url, &token).expect("slack client"));
@@ -102,7 +105,7 @@ impl Corral {
             "application/x-www-form-urlencoded",
             &body,
             SECRET,
-            corral::now(),
+            crate::support::now(),
         )
         .await
     }
@@ -114,8 +117,8 @@ impl Corral {
         resp.json().await.unwrap()
     }
 
-    pub fn lock(&self) -> corral::lock::LockState {
-        self.app.store.lock_state().unwrap()
+    pub async fn lock(&self) -> corral::lock::LockState {
+        self.app.store.lock_state().await.unwrap()
     }
 }
 
@@ -162,4 +165,28 @@ pub fn without_date(resp: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("\r\n")
+}
+
+/// Stores a job row directly, without the lock gate (tests that need a job to exist).
+pub async fn insert_job(
+    store: &dyn corral::store::Store,
+    kind: corral::job::JobKind,
+    command: &str,
+    user: &str,
+    source: corral::door::Source,
+    channel: Option<&str>,
+) -> corral::store::JobRecord {
+    let job = corral::store::NewJob {
+        kind,
+        command: command.into(),
+        requested_by: user.into(),
+        source,
+        channel: channel.map(str::to_string),
+        now: super::now(),
+    };
+    store
+        .create_job(job, Box::new(|_| Ok(corral::store::Effects::default())))
+        .await
+        .expect("store")
+        .expect("no gate")
 }

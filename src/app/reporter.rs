@@ -15,12 +15,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::{Failure, JobStatus, Outcome, PlanGroup, Progress};
-use crate::command::sanitize;
-use crate::lock::person;
-use crate::slack::blocks::Message;
-use crate::slack::outbox::Chat;
+use crate::chat::{Chat, Message};
+use crate::clock::SharedClock;
+use crate::job::{Failure, JobStatus, Outcome, PlanGroup, Progress};
 use crate::store::{JobRecord, Store};
+use crate::text::{person, sanitize, sanitize_block};
 
 /// Minimum time between two edits of the root message.
 const EDIT_EVERY: Duration = Duration::from_secs(1);
@@ -38,6 +37,7 @@ struct GroupTally {
 pub struct Reporter {
     chat: Arc<dyn Chat>,
     store: Arc<dyn Store>,
+    clock: SharedClock,
     job: JobRecord,
     /// `(channel, root ts)` of the thread(s).
     threads: Vec<(String, String)>,
@@ -51,11 +51,17 @@ pub struct Reporter {
 
 impl Reporter {
     /// Opens the job's thread: reuses stored root messages, or posts a new root.
-    pub async fn open(chat: Arc<dyn Chat>, store: Arc<dyn Store>, job: JobRecord) -> Reporter {
-        let threads = store.messages(job.id).unwrap_or_default();
+    pub async fn open(
+        chat: Arc<dyn Chat>,
+        store: Arc<dyn Store>,
+        clock: SharedClock,
+        job: JobRecord,
+    ) -> Reporter {
+        let threads = store.messages(job.id).await.unwrap_or_default();
         let mut r = Reporter {
             chat,
             store,
+            clock,
             total: job.total as usize,
             done: job.done as usize,
             failed: job.failed as usize,
@@ -71,7 +77,7 @@ impl Reporter {
             let root = r.root_message(r.job.status);
             match r.chat.post(&channel, None, &root).await {
                 Ok(ts) => {
-                    if let Err(e) = r.store.set_message(r.job.id, &channel, &ts) {
+                    if let Err(e) = r.store.set_message(r.job.id, &channel, &ts).await {
                         tracing::warn!(job = r.job.id, error = %e, "root message id not stored");
                     }
                     r.threads.push((channel, ts));
@@ -111,7 +117,7 @@ impl Reporter {
                     self.groups.entry(g.name.clone()).or_default();
                 }
                 self.reply(&plan_text(&title, &groups)).await;
-                self.progress_changed();
+                self.progress_changed().await;
             }
             Progress::TargetStarted { .. } => {}
             Progress::TargetFinished {
@@ -133,7 +139,7 @@ impl Reporter {
                 }
                 self.done += 1;
                 self.total = self.total.max(self.done);
-                self.progress_changed();
+                self.progress_changed().await;
             }
             Progress::GroupFinished { group } => {
                 let g = self.groups.entry(group.clone()).or_default();
@@ -150,15 +156,19 @@ impl Reporter {
         }
     }
 
-    fn progress_changed(&mut self) {
+    async fn progress_changed(&mut self) {
         self.dirty = true;
-        if let Err(e) = self.store.set_job_progress(
-            self.job.id,
-            self.done as u32,
-            self.failed as u32,
-            self.total as u32,
-            crate::now(),
-        ) {
+        if let Err(e) = self
+            .store
+            .set_job_progress(
+                self.job.id,
+                self.done as u32,
+                self.failed as u32,
+                self.total as u32,
+                self.clock.unix(),
+            )
+            .await
+        {
             tracing::warn!(job = self.job.id, error = %e, "progress not stored");
         }
     }
@@ -303,20 +313,13 @@ fn failure_lines(failed: &[Failure], with_group: bool) -> String {
         };
         text.push_str(&format!(
             "• {target} — {}\n",
-            crate::slack::blocks::truncate(&sanitize_block(&f.reason), 500)
+            crate::text::truncate(&sanitize_block(&f.reason), 500)
         ));
     }
     if failed.len() > LIST_MAX {
         text.push_str(&format!("• … and {} more\n", failed.len() - LIST_MAX));
     }
     text
-}
-
-/// Like `sanitize` but keeps newlines (log tails).
-fn sanitize_block(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 fn summary_text(status: JobStatus, o: &Outcome) -> String {

@@ -1,41 +1,35 @@
-//! The pipeline: every door (Slack HTTP, Socket Mode, the HTTP API, `corral exec`)
-//! turns its input into a [`Request`] and calls [`App::handle`].
+//! Orchestration: the pipeline every door calls, and what runs jobs.
 //!
-//! `handle` is the one place where policy decides: may this user run the command, does
-//! the lock allow it. Lock commands are answered at once; upgrades and deploys become
-//! jobs, stored before the caller gets its answer, and run by the job runner afterwards.
+//! Every door (Slack HTTP, Socket Mode, the HTTP API, `corral exec`) turns its input into
+//! a [`Request`] and calls [`App::handle`], the one place where policy decides: may this
+//! user run the command, does the lock allow it. Lock commands are answered at once;
+//! upgrades and deploys become jobs, stored before the caller gets its answer, and run by
+//! the [`runner`] afterwards ([`dispatch`] maps a job to its domain call; the
+//! [`reporter`] tells its story as one thread).
+//!
+//! `App` is the composition of the layers below: the store, the chat, the clock, the
+//! metrics registry and the domain handles, built once by the binary (or a test).
+
+pub mod dispatch;
+pub mod metrics;
+pub mod reporter;
+pub mod runner;
 
 use std::sync::Arc;
 
-use crate::command::{Command, Family, OVERVIEW, ReleaseCmd, sanitize};
+use crate::chat::{Chat, Message};
+use crate::clock::{self, SharedClock};
+use crate::command::{Command, JobCmd, OVERVIEW, ReleaseCmd};
 use crate::config::Config;
+pub use crate::door::{Source, identity};
 use crate::job::JobStatus;
-use crate::job::runner::Runner;
 use crate::lock::{self, Actor, LockAction, LockState, Refusal};
-use crate::slack::blocks::Message;
-use crate::slack::outbox::Chat;
-use crate::store::{AuditEntry, JobRecord, NewJob, Store};
-
-/// Which door a request came through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    Slack,
-    Api,
-    Cli,
-    /// releasestatus's `/start /stop /block /unblock`.
-    ReleaseStatus,
-}
-
-impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Slack => "slack",
-            Source::Api => "api",
-            Source::Cli => "cli",
-            Source::ReleaseStatus => "releasestatus",
-        }
-    }
-}
+use crate::store::{
+    AuditEntry, Effects, JobRecord, LockDecision, LockHistoryEntry, NewJob, Store, StoreError,
+};
+use crate::text::{self, sanitize};
+use metrics::Metrics;
+use runner::Runner;
 
 /// One command from one person through one door.
 #[derive(Debug, Clone)]
@@ -46,26 +40,6 @@ pub struct Request {
     pub source: Source,
     /// The Slack channel it was typed in (Slack only).
     pub channel: Option<String>,
-}
-
-/// The identity a request acts as. Only Slack vouches for Slack user ids; a name given
-/// through any other door is namespaced by that door (`api:ci-bot`, `cli:alice`,
-/// `releasestatus:bob`), so it can never pass for a Slack user, an admin or the holder of
-/// a release someone started in Slack.
-pub fn identity(source: Source, user: &str) -> String {
-    match source {
-        Source::Slack => user.to_string(),
-        other => {
-            let prefix = other.as_str();
-            if user == prefix {
-                return user.to_string();
-            }
-            match user.strip_prefix(prefix).and_then(|r| r.strip_prefix(':')) {
-                Some(_) => user.to_string(),
-                None => format!("{prefix}:{user}"),
-            }
-        }
-    }
 }
 
 /// Who sees a reply.
@@ -133,18 +107,38 @@ pub struct App {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub chat: Arc<dyn Chat>,
+    pub clock: SharedClock,
+    pub metrics: Metrics,
     pub runner: Runner,
     /// Background deliveries (announcements), so `corral exec` can wait for them.
     pub background: tokio_util::task::TaskTracker,
 }
 
 impl App {
+    /// The app on the system clock.
     pub fn new(config: Arc<Config>, store: Arc<dyn Store>, chat: Arc<dyn Chat>) -> Arc<App> {
-        let runner = Runner::new(config.clone(), store.clone(), chat.clone());
+        App::with_clock(config, store, chat, clock::system())
+    }
+
+    /// The app on a given clock (tests drive time with [`clock::ManualClock`]).
+    pub fn with_clock(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        chat: Arc<dyn Chat>,
+        clock: SharedClock,
+    ) -> Arc<App> {
+        let runner = Runner::new(runner::Deps {
+            domains: dispatch::Domains::new(&config),
+            store: store.clone(),
+            chat: chat.clone(),
+            clock: clock.clone(),
+        });
         Arc::new(App {
             config,
             store,
             chat,
+            clock,
+            metrics: Metrics::new(),
             runner,
             background: tokio_util::task::TaskTracker::new(),
         })
@@ -170,22 +164,24 @@ impl App {
         if req.command.forced() && !policy.may_force(&req.user) {
             return Reply::refused("Only admins may use `--force`.");
         }
+        if let Some(job) = req.command.job() {
+            return self.start_job(&req, job).await;
+        }
         match &req.command {
             Command::Release(r) => self.release(&req, r).await,
-            Command::Upgrade(_) | Command::Deploy(_) => self.start_job(&req, family).await,
-            Command::Help(_) => Reply::new(Outcome::Ok, Visibility::Ephemeral, family.usage()),
+            _ => Reply::new(Outcome::Ok, Visibility::Ephemeral, family.usage()),
         }
     }
 
     async fn release(&self, req: &Request, cmd: &ReleaseCmd) -> Reply {
         let action = match cmd {
             ReleaseCmd::Status => {
-                return match self.store.lock_state() {
+                return match self.store.lock_state().await {
                     Ok(s) => Reply::new(Outcome::Ok, Visibility::Ephemeral, s.describe()),
                     Err(e) => Reply::error(e),
                 };
             }
-            ReleaseCmd::History { n } => return self.history(*n),
+            ReleaseCmd::History { n } => return self.history(*n).await,
             ReleaseCmd::Start { reason } => LockAction::Start {
                 reason: reason.clone(),
             },
@@ -209,7 +205,7 @@ impl App {
             may_force: self.config.policy.may_force(&req.user),
             holder_only_stop: req.source != Source::ReleaseStatus,
         };
-        match self.change_lock(&action, &actor, req.source).await {
+        match self.change_lock(action, actor, req.source).await {
             Ok(Ok(text)) => Reply::new(Outcome::Ok, Visibility::InChannel, text),
             Ok(Err(refusal)) => Reply::refused(refusal.explain()),
             Err(e) => Reply::error(e),
@@ -220,40 +216,27 @@ impl App {
     /// notification channels. Returns the in-channel text, or the refusal.
     pub async fn change_lock(
         &self,
-        action: &LockAction,
-        actor: &Actor,
+        action: LockAction,
+        actor: Actor,
         source: Source,
-    ) -> Result<Result<String, Refusal>, crate::store::StoreError> {
-        let now = crate::now();
+    ) -> Result<Result<String, Refusal>, StoreError> {
+        let now = self.clock.unix();
+        let decide_action = action.clone();
+        let decide_actor = actor.clone();
         let change = self
             .store
-            .change_lock(action, source.as_str(), &actor.who, &mut |s| {
-                lock::apply(s, action, actor, now)
-            })?;
-        let (before, _after) = match change {
+            .change_lock(Box::new(move |state| {
+                lock_decision(state, &decide_action, &decide_actor, source, now)
+            }))
+            .await?;
+        let (before, _written) = match change {
             Ok(c) => c,
             Err(r) => {
                 tracing::info!(action = action.name(), who = %actor.who, refusal = ?r, "lock change refused");
                 return Ok(Err(r));
             }
         };
-        let who = lock::person(&actor.who);
-        let reason = match action.reason() {
-            "" => String::new(),
-            r => format!(": {}", sanitize(r)),
-        };
-        let text = match action {
-            LockAction::Start { .. } => format!("🚀 {who} started a release{reason}"),
-            LockAction::Stop { force } => match before.running.as_ref() {
-                Some(h) if *force && h.who != actor.who => format!(
-                    "🛑 {who} force-stopped the release started by {}",
-                    lock::person(&h.who)
-                ),
-                _ => format!("✅ {who} finished the release"),
-            },
-            LockAction::Block { .. } => format!("⛔ {who} blocked releases{reason}"),
-            LockAction::Unblock => format!("🟢 {who} unblocked releases"),
-        };
+        let text = lock_change_text(&action, &actor.who, &before);
         tracing::info!(action = action.name(), who = %actor.who, source = source.as_str(), "lock changed");
         if source != Source::Slack {
             self.announce(format!("{text} (via {})", source.as_str()));
@@ -274,8 +257,8 @@ impl App {
         });
     }
 
-    fn history(&self, n: usize) -> Reply {
-        match self.store.lock_history(n) {
+    async fn history(&self, n: usize) -> Reply {
+        match self.store.lock_history(n).await {
             Err(e) => Reply::error(e),
             Ok(rows) if rows.is_empty() => {
                 Reply::new(Outcome::Ok, Visibility::Ephemeral, "No lock changes yet.")
@@ -291,10 +274,10 @@ impl App {
                     let forced = if r.forced { " (forced)" } else { "" };
                     text.push_str(&format!(
                         "• {} {}{} by {}{} via {}\n",
-                        lock::when(r.at),
+                        text::when(r.at),
                         r.action,
                         forced,
-                        lock::person(&r.actor),
+                        text::person(&r.actor),
                         reason,
                         r.source
                     ));
@@ -304,40 +287,10 @@ impl App {
         }
     }
 
-    /// The lock gate: refuses a job while releases are blocked or someone else holds the
-    /// release, unless forced (which is audited). Runs inside the job's transaction.
-    fn gate(req: &Request, state: &LockState) -> Result<Vec<AuditEntry>, String> {
-        let refusal = if let Some(b) = &state.blocked {
-            Some(Refusal::Blocked(b.clone()).explain())
-        } else {
-            state
-                .running
-                .as_ref()
-                .filter(|h| h.who != req.user)
-                .map(|h| {
-                    format!(
-                        "{} It must be stopped first, or an admin can add `--force`.",
-                        Refusal::AlreadyRunning(h.clone()).explain()
-                    )
-                })
-        };
-        match refusal {
-            None => Ok(Vec::new()),
-            Some(text) if req.command.forced() => Ok(vec![AuditEntry {
-                at: crate::now(),
-                actor: req.user.clone(),
-                action: "lock-gate --force".into(),
-                detail: format!("{} despite: {text}", req.command.to_text()),
-                source: req.source.as_str().into(),
-            }]),
-            Some(text) => Err(text),
-        }
-    }
-
-    async fn start_job(&self, req: &Request, family: Family) -> Reply {
+    async fn start_job(&self, req: &Request, job: JobCmd) -> Reply {
         // A manifest URL outside the allow-list is bad input: refused before any job,
         // thread or audit line exists.
-        if let Command::Deploy(d) = &req.command {
+        if let JobCmd::Deploy(d) = &job {
             let allow = &self.config.deploy.allow;
             if !crate::deploy::allowed(allow, &d.manifest_url) {
                 return Reply::refused(sanitize(&crate::deploy::not_allowed_text(
@@ -347,44 +300,149 @@ impl App {
                 )));
             }
         }
-        let kind = match &req.command {
-            Command::Upgrade(crate::command::UpgradeCmd::Catalog(_)) => "upgrade-catalog",
-            Command::Upgrade(crate::command::UpgradeCmd::Image(_)) => "upgrade-image",
-            _ => family.name(),
-        };
         // Threads live where the command was typed; jobs from outside Slack go to the
         // notification channel (the first one; the others get the announcement).
         let channel = req
             .channel
             .clone()
             .or_else(|| self.config.channels.first().cloned());
+        let now = self.clock.unix();
         let new = NewJob {
-            kind: kind.to_string(),
+            kind: job.kind(),
             command: req.command.to_text(),
             requested_by: req.user.clone(),
-            source: req.source.as_str().to_string(),
+            source: req.source,
             channel,
+            now,
         };
-        let job = match self
+        let gate_req = GateRequest {
+            user: req.user.clone(),
+            source: req.source,
+            forced: req.command.forced(),
+            command: req.command.to_text(),
+            now,
+        };
+        let record = match self
             .store
-            .create_job_gated(&new, crate::now(), &mut |state| Self::gate(req, state))
+            .create_job(new, Box::new(move |state| gate(&gate_req, state)))
+            .await
         {
             Ok(Ok(j)) => j,
             Ok(Err(refusal)) => return Reply::refused(refusal),
             Err(e) => return Reply::error(e),
         };
-        self.runner.spawn(job.clone(), req.command.clone());
+        self.runner.spawn(record.clone(), job);
         let mut reply = Reply::new(
             Outcome::Ok,
             Visibility::Ephemeral,
             format!(
                 "Job #{} {}: `{}` — follow it in the thread.",
-                job.id,
+                record.id,
                 JobStatus::Queued,
-                sanitize(&job.command)
+                sanitize(&record.command)
             ),
         );
-        reply.job = Some(job);
+        reply.job = Some(record);
         reply
+    }
+}
+
+/// The pure lock decision run inside the store's transaction: the state table, plus the
+/// history row and (for a forced stop of someone else's release) the audit line.
+fn lock_decision(
+    state: &LockState,
+    action: &LockAction,
+    actor: &Actor,
+    source: Source,
+    now: i64,
+) -> Result<LockDecision, Refusal> {
+    let next = lock::apply(state, action, actor, now)?;
+    let forced_over = match (action, &state.running) {
+        (LockAction::Stop { force: true }, Some(h)) if h.who != actor.who => Some(h.who.clone()),
+        _ => None,
+    };
+    let mut effects = Effects::default();
+    if let Some(holder) = &forced_over {
+        effects.audit.push(AuditEntry {
+            at: now,
+            actor: actor.who.clone(),
+            action: "release.stop --force".into(),
+            detail: format!("stopped the release held by {holder}"),
+            source,
+        });
+    }
+    Ok(LockDecision {
+        state: next,
+        history: LockHistoryEntry {
+            at: now,
+            actor: actor.who.clone(),
+            action: action.name().into(),
+            reason: action.reason().into(),
+            source,
+            forced: forced_over.is_some(),
+        },
+        effects,
+    })
+}
+
+/// The in-channel sentence for a lock change that was made.
+fn lock_change_text(action: &LockAction, who: &str, before: &LockState) -> String {
+    let person = text::person(who);
+    let reason = match action.reason() {
+        "" => String::new(),
+        r => format!(": {}", sanitize(r)),
+    };
+    match action {
+        LockAction::Start { .. } => format!("🚀 {person} started a release{reason}"),
+        LockAction::Stop { force } => match before.running.as_ref() {
+            Some(h) if *force && h.who != who => format!(
+                "🛑 {person} force-stopped the release started by {}",
+                text::person(&h.who)
+            ),
+            _ => format!("✅ {person} finished the release"),
+        },
+        LockAction::Block { .. } => format!("⛔ {person} blocked releases{reason}"),
+        LockAction::Unblock => format!("🟢 {person} unblocked releases"),
+    }
+}
+
+/// What the lock gate needs to know about a job request (owned, for the store).
+struct GateRequest {
+    user: String,
+    source: Source,
+    forced: bool,
+    command: String,
+    now: i64,
+}
+
+/// The lock gate: refuses a job while releases are blocked or someone else holds the
+/// release, unless forced (which is audited). Runs inside the job's transaction.
+fn gate(req: &GateRequest, state: &LockState) -> Result<Effects, String> {
+    let refusal = if let Some(b) = &state.blocked {
+        Some(Refusal::Blocked(b.clone()).explain())
+    } else {
+        state
+            .running
+            .as_ref()
+            .filter(|h| h.who != req.user)
+            .map(|h| {
+                format!(
+                    "{} It must be stopped first, or an admin can add `--force`.",
+                    Refusal::AlreadyRunning(h.clone()).explain()
+                )
+            })
+    };
+    match refusal {
+        None => Ok(Effects::default()),
+        Some(text) if req.forced => Ok(Effects {
+            audit: vec![AuditEntry {
+                at: req.now,
+                actor: req.user.clone(),
+                action: "lock-gate --force".into(),
+                detail: format!("{} despite: {text}", req.command),
+                source: req.source,
+            }],
+        }),
+        Some(text) => Err(text),
     }
 }

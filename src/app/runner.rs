@@ -10,77 +10,42 @@ use std::sync::{Arc, Mutex};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use super::dispatch::{self, Domains};
 use super::reporter::Reporter;
-use super::{JobStatus, Outcome, ProgressTx};
-use crate::command::{Command, UpgradeCmd};
-use crate::config::Config;
-use crate::rancher::Rancher;
-use crate::slack::blocks::Message;
-use crate::slack::outbox::Chat;
+use crate::chat::{Chat, Message};
+use crate::clock::SharedClock;
+use crate::command::JobCmd;
+use crate::job::{JobError, JobStatus, Outcome, ProgressTx};
 use crate::store::{JobRecord, Store};
 
-/// Why a job could not run at all (as opposed to some targets failing).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct JobError(pub String);
-
-impl JobError {
-    pub fn new(text: impl Into<String>) -> Self {
-        JobError(text.into())
-    }
-}
-
-/// What a domain module gets to run a job.
+/// What the runner needs from the app.
 #[derive(Clone)]
-pub struct JobContext {
-    pub config: Arc<Config>,
+pub struct Deps {
+    pub domains: Domains,
     pub store: Arc<dyn Store>,
-    pub job: JobRecord,
-}
-
-/// The one dispatch from a command to the module that does it.
-async fn execute(
-    ctx: &JobContext,
-    rancher: &Rancher,
-    cmd: &Command,
-    progress: ProgressTx,
-) -> Result<Outcome, JobError> {
-    match cmd {
-        Command::Upgrade(UpgradeCmd::Catalog(c)) => {
-            crate::rancher::run_catalog(rancher, c, progress).await
-        }
-        Command::Upgrade(UpgradeCmd::Image(i)) => {
-            crate::rancher::run_image(rancher, i, progress).await
-        }
-        Command::Deploy(d) => crate::deploy::run(ctx, d, progress).await,
-        other => Err(JobError::new(format!("`{}` is not a job", other.to_text()))),
-    }
+    pub chat: Arc<dyn Chat>,
+    pub clock: SharedClock,
 }
 
 /// Spawns and tracks job tasks.
 #[derive(Clone)]
 pub struct Runner {
-    config: Arc<Config>,
-    store: Arc<dyn Store>,
-    chat: Arc<dyn Chat>,
-    /// The Rancher every job of this runner talks to (one rate limit per server).
-    rancher: Rancher,
+    deps: Deps,
+    /// Handles of the jobs this process runs, so `corral exec` and tests can wait for
+    /// one. Bookkeeping only: what runs and what happened is in the store.
     tasks: Arc<Mutex<HashMap<i64, JoinHandle<()>>>>,
 }
 
 impl Runner {
-    pub fn new(config: Arc<Config>, store: Arc<dyn Store>, chat: Arc<dyn Chat>) -> Runner {
+    pub fn new(deps: Deps) -> Runner {
         Runner {
-            rancher: Rancher::new(&config.rancher),
-            config,
-            store,
-            chat,
+            deps,
             tasks: Arc::default(),
         }
     }
 
     /// Starts a stored job in the background.
-    pub fn spawn(&self, job: JobRecord, cmd: Command) {
+    pub fn spawn(&self, job: JobRecord, cmd: JobCmd) {
         let this = self.clone();
         let id = job.id;
         let handle = tokio::spawn(
@@ -103,27 +68,31 @@ impl Runner {
         }
     }
 
-    async fn run(&self, job: JobRecord, cmd: Command) {
+    async fn run(&self, job: JobRecord, cmd: JobCmd) {
         let id = job.id;
-        let mut reporter = Reporter::open(self.chat.clone(), self.store.clone(), job.clone()).await;
-        if let Err(e) = self
+        let d = &self.deps;
+        let mut reporter = Reporter::open(
+            d.chat.clone(),
+            d.store.clone(),
+            d.clock.clone(),
+            job.clone(),
+        )
+        .await;
+        if let Err(e) = d
             .store
-            .set_job_status(id, JobStatus::Running, crate::now())
+            .set_job_status(id, JobStatus::Running, d.clock.unix())
+            .await
         {
             tracing::error!(job = id, error = %e, "cannot mark job running");
         }
         reporter.running().await;
         let (tx, rx) = ProgressTx::channel();
-        let ctx = JobContext {
-            config: self.config.clone(),
-            store: self.store.clone(),
-            job,
-        };
-        let rancher = self.rancher.clone();
+        let (domains, store) = (d.domains.clone(), d.store.clone());
         // The work runs in its own task so a panic in domain code ends as a failed job,
         // reported and stored, instead of a job left `running` until the next restart.
         let work = async move {
-            match tokio::spawn(async move { execute(&ctx, &rancher, &cmd, tx).await }).await {
+            let task = async move { dispatch::run(&domains, store.as_ref(), &job, &cmd, tx).await };
+            match tokio::spawn(task).await {
                 Ok(result) => result,
                 Err(e) => {
                     tracing::error!(job = id, error = %e, "job task panicked");
@@ -147,7 +116,11 @@ impl Runner {
                 },
             ),
         };
-        if let Err(e) = self.store.finish_job(id, status, &outcome, crate::now()) {
+        if let Err(e) = d
+            .store
+            .finish_job(id, status, &outcome, d.clock.unix())
+            .await
+        {
             tracing::error!(job = id, error = %e, "cannot store job outcome");
         }
         reporter.finish(status, &outcome).await;
@@ -157,7 +130,8 @@ impl Runner {
     /// Marks jobs left unfinished by a previous process as interrupted, and says so in
     /// their threads. Returns how many there were.
     pub async fn recover(&self) -> usize {
-        let jobs = match self.store.unfinished_jobs() {
+        let d = &self.deps;
+        let jobs = match d.store.unfinished_jobs().await {
             Ok(j) => j,
             Err(e) => {
                 tracing::error!(error = %e, "cannot list unfinished jobs");
@@ -171,9 +145,10 @@ impl Runner {
                         .into(),
                 ..Outcome::default()
             };
-            if let Err(e) =
-                self.store
-                    .finish_job(job.id, JobStatus::Interrupted, &outcome, crate::now())
+            if let Err(e) = d
+                .store
+                .finish_job(job.id, JobStatus::Interrupted, &outcome, d.clock.unix())
+                .await
             {
                 tracing::error!(job = job.id, error = %e, "cannot mark job interrupted");
                 continue;
@@ -185,15 +160,15 @@ impl Runner {
                 job.failed as usize,
                 job.total as usize,
             );
-            for (channel, ts) in self.store.messages(job.id).unwrap_or_default() {
-                if let Err(e) = self.chat.update(&channel, &ts, &root).await {
+            for (channel, ts) in d.store.messages(job.id).await.unwrap_or_default() {
+                if let Err(e) = d.chat.update(&channel, &ts, &root).await {
                     tracing::warn!(job = job.id, error = %e, "interrupted root not edited");
                 }
                 let note = Message::text(format!(
                     "⚠ *Interrupted*: corral restarted while this job ran ({} of {} targets had finished). Check the targets before running it again.",
                     job.done, job.total
                 ));
-                if let Err(e) = self.chat.post(&channel, Some(&ts), &note).await {
+                if let Err(e) = d.chat.post(&channel, Some(&ts), &note).await {
                     tracing::warn!(job = job.id, error = %e, "interrupted note not posted");
                 }
             }

@@ -1,0 +1,340 @@
+//! The store's contract, run against every backend the build has (`backends()`), so the
+//! implementations cannot drift apart. Each test opens fresh stores.
+
+use std::sync::Arc;
+
+use corral::door::Source;
+use corral::job::{JobKind, JobStatus, Outcome};
+use corral::lock::{Actor, LockAction, LockState, Refusal};
+use corral::store::{
+    AuditEntry, DeployReport, Effects, LockDecision, LockHistoryEntry, NewJob, Store,
+};
+
+use crate::support::TempDir;
+
+/// Database URLs of every backend under test, each naming a new, empty database.
+async fn backends(dir: &TempDir) -> Vec<(String, Arc<dyn Store>)> {
+    let mut out = Vec::new();
+    for url in [
+        "sqlite::memory:".to_string(),
+        format!("sqlite://{}/c.db", dir.0.display()),
+    ] {
+        let store = corral::store::open(&url).await.expect("open");
+        out.push((url, store));
+    }
+    out
+}
+
+fn actor(who: &str) -> Actor {
+    Actor {
+        who: who.into(),
+        may_force: false,
+        holder_only_stop: true,
+    }
+}
+
+/// A lock change the way the app makes one: the pure table inside the transaction.
+async fn change(
+    s: &dyn Store,
+    action: LockAction,
+    who: &str,
+    now: i64,
+) -> Result<(LockState, LockDecision), Refusal> {
+    let who = who.to_string();
+    s.change_lock(Box::new(move |st| {
+        let state = corral::lock::apply(st, &action, &actor(&who), now)?;
+        Ok(LockDecision {
+            state,
+            history: LockHistoryEntry {
+                at: now,
+                actor: who.clone(),
+                action: action.name().into(),
+                reason: action.reason().into(),
+                source: Source::Slack,
+                forced: false,
+            },
+            effects: Effects {
+                audit: vec![AuditEntry {
+                    at: now,
+                    actor: who.clone(),
+                    action: format!("test {}", action.name()),
+                    detail: String::new(),
+                    source: Source::Slack,
+                }],
+            },
+        })
+    }))
+    .await
+    .expect("store answers")
+}
+
+fn new_job(now: i64) -> NewJob {
+    NewJob {
+        kind: JobKind::Deploy,
+        command: "/deploy https://x/m.yml".into(),
+        requested_by: "U1".into(),
+        source: Source::Slack,
+        channel: Some("C1".into()),
+        now,
+    }
+}
+
+#[tokio::test]
+async fn lock_changes_write_state_history_and_effects_or_nothing() {
+    let dir = TempDir::new("store-lock");
+    for (url, s) in backends(&dir).await {
+        let s = s.as_ref();
+        let start = LockAction::Start {
+            reason: "1.4.0".into(),
+        };
+        let (before, written) = change(s, start, "U1", 100).await.expect(&url);
+        assert_eq!(before, LockState::default(), "{url}");
+        assert_eq!(written.state.running.as_ref().unwrap().since, 100);
+        assert_eq!(s.lock_state().await.unwrap(), written.state, "{url}");
+        let h = s.lock_history(10).await.unwrap();
+        assert_eq!(h.len(), 1);
+        assert_eq!(
+            (h[0].action.as_str(), h[0].reason.as_str(), h[0].source),
+            ("start", "1.4.0", Source::Slack)
+        );
+        assert_eq!(s.audit_log(10).await.unwrap()[0].action, "test start");
+        // A refusal writes nothing at all.
+        let again = LockAction::Start { reason: "x".into() };
+        assert!(matches!(
+            change(s, again, "U2", 101).await,
+            Err(Refusal::AlreadyRunning(_))
+        ));
+        assert_eq!(s.lock_history(10).await.unwrap().len(), 1, "{url}");
+        assert_eq!(s.audit_log(10).await.unwrap().len(), 1, "{url}");
+    }
+}
+
+#[tokio::test]
+async fn racing_starts_have_exactly_one_winner() {
+    let dir = TempDir::new("store-race");
+    for (url, s) in backends(&dir).await {
+        let tasks: Vec<_> = (0..50)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let a = LockAction::Start {
+                        reason: format!("r{i}"),
+                    };
+                    change(s.as_ref(), a, &format!("U{i}"), 100).await.is_ok()
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        for t in tasks {
+            winners += usize::from(t.await.unwrap());
+        }
+        assert_eq!(winners, 1, "{url}");
+        assert_eq!(s.lock_history(100).await.unwrap().len(), 1, "{url}");
+    }
+}
+
+#[tokio::test]
+async fn jobs_pass_the_gate_in_one_transaction() {
+    let dir = TempDir::new("store-jobs");
+    for (url, s) in backends(&dir).await {
+        // Refused by the gate: no job, no audit line.
+        let refused = s
+            .create_job(new_job(10), Box::new(|_| Err("blocked".to_string())))
+            .await
+            .unwrap();
+        assert_eq!(refused, Err("blocked".to_string()), "{url}");
+        assert!(s.jobs(10).await.unwrap().is_empty());
+        assert!(s.audit_log(10).await.unwrap().is_empty());
+        // The gate sees the lock as it is inside the transaction.
+        change(
+            s.as_ref(),
+            LockAction::Block { reason: "b".into() },
+            "U9",
+            5,
+        )
+        .await
+        .unwrap();
+        let j = s
+            .create_job(
+                new_job(10),
+                Box::new(|lock| {
+                    assert!(lock.blocked.is_some());
+                    Ok(Effects {
+                        audit: vec![AuditEntry {
+                            at: 10,
+                            actor: "U1".into(),
+                            action: "lock-gate --force".into(),
+                            detail: "forced".into(),
+                            source: Source::Slack,
+                        }],
+                    })
+                }),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (j.kind, j.source, j.status, j.created_at),
+            (JobKind::Deploy, Source::Slack, JobStatus::Queued, 10)
+        );
+        let actions: Vec<String> = s
+            .audit_log(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.action)
+            .collect();
+        assert!(actions.contains(&"lock-gate --force".to_string()), "{url}");
+        assert!(actions.contains(&format!("job {} created", j.id)), "{url}");
+        assert_eq!(s.unfinished_jobs().await.unwrap().len(), 1);
+        s.set_job_status(j.id, JobStatus::Running, 11)
+            .await
+            .unwrap();
+        s.set_job_progress(j.id, 1, 0, 2, 12).await.unwrap();
+        s.set_message(j.id, "C1", "1.1").await.unwrap();
+        s.set_message(j.id, "C1", "1.2").await.unwrap();
+        s.set_message(j.id, "C2", "2.1").await.unwrap();
+        assert_eq!(
+            s.messages(j.id).await.unwrap(),
+            vec![("C1".into(), "1.2".into()), ("C2".into(), "2.1".into())]
+        );
+        let out = Outcome {
+            succeeded: 2,
+            summary: "done".into(),
+            ..Outcome::default()
+        };
+        s.finish_job(j.id, JobStatus::Succeeded, &out, 13)
+            .await
+            .unwrap();
+        let j = s.job(j.id).await.unwrap().unwrap();
+        assert_eq!(j.status, JobStatus::Succeeded);
+        assert_eq!((j.done, j.total, j.updated_at), (1, 2, 13));
+        assert_eq!(j.outcome.unwrap().succeeded, 2);
+        assert!(s.unfinished_jobs().await.unwrap().is_empty(), "{url}");
+        assert!(s.job(j.id + 100).await.unwrap().is_none());
+    }
+}
+
+#[tokio::test]
+async fn deliveries_are_seen_once_for_a_day() {
+    let dir = TempDir::new("store-dedupe");
+    for (url, s) in backends(&dir).await {
+        assert!(s.first_delivery("Ev1", 100).await.unwrap(), "{url}");
+        assert!(!s.first_delivery("Ev1", 101).await.unwrap(), "{url}");
+        assert!(s.first_delivery("hook:Ev1", 101).await.unwrap(), "{url}");
+        // Forgotten after 25 hours.
+        assert!(
+            s.first_delivery("Ev1", 100 + 25 * 3600 + 1).await.unwrap(),
+            "{url}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_hosts_first_deploy_report_wins() {
+    let dir = TempDir::new("store-reports");
+    for (url, s) in backends(&dir).await {
+        let job = s
+            .create_job(new_job(10), Box::new(|_| Ok(Effects::default())))
+            .await
+            .unwrap()
+            .unwrap();
+        let r = |host: &str, ok: bool, at: i64| DeployReport {
+            job_id: job.id,
+            host: host.into(),
+            ok,
+            duration_ms: 1200,
+            log_tail: "tail".into(),
+            error: (!ok).then(|| "exit status 1".into()),
+            event_id: None,
+            at,
+        };
+        assert!(s.add_deploy_report(&r("web-2", false, 20)).await.unwrap());
+        assert!(s.add_deploy_report(&r("web-1", true, 21)).await.unwrap());
+        assert!(!s.add_deploy_report(&r("web-2", true, 22)).await.unwrap());
+        let got = s.deploy_reports(job.id).await.unwrap();
+        assert_eq!(
+            got,
+            vec![r("web-2", false, 20), r("web-1", true, 21)],
+            "{url}"
+        );
+        assert!(s.deploy_reports(job.id + 1).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn state_survives_reopening_the_file() {
+    let dir = TempDir::new("store-reopen");
+    let url = format!("sqlite://{}/c.db", dir.0.display());
+    {
+        let s = corral::store::open(&url).await.unwrap();
+        let a = LockAction::Start {
+            reason: "1.4.0".into(),
+        };
+        change(s.as_ref(), a, "U1", 100).await.unwrap();
+    }
+    let s = corral::store::open(&url).await.unwrap();
+    assert_eq!(
+        s.lock_state().await.unwrap().running.unwrap().reason,
+        "1.4.0"
+    );
+    assert_eq!(s.lock_history(10).await.unwrap()[0].action, "start");
+}
+
+#[tokio::test]
+async fn a_database_from_the_first_release_upgrades_in_place() {
+    let dir = TempDir::new("store-v01");
+    let path = dir.0.join("corral.db");
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/store/corral-v0.1.db"
+    );
+    std::fs::copy(fixture, &path).unwrap();
+    let url = format!("sqlite://{}", path.display());
+    let s = corral::store::open(&url).await.expect("old database opens");
+    let lock = s.lock_state().await.unwrap();
+    let holder = lock.running.expect("the release left running");
+    assert_eq!(
+        (holder.who.as_str(), holder.reason.as_str()),
+        ("cli:alice", "left running at upgrade")
+    );
+    let history = s.lock_history(10).await.unwrap();
+    assert_eq!(history.len(), 5);
+    assert!(history.iter().all(|h| h.source == Source::Cli));
+    let jobs = s.jobs(10).await.unwrap();
+    assert_eq!(jobs.len(), 2);
+    assert_eq!(
+        (jobs[1].kind, jobs[1].status),
+        (JobKind::UpgradeCatalog, JobStatus::Failed)
+    );
+    assert!(
+        jobs[1]
+            .outcome
+            .as_ref()
+            .unwrap()
+            .summary
+            .contains("Rancher is not configured")
+    );
+    assert_eq!(
+        (jobs[0].kind, jobs[0].status),
+        (JobKind::Deploy, JobStatus::Running)
+    );
+    assert_eq!(s.unfinished_jobs().await.unwrap().len(), 1);
+    assert_eq!(
+        s.messages(jobs[0].id).await.unwrap(),
+        vec![("cli".to_string(), "0.000001".to_string())]
+    );
+    assert_eq!(s.audit_log(10).await.unwrap().len(), 2);
+    // It is written to after the upgrade like a new one, and reopens.
+    change(
+        s.as_ref(),
+        LockAction::Stop { force: false },
+        "cli:alice",
+        2_000_000_000,
+    )
+    .await
+    .unwrap();
+    drop(s);
+    let s = corral::store::open(&url).await.expect("reopens");
+    assert!(s.lock_state().await.unwrap().running.is_none());
+}
