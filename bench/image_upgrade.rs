@@ -2,13 +2,17 @@
 //! 50 ms Rancher latency per request, 3 s from `upgrade` to `upgraded`.
 //!
 //! Reports corral's wall time with its default settings (printed with the figures)
-//! against rancher-service-updater's serial N × wait, the Slack calls the
+//! against rancher-service-updater's serial N × wait and against its own floor (the
+//! larger of one upgrade and requests ÷ rate limit), the Rancher requests per service,
+//! the Slack calls the
 //! job made (posts and edits, counted by a `Chat` that counts), the Rancher requests, and
 //! the process's peak RSS (VmHWM; the fake Rancher runs in the same process, so this is
 //! an upper bound for corral alone). A serial corral run (parallelism 1) on a sample of
 //! 10 services measures the per-service serial time in the same run.
 //!
-//! Run: `bench/image_upgrade.sh` (release mode).
+//! Run: `bench/image_upgrade.sh` (release mode). corral's settings come from the usual
+//! variables (defaults otherwise), so `CORRAL_UPGRADE_PARALLELISM=200
+//! bench/image_upgrade.sh` tries another value.
 
 #[path = "../tests/it/support"]
 #[allow(unused_imports, dead_code)]
@@ -61,6 +65,7 @@ struct Run {
     posts: u64,
     updates: u64,
     requests: usize,
+    gets: usize,
 }
 
 async fn run(envs: usize, per_env: usize, parallelism: Option<usize>) -> Run {
@@ -83,15 +88,7 @@ async fn run(envs: usize, per_env: usize, parallelism: Option<usize>) -> Run {
             );
         }
     }
-    let pairs = vec![
-        ("RANCHER_URL", fake.url.as_str()),
-        ("RANCHER_ACCESS_KEY", ACCESS_KEY),
-        ("RANCHER_SECRET_KEY", SECRET_KEY),
-        ("CORRAL_API_TOKEN", "bench"),
-        ("CORRAL_CHANNEL", "C0BENCH"),
-        ("CORRAL_DATABASE_URL", "sqlite::memory:"),
-    ];
-    let mut config = Config::from_env(&Env::from_pairs(pairs)).expect("config");
+    let mut config = settings(&fake.url);
     if let Some(p) = parallelism {
         config.rancher.parallelism = p;
     }
@@ -120,7 +117,27 @@ async fn run(envs: usize, per_env: usize, parallelism: Option<usize>) -> Run {
         posts: chat.posts.load(Ordering::Relaxed),
         updates: chat.updates.load(Ordering::Relaxed),
         requests: fake.requests().len(),
+        gets: fake.requests().iter().filter(|r| r.method == "GET").count(),
     }
+}
+
+/// corral's settings from the environment (defaults otherwise), Rancher = the fake.
+fn settings(rancher: &str) -> Config {
+    let mut pairs: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("CORRAL_"))
+        .filter(|(k, _)| k != "CORRAL_DATABASE_URL" && k != "CORRAL_POLICY")
+        .collect();
+    for (k, v) in [
+        ("RANCHER_URL", rancher),
+        ("RANCHER_ACCESS_KEY", ACCESS_KEY),
+        ("RANCHER_SECRET_KEY", SECRET_KEY),
+        ("CORRAL_API_TOKEN", "bench"),
+        ("CORRAL_CHANNEL", "C0BENCH"),
+        ("CORRAL_DATABASE_URL", "sqlite::memory:"),
+    ] {
+        pairs.push((k.into(), v.into()));
+    }
+    Config::from_env(&Env::from_pairs(pairs)).expect("config")
 }
 
 fn peak_rss_kib() -> u64 {
@@ -148,13 +165,9 @@ async fn main() {
     println!(
         "image upgrade: {n} labelled services, {envs} environments, 50 ms latency, 3 s to upgraded"
     );
-    let d = Config::from_env(&Env::from_pairs([(
-        "CORRAL_DATABASE_URL",
-        "sqlite::memory:",
-    )]))
-    .expect("defaults");
+    let d = settings("http://127.0.0.1:1");
     println!(
-        "corral (defaults: parallelism {}, poll {:?}, {} req/s to Rancher): wall {:.1} s, {} upgraded, {} failed, {} Rancher requests",
+        "corral (parallelism {}, poll {:?}, {} req/s to Rancher): wall {:.1} s, {} upgraded, {} failed, {} Rancher requests",
         d.rancher.parallelism,
         d.rancher.poll_interval,
         d.rancher.rate_limit,
@@ -162,6 +175,31 @@ async fn main() {
         full.succeeded,
         full.failed,
         full.requests
+    );
+    let rate = d.rancher.rate_limit as f64;
+    let by_rate = full.requests as f64 / rate;
+    let floor = wait.max(by_rate);
+    println!(
+        "Rancher requests: {} ({} GET, {} POST) = {:.2} per service (target < 3)",
+        full.requests,
+        full.gets,
+        full.requests - full.gets,
+        full.requests as f64 / n as f64
+    );
+    println!(
+        "floor: max(one upgrade {wait:.1} s, {} requests / {rate} per s = {by_rate:.2} s) = {floor:.2} s -> wall / floor = {:.2} (target <= 1.5)",
+        full.requests,
+        full.wall.as_secs_f64() / floor
+    );
+    // Services in their upgrade at once are capped: ceil(n / parallelism) rounds of one
+    // upgrade each cannot be beaten, whatever the requests.
+    let rounds = n.div_ceil(d.rancher.parallelism.max(1));
+    let bound = rounds as f64 * wait;
+    println!(
+        "parallelism bound: {rounds} rounds of {parallelism} x {wait:.1} s = {bound:.1} s ({:.2} x the floor) -> wall / bound = {:.2}",
+        bound / floor,
+        full.wall.as_secs_f64() / bound,
+        parallelism = d.rancher.parallelism
     );
     println!(
         "updater serial N x wait (lower bound): {updater:.0} s  -> corral is {:.1}x faster",

@@ -353,8 +353,9 @@ async fn check() -> anyhow::Result<ExitCode> {
 /// Reaches Rancher the way jobs do (normalised URL, basic auth, deadline) and lists the
 /// environments the key can see. Errors never carry credentials.
 async fn rancher_reachable(config: &Config) -> Result<String, String> {
-    let client =
-        corral::rancher::client::Client::from_config(&config.rancher).map_err(|e| e.to_string())?;
+    let client = corral::rancher::Rancher::new(&config.rancher)
+        .client()
+        .map_err(|e| e.to_string())?;
     let projects = client.projects().await.map_err(|e| e.to_string())?;
     let names: Vec<&str> = projects.iter().map(|p| p.name.as_str()).collect();
     Ok(format!(

@@ -6,17 +6,18 @@ use crate::config::Config;
 use crate::job::{JobError, Outcome, ProgressTx};
 use crate::store::{JobRecord, Store};
 
-/// What the domain modules get, each its own config (built once from [`Config`]).
+/// What the domain modules get, built once from [`Config`]: Rancher with its rate
+/// limits (owned here, so two apps in one process never share them), deploy's config.
 #[derive(Debug, Clone)]
 pub struct Domains {
-    pub rancher: crate::rancher::Config,
+    pub rancher: crate::rancher::Rancher,
     pub deploy: crate::deploy::Config,
 }
 
 impl Domains {
     pub fn new(config: &Config) -> Domains {
         Domains {
-            rancher: config.rancher.clone(),
+            rancher: crate::rancher::Rancher::new(&config.rancher),
             deploy: config.deploy.clone(),
         }
     }

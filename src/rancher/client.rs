@@ -10,8 +10,11 @@
 //!   still works.
 //! * Every request has a deadline; idempotent reads (GET) are retried with exponential
 //!   backoff on transport errors, timeouts, 429 and 5xx; POSTs never are.
-//! * A governor limiter caps requests per second to the server, shared by every client
-//!   of the process that talks to the same server: two jobs at once share one budget.
+//! * A governor limiter caps requests per second to the server. Clients made from one
+//!   [`RateLimits`] registry (the one [`super::Rancher`] holds) share it per server, so
+//!   two jobs at once share one budget; there is no process-wide state.
+//! * Catalog reads can be scoped to one environment with `X-API-Project-Id` (§1, §8):
+//!   the catalog service then answers the global catalogs plus that environment's own.
 //! * Collections are followed through `pagination.next`; server-side filters are LIKE
 //!   patterns or silently ignored when unknown (§4), so every filter is re-checked here.
 //! * Errors keep Rancher's `status`, `code` and message.
@@ -283,36 +286,76 @@ fn path_of(url: &Url) -> String {
     }
 }
 
-/// The process-wide limiter for one server root at one rate: every job talking to the
-/// same Rancher draws from the same budget.
-fn shared_limiter(root: &Url, rate: NonZeroU32) -> Arc<DefaultDirectRateLimiter> {
-    type Limiters =
-        std::sync::Mutex<std::collections::HashMap<(String, u32), Arc<DefaultDirectRateLimiter>>>;
-    static LIMITERS: std::sync::OnceLock<Limiters> = std::sync::OnceLock::new();
-    let map = LIMITERS.get_or_init(Default::default);
-    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
-    map.entry((root.to_string(), rate.get()))
-        .or_insert_with(|| {
-            Arc::new(RateLimiter::direct(
-                Quota::per_second(rate).allow_burst(rate),
-            ))
-        })
-        .clone()
+/// A registry of rate limiters, one per server root and rate: clients built from the
+/// same registry for the same server draw from one budget. Owned by whoever builds the
+/// clients ([`super::Rancher`]); cheap to share behind an `Arc`.
+#[derive(Default)]
+pub struct RateLimits {
+    limiters:
+        std::sync::Mutex<std::collections::HashMap<(String, u32), Arc<DefaultDirectRateLimiter>>>,
+}
+
+impl std::fmt::Debug for RateLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimits").finish_non_exhaustive()
+    }
+}
+
+impl RateLimits {
+    /// The limiter for one server root at one rate.
+    fn get(&self, root: &Url, rate: NonZeroU32) -> Arc<DefaultDirectRateLimiter> {
+        let mut map = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry((root.to_string(), rate.get()))
+            .or_insert_with(|| limiter(rate))
+            .clone()
+    }
+}
+
+fn limiter(rate: NonZeroU32) -> Arc<DefaultDirectRateLimiter> {
+    Arc::new(RateLimiter::direct(
+        Quota::per_second(rate).allow_burst(rate),
+    ))
 }
 
 impl Client {
-    /// A client for the server at `base` (any of the forms users give).
+    /// A client for the server at `base` (any of the forms users give), with a rate limit
+    /// of its own (shared by its clones only).
     pub fn new(
         base: &Url,
         access_key: Secret,
         secret_key: Secret,
         opts: ClientOptions,
     ) -> Result<Client, RancherError> {
+        Client::build(base, access_key, secret_key, opts, None)
+    }
+
+    /// A client whose rate limit is the one `limits` holds for this server: every client
+    /// built from the same registry for the same server shares it.
+    pub fn with_limits(
+        base: &Url,
+        access_key: Secret,
+        secret_key: Secret,
+        opts: ClientOptions,
+        limits: &RateLimits,
+    ) -> Result<Client, RancherError> {
+        Client::build(base, access_key, secret_key, opts, Some(limits))
+    }
+
+    fn build(
+        base: &Url,
+        access_key: Secret,
+        secret_key: Secret,
+        opts: ClientOptions,
+        limits: Option<&RateLimits>,
+    ) -> Result<Client, RancherError> {
         let root = normalize_base(base)?;
         let http = crate::http_client()
             .map_err(|e| RancherError::Invalid(format!("cannot build the HTTP client: {e}")))?;
         let rate = NonZeroU32::new(opts.rate_limit.max(1)).unwrap_or(NonZeroU32::MIN);
-        let limiter = shared_limiter(&root, rate);
+        let limiter = match limits {
+            Some(l) => l.get(&root, rate),
+            None => limiter(rate),
+        };
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
@@ -327,13 +370,19 @@ impl Client {
     }
 
     /// The client for corral's configured Rancher, or why there is none.
-    pub fn from_config(cfg: &RancherConfig) -> Result<Client, RancherError> {
+    pub fn from_config(cfg: &RancherConfig, limits: &RateLimits) -> Result<Client, RancherError> {
         let (Some(url), Some(ak), Some(sk)) = (&cfg.url, &cfg.access_key, &cfg.secret_key) else {
             return Err(RancherError::Invalid(
                 "Rancher is not configured: set RANCHER_URL, RANCHER_ACCESS_KEY and RANCHER_SECRET_KEY".into(),
             ));
         };
-        Client::new(url, ak.clone(), sk.clone(), ClientOptions::from_config(cfg))
+        Client::with_limits(
+            url,
+            ak.clone(),
+            sk.clone(),
+            ClientOptions::from_config(cfg),
+            limits,
+        )
     }
 
     /// The server root (`http://rancher:8080/`).
@@ -398,6 +447,7 @@ impl Client {
         method: reqwest::Method,
         url: &Url,
         body: Option<&Value>,
+        project: Option<&str>,
     ) -> Result<Vec<u8>, RancherError> {
         let inner = &self.inner;
         let m: &'static str = if method == reqwest::Method::GET {
@@ -413,6 +463,9 @@ impl Client {
             .request(method, url.clone())
             .basic_auth(inner.access_key.expose(), Some(inner.secret_key.expose()))
             .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(p) = project {
+            req = req.header("X-API-Project-Id", p);
+        }
         if let Some(b) = body {
             req = req.json(b);
         }
@@ -457,29 +510,18 @@ impl Client {
         if status.is_success() {
             return Ok(buf);
         }
-        let parsed: ErrorBody = serde_json::from_slice(&buf).unwrap_or_default();
-        let reason = status.canonical_reason().unwrap_or("error").to_string();
-        let code = parsed
-            .code
-            .clone()
-            .filter(|c| !c.trim().is_empty())
-            .unwrap_or(reason);
-        let message = parsed.text().unwrap_or_else(|| code.clone());
-        Err(RancherError::Api {
-            status: status.as_u16(),
-            code,
-            message: truncate(&message, 1000),
-            method: m,
-            path,
-        })
+        Err(api_error(status, &buf, m, path))
     }
 
-    /// A GET with retries on transient failures.
-    async fn get_bytes(&self, url: &Url) -> Result<Vec<u8>, RancherError> {
+    /// A GET with retries on transient failures, scoped to `project` when given.
+    async fn get_bytes(&self, url: &Url, project: Option<&str>) -> Result<Vec<u8>, RancherError> {
         let opts = &self.inner.opts;
         let mut attempt = 0u32;
         loop {
-            match self.send_once(reqwest::Method::GET, url, None).await {
+            match self
+                .send_once(reqwest::Method::GET, url, None, project)
+                .await
+            {
                 Err(e) if e.retryable() && attempt < opts.retries => {
                     let wait = opts.backoff.saturating_mul(1u32 << attempt.min(10));
                     tracing::debug!(error = %e, attempt, ?wait, "Rancher read failed; retrying");
@@ -505,8 +547,18 @@ impl Client {
 
     /// GETs one resource at a link or URL.
     pub async fn get<T: DeserializeOwned>(&self, link: &str) -> Result<T, RancherError> {
+        self.get_in(link, None).await
+    }
+
+    /// GETs one resource with the header `X-API-Project-Id: <project>` when given (the
+    /// catalog service's view of that environment, §8).
+    pub async fn get_in<T: DeserializeOwned>(
+        &self,
+        link: &str,
+        project: Option<&str>,
+    ) -> Result<T, RancherError> {
         let url = self.resolve(link)?;
-        let bytes = self.get_bytes(&url).await?;
+        let bytes = self.get_bytes(&url, project).await?;
         Self::decode("GET", &url, &bytes)
     }
 
@@ -554,7 +606,7 @@ impl Client {
         let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for _ in 0..MAX_PAGES {
-            let bytes = self.get_bytes(&url).await?;
+            let bytes = self.get_bytes(&url, None).await?;
             let page: Collection<Value> = Self::decode("GET", &url, &bytes)?;
             for item in page.data {
                 if !recheck || filters.iter().all(|f| f.matches(&item)) {
@@ -598,7 +650,7 @@ impl Client {
     ) -> Result<T, RancherError> {
         let url = self.resolve(link)?;
         let bytes = self
-            .send_once(reqwest::Method::POST, &url, Some(body))
+            .send_once(reqwest::Method::POST, &url, Some(body), None)
             .await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Self::decode("POST", &url, b"null");
@@ -690,19 +742,56 @@ impl Client {
         self.get(url.as_str()).await
     }
 
-    /// A catalog template (`/v1-catalog/templates/<catalog>:<template>`).
-    pub async fn template(&self, catalog: &str, template: &str) -> Result<Template, RancherError> {
+    /// A catalog template (`/v1-catalog/templates/<catalog>:<template>`): as the global
+    /// catalogs have it (`project` None: no environment selected), or as one
+    /// environment sees it (the global catalogs plus its own, `X-API-Project-Id`).
+    pub async fn template(
+        &self,
+        catalog: &str,
+        template: &str,
+        project: Option<&str>,
+    ) -> Result<Template, RancherError> {
         let url = self.catalog_url(&format!(
             "templates/{}:{}",
             escape(catalog),
             escape(template)
         ))?;
-        self.get(url.as_str()).await
+        self.get_in(url.as_str(), project).await
     }
 
-    /// A catalog template version at a `versionLinks` URL.
-    pub async fn template_version(&self, link: &str) -> Result<TemplateVersion, RancherError> {
-        self.get(link).await
+    /// A catalog template version at a `versionLinks` URL, in the same scope as the
+    /// template it came from.
+    pub async fn template_version(
+        &self,
+        link: &str,
+        project: Option<&str>,
+    ) -> Result<TemplateVersion, RancherError> {
+        self.get_in(link, project).await
+    }
+}
+
+/// An error answer as a [`RancherError::Api`]: Cattle's or the catalog's body when it
+/// has one (§5), else the status line.
+fn api_error(
+    status: reqwest::StatusCode,
+    body: &[u8],
+    method: &'static str,
+    path: String,
+) -> RancherError {
+    let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    let reason = status.canonical_reason().unwrap_or("error").to_string();
+    let code = parsed
+        .code
+        .clone()
+        .filter(|c| !c.trim().is_empty())
+        .unwrap_or(reason);
+    let message = parsed.text().unwrap_or_else(|| code.clone());
+    RancherError::Api {
+        status: status.as_u16(),
+        code,
+        message: truncate(&message, 1000),
+        method,
+        path,
     }
 }
 

@@ -32,7 +32,8 @@ pub struct Config {
     pub batch_size: u32,
     /// Pause between batches (`CORRAL_UPGRADE_INTERVAL`, Rancher's `intervalMillis`).
     pub batch_interval: Duration,
-    /// Roll a service back when it does not reach `upgraded` in time
+    /// Undo a failed stack or service upgrade (Rancher's error, deadline passed) by
+    /// rollback (cancel when Rancher offers none); off: by cancelupgrade
     /// (`CORRAL_ROLLBACK_ON_TIMEOUT`).
     pub rollback_on_timeout: bool,
 }

@@ -11,38 +11,39 @@
 //!   kept as a [`serde_json::Value`], never a struct, so every field (including 1.6
 //!   fields no struct here knows: `secrets`, `drainTimeoutMs`, …) survives with its
 //!   value — nulls, zeros and `false` included, which the updater's typed round-trip
-//!   dropped along with the unknown fields. Key order is not kept: a JSON object is
-//!   unordered and Cattle reads the body into a map, while serde_json's crate-wide
-//!   `preserve_order` would change the bytes of every other JSON body corral sends
-//!   (go-cowpoke's upgrade body is compared byte for byte, in Go's sorted order).
-//!   `RawValue` could not help either: the shared client takes and returns `Value`.
-//!   Sidekicks (`secondaryLaunchConfigs`) are not sent, so they are left untouched (only
-//!   the launch configs sent are upgraded, §11). `startFirst`, `batchSize`
-//!   (`CORRAL_UPGRADE_BATCH_SIZE`) and `intervalMillis` (`CORRAL_UPGRADE_INTERVAL`) are
-//!   always sent.
-//! * **Confirm** — wait for `upgraded` (polling `links.self` every
-//!   `CORRAL_RANCHER_POLL`, never past the timeout), then `finishupgrade` and wait for
-//!   `active`. Past the timeout or on `transitioning: error`: `rollback` when
-//!   `CORRAL_ROLLBACK_ON_TIMEOUT` (default on), and the service is reported failed.
+//!   dropped along with the unknown fields — in Rancher's key order (serde_json's
+//!   `preserve_order`). Sidekicks (`secondaryLaunchConfigs`) are not sent, so they are
+//!   left untouched (only the launch configs sent are upgraded, §11). `startFirst`,
+//!   `batchSize` (`CORRAL_UPGRADE_BATCH_SIZE`) and `intervalMillis`
+//!   (`CORRAL_UPGRADE_INTERVAL`) are always sent.
+//! * **Confirm** — the one upgrade lifecycle ([`super::upgrade`]): wait for `upgraded`
+//!   (one services read per environment per `CORRAL_RANCHER_POLL`, whatever the number of
+//!   services waiting there, never past the timeout), then `finishupgrade`: done once
+//!   Rancher accepted it, as for stacks. A failed upgrade is undone by `CORRAL_ROLLBACK_ON_TIMEOUT` (rollback, else
+//!   cancel; off: cancel) and the service is reported failed. `--no-confirm` only starts
+//!   the upgrades.
 //! * Services run in parallel, at most `CORRAL_UPGRADE_PARALLELISM` at once; one failing
 //!   service never stops the others. Progress goes out as plain events, one group per
 //!   environment.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use regex::Regex;
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
 use super::Config as RancherConfig;
 use super::client::Client;
 use super::image::{self, Decision, ImageRef};
+use super::model::Project;
+use super::upgrade::{self, Done, Item, Observed, Policy, Report, Wanted, Watchers};
 use crate::command::ImageUpgrade;
 use crate::job::JobError;
 use crate::job::{Failure, Outcome, PlanGroup, PlanItem, Progress, ProgressTx};
+use crate::text::format_duration;
 
 /// Everything that decides what happens, from the configuration and the command.
 #[derive(Debug, Clone)]
@@ -92,6 +93,16 @@ impl Settings {
         self.environments.iter().any(|r| r.is_match(name))
             && self.env_filter.as_ref().is_none_or(|r| r.is_match(name))
     }
+
+    /// How every service goes through the upgrade lifecycle.
+    fn policy(&self) -> Policy {
+        Policy {
+            timeout: self.timeout,
+            rollback: self.rollback_on_timeout,
+            confirm: self.confirm,
+            parallelism: self.parallelism,
+        }
+    }
 }
 
 /// True when a launch config carries the enable label with any value but `"false"`.
@@ -125,18 +136,13 @@ fn text<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
-fn link<'a>(v: &'a Value, kind: &str, name: &str) -> Option<&'a str> {
-    v.get(kind)
-        .and_then(|m| m.get(name))
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-}
-
 /// One service considered for the upgrade.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub struct Candidate {
     pub environment: String,
     pub environment_id: String,
+    /// The environment's services collection (what is read while it waits).
+    pub collection: String,
     pub stack: String,
     pub service: String,
     pub service_id: String,
@@ -148,13 +154,27 @@ pub struct Target {
     pub skip: Option<String>,
 }
 
-impl Target {
+impl Candidate {
     fn label(&self) -> String {
         if self.stack.is_empty() {
             self.service.clone()
         } else {
             format!("{}/{}", self.stack, self.service)
         }
+    }
+
+    /// The lifecycle's view of this service, or why it cannot be upgraded.
+    fn target(&self, s: &Settings) -> Result<upgrade::Target, String> {
+        let Some(lc) = self.raw.get("launchConfig") else {
+            return Err("the service has no launchConfig".into());
+        };
+        Ok(upgrade::Target {
+            noun: "service",
+            id: self.service_id.clone(),
+            listed: Observed::new(Arc::new(self.raw.clone())),
+            body: upgrade_body(lc, &self.image_uuid, s),
+            wanted: Wanted::Image(self.image_uuid.clone()),
+        })
     }
 }
 
@@ -169,19 +189,14 @@ pub struct ServiceResult {
     pub from: String,
     pub to: String,
     /// `upgraded`, `upgrading` (not confirmed), `would-upgrade` (dry run), `skipped`,
-    /// `failed`, `rolled-back`.
+    /// `failed`.
     pub result: String,
     pub reason: Option<String>,
     pub seconds: f64,
 }
 
 impl ServiceResult {
-    fn of(
-        t: &Target,
-        result: &str,
-        reason: Option<String>,
-        started: Option<Instant>,
-    ) -> ServiceResult {
+    fn of(t: &Candidate, result: &str, reason: Option<String>, took: Duration) -> ServiceResult {
         ServiceResult {
             environment: t.environment.clone(),
             environment_id: t.environment_id.clone(),
@@ -192,8 +207,20 @@ impl ServiceResult {
             to: t.to.clone(),
             result: result.into(),
             reason,
-            seconds: started.map_or(0.0, |s| (s.elapsed().as_millis() as f64) / 1000.0),
+            seconds: (took.as_millis() as f64) / 1000.0,
         }
+    }
+
+    fn from_report(t: &Candidate, r: &Report) -> ServiceResult {
+        let (result, reason) = match &r.result {
+            Ok(Done::Finished | Done::FinishedElsewhere) => ("upgraded", None),
+            Ok(Done::Started) => (
+                "upgrading",
+                Some("upgrade started; not confirmed (--no-confirm)".to_string()),
+            ),
+            Err(why) => ("failed", Some(why.clone())),
+        };
+        ServiceResult::of(t, result, reason, r.elapsed)
     }
 
     fn ok(&self) -> bool {
@@ -202,14 +229,14 @@ impl ServiceResult {
 }
 
 /// The services of one environment that run `wanted`'s image and carry the label, each
-/// with its decision.
+/// with its decision. `environment` is (id, name, services collection URL).
 pub fn candidates(
-    environment: (&str, &str),
+    environment: (&str, &str, &str),
     services: &[Value],
     stacks: &HashMap<String, String>,
     wanted: &ImageRef,
     s: &Settings,
-) -> Vec<Target> {
+) -> Vec<Candidate> {
     let mut out = Vec::new();
     for svc in services {
         let Some(lc) = svc.get("launchConfig").filter(|l| l.is_object()) else {
@@ -218,8 +245,7 @@ pub fn candidates(
         if !labelled(lc, &s.label) {
             continue;
         }
-        let uuid = text(lc, "imageUuid");
-        let Ok(current) = ImageRef::parse(uuid) else {
+        let Ok(current) = ImageRef::parse(text(lc, "imageUuid")) else {
             continue;
         };
         if !current.same_image(wanted) {
@@ -234,9 +260,10 @@ pub fn candidates(
             .or_else(|| svc.get("environmentId"))
             .and_then(Value::as_str)
             .unwrap_or("");
-        out.push(Target {
+        out.push(Candidate {
             environment: environment.1.to_string(),
             environment_id: environment.0.to_string(),
+            collection: environment.2.to_string(),
             stack: stacks.get(stack_id).cloned().unwrap_or_default(),
             service: text(svc, "name").to_string(),
             service_id: text(svc, "id").to_string(),
@@ -247,170 +274,16 @@ pub fn candidates(
             skip,
         });
     }
-    out.sort_by_key(Target::label);
+    out.sort_by_key(Candidate::label);
     out
 }
 
-/// Why waiting for a state ended without it.
-enum WaitError {
-    Timeout { state: String, message: String },
-    Failed { state: String, message: String },
-}
-
-impl WaitError {
-    fn describe(&self, wanted: &str, within: Duration) -> String {
-        match self {
-            WaitError::Timeout { state, message } => {
-                let mut s = format!(
-                    "did not reach `{wanted}` within {}s (state `{state}`",
-                    within.as_secs_f64()
-                );
-                if !message.is_empty() {
-                    s.push_str(&format!(": {message}"));
-                }
-                s.push(')');
-                s
-            }
-            WaitError::Failed { state, message } => {
-                format!("Rancher reports an error in state `{state}`: {message}")
-            }
-        }
-    }
-}
-
-/// Polls `self_link` until the service is in `wanted` and not transitioning, an error
-/// shows, or `deadline` passes (at least one look, even with a zero timeout).
-async fn wait_for(
-    client: &Client,
-    self_link: &str,
-    wanted: &str,
-    deadline: Instant,
-    poll: Duration,
-) -> Result<Value, (WaitError, Option<Value>)> {
-    let mut last: Option<Value> = None;
-    let mut last_error = String::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        tokio::time::sleep(poll.min(left)).await;
-        match client.get::<Value>(self_link).await {
-            Ok(v) => {
-                let state = text(&v, "state").to_string();
-                let transitioning = text(&v, "transitioning");
-                if transitioning == "error" {
-                    let message = text(&v, "transitioningMessage").to_string();
-                    return Err((WaitError::Failed { state, message }, Some(v)));
-                }
-                if state == wanted && transitioning != "yes" {
-                    return Ok(v);
-                }
-                last = Some(v);
-            }
-            Err(e) => last_error = e.to_string(),
-        }
-        if Instant::now() >= deadline {
-            let (state, mut message) = match &last {
-                Some(v) => (
-                    text(v, "state").to_string(),
-                    text(v, "transitioningMessage").to_string(),
-                ),
-                None => ("unknown".to_string(), String::new()),
-            };
-            if message.is_empty() {
-                message = last_error;
-            }
-            return Err((WaitError::Timeout { state, message }, last));
-        }
-    }
-}
-
-/// Upgrades one service; never fails the job, only this service.
-pub async fn upgrade_one(client: &Client, t: &Target, s: &Settings) -> ServiceResult {
-    let started = Some(Instant::now());
-    let fail = |why: String| ServiceResult::of(t, "failed", Some(why), started);
-    let Some(lc) = t.raw.get("launchConfig") else {
-        return fail("the service has no launchConfig".into());
-    };
-    let Some(upgrade) = link(&t.raw, "actions", "upgrade") else {
-        return fail(format!(
-            "Rancher offers no upgrade in state `{}` (finish or roll back the previous upgrade first)",
-            text(&t.raw, "state")
-        ));
-    };
-    let Some(self_link) = link(&t.raw, "links", "self").map(str::to_string) else {
-        return fail("the service has no `self` link".into());
-    };
-    let body = upgrade_body(lc, &t.image_uuid, s);
-    if let Err(e) = client.post::<Value>(upgrade, &body).await {
-        return fail(format!("upgrade refused: {e}"));
-    }
-    if !s.confirm {
-        return ServiceResult::of(
-            t,
-            "upgrading",
-            Some("upgrade started; not confirmed (--no-confirm)".into()),
-            started,
-        );
-    }
-    let deadline = Instant::now() + s.timeout;
-    let upgraded = match wait_for(client, &self_link, "upgraded", deadline, s.poll).await {
-        Ok(v) => v,
-        Err((why, last)) => {
-            let mut reason = why.describe("upgraded", s.timeout);
-            if s.rollback_on_timeout {
-                reason.push_str("; ");
-                reason.push_str(&rollback(client, &self_link, last, s).await);
-            } else {
-                reason.push_str("; left as it is (CORRAL_ROLLBACK_ON_TIMEOUT=false)");
-            }
-            return fail(reason);
-        }
-    };
-    let Some(finish) = link(&upgraded, "actions", "finishupgrade") else {
-        return fail("reached `upgraded` but Rancher offers no finishupgrade".into());
-    };
-    if let Err(e) = client.post::<Value>(finish, &json!({})).await {
-        return fail(format!("finishupgrade refused: {e}"));
-    }
-    let deadline = Instant::now() + s.timeout;
-    match wait_for(client, &self_link, "active", deadline, s.poll).await {
-        Ok(_) => ServiceResult::of(t, "upgraded", None, started),
-        Err((why, _)) => fail(format!(
-            "finishupgrade: {}",
-            why.describe("active", s.timeout)
-        )),
-    }
-}
-
-/// Rolls a service back and says how that went.
-async fn rollback(client: &Client, self_link: &str, last: Option<Value>, s: &Settings) -> String {
-    let fresh = match last {
-        Some(v) if link(&v, "actions", "rollback").is_some() => v,
-        _ => match client.get::<Value>(self_link).await {
-            Ok(v) => v,
-            Err(e) => return format!("could not roll back: {e}"),
-        },
-    };
-    let Some(rb) = link(&fresh, "actions", "rollback") else {
-        return format!(
-            "could not roll back: Rancher offers no rollback in state `{}`",
-            text(&fresh, "state")
-        );
-    };
-    if let Err(e) = client.post::<Value>(rb, &json!({})).await {
-        return format!("rollback refused: {e}");
-    }
-    let deadline = Instant::now() + s.timeout;
-    match wait_for(client, self_link, "active", deadline, s.poll).await {
-        Ok(_) => "rolled back".into(),
-        Err((why, _)) => format!("rollback started but {}", why.describe("active", s.timeout)),
-    }
-}
+/// One environment's services: its services collection URL, the services, and stack
+/// names by id.
+type Listing = (String, Vec<Value>, HashMap<String, String>);
 
 /// Lists one environment's services and stack names.
-async fn environment_services(
-    client: &Client,
-    project: &super::model::Project,
-) -> Result<(Vec<Value>, HashMap<String, String>), String> {
+async fn environment_services(client: &Client, project: &Project) -> Result<Listing, String> {
     let url = client
         .collection_url(project, "services")
         .map_err(|e| e.to_string())?;
@@ -421,17 +294,16 @@ async fn environment_services(
     let stacks = stacks
         .map(|v| v.into_iter().map(|s| (s.id, s.name)).collect())
         .unwrap_or_default();
-    Ok((services, stacks))
+    Ok((url, services, stacks))
 }
 
-/// Runs `/upgrade image <ref>` end to end.
-pub async fn run(
+/// The candidates of every matching environment, the plan groups, and the
+/// environments whose services could not be listed.
+async fn select(
     client: &Client,
-    cmd: &ImageUpgrade,
     s: &Settings,
-    progress: ProgressTx,
-) -> Result<Outcome, JobError> {
-    let wanted = ImageRef::parse(&cmd.image).map_err(|e| JobError::new(format!("image: {e}")))?;
+    wanted: &ImageRef,
+) -> Result<(Vec<Candidate>, Vec<PlanGroup>, Vec<Failure>), JobError> {
     let projects = client
         .projects()
         .await
@@ -440,7 +312,6 @@ pub async fn run(
         .into_iter()
         .filter(|p| s.environment_matches(&p.name))
         .collect();
-
     // Futures own what they use (no borrowed closures in the stream): the job future
     // must stay `Send` for the runner's `tokio::spawn`.
     let listed: Vec<_> = futures::stream::iter(projects.into_iter().map(|p| {
@@ -453,33 +324,19 @@ pub async fn run(
     .buffered(s.parallelism.min(16))
     .collect()
     .await;
-
-    let mut failed = Vec::new();
-    let mut groups = Vec::new();
-    let mut targets: Vec<Target> = Vec::new();
+    let (mut found, mut groups, mut failed) = (Vec::new(), Vec::new(), Vec::new());
     for (p, r) in listed {
         match r {
-            Ok((services, stacks)) => {
-                let found = candidates((&p.id, &p.name), &services, &stacks, &wanted, s);
-                if found.is_empty() {
+            Ok((url, services, stacks)) => {
+                let here = candidates((&p.id, &p.name, &url), &services, &stacks, wanted, s);
+                if here.is_empty() {
                     continue;
                 }
                 groups.push(PlanGroup {
                     name: p.name.clone(),
-                    items: found
-                        .iter()
-                        .map(|t| PlanItem {
-                            target: t.label(),
-                            change: if t.skip.is_none() {
-                                format!("{} → {}", t.from, t.to)
-                            } else {
-                                String::new()
-                            },
-                            skipped: t.skip.clone(),
-                        })
-                        .collect(),
+                    items: here.iter().map(plan_item).collect(),
                 });
-                targets.extend(found);
+                found.extend(here);
             }
             Err(e) => failed.push(Failure {
                 group: p.name.clone(),
@@ -488,13 +345,62 @@ pub async fn run(
             }),
         }
     }
+    Ok((found, groups, failed))
+}
 
+fn plan_item(t: &Candidate) -> PlanItem {
+    PlanItem {
+        target: t.label(),
+        change: if t.skip.is_none() {
+            format!("{} → {}", t.from, t.to)
+        } else {
+            String::new()
+        },
+        skipped: t.skip.clone(),
+    }
+}
+
+/// Upgrades the chosen services through the lifecycle.
+async fn execute(
+    client: &Client,
+    s: &Settings,
+    chosen: Vec<Candidate>,
+    progress: &ProgressTx,
+) -> Vec<ServiceResult> {
+    let watchers = Watchers::new(client, s.poll);
+    let items = chosen
+        .into_iter()
+        .map(|c| Item {
+            group: c.environment.clone(),
+            label: c.label(),
+            plan: c
+                .target(s)
+                .map(|t| (t, watchers.collection(&c.collection, &[]))),
+            tag: c,
+        })
+        .collect();
+    upgrade::execute(client, &s.policy(), items, progress)
+        .await
+        .into_iter()
+        .map(|(c, report)| ServiceResult::from_report(&c, &report))
+        .collect()
+}
+
+/// Runs `/upgrade image <ref>` end to end.
+pub async fn run(
+    client: &Client,
+    cmd: &ImageUpgrade,
+    s: &Settings,
+    progress: ProgressTx,
+) -> Result<Outcome, JobError> {
+    let wanted = ImageRef::parse(&cmd.image).map_err(|e| JobError::new(format!("image: {e}")))?;
+    let (targets, groups, mut failed) = select(client, s, &wanted).await?;
     let mode = if s.dry_run {
         "dry run, nothing will change".to_string()
     } else if s.confirm {
         format!(
-            "confirm: wait up to {}s for `upgraded`, then finish",
-            s.timeout.as_secs_f64()
+            "confirm: wait up to {} for `upgraded`, then finish",
+            format_duration(s.timeout)
         )
     } else {
         "not confirmed: upgrades are started and left `upgraded`".to_string()
@@ -506,57 +412,30 @@ pub async fn run(
     for f in &failed {
         progress.note(format!("⚠ {}: {}", f.group, f.reason));
     }
-
-    let mut results: Vec<ServiceResult> = Vec::new();
-    let (skipped, active): (Vec<Target>, Vec<Target>) =
+    let (skipped, active): (Vec<Candidate>, Vec<Candidate>) =
         targets.into_iter().partition(|t| t.skip.is_some());
-    for t in &skipped {
-        results.push(ServiceResult::of(t, "skipped", t.skip.clone(), None));
-    }
+    let mut results: Vec<ServiceResult> = skipped
+        .iter()
+        .map(|t| ServiceResult::of(t, "skipped", t.skip.clone(), Duration::ZERO))
+        .collect();
     if s.dry_run {
-        for t in &active {
-            results.push(ServiceResult::of(t, "would-upgrade", None, None));
-        }
+        results.extend(
+            active
+                .iter()
+                .map(|t| ServiceResult::of(t, "would-upgrade", None, Duration::ZERO)),
+        );
     } else {
-        let mut remaining: BTreeMap<String, usize> = BTreeMap::new();
-        for t in &active {
-            *remaining.entry(t.environment.clone()).or_default() += 1;
-        }
-        let mut stream = futures::stream::iter(active.into_iter().map(|t| {
-            let client = client.clone();
-            let s = s.clone();
-            let progress = progress.clone();
-            async move {
-                progress.send(Progress::TargetStarted {
-                    group: t.environment.clone(),
-                    target: t.label(),
-                });
-                let r = upgrade_one(&client, &t, &s).await;
-                (t, r)
-            }
-        }))
-        .buffer_unordered(s.parallelism);
-        while let Some((t, r)) = stream.next().await {
-            progress.send(Progress::TargetFinished {
-                group: t.environment.clone(),
-                target: t.label(),
-                ok: r.ok(),
-                detail: r.reason.clone().unwrap_or_default(),
-            });
+        for r in execute(client, s, active, &progress).await {
             if !r.ok() {
                 failed.push(Failure {
-                    group: t.environment.clone(),
-                    target: t.label(),
+                    group: r.environment.clone(),
+                    target: if r.stack.is_empty() {
+                        r.service.clone()
+                    } else {
+                        format!("{}/{}", r.stack, r.service)
+                    },
                     reason: r.reason.clone().unwrap_or_default(),
                 });
-            }
-            if let Some(n) = remaining.get_mut(&t.environment) {
-                *n -= 1;
-                if *n == 0 {
-                    progress.send(Progress::GroupFinished {
-                        group: t.environment.clone(),
-                    });
-                }
             }
             results.push(r);
         }
@@ -564,14 +443,24 @@ pub async fn run(
     results.sort_by(|a, b| {
         (&a.environment, &a.stack, &a.service).cmp(&(&b.environment, &b.stack, &b.service))
     });
+    Ok(outcome(cmd, s, &wanted, results, failed))
+}
 
+/// The outcome of a run: counts, the summary line, the per-service detail.
+fn outcome(
+    cmd: &ImageUpgrade,
+    s: &Settings,
+    wanted: &ImageRef,
+    results: Vec<ServiceResult>,
+    failed: Vec<Failure>,
+) -> Outcome {
     let count = |what: &str| results.iter().filter(|r| r.result == what).count();
     let succeeded = results.iter().filter(|r| r.ok()).count();
     let envs = results
         .iter()
         .filter(|r| r.ok())
         .map(|r| r.environment.as_str())
-        .collect::<std::collections::BTreeSet<_>>()
+        .collect::<BTreeSet<_>>()
         .len();
     let summary = if s.dry_run {
         format!(
@@ -603,9 +492,8 @@ pub async fn run(
         }
         text
     };
-    Ok(Outcome {
+    Outcome {
         succeeded: if s.dry_run { 0 } else { succeeded },
-        failed,
         skipped: count("skipped") + count("would-upgrade"),
         summary,
         detail: json!({
@@ -617,7 +505,8 @@ pub async fn run(
             "timeout_seconds": s.timeout.as_secs_f64(),
             "services": results,
         }),
-    })
+        failed,
+    }
 }
 
 #[cfg(test)]
@@ -738,7 +627,13 @@ mod tests {
         ];
         let stacks = HashMap::from([("1st1".to_string(), "web".to_string())]);
         let wanted = ImageRef::parse("myorg/app:2.0").expect("ref");
-        let found = candidates(("1a5", "dev"), &services, &stacks, &wanted, &settings());
+        let found = candidates(
+            ("1a5", "dev", "http://r/v2-beta/projects/1a5/services"),
+            &services,
+            &stacks,
+            &wanted,
+            &settings(),
+        );
         let names: Vec<_> = found
             .iter()
             .map(|t| (t.label(), t.skip.is_none()))

@@ -525,3 +525,167 @@ async fn an_unreadable_environment_is_reported_and_the_others_go_on() {
     assert_eq!(code.as_u16(), 500);
     assert_eq!(reply.results.len(), 1);
 }
+
+#[tokio::test]
+async fn a_5xx_on_the_upgrade_post_is_settled_by_reading_the_stack() {
+    let f = fake().await;
+    let prod = f.add_project("prod");
+    // Rancher starts this upgrade but answers 500 (a proxy timing out, a server failing
+    // after its transaction).
+    let started = f.add_stack(&prod, "flaky", "catalog://library:my_web:1");
+    f.fail(&started, "upgrade", Fault::started_then_500());
+    // Here the 500 means what it says: nothing started.
+    let crashed = f.add_stack(&prod, "crashed", "catalog://library:my_web:1");
+    f.fail(&crashed, "upgrade", Fault::server_error());
+    let chat = Arc::new(RecordingChat::default());
+    let app = app(config(&f, &[]), chat.clone()).await;
+    let (status, o) = run(&app, "library:my_web:2.0.0").await;
+    assert_eq!(status, JobStatus::Failed, "{o:?}");
+    assert_eq!(o.succeeded, 1, "{o:?}");
+    assert_eq!(o.failed.len(), 1, "{o:?}");
+    // The started one: watched to its end, finished, reported once as upgraded.
+    assert_eq!(ext(&f, &started), "catalog://library:my_web:10");
+    let on = |id: &str, action: &str| {
+        f.posts()
+            .iter()
+            .filter(|p| p.uri.contains(id) && p.action().as_deref() == Some(action))
+            .count()
+    };
+    assert_eq!(on(&started, "upgrade"), 1, "an upgrade is never sent twice");
+    assert_eq!(on(&started, "finishupgrade"), 1);
+    let d = detail(&o);
+    let lines: Vec<_> = d.stacks.iter().filter(|s| s.id == started).collect();
+    assert_eq!(lines.len(), 1, "{:?}", d.stacks);
+    assert_eq!(
+        (lines[0].status.as_str(), lines[0].upgraded_to.as_str()),
+        ("upgraded", "2.0.0")
+    );
+    // The crashed one: failed with Rancher's words, nothing to undo.
+    assert_eq!(o.failed[0].target, "crashed");
+    let reason = &o.failed[0].reason;
+    assert!(
+        reason.starts_with("upgrade refused: Rancher 500 Internal Server Error"),
+        "{reason}"
+    );
+    assert!(reason.contains("unchanged"), "{reason}");
+    assert_eq!(on(&crashed, "upgrade"), 1);
+    assert_eq!(on(&crashed, "rollback") + on(&crashed, "cancelupgrade"), 0);
+    assert_eq!(ext(&f, &crashed), "catalog://library:my_web:1");
+    assert_eq!(f.state_of(&crashed), "active");
+    // The thread counts each stack once: the flaky one done, the crashed one failed.
+    let thread = chat.posts.lock().unwrap().clone();
+    let group: Vec<_> = thread.iter().filter(|t| t.2.contains("*prod*:")).collect();
+    assert_eq!(group.len(), 1, "{thread:#?}");
+    assert!(group[0].2.contains("1 done, 1 failed"), "{}", group[0].2);
+    assert!(group[0].2.contains("• crashed"), "{}", group[0].2);
+    assert!(!group[0].2.contains("• flaky"), "{}", group[0].2);
+}
+
+#[tokio::test]
+async fn a_catalog_added_to_one_environment_is_found_there_and_not_in_others() {
+    let f = fake().await;
+    let team = f.add_project("team");
+    let other = f.add_project("other");
+    f.add_template_in(
+        &team,
+        "teamcat",
+        "api",
+        &[
+            ("1", "1.0.0", &[("docker-compose.yml", "old")]),
+            ("2", "2.0.0", &[("docker-compose.yml", DC)]),
+        ],
+    );
+    let mine = f.add_stack(&team, "api", "catalog://teamcat:api:1");
+    // A stack claiming the same catalog where that catalog does not exist.
+    let stray = f.add_stack(&other, "api", "catalog://teamcat:api:1");
+    let app = app(config(&f, &[]), Arc::new(RecordingChat::default())).await;
+    let (status, o) = run(&app, "teamcat:api:2.0.0").await;
+    assert_eq!(status, JobStatus::Succeeded, "{o:?}");
+    assert_eq!((o.succeeded, o.skipped), (1, 1), "{o:?}");
+    assert_eq!(ext(&f, &mine), "catalog://teamcat:api:2");
+    assert_eq!(ext(&f, &stray), "catalog://teamcat:api:1");
+    let d = detail(&o);
+    assert_eq!(d.template_version_id, "teamcat:api:2");
+    let skipped = d.stacks.iter().find(|s| s.id == stray).unwrap();
+    assert_eq!(skipped.status, "skipped");
+    assert!(
+        skipped
+            .error
+            .contains("`teamcat:api` is not in this environment's catalogs"),
+        "{}",
+        skipped.error
+    );
+    // The template was asked for globally, then in each environment with its header.
+    let reads: Vec<_> = f
+        .requests()
+        .into_iter()
+        .filter(|r| r.uri.starts_with("/v1-catalog/templates/teamcat:api"))
+        .collect();
+    assert_eq!(reads[0].project_header, None);
+    assert_eq!(reads[0].status, 404);
+    for pid in [&team, &other] {
+        assert!(
+            reads
+                .iter()
+                .any(|r| r.project_header.as_deref() == Some(pid.as_str())),
+            "{reads:?}"
+        );
+    }
+    assert!(
+        reads
+            .iter()
+            .filter(|r| r.project_header.as_deref() == Some(other.as_str()))
+            .all(|r| r.status == 404)
+    );
+    // Only in the other environment: the template is not found anywhere.
+    let (status, o) = run(&app, "teamcat:api:2.0.0 --env ^other$").await;
+    assert_eq!(status, JobStatus::Failed);
+    let e = detail(&o).error.unwrap();
+    assert_eq!((e.status, e.msg.as_str()), (404, "Template not found"));
+    assert_eq!(ext(&f, &stray), "catalog://teamcat:api:1");
+}
+
+#[tokio::test]
+async fn a_global_catalog_is_read_once_for_every_environment() {
+    let f = fake().await;
+    for e in ["a", "b", "c"] {
+        let p = f.add_project(e);
+        f.add_stack(&p, "web", "catalog://library:my_web:1");
+    }
+    let app = app(config(&f, &[]), Arc::new(RecordingChat::default())).await;
+    let (status, o) = run(&app, "library:my_web:2.0.0").await;
+    assert_eq!((status, o.succeeded), (JobStatus::Succeeded, 3), "{o:?}");
+    let reads: Vec<_> = f
+        .requests()
+        .into_iter()
+        .filter(|r| r.uri.starts_with("/v1-catalog/"))
+        .collect();
+    assert_eq!(reads.len(), 2, "template and version, once: {reads:?}");
+    assert!(reads.iter().all(|r| r.project_header.is_none()));
+}
+
+#[tokio::test]
+async fn rollback_off_cancels_a_failed_stack_upgrade_instead() {
+    let f = fake().await;
+    let prod = f.add_project("prod");
+    let stuck = f.add_stack(&prod, "stuck", "catalog://library:my_web:1");
+    f.fail(&stuck, "upgrade", Fault::stuck("compose: no such service"));
+    let mut cfg = config(&f, &[("CORRAL_ROLLBACK_ON_TIMEOUT", "false")]);
+    cfg.rancher.upgrade_timeout = Duration::from_millis(300);
+    let app = app(cfg, Arc::new(RecordingChat::default())).await;
+    let (status, o) = run(&app, "library:my_web:2.0.0").await;
+    assert_eq!(status, JobStatus::Failed);
+    let reason = &o.failed[0].reason;
+    assert!(
+        reason.contains("did not reach `upgraded` within"),
+        "{reason}"
+    );
+    assert!(reason.contains("compose: no such service"), "{reason}");
+    assert!(reason.contains("upgrade cancelled"), "{reason}");
+    assert_eq!(f.count("POST", "action=rollback"), 0);
+    assert_eq!(f.count("POST", "action=cancelupgrade"), 1);
+    // Rancher 1.6: cancelupgrade ends in canceled-upgrade, from where the stack can be
+    // upgraded again or rolled back by hand.
+    assert_eq!(f.state_of(&stuck), "canceled-upgrade");
+    assert_eq!(ext(&f, &stuck), "catalog://library:my_web:1");
+}

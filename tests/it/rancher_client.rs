@@ -104,7 +104,7 @@ async fn errors_keep_rancher_code_and_message() {
     assert_eq!(e.code(), Some("Not Found"));
     assert_eq!(e.message(), "Not Found");
     // Catalog service: string status, no code.
-    let e = c.template("library", "nope").await.unwrap_err();
+    let e = c.template("library", "nope", None).await.unwrap_err();
     assert_eq!(e.status(), Some(404));
     assert_eq!(e.code(), Some("Not Found"));
     assert_eq!(e.message(), "Template not found");
@@ -271,13 +271,50 @@ async fn actions_follow_links_and_states_move_over_time() {
             ("2", "2.0.0", &[("docker-compose.yml", "b")]),
         ],
     );
-    let t = c.template("library", "web").await.unwrap();
-    let v = c.template_version(&t.version_links["2.0.0"]).await.unwrap();
+    let t = c.template("library", "web", None).await.unwrap();
+    let v = c
+        .template_version(&t.version_links["2.0.0"], None)
+        .await
+        .unwrap();
     assert_eq!(
         (v.id.as_str(), v.version.as_str()),
         ("library:web:2", "2.0.0")
     );
     assert_eq!(v.file("docker-compose.yml"), Some("b"));
+    // A catalog added to one environment: seen with that environment's header only.
+    let other = fake.add_project("Other");
+    fake.add_template_in(
+        &pid,
+        "team",
+        "api",
+        &[("1", "1.0.0", &[("docker-compose.yml", "c")])],
+    );
+    let e = c.template("team", "api", None).await.unwrap_err();
+    assert_eq!(e.status(), Some(404), "{e}");
+    let e = c.template("team", "api", Some(&other)).await.unwrap_err();
+    assert_eq!(e.status(), Some(404), "{e}");
+    let t = c.template("team", "api", Some(&pid)).await.unwrap();
+    let v = c
+        .template_version(&t.version_links["1.0.0"], Some(&pid))
+        .await
+        .unwrap();
+    assert_eq!(v.id, "team:api:1");
+    // The global catalogs are seen from every environment.
+    assert!(c.template("library", "web", Some(&other)).await.is_ok());
+    // An environment the key cannot reach: 403, as Cattle answers.
+    let e = c
+        .template("library", "web", Some("1a999"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(403), "{e}");
+    let scoped = fake
+        .requests()
+        .iter()
+        .filter(|r| r.uri.contains("team:api"))
+        .map(|r| r.project_header.clone())
+        .collect::<Vec<_>>();
+    assert_eq!(scoped[0], None);
+    assert_eq!(scoped[2].as_deref(), Some(pid.as_str()));
 }
 
 #[tokio::test]
@@ -345,4 +382,44 @@ async fn hostile_answers_are_errors_not_panics() {
         1,
     );
     assert!(c.stacks(&p, &[]).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn one_rancher_one_budget_and_no_process_wide_limit() {
+    use corral::config::{Config, Env};
+    use corral::rancher::Rancher;
+    let fake = FakeRancher::start().await;
+    fake.add_project("Default");
+    let config = Config::from_env(&Env::from_pairs([
+        ("RANCHER_URL", fake.url.as_str()),
+        ("RANCHER_ACCESS_KEY", ACCESS_KEY),
+        ("RANCHER_SECRET_KEY", SECRET_KEY),
+        ("CORRAL_RANCHER_RATE", "10"),
+    ]))
+    .unwrap();
+    let burst = |clients: Vec<Client>| async move {
+        let t = Instant::now();
+        let calls = clients
+            .iter()
+            .flat_map(|c| (0..10).map(move |_| c.projects()));
+        let results = futures::future::join_all(calls).await;
+        assert!(results.iter().all(Result::is_ok));
+        t.elapsed()
+    };
+    // Two clients of one Rancher share its 10/s: 20 requests need about a second.
+    let rancher = Rancher::new(&config.rancher);
+    let shared = burst(vec![
+        rancher.client().unwrap(),
+        rancher.clone().client().unwrap(),
+    ])
+    .await;
+    assert!(shared >= Duration::from_millis(800), "{shared:?}");
+    // Two Ranchers (two apps in one process) do not: each has its own burst of 10.
+    let (a, b) = (Rancher::new(&config.rancher), Rancher::new(&config.rancher));
+    let apart = burst(vec![a.client().unwrap(), b.client().unwrap()]).await;
+    assert!(apart < Duration::from_millis(500), "{apart:?}");
+    // Not configured: a clear error, no client.
+    let bare = Config::from_env(&Env::from_pairs([("CORRAL_CHANNEL", "C")])).unwrap();
+    let e = Rancher::new(&bare.rancher).client().unwrap_err();
+    assert!(e.to_string().contains("RANCHER_URL"), "{e}");
 }

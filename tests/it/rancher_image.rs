@@ -105,6 +105,15 @@ fn labelled_app(fake: &FakeRancher, project: &str, stack: &str, name: &str) -> S
     )
 }
 
+/// Waits (up to 2 s) for Rancher to bring a resource to `state`, and asserts it did.
+async fn settles(fake: &FakeRancher, id: &str, state: &str) {
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    while fake.state_of(id) != state && std::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(fake.state_of(id), state, "{id}");
+}
+
 fn result_of<'a>(list: &'a [Value], name: &str) -> &'a Value {
     list.iter()
         .find(|s| s["service"] == name)
@@ -191,8 +200,10 @@ async fn upgrades_labelled_services_keeping_every_field() {
     assert_eq!(strategy["batchSize"], json!(1));
     assert_eq!(strategy["intervalMillis"], json!(2000));
     assert!(strategy.get("secondaryLaunchConfigs").is_none());
-    // Confirmed: finishupgrade sent, service active on the new image, sidekick untouched.
+    // Confirmed: finishupgrade sent (the job is done once Rancher accepted it, as for
+    // stacks), then Rancher makes the service active on the new image, sidekick untouched.
     assert_eq!(w.fake.count("POST", "action=finishupgrade"), 1);
+    settles(&w.fake, &id, "active").await;
     let svc = w.fake.resource(&id).expect("service");
     assert_eq!(svc["state"], "active");
     assert_eq!(
@@ -418,19 +429,28 @@ async fn no_rollback_when_configured_off_and_refusals_are_per_service() {
             .to_string()
     };
     assert_eq!(result_of(&list, "stuck")["result"], "failed");
+    // The one undo policy: with rollback off, the upgrade is cancelled (Rancher 1.6:
+    // `cancelupgrade` from `upgrading`), for services as for stacks.
     assert!(
-        reason("stuck").contains("left as it is"),
+        reason("stuck").contains("upgrade cancelled (CORRAL_ROLLBACK_ON_TIMEOUT=false"),
+        "{}",
+        reason("stuck")
+    );
+    assert!(
+        reason("stuck").contains("did not reach `upgraded` within 1s"),
         "{}",
         reason("stuck")
     );
     assert_eq!(w.fake.count("POST", "action=rollback"), 0);
+    assert_eq!(w.fake.count("POST", "action=cancelupgrade"), 1);
+    assert_eq!(w.fake.state_of(&stuck), "canceled-upgrade");
     assert!(
         reason("retain").contains("StartFirst option can't be used"),
         "{}",
         reason("retain")
     );
     assert!(
-        reason("busy").contains("offers no upgrade in state `upgraded`"),
+        reason("busy").contains("not in an upgradeable state (state `upgraded`)"),
         "{}",
         reason("busy")
     );
@@ -732,4 +752,85 @@ async fn the_lock_gate_refuses_before_anything_changes() {
         "{v}"
     );
     assert!(w.fake.posts().is_empty(), "nothing reached Rancher");
+}
+
+#[tokio::test]
+async fn a_5xx_on_the_upgrade_post_is_settled_by_reading_the_service() {
+    let w = world(&[], |_| {}).await;
+    let dev = w.fake.add_project("dev");
+    let st = w.fake.add_stack(&dev, "app", "");
+    let flaky = labelled_app(&w.fake, &dev, &st, "flaky");
+    w.fake.fail(&flaky, "upgrade", Fault::started_then_500());
+    let crashed = labelled_app(&w.fake, &dev, &st, "crashed");
+    w.fake.fail(&crashed, "upgrade", Fault::server_error());
+
+    let job = w.run("image myorg/app:2.0").await;
+    let outcome = job.outcome.clone().expect("outcome");
+    assert_eq!(
+        (outcome.succeeded, outcome.failed.len()),
+        (1, 1),
+        "{outcome:?}"
+    );
+    let list = services(&job);
+    assert_eq!(list.len(), 2, "each service reported once: {list:?}");
+    assert_eq!(result_of(&list, "flaky")["result"], "upgraded");
+    let posts_to = |id: &str, action: &str| {
+        w.fake
+            .posts()
+            .iter()
+            .filter(|p| p.uri.contains(id) && p.action().as_deref() == Some(action))
+            .count()
+    };
+    assert_eq!(posts_to(&flaky, "upgrade"), 1, "never sent twice");
+    assert_eq!(posts_to(&flaky, "finishupgrade"), 1);
+    settles(&w.fake, &flaky, "active").await;
+    assert_eq!(
+        w.fake.resource(&flaky).expect("flaky")["launchConfig"]["imageUuid"],
+        "docker:myorg/app:2.0"
+    );
+    let c = result_of(&list, "crashed");
+    assert_eq!(c["result"], "failed");
+    let reason = c["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.starts_with("upgrade refused: Rancher 500 Internal Server Error"),
+        "{reason}"
+    );
+    assert!(reason.contains("unchanged"), "{reason}");
+    assert_eq!(outcome.failed[0].target, "app/crashed");
+    assert_eq!(
+        posts_to(&crashed, "rollback") + posts_to(&crashed, "cancelupgrade"),
+        0
+    );
+    assert_eq!(w.fake.state_of(&crashed), "active");
+}
+
+#[tokio::test]
+async fn waiting_services_share_one_read_per_environment() {
+    let w = world(&[("CORRAL_RANCHER_RATE", "2000")], |c| {
+        c.rancher.poll_interval = Duration::from_millis(50)
+    })
+    .await;
+    w.fake
+        .set_action_time("upgrade", Duration::from_millis(100));
+    for e in 0..2 {
+        let p = w.fake.add_project(&format!("env{e}"));
+        let st = w.fake.add_stack(&p, "app", "");
+        for n in 0..15 {
+            labelled_app(&w.fake, &p, &st, &format!("s{n:02}"));
+        }
+    }
+    let job = w.run("image myorg/app:2.0").await;
+    let outcome = job.outcome.clone().expect("outcome");
+    assert_eq!(outcome.succeeded, 30, "{outcome:?}");
+    let reqs = w.fake.requests();
+    // No service is read on its own: waiting reads each environment's list.
+    assert!(
+        !reqs
+            .iter()
+            .any(|r| r.method == "GET" && r.uri.contains("/services/1s")),
+        "{:?}",
+        reqs.iter().map(|r| &r.uri).collect::<Vec<_>>()
+    );
+    let per_service = reqs.len() as f64 / 30.0;
+    assert!(per_service < 3.0, "{} requests for 30 services", reqs.len());
 }

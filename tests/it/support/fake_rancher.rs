@@ -21,10 +21,15 @@
 //!   writes the new `externalId`, merged `environment`, compose texts (§9); rollback
 //!   restores them; finishupgrade clears them.
 //! * `/v1-catalog/templates/{cat}:{tpl}` and `…:{revision-or-version}`, catalog errors
-//!   with a string `status` and no `code` (§5, §8).
+//!   with a string `status` and no `code` (§5, §8). Catalogs are global or added to one
+//!   environment ([`FakeRancher::add_template_in`]): a request sees the global ones plus
+//!   those of the environment it selects with `X-API-Project-Id` (or `?projectId=`);
+//!   without one it is the account's own view, global catalogs only; an unknown
+//!   environment is 403 (§1, §2, §8).
 //!
-//! Test controls: per-target fault injection (an action answering 422/500, an upgrade
-//! stuck in `upgrading` with a `transitioningMessage`, a transition ending in
+//! Test controls: per-target fault injection (an action answering 422/500 and changing
+//! nothing, an action Rancher starts but answers 5xx for, an upgrade stuck in
+//! `upgrading` with a `transitioningMessage`, a transition ending in
 //! `transitioning: error`), per-path request faults (the next N matching requests
 //! answer a status), latency per request, a request log with bodies.
 //!
@@ -58,6 +63,8 @@ pub struct Logged {
     pub body: String,
     pub status: u16,
     pub at: Instant,
+    /// The `X-API-Project-Id` header, if the request carried one.
+    pub project_header: Option<String>,
 }
 
 impl Logged {
@@ -91,6 +98,10 @@ pub enum Fault {
     Stuck { message: String },
     /// The action is accepted, then the transition fails: `transitioning: error`.
     Error { message: String },
+    /// Rancher starts the action (the state moves on as for an accepted one) but the
+    /// answer is this status with a Cattle error body: a proxy timing out, a server
+    /// failing after its transaction (§3, the case a client must settle by reading).
+    StartedThenFailed { status: u16 },
 }
 
 impl Fault {
@@ -107,6 +118,10 @@ impl Fault {
             code: "Internal Server Error".into(),
             message: "Internal Server Error".into(),
         }
+    }
+    /// The action starts in Rancher, but the answer is a 500.
+    pub fn started_then_500() -> Fault {
+        Fault::StartedThenFailed { status: 500 }
     }
     pub fn stuck(message: &str) -> Fault {
         Fault::Stuck {
@@ -201,6 +216,8 @@ struct Res {
 }
 
 struct Template {
+    /// `None`: a global catalog; else the environment it was added to.
+    project: Option<String>,
     catalog: String,
     folder: String,
     name: String,
@@ -614,10 +631,34 @@ impl FakeRancher {
         }
     }
 
-    /// Adds a catalog template with versions `(revision, version, files)`.
+    /// Adds a catalog template with versions `(revision, version, files)`, in a global
+    /// catalog.
     pub fn add_template(&self, catalog: &str, folder: &str, versions: &[TemplateVersionSpec]) {
+        self.push_template(None, catalog, folder, versions);
+    }
+
+    /// Adds a template in a catalog added to one environment only: seen by requests that
+    /// select that environment, by no other.
+    pub fn add_template_in(
+        &self,
+        project: &str,
+        catalog: &str,
+        folder: &str,
+        versions: &[TemplateVersionSpec],
+    ) {
+        self.push_template(Some(project), catalog, folder, versions);
+    }
+
+    fn push_template(
+        &self,
+        project: Option<&str>,
+        catalog: &str,
+        folder: &str,
+        versions: &[TemplateVersionSpec],
+    ) {
         let mut st = self.st();
         st.templates.push(Template {
+            project: project.map(str::to_string),
             catalog: catalog.into(),
             folder: folder.into(),
             name: folder.into(),
@@ -816,6 +857,10 @@ async fn handle(
         body: String::from_utf8_lossy(&body).into_owned(),
         status: resp.status().as_u16(),
         at: Instant::now(),
+        project_header: headers
+            .get("x-api-project-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
     });
     resp
 }
@@ -913,7 +958,26 @@ fn route(st: &mut State, method: &Method, uri: &Uri, headers: &HeaderMap, body: 
                 Some((&parent_type, id)),
             )
         }
-        ["v1-catalog", "templates" | "templateversions", id] if get => catalog(st, id, uri),
+        ["v1-catalog", "templates" | "templateversions", id] if get => {
+            // The environment a catalog request selects (§2): the header, else the
+            // query parameter; none is the account's own view (global catalogs).
+            let scope = headers
+                .get("x-api-project-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+                .or_else(|| {
+                    query
+                        .iter()
+                        .find(|(k, _)| k == "projectId")
+                        .map(|(_, v)| v.clone())
+                });
+            if let Some(p) = &scope
+                && !st.projects.iter().any(|x| x["id"] == p.as_str())
+            {
+                return plain_error(403);
+            }
+            catalog(st, id, uri, scope.as_deref())
+        }
         _ => plain_error(404),
     }
 }
@@ -1257,6 +1321,10 @@ fn one_resource(
     {
         return cattle_error(&CattleError::new(*status, code).message(message));
     }
+    let answer_error = match &fault {
+        Some(Fault::StartedThenFailed { status }) => Some(*status),
+        _ => None,
+    };
     let end_fields = match &kind.hook {
         Some(h) => match h(&action, &st.resources[idx].body, &req) {
             Ok(f) => f,
@@ -1288,10 +1356,14 @@ fn one_resource(
             r.pending = Some((Instant::now() + duration, end));
         }
     }
+    if let Some(status) = answer_error {
+        let t = status_text(status);
+        return cattle_error(&CattleError::new(status, t).message(t));
+    }
     reply(202, render(st, &st.resources[idx]))
 }
 
-fn catalog(st: &State, id: &str, uri: &Uri) -> Response {
+fn catalog(st: &State, id: &str, uri: &Uri, scope: Option<&str>) -> Response {
     let me = format!("{}{}", st.base, uri.path());
     let parts: Vec<&str> = id.split(':').collect();
     let (cat, folder, rev) = match parts.as_slice() {
@@ -1299,11 +1371,11 @@ fn catalog(st: &State, id: &str, uri: &Uri) -> Response {
         [c, f, r] => (*c, *f, Some(*r)),
         _ => return catalog_error(404, "Template not found", &me),
     };
-    let Some(t) = st
-        .templates
-        .iter()
-        .find(|t| t.catalog == cat && t.folder == folder)
-    else {
+    let Some(t) = st.templates.iter().find(|t| {
+        t.catalog == cat
+            && t.folder == folder
+            && t.project.as_deref().is_none_or(|p| Some(p) == scope)
+    }) else {
         return catalog_error(404, "Template not found", &me);
     };
     let tid = format!("{cat}:{folder}");
