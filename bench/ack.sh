@@ -12,6 +12,7 @@
 #
 # Needs: wrk (apt-get install wrk), python3, curl; PostgreSQL 15 (apt-get install
 # postgresql-15) unless PG=0; node+npm for the Bolt-JS baseline.
+# CORRAL_BIN=path runs that binary instead of building this tree (before/after comparisons).
 # Usage: bench/ack.sh [seconds]   (default 15)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,8 +23,13 @@ SECRET=8f742231b10e8888abcd99yyyzzz85a5
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-cargo build --release --quiet
-BIN=target/release/corral
+# CORRAL_BIN runs another build (an older release, to compare) instead of this tree's.
+if [[ -n ${CORRAL_BIN:-} ]]; then
+  BIN=$(realpath "$CORRAL_BIN")
+else
+  cargo build --release --quiet
+  BIN=$(realpath target/release/corral)
+fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -84,7 +90,7 @@ corral_run() { # label, database URL
   local label=$1 db=$2 port pid
   port=$(free_port)
   ( cd "$WORK" && CORRAL_LISTEN=127.0.0.1:$port SLACK_SIGNING_SECRET=$SECRET CORRAL_LOG=warn \
-    CORRAL_DATABASE_URL=$db exec "$OLDPWD/$BIN" serve 2>"$WORK/serve-$label.log" ) &
+    CORRAL_DATABASE_URL=$db exec "$BIN" serve 2>"$WORK/serve-$label.log" ) &
   pid=$!
   wait_up "http://127.0.0.1:$port/healthz"
   read -r C_RPS C_P50 C_P99 C_BAD C_ERR < <(load "http://127.0.0.1:$port/slack/commands")
