@@ -253,6 +253,53 @@ pub struct SlackConfig {
     pub app_token: Option<Secret>,
     /// Web API base, e.g. `https://slack.com/api` (tests point it at a fake).
     pub api_url: Url,
+    /// An incoming webhook (post-only: no threads, no edits), used when there is no bot
+    /// token. A secret: the URL is the credential.
+    pub webhook_url: Option<Secret>,
+    /// The username webhook posts show.
+    pub webhook_username: Option<String>,
+    /// The deadline of one call to Slack.
+    pub timeout: Duration,
+    /// Between two posts in one channel.
+    pub post_interval: Duration,
+    /// Between two message edits.
+    pub update_interval: Duration,
+    /// Commands a minute one user may send (0: no limit).
+    pub user_rate: u32,
+}
+
+/// The outbox's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxConfig {
+    /// A message still failing this long after it was written is given up (dead).
+    pub give_up: Duration,
+    /// The longest wait between two attempts of a message.
+    pub backoff_max: Duration,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    /// `CORRAL_LOG_FORMAT` from `env`.
+    pub fn from_env(env: &Env) -> Result<LogFormat, ConfigError> {
+        match env.lookup(&["CORRAL_LOG_FORMAT"]) {
+            None => Ok(LogFormat::Text),
+            Some((var, v)) => match v.trim().to_ascii_lowercase().as_str() {
+                "text" => Ok(LogFormat::Text),
+                "json" => Ok(LogFormat::Json),
+                _ => Err(ConfigError::invalid(
+                    var,
+                    format!("{v:?} is not a log format (text or json)"),
+                )),
+            },
+        }
+    }
 }
 
 /// Everything corral needs to run, validated.
@@ -269,6 +316,8 @@ pub struct Config {
     pub deploy: crate::deploy::Config,
     pub policy_path: Option<PathBuf>,
     pub policy: Policy,
+    pub outbox: OutboxConfig,
+    pub log_format: LogFormat,
 }
 
 impl Config {
@@ -292,7 +341,23 @@ impl Config {
             api_url: env
                 .url(&["SLACK_API_URL"])?
                 .unwrap_or_else(|| Url::parse("https://slack.com/api").expect("static URL")),
+            webhook_url: webhook_url(env)?,
+            webhook_username: env
+                .string(&["CORRAL_SLACK_WEBHOOK_USERNAME", "AUTOUPDATE_SLACK_BOT_NAME"]),
+            timeout: env.duration(&["CORRAL_SLACK_TIMEOUT"], Duration::from_secs(10))?,
+            post_interval: env.duration(&["CORRAL_SLACK_POST_INTERVAL"], Duration::from_secs(1))?,
+            update_interval: env.duration(
+                &["CORRAL_SLACK_UPDATE_INTERVAL"],
+                Duration::from_millis(1200),
+            )?,
+            user_rate: env.number(&["CORRAL_SLACK_USER_RATE"], 20, 0..=10_000)? as u32,
         };
+        if slack.timeout.is_zero() || slack.timeout > Duration::from_secs(300) {
+            return Err(ConfigError::invalid(
+                "CORRAL_SLACK_TIMEOUT",
+                "must be more than 0 and at most 5m",
+            ));
+        }
         if let Some(t) = &slack.app_token
             && !t.expose().starts_with("xapp-")
         {
@@ -370,6 +435,23 @@ impl Config {
             None => Policy::default(),
         };
 
+        let outbox = OutboxConfig {
+            give_up: env.duration(&["CORRAL_OUTBOX_GIVE_UP"], Duration::from_secs(24 * 3600))?,
+            backoff_max: env.duration(&["CORRAL_OUTBOX_BACKOFF_MAX"], Duration::from_secs(8))?,
+        };
+        if outbox.give_up < Duration::from_secs(60) {
+            return Err(ConfigError::invalid(
+                "CORRAL_OUTBOX_GIVE_UP",
+                "must be at least 1m (messages would be given up while Slack blinks)",
+            ));
+        }
+        if outbox.backoff_max < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "CORRAL_OUTBOX_BACKOFF_MAX",
+                "must be at least 1s",
+            ));
+        }
+
         Ok(Config {
             listen,
             database_url,
@@ -380,6 +462,8 @@ impl Config {
             deploy,
             policy_path,
             policy,
+            outbox,
+            log_format: LogFormat::from_env(env)?,
         })
     }
 
@@ -391,10 +475,17 @@ impl Config {
                 "Slack HTTP ingress is off: set SLACK_SIGNING_SECRET (/slack/* answer 401)".into(),
             );
         }
-        if self.slack.bot_token.is_none() {
-            off.push(
+        match (&self.slack.bot_token, &self.slack.webhook_url) {
+            (None, None) => off.push(
                 "Slack messages are off: set SLACK_BOT_TOKEN (threads are only logged)".into(),
-            );
+            ),
+            (None, Some(_)) => off.push(
+                "Slack threads are off: messages go to the incoming webhook (each job's plan and outcome, no edits); set SLACK_BOT_TOKEN for threads".into(),
+            ),
+            (Some(_), Some(_)) => off.push(
+                "the incoming webhook is not used: SLACK_BOT_TOKEN is set".into(),
+            ),
+            (Some(_), None) => {}
         }
         if self.slack.app_token.is_none() {
             off.push("Socket Mode is off: set SLACK_APP_TOKEN (xapp-…) to use it".into());
@@ -422,6 +513,23 @@ impl Config {
         }
         off
     }
+}
+
+/// The incoming webhook URL: an http(s) URL, never quoted in errors (it is a credential).
+fn webhook_url(env: &Env) -> Result<Option<Secret>, ConfigError> {
+    let Some((var, v)) = env.lookup(&["CORRAL_SLACK_WEBHOOK_URL", "AUTOUPDATE_SLACK_WEBHOOK_URL"])
+    else {
+        return Ok(None);
+    };
+    let ok = Url::parse(v.trim())
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+    if !ok {
+        return Err(ConfigError::invalid(
+            var,
+            "is not an http(s) URL (the value is not shown: it is a credential)",
+        ));
+    }
+    Ok(Some(Secret::new(v.trim())))
 }
 
 fn listen_address(env: &Env) -> Result<SocketAddr, ConfigError> {

@@ -97,7 +97,7 @@ fn config(fake: &FakeRancher, extra: &[(&str, &str)]) -> Config {
 }
 
 async fn app(config: Config, chat: Arc<RecordingChat>) -> Arc<App> {
-    App::new(
+    crate::support::corral::start_app(
         Arc::new(config),
         corral::store::open("sqlite::memory:").await.expect("store"),
         chat,
@@ -122,6 +122,7 @@ async fn run(app: &App, text: &str) -> (JobStatus, Outcome) {
     tokio::time::timeout(Duration::from_secs(20), app.runner.wait(job.id))
         .await
         .expect("the job ends");
+    crate::support::corral::delivered(app).await;
     let rec = app.store.job(job.id).await.unwrap().unwrap();
     (rec.status, rec.outcome.expect("outcome stored"))
 }

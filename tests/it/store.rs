@@ -61,6 +61,7 @@ async fn change(
                     detail: String::new(),
                     source: Source::Slack,
                 }],
+                ..Effects::default()
             },
         })
     }))
@@ -167,6 +168,7 @@ async fn jobs_pass_the_gate_in_one_transaction() {
                             detail: "forced".into(),
                             source: Source::Slack,
                         }],
+                        ..Effects::default()
                     })
                 }),
             )
@@ -191,12 +193,17 @@ async fn jobs_pass_the_gate_in_one_transaction() {
             .await
             .unwrap();
         s.set_job_progress(j.id, 1, 0, 2, 12).await.unwrap();
+        // A job has one thread root (an outbox row keyed job:N:root): the newest wins.
         s.set_message(j.id, "C1", "1.1").await.unwrap();
         s.set_message(j.id, "C1", "1.2").await.unwrap();
+        assert_eq!(
+            s.messages(j.id).await.unwrap(),
+            vec![("C1".into(), "1.2".into())]
+        );
         s.set_message(j.id, "C2", "2.1").await.unwrap();
         assert_eq!(
             s.messages(j.id).await.unwrap(),
-            vec![("C1".into(), "1.2".into()), ("C2".into(), "2.1".into())]
+            vec![("C2".into(), "2.1".into())]
         );
         let out = Outcome {
             succeeded: 2,
