@@ -280,7 +280,7 @@ impl Sender {
         self.metrics.outbox_send(method, outcome);
     }
 
-    /// Records a call of `method` (to `channel`) made now, for pacing.
+    /// Records a call of `method` (to `channel`) made or answered now, for pacing.
     async fn paced(
         &self,
         method: &str,
@@ -456,6 +456,7 @@ impl Sender {
                         self.chat.respond(url, row.in_channel, &row.message).await,
                     )
                 };
+                self.paced(method, None, &limits).await?;
                 match sent {
                     Ok(()) => {
                         self.count(method, "ok");
@@ -496,6 +497,7 @@ impl Sender {
                 .update(&row.channel, ts, &row.message.shortened(SHORTENED))
                 .await;
         }
+        self.paced(UPDATE, None, limits).await?;
         match sent {
             Ok(()) => {
                 self.count(UPDATE, "ok");
@@ -556,11 +558,12 @@ impl Sender {
             }
             self.paced(LOOKUP, None, limits).await?;
             let oldest = row.created_at / 1000 - LOOKUP_SLACK_S;
-            match self
+            let found = self
                 .chat
                 .find_post(&row.channel, thread_ts.as_deref(), row.id, oldest)
-                .await
-            {
+                .await;
+            self.paced(LOOKUP, None, limits).await?;
+            match found {
                 Ok(Some(ts)) => {
                     self.count(LOOKUP, "found");
                     tracing::info!(job = row.job, outbox = row.id, ts = %ts, "outbox: the earlier attempt did arrive; not posting again");
@@ -607,6 +610,8 @@ impl Sender {
                 )
                 .await;
         }
+        // Paced from the answer too: Slack counts arrivals, and a call can take a while.
+        self.paced(POST, Some(&row.channel), limits).await?;
         match sent {
             Ok(ts) => {
                 self.count(POST, "ok");

@@ -346,7 +346,8 @@ fn note_on_job(conn: &Connection, id: i64, error: &str) -> Result<()> {
         .optional()?;
     if let Some((Some(job), role)) = row {
         conn.execute(
-            "UPDATE jobs SET delivery = ?2 WHERE id = ?1",
+            // The first reason is the cause; later ones (replies of a root that failed) follow from it.
+            "UPDATE jobs SET delivery = COALESCE(delivery, ?2) WHERE id = ?1",
             params![
                 job,
                 format!("the {role} message was not delivered: {error}")

@@ -24,6 +24,16 @@ pub struct Corral {
     pub app: Arc<App>,
     pub slack: FakeSlack,
     pub http: reqwest::Client,
+    /// The outbox sender's task: aborted when this is dropped (a process that died).
+    sender: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for Corral {
+    fn drop(&mut self) {
+        if let Some(s) = self.sender.take() {
+            s.abort();
+        }
+    }
 }
 
 /// The default test environment plus `extra` (which wins).
@@ -78,7 +88,8 @@ impl Corral {
         let chat: Arc<dyn Chat> = corral::app::destination(&config)
             .expect("slack client")
             .unwrap_or_else(|| Arc::new(corral::chat::LogChat::default()));
-        let app = start_app_on(config, store, chat, clock);
+        let app = App::with_clock(config, store, chat, clock);
+        let sender = app.start_sender();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router = corral::api::router(app.clone());
@@ -91,6 +102,7 @@ impl Corral {
             app,
             slack,
             http: corral::http_client().unwrap(),
+            sender,
         }
     }
 

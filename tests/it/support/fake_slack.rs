@@ -467,6 +467,13 @@ impl FakeSlack {
         });
     }
 
+    /// Ends every scripted fault (Slack recovers).
+    pub fn clear_faults(&self) {
+        self.inner.failures.lock().unwrap().clear();
+        self.inner.windows.lock().unwrap().clear();
+        self.inner.refused.lock().unwrap().clear();
+    }
+
     /// Every call about `channel` is refused with `code` (`channel_not_found`, …).
     pub fn refuse_channel(&self, channel: &str, code: &'static str) {
         self.inner
