@@ -74,8 +74,9 @@ PY
 peak_rss_mb() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 
 PORT=$(free_port)
+# One signed user floods on purpose here: the per-user command limit is off.
 ( cd "$WORK" && CORRAL_LISTEN=127.0.0.1:$PORT SLACK_SIGNING_SECRET=$SECRET CORRAL_LOG=warn \
-  CORRAL_DATABASE_URL=sqlite://bench.db exec "$OLDPWD/$BIN" serve 2>"$WORK/serve.log" ) &
+  CORRAL_SLACK_USER_RATE=0 CORRAL_DATABASE_URL=sqlite://bench.db exec "$OLDPWD/$BIN" serve 2>"$WORK/serve.log" ) &
 CPID=$!
 wait_up "http://127.0.0.1:$PORT/healthz"
 read -r C_RPS C_P50 C_P99 C_BAD C_ERR < <(load "http://127.0.0.1:$PORT/slack/commands")
