@@ -682,6 +682,46 @@ mod tests {
     }
 
     #[test]
+    fn outbox_and_webhook_settings() {
+        let c = cfg(&[
+            (
+                "AUTOUPDATE_SLACK_WEBHOOK_URL",
+                "https://hooks.slack.com/services/T/B/secret",
+            ),
+            ("AUTOUPDATE_SLACK_BOT_NAME", "updater"),
+            ("CORRAL_LOG_FORMAT", "JSON"),
+        ])
+        .unwrap();
+        assert!(c.slack.webhook_url.is_some());
+        assert_eq!(c.slack.webhook_username.as_deref(), Some("updater"));
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.outbox.give_up, Duration::from_secs(24 * 3600));
+        assert_eq!(c.slack.user_rate, 20);
+        assert!(
+            c.disabled_integrations()
+                .iter()
+                .any(|l| l.contains("incoming webhook"))
+        );
+        let err = |pairs: &[(&str, &str)]| cfg(pairs).unwrap_err().to_string();
+        let e = err(&[(
+            "CORRAL_SLACK_WEBHOOK_URL",
+            "hooks.slack.com/services/T/B/secret",
+        )]);
+        assert!(
+            e.starts_with("CORRAL_SLACK_WEBHOOK_URL:") && !e.contains("secret"),
+            "{e}"
+        );
+        assert!(err(&[("CORRAL_LOG_FORMAT", "xml")]).starts_with("CORRAL_LOG_FORMAT:"));
+        assert!(err(&[("CORRAL_OUTBOX_GIVE_UP", "10s")]).starts_with("CORRAL_OUTBOX_GIVE_UP:"));
+        assert!(err(&[("CORRAL_SLACK_TIMEOUT", "0")]).starts_with("CORRAL_SLACK_TIMEOUT:"));
+        assert!(err(&[("CORRAL_SLACK_USER_RATE", "-1")]).starts_with("CORRAL_SLACK_USER_RATE:"));
+        assert!(
+            !format!("{c:?}").contains("hooktoken42"),
+            "the webhook URL is a secret"
+        );
+    }
+
+    #[test]
     fn errors_never_echo_secrets() {
         let e = cfg(&[("CORRAL_DATABASE_URL", "postgres://corral:hunter2@db/corral")])
             .unwrap_err()
