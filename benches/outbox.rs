@@ -244,7 +244,7 @@ impl Drop for Server {
     }
 }
 
-async fn serve(bin: &str, dir: &std::path::Path) -> Server {
+async fn serve(bin: &str, dir: &std::path::Path, slack_api: Option<&str>) -> Server {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -252,7 +252,12 @@ async fn serve(bin: &str, dir: &std::path::Path) -> Server {
         .port();
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).unwrap();
-    let child = Command::new(bin)
+    let mut cmd = Command::new(bin);
+    if let Some(api) = slack_api {
+        cmd.env("SLACK_BOT_TOKEN", "xoxb-bench")
+            .env("SLACK_API_URL", api);
+    }
+    let child = cmd
         .arg("serve")
         .current_dir(dir)
         .env_clear()
@@ -351,23 +356,34 @@ async fn hotpath(dir: &std::path::Path) {
     };
     let new = env!("CARGO_BIN_EXE_corral");
     let secs = knob("BENCH_SECONDS", 5);
+    // Both binaries post to the same fake Slack (Slack's 1/s per channel enforced).
+    let slack = FakeSlack::start().await;
+    slack.enforce_post_rate(Duration::from_secs(1));
+    let api = slack.api_url.clone();
     println!(
         "## the cost of outbox rows on the request path ({secs} s per run, one connection, file-backed SQLite)"
     );
-    for (label, signed) in [
+    for (label, signed, dest) in [
         (
-            "signed Slack /release start + stop (Slack shows these: no row)",
+            "signed Slack /release start + stop, Slack configured (Slack shows these: no row)",
             true,
+            Some(api.as_str()),
         ),
         (
-            "releasestatus /start + /stop (each writes its announcement row)",
+            "releasestatus /start + /stop, Slack configured (each change writes its announcement row)",
             false,
+            Some(api.as_str()),
+        ),
+        (
+            "releasestatus /start + /stop, no Slack (rows go to the log at once: the sender competes for the store)",
+            false,
+            None,
         ),
     ] {
         let mut runs = [Vec::new(), Vec::new()];
         for round in 0..2 {
             for (i, bin) in [base.as_str(), new].iter().enumerate() {
-                let s = serve(bin, &dir.join(format!("hot-{i}-{round}"))).await;
+                let s = serve(bin, &dir.join(format!("hot-{i}-{round}")), dest).await;
                 runs[i].push(pairs(&s.url, signed, secs).await);
             }
         }
@@ -382,6 +398,75 @@ async fn hotpath(dir: &std::path::Path) {
     }
 }
 
+/// The store alone: lock changes with and without their announcement row, on a file.
+async fn store_cost(dir: &std::path::Path) {
+    use corral::chat::Message;
+    use corral::store::{LockDecision, LockHistoryEntry, NewMessage};
+    let n = knob("BENCH_STORE_CHANGES", 4000) as usize;
+    let mut rates = Vec::new();
+    for with_row in [false, true, false, true] {
+        let url = format!(
+            "sqlite://{}/store-{with_row}-{}.db",
+            dir.display(),
+            rates.len()
+        );
+        let store = corral::store::open(&url).await.expect("store");
+        let t = Instant::now();
+        for i in 0..n {
+            let action = if i % 2 == 0 {
+                LockAction::Start {
+                    reason: String::new(),
+                }
+            } else {
+                LockAction::Stop { force: true }
+            };
+            let actor = Actor {
+                who: "api:bench".into(),
+                may_force: true,
+                holder_only_stop: false,
+            };
+            store
+                .change_lock(Box::new(move |st| {
+                    let state = corral::lock::apply(st, &action, &actor, 1)?;
+                    let mut effects = Effects::default();
+                    if with_row {
+                        effects.messages.push(NewMessage::post(
+                            1,
+                            CHANNEL,
+                            Message::text("🚀 api:bench started a release (via api)"),
+                        ));
+                    }
+                    Ok(LockDecision {
+                        state,
+                        history: LockHistoryEntry {
+                            at: 1,
+                            actor: actor.who.clone(),
+                            action: action.name().into(),
+                            reason: String::new(),
+                            source: Source::Api,
+                            forced: false,
+                        },
+                        effects,
+                    })
+                }))
+                .await
+                .expect("store")
+                .expect("allowed");
+        }
+        rates.push((with_row, n as f64 / t.elapsed().as_secs_f64()));
+    }
+    let mean = |w: bool| {
+        let v: Vec<f64> = rates.iter().filter(|r| r.0 == w).map(|r| r.1).collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    println!(
+        "store alone: {:.0} lock changes/s without a row, {:.0} with its announcement row → {:+.1} %",
+        mean(false),
+        mean(true),
+        (mean(true) / mean(false) - 1.0) * 100.0
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let dir = std::env::temp_dir().join(format!("corral-bench-outbox-{}", std::process::id()));
@@ -393,6 +478,7 @@ async fn main() {
         outage(&dir).await;
     }
     if wants("hotpath") {
+        store_cost(&dir).await;
         hotpath(&dir).await;
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -39,6 +39,9 @@ use crate::store::{OutboxRow, RowKind, RowState, Settle, Store, Thread};
 
 /// How often the store is read for rows written by another process.
 const POLL: Duration = Duration::from_millis(500);
+/// Woken by new rows, the sender waits this long before it looks: a burst of wake-ups
+/// (one per request under load) costs one look at the store, not one each.
+const SETTLE: Duration = Duration::from_millis(100);
 /// First backoff after a transient failure.
 const BACKOFF_BASE_MS: i64 = 1000;
 /// Slack's messages are shortened to this on `msg_too_long`.
@@ -211,10 +214,13 @@ impl Sender {
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
-                _ = self.outbox.inner.notify.notified() => {}
-                _ = clock_wait => {}
-                _ = tokio::time::sleep(POLL) => {}
+            let woken = tokio::select! {
+                _ = self.outbox.inner.notify.notified() => true,
+                _ = clock_wait => false,
+                _ = tokio::time::sleep(POLL) => false,
+            };
+            if woken {
+                tokio::time::sleep(SETTLE).await;
             }
         }
     }
@@ -237,9 +243,16 @@ impl Sender {
         if work.is_empty() {
             return Ok(Next::Idle);
         }
-        let pacing: HashMap<String, i64> = self.store.pacing().await?.into_iter().collect();
+        // An unpaced destination (the log, a printer) has no windows to read.
+        let pacing: HashMap<String, i64> = if self.chat.limits() == Limits::default() {
+            HashMap::new()
+        } else {
+            self.store.pacing().await?.into_iter().collect()
+        };
         let caps = self.chat.capabilities();
+        let unpaced = self.chat.limits() == Limits::default();
         let mut wake: Option<i64> = None;
+        let mut attempted = false;
         for row in work {
             let paced = self
                 .scopes(&row, caps)
@@ -250,9 +263,18 @@ impl Sender {
             let ready = row.not_before.max(paced);
             if ready <= now {
                 self.attempt(row.id, now).await?;
-                return Ok(Next::Again);
+                attempted = true;
+                // A paced destination's windows just moved: look again. An unpaced one
+                // takes every ready row of this look (each is its lane's head).
+                if !unpaced {
+                    return Ok(Next::Again);
+                }
+                continue;
             }
             wake = Some(wake.map_or(ready, |w| w.min(ready)));
+        }
+        if attempted {
+            return Ok(Next::Again);
         }
         Ok(wake.map_or(Next::Idle, Next::Until))
     }

@@ -143,18 +143,24 @@ impl Raw {
     }
 }
 
+/// One statement, prepared once per connection.
+fn exec(conn: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(p)
+}
+
 fn encode(m: &Message) -> Result<String> {
     serde_json::to_string(m).map_err(|e| StoreError::Db(format!("cannot encode a message: {e}")))
 }
 
+/// The next sequence number of a lane: one more than its last pending row's (a lane with
+/// nothing pending starts again; only pending rows are ever compared). Read through the
+/// sender's index, inside the inserting transaction, which SQLite serialises; a
+/// PostgreSQL store takes `pg_advisory_xact_lock(hashtext(lane))` first.
 fn next_seq(conn: &Connection, lane: &str) -> Result<i64> {
-    Ok(conn.query_row(
-        "INSERT INTO outbox_lanes (lane, last_seq) VALUES (?1, 1)
-         ON CONFLICT (lane) DO UPDATE SET last_seq = outbox_lanes.last_seq + 1
-         RETURNING last_seq",
-        [lane],
-        |r| r.get(0),
-    )?)
+    let mut stmt = conn.prepare_cached(
+        "SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox WHERE state = 'pending' AND lane = ?1",
+    )?;
+    Ok(stmt.query_row([lane], |r| r.get(0))?)
 }
 
 /// Writes messages (inside the caller's transaction).
@@ -231,11 +237,13 @@ fn insert_one(conn: &Connection, m: &NewMessage) -> Result<Enqueued> {
             ),
         };
     let seq = next_seq(conn, &lane)?;
-    let id: i64 = conn.query_row(
+    let mut stmt = conn.prepare_cached(
         "INSERT INTO outbox (key, kind, lane, seq, channel, thread_key, thread_ts, user_id, url,
              in_channel, role, job_id, body, created_at, updated_at, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14, ?15)
          RETURNING id",
+    )?;
+    let id: i64 = stmt.query_row(
         params![
             key,
             kind.as_str(),
@@ -277,7 +285,8 @@ fn edit(conn: &Connection, key: &str, body: &str, at_ms: i64) -> Result<Enqueued
         // Already what is (or will be) shown: nothing to send.
         return Ok(Enqueued::Coalesced(id));
     }
-    conn.execute(
+    exec(
+        conn,
         "UPDATE outbox SET body = ?2, version = version + 1, updated_at = ?3,
              state = CASE WHEN state = 'done' THEN 'edit' ELSE state END,
              not_before = CASE WHEN state = 'done' THEN 0 ELSE not_before END
@@ -293,13 +302,26 @@ fn rows_where(conn: &Connection, tail: &str, p: &[&dyn rusqlite::ToSql]) -> Resu
     rows.map(|r| r?.typed()).collect()
 }
 
-/// Lane heads and edits, oldest wish first.
+/// Lane heads and edits, oldest wish first. The heads come from a loose index scan
+/// (a recursive walk from one pending lane to the next, then the lowest `seq` of each):
+/// one index seek per lane with work, however many rows wait behind the heads.
 pub fn work(conn: &Connection, now_ms: i64, limit: usize) -> Result<Vec<OutboxRow>> {
     rows_where(
         conn,
-        "WHERE ((o.state = 'pending'
-                 AND o.seq = (SELECT MIN(p.seq) FROM outbox p WHERE p.state = 'pending' AND p.lane = o.lane))
-                OR o.state = 'edit')
+        "WHERE o.id IN (
+                 WITH RECURSIVE lanes (lane) AS (
+                     SELECT MIN(lane) FROM outbox WHERE state = 'pending'
+                     UNION ALL
+                     SELECT (SELECT MIN(q.lane) FROM outbox q
+                             WHERE q.state = 'pending' AND q.lane > lanes.lane)
+                     FROM lanes WHERE lanes.lane IS NOT NULL
+                 )
+                 SELECT (SELECT p.id FROM outbox p
+                         WHERE p.state = 'pending' AND p.lane = lanes.lane
+                         ORDER BY p.seq LIMIT 1)
+                 FROM lanes WHERE lanes.lane IS NOT NULL
+                 UNION ALL
+                 SELECT id FROM outbox WHERE state = 'edit')
            AND (o.lease_until IS NULL OR o.lease_until < ?1)
          ORDER BY CASE WHEN o.state = 'edit' THEN o.updated_at ELSE o.created_at END, o.id
          LIMIT ?2",
@@ -314,7 +336,8 @@ pub fn claim(
     now_ms: i64,
     lease_ms: i64,
 ) -> Result<Option<OutboxRow>> {
-    let n = conn.execute(
+    let n = exec(
+        conn,
         "UPDATE outbox SET lease_owner = ?2, lease_until = ?3 + ?4, attempts = attempts + 1,
              unknown = CASE WHEN lease_until IS NOT NULL THEN 1 ELSE unknown END
          WHERE id = ?1 AND state IN ('pending', 'edit')
@@ -345,7 +368,8 @@ fn note_on_job(conn: &Connection, id: i64, error: &str) -> Result<()> {
         })
         .optional()?;
     if let Some((Some(job), role)) = row {
-        conn.execute(
+        exec(
+            conn,
             // The first reason is the cause; later ones (replies of a root that failed) follow from it.
             "UPDATE jobs SET delivery = COALESCE(delivery, ?2) WHERE id = ?1",
             params![
@@ -361,7 +385,8 @@ pub fn settle(conn: &Connection, id: i64, owner: &str, s: &Settle) -> Result<()>
     let held = "WHERE id = ?1 AND lease_owner = ?2";
     match s {
         Settle::Delivered { version, ts } => {
-            conn.execute(
+            exec(
+                conn,
                 &format!(
                     "UPDATE outbox SET ts = COALESCE(?3, ts), sent_version = ?4,
                          state = CASE WHEN version > ?4 THEN 'edit' ELSE 'done' END,
@@ -371,7 +396,8 @@ pub fn settle(conn: &Connection, id: i64, owner: &str, s: &Settle) -> Result<()>
             )?;
         }
         Settle::NotFound => {
-            conn.execute(
+            exec(
+                conn,
                 &format!("UPDATE outbox SET unknown = 0, {RELEASE} {held}"),
                 params![id, owner],
             )?;
@@ -381,7 +407,8 @@ pub fn settle(conn: &Connection, id: i64, owner: &str, s: &Settle) -> Result<()>
             error,
             unknown,
         } => {
-            conn.execute(
+            exec(
+                conn,
                 &format!(
                     "UPDATE outbox SET not_before = ?3, last_error = ?4,
                          unknown = CASE WHEN ?5 THEN 1 ELSE unknown END, {RELEASE} {held}"
@@ -390,7 +417,8 @@ pub fn settle(conn: &Connection, id: i64, owner: &str, s: &Settle) -> Result<()>
             )?;
         }
         Settle::EditRefused { version, error } => {
-            let n = conn.execute(
+            let n = exec(
+        conn,
                 &format!(
                     "UPDATE outbox SET sent_version = ?3, last_error = ?4,
                          state = CASE WHEN version > ?3 THEN 'edit' ELSE 'done' END, {RELEASE} {held}"
@@ -407,7 +435,8 @@ pub fn settle(conn: &Connection, id: i64, owner: &str, s: &Settle) -> Result<()>
             } else {
                 RowState::Dead
             };
-            let n = conn.execute(
+            let n = exec(
+                conn,
                 &format!("UPDATE outbox SET state = ?3, last_error = ?4, {RELEASE} {held}"),
                 params![id, owner, state.as_str(), error],
             )?;
@@ -416,7 +445,8 @@ pub fn settle(conn: &Connection, id: i64, owner: &str, s: &Settle) -> Result<()>
             }
         }
         Settle::Dropped { reason } => {
-            conn.execute(
+            exec(
+                conn,
                 &format!("UPDATE outbox SET state = 'dropped', last_error = ?3, {RELEASE} {held}"),
                 params![id, owner, reason],
             )?;
@@ -478,7 +508,8 @@ pub fn pacing(conn: &Connection) -> Result<Vec<(String, i64)>> {
 }
 
 pub fn push_pacing(conn: &Connection, scope: &str, not_before: i64) -> Result<()> {
-    conn.execute(
+    exec(
+        conn,
         "INSERT INTO outbox_pacing (scope, not_before) VALUES (?1, ?2)
          ON CONFLICT (scope) DO UPDATE SET not_before =
              CASE WHEN excluded.not_before > outbox_pacing.not_before
@@ -490,11 +521,13 @@ pub fn push_pacing(conn: &Connection, scope: &str, not_before: i64) -> Result<()
 
 /// A root posted outside the outbox (or before it existed): a delivered row.
 pub fn set_root(conn: &Connection, job: i64, channel: &str, ts: &str) -> Result<()> {
-    conn.execute(
+    exec(
+        conn,
         "INSERT INTO outbox (key, kind, lane, seq, channel, role, job_id, body, version,
              sent_version, state, ts, created_at, updated_at)
          VALUES (?1, 'post', ?2, 0, ?2, 'root', ?3, '{\"text\":\"\"}', 0, 0, 'done', ?4, 0, 0)
-         ON CONFLICT (key) DO UPDATE SET channel = excluded.channel, ts = excluded.ts",
+         ON CONFLICT (key) WHERE key IS NOT NULL
+         DO UPDATE SET channel = excluded.channel, ts = excluded.ts",
         params![root_key(job), channel, job, ts],
     )?;
     Ok(())

@@ -2,11 +2,13 @@
 -- that caused it, delivered by the sender (app/outbox.rs). Times are Unix milliseconds.
 --
 -- Portable SQL on purpose (a PostgreSQL store follows): the only SQLite-specific bits are
--- INTEGER PRIMARY KEY AUTOINCREMENT (PostgreSQL: BIGINT GENERATED ALWAYS AS IDENTITY),
--- INTEGER for booleans, and `||` with an integer operand below (PostgreSQL: job_id::text).
+-- INTEGER PRIMARY KEY (PostgreSQL: BIGINT GENERATED ALWAYS AS IDENTITY; rows are never
+-- deleted, so ids are not reused), INTEGER for booleans, and `||` with an integer operand
+-- below (PostgreSQL: job_id::text). Indexes are few on purpose: every page a row touches
+-- is written on the request path.
 CREATE TABLE outbox (
-    id            INTEGER PRIMARY KEY AUTOINCREMENT,
-    key           TEXT UNIQUE,                 -- job:12:root; NULL for unnamed rows
+    id            INTEGER PRIMARY KEY,
+    key           TEXT,                        -- job:12:root; NULL for unnamed rows
     kind          TEXT NOT NULL,               -- post | ephemeral | respond
     lane          TEXT NOT NULL,               -- rows of a lane go out in seq order
     seq           INTEGER NOT NULL,
@@ -33,15 +35,11 @@ CREATE TABLE outbox (
     updated_at    INTEGER NOT NULL,
     expires_at    INTEGER
 );
+-- The sender's index: pending rows by lane and sequence (lane heads are found with a
+-- loose index scan over it, one seek per lane with work), and edits waiting.
 CREATE INDEX outbox_open ON outbox (state, lane, seq);
-CREATE INDEX outbox_job ON outbox (job_id);
-
--- The last sequence number handed out per lane (an upsert serialises inserts per lane;
--- on PostgreSQL the same upsert takes that row's lock).
-CREATE TABLE outbox_lanes (
-    lane      TEXT PRIMARY KEY,
-    last_seq  INTEGER NOT NULL
-);
+-- Only named rows are indexed by name (most rows have none).
+CREATE UNIQUE INDEX outbox_key ON outbox (key) WHERE key IS NOT NULL;
 
 -- The sender's pacing: per method and per method+channel, the earliest next call
 -- (Retry-After windows included), so a restart keeps honouring them.
@@ -60,4 +58,4 @@ INSERT INTO outbox (key, kind, lane, seq, channel, role, job_id, body, version, 
 SELECT 'job:' || job_id || ':root', 'post', channel, 0, channel, 'root', job_id, '{"text":""}',
        0, 0, 'done', ts, 0, 0
 FROM messages WHERE true
-ON CONFLICT DO NOTHING;
+ON CONFLICT (key) WHERE key IS NOT NULL DO NOTHING;
