@@ -85,12 +85,13 @@ PY
 
 peak_rss_mb() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 
-# corral on one store URL: prints its line, sets C_RPS C_P99 C_RSS.
+# corral on one store URL: prints its line, sets C_RPS C_P99 C_RSS. One signed user floods
+# on purpose here: the per-user command limit is off.
 corral_run() { # label, database URL
   local label=$1 db=$2 port pid
   port=$(free_port)
   ( cd "$WORK" && CORRAL_LISTEN=127.0.0.1:$port SLACK_SIGNING_SECRET=$SECRET CORRAL_LOG=warn \
-    CORRAL_DATABASE_URL=$db exec "$BIN" serve 2>"$WORK/serve-$label.log" ) &
+    CORRAL_SLACK_USER_RATE=0 CORRAL_DATABASE_URL=$db exec "$BIN" serve 2>"$WORK/serve-$label.log" ) &
   pid=$!
   wait_up "http://127.0.0.1:$port/healthz"
   read -r C_RPS C_P50 C_P99 C_BAD C_ERR < <(load "http://127.0.0.1:$port/slack/commands")

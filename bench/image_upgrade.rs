@@ -95,6 +95,7 @@ async fn run(envs: usize, per_env: usize, parallelism: Option<usize>) -> Run {
     let chat = Arc::new(CountingChat::default());
     let store = corral::store::open("sqlite::memory:").await.expect("store");
     let app = App::new(Arc::new(config), store, chat.clone());
+    app.start_sender();
     let command = parse_slash("/upgrade", "image myorg/app:2.0").expect("command");
     let started = Instant::now();
     let reply = app
@@ -107,6 +108,9 @@ async fn run(envs: usize, per_env: usize, parallelism: Option<usize>) -> Run {
         .await;
     let job = reply.job.expect("job");
     app.runner.wait(job.id).await;
+    app.outbox
+        .idle(app.store.as_ref(), Duration::from_secs(60))
+        .await;
     let wall = started.elapsed();
     let rec = app.store.job(job.id).await.expect("store").expect("job");
     let outcome = rec.outcome.expect("outcome");

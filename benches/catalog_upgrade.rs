@@ -130,6 +130,7 @@ async fn bench() {
         corral::store::open("sqlite::memory:").await.expect("store"),
         chat.clone(),
     );
+    app.start_sender();
 
     let t = Instant::now();
     let reply = app
@@ -143,6 +144,9 @@ async fn bench() {
         .await;
     let job = reply.job.expect("a job");
     app.runner.wait(job.id).await;
+    app.outbox
+        .idle(app.store.as_ref(), Duration::from_secs(60))
+        .await;
     let wall = t.elapsed();
     let rec = app.store.job(job.id).await.expect("store").expect("job");
     let outcome = rec.outcome.expect("outcome");

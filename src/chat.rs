@@ -1,28 +1,74 @@
-//! What corral says, and where it goes: the [`Chat`] trait, the [`Message`] it carries,
-//! and the destinations that are not Slack ([`LogChat`] when Slack is off, [`PrintChat`]
-//! and [`TeeChat`] for `corral exec`). Slack's implementation and the Block Kit rendering
-//! live in `slack/`.
+//! What corral says, and the transports that carry it: the [`Message`] (a small, serialisable
+//! Block Kit-like structure that outbox rows store as JSON), the [`Chat`] trait the outbox's
+//! sender delivers through, and the destinations that are not Slack ([`LogChat`] when Slack
+//! is off, [`PrintChat`] and [`TeeChat`] for `corral exec`). Slack's transports and the
+//! Block Kit rendering live in `slack/`.
+//!
+//! Nothing but the sender (`app/outbox.rs`) calls a [`Chat`] to deliver: everything corral
+//! says later is a row in the store first.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 use crate::text::plain;
 
-/// One message: mrkdwn text, optionally with a small context line under it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One message: mrkdwn text (also the notification fallback), optional blocks shown under
+/// it, an optional small context line, and optional Slack message metadata.
+///
+/// Serialised into outbox rows, so fields are only ever added, with defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Message {
     pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
+    /// Blocks after the text's sections (approval cards add buttons here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocks: Vec<Block>,
+    /// Slack message metadata. The sender adds `corral_outbox_id` to posts' payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Metadata>,
 }
+
+/// A Block Kit-like block. Rendered by `slack::blocks`; the playground renders the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Block {
+    /// A section of mrkdwn text (at most 3000 characters are shown).
+    Section {
+        text: String,
+    },
+    /// Two-column fields (at most 10 are shown).
+    Fields {
+        fields: Vec<String>,
+    },
+    /// Small grey mrkdwn text.
+    Context {
+        text: String,
+    },
+    Divider,
+}
+
+/// Slack message metadata: an event type and a flat string payload.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Metadata {
+    pub event_type: String,
+    #[serde(default)]
+    pub payload: BTreeMap<String, String>,
+}
+
+/// The metadata key a post carries its outbox id under (the lookup before a resend).
+pub const OUTBOX_ID_KEY: &str = "corral_outbox_id";
 
 impl Message {
     pub fn text(text: impl Into<String>) -> Self {
         Message {
             text: text.into(),
-            context: None,
+            ..Message::default()
         }
     }
 
@@ -30,20 +76,110 @@ impl Message {
         self.context = Some(context.into());
         self
     }
+
+    pub fn with_block(mut self, block: Block) -> Self {
+        self.blocks.push(block);
+        self
+    }
+
+    /// This message stamped with an outbox id in its metadata (kept beside any metadata
+    /// it already has).
+    pub fn stamped(&self, outbox_id: i64) -> Message {
+        let mut m = self.clone();
+        let meta = m.metadata.get_or_insert_with(|| Metadata {
+            event_type: "corral_outbox".into(),
+            payload: BTreeMap::new(),
+        });
+        meta.payload
+            .insert(OUTBOX_ID_KEY.into(), outbox_id.to_string());
+        m
+    }
+
+    /// The same message cut to `max` bytes of text, saying so (Slack refused it as too long).
+    pub fn shortened(&self, max: usize) -> Message {
+        let mut m = self.clone();
+        if m.text.len() > max {
+            let mut cut = max;
+            while !m.text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let rest = m.text.len() - cut;
+            m.text.truncate(cut);
+            m.text.push_str(&format!(
+                "\n… _(cut: {rest} more characters did not fit in one Slack message)_"
+            ));
+        }
+        m.blocks.truncate(5);
+        m
+    }
 }
 
-/// A delivery failure, with Slack's error code when it gave one.
-#[derive(Debug, Clone, thiserror::Error)]
+/// What went wrong delivering a message, classified for the sender.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChatError {
-    #[error("Slack said {0}")]
-    Api(String),
-    #[error("Slack could not be reached: {0}")]
-    Transport(String),
-    #[error("Slack did not answer within {0:?}")]
-    Timeout(Duration),
+    /// 429: nothing of this method before `retry_after` has passed.
+    #[error("rate limited (Retry-After {retry_after:?})")]
+    RateLimited { retry_after: Duration },
+    /// The destination refused it and always will (Slack's code: `channel_not_found`, …).
+    #[error("refused: {0}")]
+    Permanent(String),
+    /// Not delivered, worth trying again (5xx, a connection that never opened, an
+    /// internal error, a token that does not work yet).
+    #[error("not delivered: {0}")]
+    Transient(String),
+    /// The request may have arrived: a timeout or a connection lost after sending.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
 }
 
-/// Where messages go.
+impl ChatError {
+    /// The short name used in metrics and logs.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            ChatError::RateLimited { .. } => "rate_limited",
+            ChatError::Permanent(_) => "refused",
+            ChatError::Transient(_) => "transient",
+            ChatError::Unknown(_) => "unknown",
+        }
+    }
+}
+
+/// What a destination can do. The sender adapts: no threads → replies post at the top
+/// level and only a job's plan and outcome are sent; no edits → edits are skipped; no
+/// lookup → a post with an unknown outcome is not resent (at most once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    pub threads: bool,
+    pub edits: bool,
+    pub ephemeral: bool,
+    pub lookup: bool,
+}
+
+impl Capabilities {
+    pub const FULL: Capabilities = Capabilities {
+        threads: true,
+        edits: true,
+        ephemeral: true,
+        lookup: false,
+    };
+}
+
+/// How often a destination may be called; the sender paces to these (zero: unpaced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Limits {
+    /// Between two posts in one channel (Slack: about 1 s).
+    pub post_per_channel: Duration,
+    /// Between two posts anywhere (Slack's workspace-wide limit).
+    pub post: Duration,
+    /// Between two edits (Tier 3).
+    pub update: Duration,
+    /// Between two ephemeral messages (Tier 4).
+    pub ephemeral: Duration,
+    /// Between two history lookups (Tier 3).
+    pub lookup: Duration,
+}
+
+/// A destination for messages: the transport the outbox's sender delivers through.
 #[async_trait]
 pub trait Chat: Send + Sync {
     /// Posts a message (a thread reply when `thread_ts` is given); returns its `ts`.
@@ -57,6 +193,36 @@ pub trait Chat: Send + Sync {
     async fn update(&self, channel: &str, ts: &str, msg: &Message) -> Result<(), ChatError>;
     /// Shows a message to one user only (best effort).
     async fn ephemeral(&self, channel: &str, user: &str, msg: &Message) -> Result<(), ChatError>;
+    /// Answers through a `response_url` (Slack only).
+    async fn respond(
+        &self,
+        _url: &str,
+        _in_channel: bool,
+        _msg: &Message,
+    ) -> Result<(), ChatError> {
+        Err(ChatError::Permanent(
+            "this destination cannot answer a response_url".into(),
+        ))
+    }
+    /// Looks for a post stamped with `outbox_id` among the channel's (or thread's) messages
+    /// since `oldest` (Unix seconds). `Ok(None)`: surely not there.
+    async fn find_post(
+        &self,
+        _channel: &str,
+        _thread_ts: Option<&str>,
+        _outbox_id: i64,
+        _oldest: i64,
+    ) -> Result<Option<String>, ChatError> {
+        Err(ChatError::Permanent(
+            "this destination cannot be searched".into(),
+        ))
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::FULL
+    }
+    fn limits(&self) -> Limits {
+        Limits::default()
+    }
 }
 
 /// Slack is not configured: messages are logged, and get made-up timestamps so threads
@@ -90,9 +256,14 @@ impl Chat for LogChat {
         tracing::info!(channel, user, text = %msg.text, "would show an ephemeral message");
         Ok(())
     }
+
+    async fn respond(&self, _url: &str, _in_channel: bool, msg: &Message) -> Result<(), ChatError> {
+        tracing::info!(text = %msg.text, "would answer a response_url");
+        Ok(())
+    }
 }
 
-/// `corral exec`: prints the thread as it would appear, edits as `(edited)` lines.
+/// `corral exec`: prints the thread as it would appear, edits as `(root edited)` lines.
 #[derive(Default)]
 pub struct PrintChat {
     seq: AtomicU64,
@@ -128,8 +299,8 @@ impl Chat for PrintChat {
     }
 }
 
-/// `corral exec` with Slack configured: prints the thread and also delivers it, so the
-/// team sees CLI work in `CORRAL_CHANNEL` as it sees Slack work.
+/// Prints and also delivers: `printer` sees everything, `inner` is the real destination
+/// whose capabilities and limits the sender follows.
 pub struct TeeChat {
     pub printer: PrintChat,
     pub inner: Arc<dyn Chat>,
@@ -154,5 +325,59 @@ impl Chat for TeeChat {
 
     async fn ephemeral(&self, channel: &str, user: &str, msg: &Message) -> Result<(), ChatError> {
         self.printer.ephemeral(channel, user, msg).await
+    }
+
+    async fn respond(&self, url: &str, in_channel: bool, msg: &Message) -> Result<(), ChatError> {
+        self.inner.respond(url, in_channel, msg).await
+    }
+
+    async fn find_post(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        outbox_id: i64,
+        oldest: i64,
+    ) -> Result<Option<String>, ChatError> {
+        self.inner
+            .find_post(channel, thread_ts, outbox_id, oldest)
+            .await
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn limits(&self) -> Limits {
+        self.inner.limits()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_as_json_and_old_rows_still_read() {
+        let m = Message::text("hi")
+            .with_context("ctx")
+            .with_block(Block::Divider)
+            .stamped(42);
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(serde_json::from_str::<Message>(&json).unwrap(), m);
+        assert_eq!(
+            m.metadata.as_ref().unwrap().payload[OUTBOX_ID_KEY],
+            "42".to_string()
+        );
+        // A row written with only text still reads.
+        let old: Message = serde_json::from_str(r#"{"text":"x"}"#).unwrap();
+        assert_eq!(old, Message::text("x"));
+    }
+
+    #[test]
+    fn shortening_keeps_characters_whole_and_says_so() {
+        let m = Message::text("é".repeat(100));
+        let s = m.shortened(11);
+        assert!(s.text.starts_with("ééééé…") || s.text.starts_with("ééééé\n"));
+        assert!(s.text.contains("more characters did not fit"));
     }
 }

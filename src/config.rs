@@ -314,6 +314,53 @@ pub struct SlackConfig {
     pub app_token: Option<Secret>,
     /// Web API base, e.g. `https://slack.com/api` (tests point it at a fake).
     pub api_url: Url,
+    /// An incoming webhook (post-only: no threads, no edits), used when there is no bot
+    /// token. A secret: the URL is the credential.
+    pub webhook_url: Option<Secret>,
+    /// The username webhook posts show.
+    pub webhook_username: Option<String>,
+    /// The deadline of one call to Slack.
+    pub timeout: Duration,
+    /// Between two posts in one channel.
+    pub post_interval: Duration,
+    /// Between two message edits.
+    pub update_interval: Duration,
+    /// Commands a minute one user may send (0: no limit).
+    pub user_rate: u32,
+}
+
+/// The outbox's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxConfig {
+    /// A message still failing this long after it was written is given up (dead).
+    pub give_up: Duration,
+    /// The longest wait between two attempts of a message.
+    pub backoff_max: Duration,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    /// `CORRAL_LOG_FORMAT` from `env`.
+    pub fn from_env(env: &Env) -> Result<LogFormat, ConfigError> {
+        match env.lookup(&["CORRAL_LOG_FORMAT"]) {
+            None => Ok(LogFormat::Text),
+            Some((var, v)) => match v.trim().to_ascii_lowercase().as_str() {
+                "text" => Ok(LogFormat::Text),
+                "json" => Ok(LogFormat::Json),
+                _ => Err(ConfigError::invalid(
+                    var,
+                    format!("{v:?} is not a log format (text or json)"),
+                )),
+            },
+        }
+    }
 }
 
 /// Everything corral needs to run, validated.
@@ -332,6 +379,8 @@ pub struct Config {
     pub deploy: crate::deploy::Config,
     pub policy_path: Option<PathBuf>,
     pub policy: Policy,
+    pub outbox: OutboxConfig,
+    pub log_format: LogFormat,
 }
 
 impl Config {
@@ -357,7 +406,23 @@ impl Config {
             api_url: env
                 .url(&["SLACK_API_URL"])?
                 .unwrap_or_else(|| Url::parse("https://slack.com/api").expect("static URL")),
+            webhook_url: webhook_url(env)?,
+            webhook_username: env
+                .string(&["CORRAL_SLACK_WEBHOOK_USERNAME", "AUTOUPDATE_SLACK_BOT_NAME"]),
+            timeout: env.duration(&["CORRAL_SLACK_TIMEOUT"], Duration::from_secs(10))?,
+            post_interval: env.duration(&["CORRAL_SLACK_POST_INTERVAL"], Duration::from_secs(1))?,
+            update_interval: env.duration(
+                &["CORRAL_SLACK_UPDATE_INTERVAL"],
+                Duration::from_millis(1200),
+            )?,
+            user_rate: env.number(&["CORRAL_SLACK_USER_RATE"], 20, 0..=10_000)? as u32,
         };
+        if slack.timeout.is_zero() || slack.timeout > Duration::from_secs(300) {
+            return Err(ConfigError::invalid(
+                "CORRAL_SLACK_TIMEOUT",
+                "must be more than 0 and at most 5m",
+            ));
+        }
         if let Some(t) = &slack.app_token
             && !t.expose().starts_with("xapp-")
         {
@@ -435,6 +500,23 @@ impl Config {
             None => Policy::default(),
         };
 
+        let outbox = OutboxConfig {
+            give_up: env.duration(&["CORRAL_OUTBOX_GIVE_UP"], Duration::from_secs(24 * 3600))?,
+            backoff_max: env.duration(&["CORRAL_OUTBOX_BACKOFF_MAX"], Duration::from_secs(8))?,
+        };
+        if outbox.give_up < Duration::from_secs(60) {
+            return Err(ConfigError::invalid(
+                "CORRAL_OUTBOX_GIVE_UP",
+                "must be at least 1m (messages would be given up while Slack blinks)",
+            ));
+        }
+        if outbox.backoff_max < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "CORRAL_OUTBOX_BACKOFF_MAX",
+                "must be at least 1s",
+            ));
+        }
+
         Ok(Config {
             listen,
             database_url: DatabaseUrl::new(database_url),
@@ -446,6 +528,8 @@ impl Config {
             deploy,
             policy_path,
             policy,
+            outbox,
+            log_format: LogFormat::from_env(env)?,
         })
     }
 
@@ -457,10 +541,17 @@ impl Config {
                 "Slack HTTP ingress is off: set SLACK_SIGNING_SECRET (/slack/* answer 401)".into(),
             );
         }
-        if self.slack.bot_token.is_none() {
-            off.push(
+        match (&self.slack.bot_token, &self.slack.webhook_url) {
+            (None, None) => off.push(
                 "Slack messages are off: set SLACK_BOT_TOKEN (threads are only logged)".into(),
-            );
+            ),
+            (None, Some(_)) => off.push(
+                "Slack threads are off: messages go to the incoming webhook (each job's plan and outcome, no edits); set SLACK_BOT_TOKEN for threads".into(),
+            ),
+            (Some(_), Some(_)) => off.push(
+                "the incoming webhook is not used: SLACK_BOT_TOKEN is set".into(),
+            ),
+            (Some(_), None) => {}
         }
         if self.slack.app_token.is_none() {
             off.push("Socket Mode is off: set SLACK_APP_TOKEN (xapp-…) to use it".into());
@@ -488,6 +579,23 @@ impl Config {
         }
         off
     }
+}
+
+/// The incoming webhook URL: an http(s) URL, never quoted in errors (it is a credential).
+fn webhook_url(env: &Env) -> Result<Option<Secret>, ConfigError> {
+    let Some((var, v)) = env.lookup(&["CORRAL_SLACK_WEBHOOK_URL", "AUTOUPDATE_SLACK_WEBHOOK_URL"])
+    else {
+        return Ok(None);
+    };
+    let ok = Url::parse(v.trim())
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+    if !ok {
+        return Err(ConfigError::invalid(
+            var,
+            "is not an http(s) URL (the value is not shown: it is a credential)",
+        ));
+    }
+    Ok(Some(Secret::new(v.trim())))
 }
 
 fn listen_address(env: &Env) -> Result<SocketAddr, ConfigError> {
@@ -657,6 +765,46 @@ mod tests {
             let e = Config::from_env(&Env::from_pairs([(var, bad)])).expect_err(var);
             assert!(e.to_string().contains(var), "{e}");
         }
+    }
+
+    #[test]
+    fn outbox_and_webhook_settings() {
+        let c = cfg(&[
+            (
+                "AUTOUPDATE_SLACK_WEBHOOK_URL",
+                "https://hooks.slack.com/services/T/B/secret",
+            ),
+            ("AUTOUPDATE_SLACK_BOT_NAME", "updater"),
+            ("CORRAL_LOG_FORMAT", "JSON"),
+        ])
+        .unwrap();
+        assert!(c.slack.webhook_url.is_some());
+        assert_eq!(c.slack.webhook_username.as_deref(), Some("updater"));
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.outbox.give_up, Duration::from_secs(24 * 3600));
+        assert_eq!(c.slack.user_rate, 20);
+        assert!(
+            c.disabled_integrations()
+                .iter()
+                .any(|l| l.contains("incoming webhook"))
+        );
+        let err = |pairs: &[(&str, &str)]| cfg(pairs).unwrap_err().to_string();
+        let e = err(&[(
+            "CORRAL_SLACK_WEBHOOK_URL",
+            "hooks.slack.com/services/T/B/secret",
+        )]);
+        assert!(
+            e.starts_with("CORRAL_SLACK_WEBHOOK_URL:") && !e.contains("secret"),
+            "{e}"
+        );
+        assert!(err(&[("CORRAL_LOG_FORMAT", "xml")]).starts_with("CORRAL_LOG_FORMAT:"));
+        assert!(err(&[("CORRAL_OUTBOX_GIVE_UP", "10s")]).starts_with("CORRAL_OUTBOX_GIVE_UP:"));
+        assert!(err(&[("CORRAL_SLACK_TIMEOUT", "0")]).starts_with("CORRAL_SLACK_TIMEOUT:"));
+        assert!(err(&[("CORRAL_SLACK_USER_RATE", "-1")]).starts_with("CORRAL_SLACK_USER_RATE:"));
+        assert!(
+            !format!("{c:?}").contains("hooktoken42"),
+            "the webhook URL is a secret"
+        );
     }
 
     #[test]

@@ -7,10 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use corral::app::{App, Outcome, Request};
-use corral::chat::{Chat, LogChat, PrintChat, TeeChat};
-use corral::config::{Config, Env};
+use corral::chat::{Chat, LogChat, PrintChat};
+use corral::config::{Config, Env, LogFormat};
 use corral::door::Source;
-use corral::slack::web::SlackChat;
 
 #[derive(Parser)]
 #[command(
@@ -90,8 +89,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr, filtered by `CORRAL_LOG`, else `RUST_LOG`, else `info`.
+/// Logs to stderr, filtered by `CORRAL_LOG`, else `RUST_LOG`, else `info`; one JSON
+/// object per line with `CORRAL_LOG_FORMAT=json` (a job's lines carry `"job"`, as a
+/// field or in `"span"`). A bad format is reported by the configuration check.
 fn init_tracing() {
+    let format = Env::from_process()
+        .ok()
+        .and_then(|e| LogFormat::from_env(&e).ok())
+        .unwrap_or(LogFormat::Text);
     let filter = ["CORRAL_LOG", "RUST_LOG"]
         .iter()
         .find_map(|var| {
@@ -101,10 +106,18 @@ fn init_tracing() {
                 .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
         })
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 fn agent(args: Vec<std::ffi::OsString>) -> ExitCode {
@@ -117,14 +130,7 @@ fn load_config() -> anyhow::Result<Config> {
 }
 
 fn slack_chat(config: &Config) -> anyhow::Result<Option<Arc<dyn Chat>>> {
-    match &config.slack.bot_token {
-        None => Ok(None),
-        Some(token) => {
-            let chat = SlackChat::new(&config.slack.api_url, token)
-                .context("cannot build the Slack client")?;
-            Ok(Some(Arc::new(chat)))
-        }
-    }
+    corral::app::destination(config).context("cannot build the Slack client")
 }
 
 async fn serve() -> anyhow::Result<ExitCode> {
@@ -140,6 +146,7 @@ async fn serve() -> anyhow::Result<ExitCode> {
         tracing::warn!("{line}");
     }
     let app = App::new(config.clone(), store, chat);
+    app.start_sender();
     let interrupted = app.runner.recover().await;
     if interrupted > 0 {
         tracing::warn!(
@@ -198,18 +205,24 @@ async fn exec(text: String) -> anyhow::Result<ExitCode> {
         .await
         .context("store")?;
     let user = std::env::var("USER").unwrap_or_else(|_| "cli".to_string());
-    let (chat, channel): (Arc<dyn Chat>, String) =
-        match (slack_chat(&config)?, config.channels.first()) {
-            (Some(inner), Some(ch)) => (
-                Arc::new(TeeChat {
-                    printer: PrintChat::default(),
-                    inner,
-                }),
-                ch.clone(),
-            ),
-            _ => (Arc::new(PrintChat::default()), "cli".to_string()),
-        };
-    let app = App::new(config, store, chat);
+    // With Slack (or a webhook) and a channel the thread goes there too; it is always
+    // printed as it is written.
+    let (chat, channel): (Arc<dyn Chat>, Option<String>) = match slack_chat(&config)? {
+        Some(inner) => {
+            let ch = config.channels.first().cloned().or_else(|| {
+                config
+                    .slack
+                    .webhook_url
+                    .as_ref()
+                    .map(|_| corral::app::WEBHOOK_CHANNEL.to_string())
+            });
+            (inner, ch)
+        }
+        None => (Arc::new(LogChat::default()), None),
+    };
+    let printer: Arc<dyn Chat> = Arc::new(PrintChat::default());
+    let app = App::with_parts(config, store, chat, corral::clock::system(), Some(printer));
+    app.start_sender();
     let command = match corral::command::parse_text(&text) {
         Ok(c) => c,
         Err(e) => {
@@ -222,7 +235,7 @@ async fn exec(text: String) -> anyhow::Result<ExitCode> {
             command,
             user,
             source: Source::Cli,
-            channel: Some(channel),
+            channel,
         })
         .await;
     println!("{}", corral::text::plain(&reply.text));
@@ -238,8 +251,15 @@ async fn exec(text: String) -> anyhow::Result<ExitCode> {
             code = ExitCode::from(1);
         }
     }
-    app.background.close();
-    let _ = tokio::time::timeout(Duration::from_secs(10), app.background.wait()).await;
+    // What this run said is in the outbox; deliver it before leaving (a `corral serve`
+    // on the same store delivers whatever is left).
+    if !app
+        .outbox
+        .idle(app.store.as_ref(), Duration::from_secs(30))
+        .await
+    {
+        eprintln!("corral: some messages are not delivered yet; `corral serve` will deliver them");
+    }
     Ok(code)
 }
 
@@ -303,32 +323,55 @@ async fn check() -> anyhow::Result<ExitCode> {
         println!("off  {line}");
     }
     let shown = config.database_url.to_string();
-    let store = match corral::store::open_with(config.database_url.expose(), &config.database).await
-    {
-        Ok(s) => s.info().await,
-        Err(e) => Err(e),
-    };
-    match store {
-        Ok(info) => {
-            let ahead = if info.schema_version > info.known_version {
-                format!(
-                    "; newer than this corral ({}), fine during a rolling upgrade",
-                    info.known_version
-                )
-            } else {
-                String::new()
-            };
-            report(
-                true,
-                "store",
-                format!(
-                    "{} {shown}, schema version {}{ahead}",
-                    info.backend.name(),
-                    info.schema_version
-                ),
-            )
-        }
+    match corral::store::open_with(config.database_url.expose(), &config.database).await {
         Err(e) => report(false, "store", format!("{shown}: {e}")),
+        Ok(store) => {
+            match store.info().await {
+                Ok(info) => {
+                    let ahead = if info.schema_version > info.known_version {
+                        format!(
+                            "; newer than this corral ({}), fine during a rolling upgrade",
+                            info.known_version
+                        )
+                    } else {
+                        String::new()
+                    };
+                    report(
+                        true,
+                        "store",
+                        format!(
+                            "{} {shown}, schema version {}{ahead}",
+                            info.backend.name(),
+                            info.schema_version
+                        ),
+                    )
+                }
+                Err(e) => report(false, "store", format!("{shown}: {e}")),
+            }
+            match store.outbox_stats().await {
+                Ok(o) => {
+                    let oldest = o.oldest_ms.map_or(String::new(), |t| {
+                        let age = (jiff::Timestamp::now().as_millisecond() - t).max(0) / 1000;
+                        format!(
+                            ", the oldest for {}",
+                            corral::text::format_duration(Duration::from_secs(age as u64))
+                        )
+                    });
+                    report(
+                        true,
+                        "outbox",
+                        format!(
+                            "{} message{} waiting{oldest}; {} dead, {} refused by Slack",
+                            o.depth,
+                            if o.depth == 1 { "" } else { "s" },
+                            o.dead,
+                            o.failed
+                        ),
+                    );
+                }
+                Err(e) => report(false, "outbox", e.to_string()),
+            }
+        }
     }
     if let Some(token) = &config.slack.bot_token {
         let r = corral::slack::web::auth_test(&config.slack.api_url, token).await;
@@ -336,6 +379,12 @@ async fn check() -> anyhow::Result<ExitCode> {
             Ok(who) => report(true, "Slack", who),
             Err(e) => report(false, "Slack", e.to_string()),
         }
+    } else if config.slack.webhook_url.is_some() {
+        report(
+            true,
+            "Slack",
+            "incoming webhook set (not called: a check would post to the channel)".into(),
+        );
     }
     if config.rancher.url.is_some() {
         match rancher_reachable(&config).await {

@@ -1,5 +1,6 @@
-//! `/healthz` (the process answers), `/readyz` (the store answers), `/metrics`
-//! (OpenMetrics text, from the app's own registry).
+//! `/healthz` (the process answers), `/readyz` (the store answers — not Slack: while
+//! Slack is down corral still takes commands and its outbox keeps what it will say),
+//! `/metrics` (OpenMetrics text, from the app's own registry).
 
 use std::sync::Arc;
 
@@ -32,6 +33,9 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let lock = app.store.lock_state().await.ok();
+    if let Ok(stats) = app.store.outbox_stats().await {
+        app.metrics.set_outbox(&stats, app.clock.unix_ms());
+    }
     let body = app.metrics.render(lock.as_ref(), lock.is_some());
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
 }

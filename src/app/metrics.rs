@@ -3,12 +3,16 @@
 //!
 //! [`App`]: super::App
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::lock::LockState;
+use crate::store::OutboxStats;
 
 /// The exposition format's content type (OpenMetrics text, which Prometheus scrapes).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -21,6 +25,18 @@ pub struct Metrics {
     pub slack_interactions: Counter,
     pub slack_rejected_signatures: Counter,
     pub slack_duplicate_events: Counter,
+    /// Slack commands refused by the per-user rate limit.
+    pub slack_rate_limited_commands: Counter,
+    /// Calls made by the outbox's sender, by method and outcome.
+    outbox_sends: Family<Vec<(String, String)>, Counter>,
+    /// 429s received.
+    pub outbox_rate_limited: Counter,
+    /// Seconds of `Retry-After` windows honoured.
+    pub outbox_retry_after_seconds: Counter<f64, AtomicU64>,
+    /// Rows (and edits) given up after the give-up age.
+    pub outbox_dead: Counter,
+    outbox_depth: Gauge,
+    outbox_oldest_seconds: Gauge,
     release_running: Gauge,
     release_blocked: Gauge,
     store_up: Gauge,
@@ -71,6 +87,49 @@ impl Metrics {
                 "corral_slack_duplicate_events",
                 "Events API retries ignored",
             ),
+            slack_rate_limited_commands: counter(
+                &mut registry,
+                "corral_slack_rate_limited_commands",
+                "Slack commands refused by the per-user rate limit",
+            ),
+            outbox_sends: {
+                let f = Family::<Vec<(String, String)>, Counter>::default();
+                registry.register(
+                    "corral_outbox_sends",
+                    "Calls the outbox made, by method and outcome",
+                    f.clone(),
+                );
+                f
+            },
+            outbox_rate_limited: counter(
+                &mut registry,
+                "corral_outbox_rate_limited",
+                "429 answers received",
+            ),
+            outbox_retry_after_seconds: {
+                let c = Counter::<f64, AtomicU64>::default();
+                registry.register(
+                    "corral_outbox_retry_after_seconds",
+                    "Seconds spent waiting on Retry-After",
+                    c.clone(),
+                );
+                c
+            },
+            outbox_dead: counter(
+                &mut registry,
+                "corral_outbox_dead",
+                "Messages given up after the give-up age",
+            ),
+            outbox_depth: gauge(
+                &mut registry,
+                "corral_outbox_depth",
+                "Messages waiting to be delivered",
+            ),
+            outbox_oldest_seconds: gauge(
+                &mut registry,
+                "corral_outbox_oldest_seconds",
+                "Age of the oldest message waiting",
+            ),
             release_running: gauge(
                 &mut registry,
                 "corral_release_running",
@@ -84,6 +143,33 @@ impl Metrics {
             store_up: gauge(&mut registry, "corral_store_up", "1 when the store answers"),
             registry,
         }
+    }
+
+    /// Counts one call of the outbox.
+    pub fn outbox_send(&self, method: &str, outcome: &str) {
+        self.outbox_sends
+            .get_or_create(&vec![
+                ("method".to_string(), method.to_string()),
+                ("outcome".to_string(), outcome.to_string()),
+            ])
+            .inc();
+    }
+
+    /// How many calls of `method` ended in `outcome` (tests).
+    pub fn outbox_sent(&self, method: &str, outcome: &str) -> u64 {
+        self.outbox_sends
+            .get_or_create(&vec![
+                ("method".to_string(), method.to_string()),
+                ("outcome".to_string(), outcome.to_string()),
+            ])
+            .get()
+    }
+
+    /// Sets the outbox gauges from the store's numbers at `now_ms`.
+    pub fn set_outbox(&self, stats: &OutboxStats, now_ms: i64) {
+        self.outbox_depth.set(stats.depth as i64);
+        let age = stats.oldest_ms.map_or(0, |t| ((now_ms - t) / 1000).max(0));
+        self.outbox_oldest_seconds.set(age);
     }
 
     /// The exposition text, with the gauges read from the store's answers just now.
@@ -119,6 +205,9 @@ mod tests {
             "corral_release_running 0",
             "corral_release_blocked 0",
             "corral_store_up 1",
+            "corral_outbox_depth 0",
+            "corral_outbox_rate_limited_total 0",
+            "corral_outbox_dead_total 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

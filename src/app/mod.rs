@@ -9,9 +9,15 @@
 //!
 //! `App` is the composition of the layers below: the store, the chat, the clock, the
 //! metrics registry and the domain handles, built once by the binary (or a test).
+//!
+//! Nothing here calls the chat: what corral says later is written to the store's outbox
+//! in the transaction of the change that causes it, and the [`outbox`] sender (started
+//! with [`App::start_sender`]) delivers it.
 
 pub mod dispatch;
+pub mod limit;
 pub mod metrics;
+pub mod outbox;
 pub mod reporter;
 pub mod runner;
 
@@ -25,11 +31,50 @@ pub use crate::door::{Source, identity};
 use crate::job::JobStatus;
 use crate::lock::{self, Actor, LockAction, LockState, Refusal};
 use crate::store::{
-    AuditEntry, Effects, JobRecord, LockDecision, LockHistoryEntry, NewJob, Store, StoreError,
+    AuditEntry, Effects, JobRecord, LockDecision, LockHistoryEntry, NewJob, NewMessage, Role,
+    Store, StoreError, Thread,
 };
 use crate::text::{self, sanitize};
+use limit::{Admission, UserLimiter};
 use metrics::Metrics;
+use outbox::Outbox;
 use runner::Runner;
+
+/// Where the answer to a mention (or a click) goes: its thread, or the person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyTo {
+    pub channel: String,
+    /// The thread to answer in-channel replies in.
+    pub thread_ts: String,
+    /// Who sees ephemeral answers.
+    pub user: String,
+}
+
+/// Where messages go, from the configuration: Slack's Web API with a bot token, else the
+/// incoming webhook, else nowhere (`None`: the caller picks a log or a printer).
+pub fn destination(config: &Config) -> std::io::Result<Option<Arc<dyn Chat>>> {
+    let s = &config.slack;
+    Ok(match (&s.bot_token, &s.webhook_url) {
+        (Some(token), _) => Some(Arc::new(
+            crate::slack::web::SlackChat::new(&s.api_url, token)?
+                .with_deadline(s.timeout)
+                .with_limits(crate::slack::web::slack_limits(
+                    s.post_interval,
+                    s.update_interval,
+                )),
+        )),
+        (None, Some(url)) => Some(Arc::new(crate::slack::webhook::WebhookChat::new(
+            url.clone(),
+            s.webhook_username.clone(),
+            s.timeout,
+        )?)),
+        (None, None) => None,
+    })
+}
+
+/// The channel name jobs and announcements use when only an incoming webhook is
+/// configured (the webhook decides the real channel).
+pub const WEBHOOK_CHANNEL: &str = "webhook";
 
 /// One command from one person through one door.
 #[derive(Debug, Clone)]
@@ -72,6 +117,8 @@ pub struct Reply {
     pub text: String,
     /// The job created, for job commands.
     pub job: Option<JobRecord>,
+    /// Already written to the outbox (with the change it reports).
+    written: bool,
 }
 
 impl Reply {
@@ -81,6 +128,7 @@ impl Reply {
             visibility,
             text: text.into(),
             job: None,
+            written: false,
         }
     }
 
@@ -106,12 +154,16 @@ impl Reply {
 pub struct App {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
+    /// The destination the outbox's sender delivers to (Slack, a webhook, the log).
     pub chat: Arc<dyn Chat>,
     pub clock: SharedClock,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     pub runner: Runner,
-    /// Background deliveries (announcements), so `corral exec` can wait for them.
+    /// Wakes the sender; waits for the outbox to drain.
+    pub outbox: Outbox,
+    /// Background work `corral serve` waits for at shutdown.
     pub background: tokio_util::task::TaskTracker,
+    limiter: UserLimiter,
 }
 
 impl App {
@@ -127,25 +179,113 @@ impl App {
         chat: Arc<dyn Chat>,
         clock: SharedClock,
     ) -> Arc<App> {
+        App::with_parts(config, store, chat, clock, None)
+    }
+
+    /// Everything given: `printer` also sees every job thread as it is written
+    /// (`corral exec` prints it).
+    pub fn with_parts(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        chat: Arc<dyn Chat>,
+        clock: SharedClock,
+        printer: Option<Arc<dyn Chat>>,
+    ) -> Arc<App> {
+        let outbox = Outbox::new();
         let runner = Runner::new(runner::Deps {
             domains: dispatch::Domains::new(&config),
             store: store.clone(),
-            chat: chat.clone(),
             clock: clock.clone(),
+            outbox: outbox.clone(),
+            printer,
         });
+        let limiter = UserLimiter::new(config.slack.user_rate, clock.clone());
         Arc::new(App {
             config,
             store,
             chat,
             clock,
-            metrics: Metrics::new(),
+            metrics: Arc::new(Metrics::new()),
             runner,
+            outbox,
             background: tokio_util::task::TaskTracker::new(),
+            limiter,
         })
     }
 
+    /// Starts the outbox's sender on the current runtime (once; later calls return
+    /// `None`). Abort the handle to stop it (tests do, to play a dead process).
+    pub fn start_sender(&self) -> Option<tokio::task::AbortHandle> {
+        if !self.outbox.mark_started() {
+            return None;
+        }
+        let slack = &self.config.slack;
+        let sender = outbox::Sender {
+            store: self.store.clone(),
+            chat: self.chat.clone(),
+            clock: self.clock.clone(),
+            metrics: self.metrics.clone(),
+            outbox: self.outbox.clone(),
+            settings: outbox::Settings {
+                give_up: self.config.outbox.give_up,
+                backoff_max: self.config.outbox.backoff_max,
+                lease: slack.timeout + std::time::Duration::from_secs(5),
+            },
+        };
+        Some(tokio::spawn(sender.run()).abort_handle())
+    }
+
+    /// Whether a Slack user may run a command now (the per-user rate limit).
+    pub fn admit(&self, user: &str) -> Admission {
+        let a = self.limiter.admit(user);
+        if a != Admission::Allowed {
+            self.metrics.slack_rate_limited_commands.inc();
+            tracing::warn!(user, "command refused by the per-user rate limit");
+        }
+        a
+    }
+
+    /// Writes messages to the outbox on their own and wakes the sender.
+    pub async fn say(&self, messages: Vec<NewMessage>) {
+        if messages.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.enqueue(messages).await {
+            tracing::error!(error = %e, "messages not stored; they will not be sent");
+        }
+        self.outbox.wake();
+    }
+
+    /// The pipeline, answering in Slack too: the reply goes to `to` (in its thread for
+    /// changes, to the person otherwise) through the outbox — in the same transaction as
+    /// a lock change it reports.
+    pub async fn handle_replying(&self, req: Request, to: ReplyTo) -> Reply {
+        let reply = self.handle_inner(req, Some(&to)).await;
+        if !reply.written {
+            let now = self.clock.unix_ms();
+            let msg = Message::text(reply.text.clone());
+            let row = match reply.visibility {
+                Visibility::InChannel => NewMessage::reply(
+                    now,
+                    to.channel.clone(),
+                    Thread::Ts(to.thread_ts.clone()),
+                    msg,
+                ),
+                Visibility::Ephemeral => {
+                    NewMessage::ephemeral(now, to.channel.clone(), to.user.clone(), msg)
+                }
+            };
+            self.say(vec![row]).await;
+        }
+        reply
+    }
+
     /// The pipeline. Never panics on input; every answer says what happened.
-    pub async fn handle(&self, mut req: Request) -> Reply {
+    pub async fn handle(&self, req: Request) -> Reply {
+        self.handle_inner(req, None).await
+    }
+
+    async fn handle_inner(&self, mut req: Request, to: Option<&ReplyTo>) -> Reply {
         req.user = identity(req.source, &req.user);
         let Some(family) = req.command.family() else {
             return Reply::new(Outcome::Ok, Visibility::Ephemeral, OVERVIEW);
@@ -168,12 +308,12 @@ impl App {
             return self.start_job(&req, job).await;
         }
         match &req.command {
-            Command::Release(r) => self.release(&req, r).await,
+            Command::Release(r) => self.release(&req, r, to).await,
             _ => Reply::new(Outcome::Ok, Visibility::Ephemeral, family.usage()),
         }
     }
 
-    async fn release(&self, req: &Request, cmd: &ReleaseCmd) -> Reply {
+    async fn release(&self, req: &Request, cmd: &ReleaseCmd, to: Option<&ReplyTo>) -> Reply {
         let action = match cmd {
             ReleaseCmd::Status => {
                 return match self.store.lock_state().await {
@@ -205,30 +345,76 @@ impl App {
             may_force: self.config.policy.may_force(&req.user),
             holder_only_stop: req.source != Source::ReleaseStatus,
         };
-        match self.change_lock(action, actor, req.source).await {
-            Ok(Ok(text)) => Reply::new(Outcome::Ok, Visibility::InChannel, text),
+        match self
+            .change_lock_replying(action, actor, req.source, to)
+            .await
+        {
+            Ok(Ok(text)) => {
+                let mut r = Reply::new(Outcome::Ok, Visibility::InChannel, text);
+                r.written = to.is_some();
+                r
+            }
             Ok(Err(refusal)) => Reply::refused(refusal.explain()),
             Err(e) => Reply::error(e),
         }
     }
 
     /// Applies a lock change and, when it came from outside Slack, announces it in the
-    /// notification channels. Returns the in-channel text, or the refusal.
+    /// notification channels (in the same transaction). Returns the in-channel text, or
+    /// the refusal.
     pub async fn change_lock(
         &self,
         action: LockAction,
         actor: Actor,
         source: Source,
     ) -> Result<Result<String, Refusal>, StoreError> {
+        self.change_lock_replying(action, actor, source, None).await
+    }
+
+    /// [`App::change_lock`], also answering in a Slack thread (a mention) in the same
+    /// transaction.
+    async fn change_lock_replying(
+        &self,
+        action: LockAction,
+        actor: Actor,
+        source: Source,
+        to: Option<&ReplyTo>,
+    ) -> Result<Result<String, Refusal>, StoreError> {
         let now = self.clock.unix();
+        let now_ms = self.clock.unix_ms();
         let decide_action = action.clone();
         let decide_actor = actor.clone();
+        // Slack shows changes typed in Slack itself; the others are announced.
+        let channels = if source == Source::Slack {
+            Vec::new()
+        } else {
+            self.announce_channels()
+        };
+        let to = to.cloned();
         let change = self
             .store
             .change_lock(Box::new(move |state| {
-                lock_decision(state, &decide_action, &decide_actor, source, now)
+                let mut d = lock_decision(state, &decide_action, &decide_actor, source, now)?;
+                let text = lock_change_text(&decide_action, &decide_actor.who, state);
+                for ch in &channels {
+                    d.effects.messages.push(NewMessage::post(
+                        now_ms,
+                        ch.clone(),
+                        Message::text(format!("{text} (via {})", source.as_str())),
+                    ));
+                }
+                if let Some(to) = &to {
+                    d.effects.messages.push(NewMessage::reply(
+                        now_ms,
+                        to.channel.clone(),
+                        Thread::Ts(to.thread_ts.clone()),
+                        Message::text(text),
+                    ));
+                }
+                Ok(d)
             }))
             .await?;
+        self.outbox.wake();
         let (before, _written) = match change {
             Ok(c) => c,
             Err(r) => {
@@ -238,23 +424,29 @@ impl App {
         };
         let text = lock_change_text(&action, &actor.who, &before);
         tracing::info!(action = action.name(), who = %actor.who, source = source.as_str(), "lock changed");
-        if source != Source::Slack {
-            self.announce(format!("{text} (via {})", source.as_str()));
-        }
         Ok(Ok(text))
     }
 
-    /// Posts `text` to every notification channel, in the background.
-    pub fn announce(&self, text: String) {
-        let chat = self.chat.clone();
-        let channels = self.config.channels.clone();
-        self.background.spawn(async move {
-            for ch in channels {
-                if let Err(e) = chat.post(&ch, None, &Message::text(text.clone())).await {
-                    tracing::warn!(channel = %ch, error = %e, "announcement not delivered");
-                }
-            }
-        });
+    /// Where announcements and jobs from outside Slack go: `CORRAL_CHANNEL`, or the
+    /// incoming webhook's one channel.
+    pub fn announce_channels(&self) -> Vec<String> {
+        if self.config.channels.is_empty() && self.config.slack.webhook_url.is_some() {
+            return vec![WEBHOOK_CHANNEL.to_string()];
+        }
+        self.config.channels.clone()
+    }
+
+    /// Posts `text` to every notification channel (through the outbox).
+    pub async fn announce(&self, text: String) {
+        let now = self.clock.unix_ms();
+        let rows = self
+            .announce_channels()
+            .into_iter()
+            .map(|ch| {
+                NewMessage::post(now, ch, Message::text(text.clone())).role(Role::Announcement)
+            })
+            .collect();
+        self.say(rows).await;
     }
 
     async fn history(&self, n: usize) -> Reply {
@@ -305,7 +497,7 @@ impl App {
         let channel = req
             .channel
             .clone()
-            .or_else(|| self.config.channels.first().cloned());
+            .or_else(|| self.announce_channels().into_iter().next());
         let now = self.clock.unix();
         let new = NewJob {
             kind: job.kind(),
@@ -442,6 +634,7 @@ fn gate(req: &GateRequest, state: &LockState) -> Result<Effects, String> {
                 detail: format!("{} despite: {text}", req.command),
                 source: req.source,
             }],
+            messages: Vec::new(),
         }),
         Some(text) => Err(text),
     }

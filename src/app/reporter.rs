@@ -1,28 +1,31 @@
-//! Progress events → one Slack thread per job (SPEC §3).
+//! Progress events → one Slack thread per job (SPEC §3), written as outbox rows.
 //!
-//! * a **root message** in the channel, edited in place: `queued → running 3/10 →
-//!   ✅ succeeded / ❌ 2 of 10 failed / ⚠ interrupted`; edits are coalesced to at most
-//!   one a second, the final state always written;
+//! * a **root message** in the channel (key `job:<id>:root`), edited as the job moves:
+//!   `queued → running 3/10 → ✅ succeeded / ❌ 2 of 10 failed / ⚠ interrupted`. Every
+//!   progress change writes the root's newest content in the same transaction as the job's
+//!   counts; the outbox keeps only the newest and its sender paces the edits, so a burst of
+//!   updates becomes a handful of `chat.update`s;
 //! * thread replies for the plan, for each group (environment, host set) as it finishes,
-//!   for notes, and a final summary with the failures and their reasons.
+//!   for notes, and a final summary with the failures and their reasons; the summary and
+//!   the final root are written with the job's outcome.
 //!
-//! Many targets are summarised, never one message per target. The root's `ts` is stored,
-//! so a restarted bot edits the same thread.
+//! Many targets are summarised, never one message per target. The root is a keyed row, so
+//! a restarted bot edits the same thread. With a `printer` (`corral exec`) the thread is
+//! also printed as it is written.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use super::outbox::Outbox;
 use crate::chat::{Chat, Message};
 use crate::clock::SharedClock;
 use crate::job::{Failure, JobStatus, Outcome, PlanGroup, Progress};
-use crate::store::{JobRecord, Store};
+use crate::store::outbox::root_key;
+use crate::store::{Effects, JobChange, JobRecord, NewMessage, Role, Store, Thread};
 use crate::text::{person, sanitize, sanitize_block};
 
-/// Minimum time between two edits of the root message.
-const EDIT_EVERY: Duration = Duration::from_secs(1);
 /// Items listed per group in the plan, and failures listed in a summary.
 const LIST_MAX: usize = 25;
 
@@ -35,78 +38,111 @@ struct GroupTally {
 
 /// Reports one job.
 pub struct Reporter {
-    chat: Arc<dyn Chat>,
     store: Arc<dyn Store>,
     clock: SharedClock,
+    outbox: Outbox,
+    printer: Option<Arc<dyn Chat>>,
     job: JobRecord,
-    /// `(channel, root ts)` of the thread(s).
-    threads: Vec<(String, String)>,
+    /// The channel of the job's thread, if it has one.
+    channel: Option<String>,
     total: usize,
     done: usize,
     failed: usize,
     groups: BTreeMap<String, GroupTally>,
-    dirty: bool,
-    last_edit: Option<Instant>,
+    printed_status: Option<JobStatus>,
 }
 
 impl Reporter {
-    /// Opens the job's thread: reuses stored root messages, or posts a new root.
+    /// Opens the job's thread: writes its root (a keyed post: written once, whoever asks
+    /// again).
     pub async fn open(
-        chat: Arc<dyn Chat>,
         store: Arc<dyn Store>,
         clock: SharedClock,
+        outbox: Outbox,
+        printer: Option<Arc<dyn Chat>>,
         job: JobRecord,
     ) -> Reporter {
-        let threads = store.messages(job.id).await.unwrap_or_default();
         let mut r = Reporter {
-            chat,
             store,
             clock,
+            outbox,
+            printer,
             total: job.total as usize,
             done: job.done as usize,
             failed: job.failed as usize,
+            channel: job.channel.clone(),
             job,
-            threads,
             groups: BTreeMap::new(),
-            dirty: false,
-            last_edit: None,
+            printed_status: None,
         };
-        if r.threads.is_empty()
-            && let Some(channel) = r.job.channel.clone()
-        {
-            let root = r.root_message(r.job.status);
-            match r.chat.post(&channel, None, &root).await {
-                Ok(ts) => {
-                    if let Err(e) = r.store.set_message(r.job.id, &channel, &ts).await {
-                        tracing::warn!(job = r.job.id, error = %e, "root message id not stored");
-                    }
-                    r.threads.push((channel, ts));
-                }
-                Err(e) => tracing::warn!(job = r.job.id, error = %e, "root message not posted"),
-            }
+        if let Some(channel) = r.channel.clone() {
+            let root = NewMessage::post(r.clock.unix_ms(), channel, r.root_message(r.job.status))
+                .keyed(root_key(r.job.id))
+                .role(Role::Root)
+                .job(r.job.id);
+            r.write(JobChange::Nothing, vec![root]).await;
         }
+        r.print_root(r.job.status).await;
         r
     }
 
     /// Consumes progress events until the sender is dropped.
     pub async fn run(&mut self, mut rx: UnboundedReceiver<Progress>) {
-        let mut tick = tokio::time::interval(EDIT_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                ev = rx.recv() => match ev {
-                    Some(ev) => self.on(ev).await,
-                    None => break,
-                },
-                _ = tick.tick() => self.flush(false).await,
-            }
+        while let Some(ev) = rx.recv().await {
+            self.on(ev).await;
         }
     }
 
-    /// Marks the job running.
+    /// Marks the job running (status and root edit in one transaction).
     pub async fn running(&mut self) {
         self.job.status = JobStatus::Running;
-        self.flush(true).await;
+        let edit = self.root_edit();
+        self.write(JobChange::Status(JobStatus::Running), edit)
+            .await;
+        self.print_root(JobStatus::Running).await;
+    }
+
+    /// Writes a job change with messages, and wakes the sender.
+    async fn write(&self, change: JobChange, messages: Vec<NewMessage>) {
+        let effects = Effects::messages(messages);
+        if let Err(e) = self
+            .store
+            .change_job(self.job.id, change, self.clock.unix(), effects)
+            .await
+        {
+            tracing::error!(job = self.job.id, error = %e, "job change and its messages not stored");
+        }
+        self.outbox.wake();
+    }
+
+    fn root_edit(&self) -> Vec<NewMessage> {
+        match &self.channel {
+            Some(_) => vec![
+                NewMessage::edit(
+                    self.clock.unix_ms(),
+                    root_key(self.job.id),
+                    self.root_message(self.job.status),
+                )
+                .job(self.job.id),
+            ],
+            None => Vec::new(),
+        }
+    }
+
+    fn reply_message(&self, role: Role, msg: Message) -> Vec<NewMessage> {
+        match &self.channel {
+            Some(channel) => vec![
+                NewMessage::reply(
+                    self.clock.unix_ms(),
+                    channel.clone(),
+                    Thread::Key(root_key(self.job.id)),
+                    msg,
+                )
+                .role(role)
+                .job(self.job.id),
+            ],
+            None => Vec::new(),
+        }
     }
 
     async fn on(&mut self, ev: Progress) {
@@ -116,7 +152,8 @@ impl Reporter {
                 for g in &groups {
                     self.groups.entry(g.name.clone()).or_default();
                 }
-                self.reply(&plan_text(&title, &groups)).await;
+                let plan = Message::text(plan_text(&title, &groups)).with_context(self.about());
+                self.reply(Role::Plan, plan).await;
                 self.progress_changed().await;
             }
             Progress::TargetStarted { .. } => {}
@@ -142,66 +179,75 @@ impl Reporter {
                 self.progress_changed().await;
             }
             Progress::GroupFinished { group } => {
-                let g = self.groups.entry(group.clone()).or_default();
-                if g.finished {
-                    return;
+                if let Some(msg) = self.group_finished(&group) {
+                    self.reply(Role::Group, msg).await;
                 }
-                g.finished = true;
-                let text = group_text(&group, g);
-                self.reply(&text).await;
             }
             // Notes carry text from outside (environment names, Rancher errors, log
             // tails): escaped so none of it can become a mention or a link.
-            Progress::Note { text } => self.reply(&sanitize_block(&text)).await,
+            Progress::Note { text } => {
+                self.reply(Role::Note, Message::text(sanitize_block(&text)))
+                    .await
+            }
         }
     }
 
+    /// Marks a group finished; its reply, the first time.
+    fn group_finished(&mut self, group: &str) -> Option<Message> {
+        let g = self.groups.entry(group.to_string()).or_default();
+        if g.finished {
+            return None;
+        }
+        g.finished = true;
+        Some(Message::text(group_text(group, g)))
+    }
+
+    /// Who and what the job is, for messages that may be read outside the thread
+    /// (an incoming webhook has no threads).
+    fn about(&self) -> String {
+        format!(
+            "Job #{} `{}` · requested by {} via {}",
+            self.job.id,
+            sanitize(&self.job.command),
+            person(&self.job.requested_by),
+            self.job.source
+        )
+    }
+
+    /// Progress counts and the root's newest content, in one transaction.
     async fn progress_changed(&mut self) {
-        self.dirty = true;
-        if let Err(e) = self
-            .store
-            .set_job_progress(
-                self.job.id,
-                self.done as u32,
-                self.failed as u32,
-                self.total as u32,
-                self.clock.unix(),
-            )
-            .await
-        {
-            tracing::warn!(job = self.job.id, error = %e, "progress not stored");
+        let change = JobChange::Progress {
+            done: self.done as u32,
+            failed: self.failed as u32,
+            total: self.total as u32,
+        };
+        let edit = self.root_edit();
+        self.write(change, edit).await;
+    }
+
+    async fn reply(&self, role: Role, msg: Message) {
+        if let Some(p) = &self.printer {
+            let _ = p.post("", Some("thread"), &msg).await;
+        }
+        let rows = self.reply_message(role, msg);
+        if !rows.is_empty() {
+            self.write(JobChange::Nothing, rows).await;
         }
     }
 
-    /// Writes the root message if it changed (and a second has passed, unless `force`).
-    async fn flush(&mut self, force: bool) {
-        let due = self.last_edit.is_none_or(|t| t.elapsed() >= EDIT_EVERY);
-        if !(force || (self.dirty && due)) {
-            return;
-        }
-        self.dirty = false;
-        self.last_edit = Some(Instant::now());
-        let msg = self.root_message(self.job.status);
-        for (channel, ts) in &self.threads {
-            if let Err(e) = self.chat.update(channel, ts, &msg).await {
-                tracing::warn!(job = self.job.id, error = %e, "root message not edited");
-            }
-        }
+    async fn print_root(&mut self, status: JobStatus) {
+        let Some(p) = &self.printer else { return };
+        let msg = self.root_message(status);
+        let _ = match self.printed_status {
+            None => p.post("", None, &msg).await.map(|_| ()),
+            Some(s) if s != status => p.update("", "", &msg).await,
+            Some(_) => Ok(()),
+        };
+        self.printed_status = Some(status);
     }
 
-    async fn reply(&self, text: &str) {
-        for (channel, ts) in &self.threads {
-            if let Err(e) = self
-                .chat
-                .post(channel, Some(ts), &Message::text(text))
-                .await
-            {
-                tracing::warn!(job = self.job.id, error = %e, "thread reply not posted");
-            }
-        }
-    }
-
-    /// Posts the groups that never said they finished, the summary, and the final root.
+    /// The job's end: the groups that never said they finished, the summary and the final
+    /// root, written with its status and outcome in one transaction.
     pub async fn finish(&mut self, status: JobStatus, outcome: &Outcome) {
         let unfinished: Vec<String> = self
             .groups
@@ -209,15 +255,36 @@ impl Reporter {
             .filter(|(_, g)| !g.finished && (g.ok > 0 || !g.failed.is_empty()))
             .map(|(n, _)| n.clone())
             .collect();
+        let mut rows = Vec::new();
+        let mut printed = Vec::new();
         for g in unfinished {
-            self.on(Progress::GroupFinished { group: g }).await;
+            if let Some(msg) = self.group_finished(&g) {
+                printed.push(msg.clone());
+                rows.extend(self.reply_message(Role::Group, msg));
+            }
         }
         self.job.status = status;
         self.done = self.done.max(outcome.succeeded + outcome.failed.len());
         self.failed = self.failed.max(outcome.failed.len());
         self.total = self.total.max(self.done);
-        self.reply(&summary_text(status, outcome)).await;
-        self.flush(true).await;
+        let summary = Message::text(summary_text(status, outcome)).with_context(self.about());
+        printed.push(summary.clone());
+        rows.extend(self.reply_message(Role::Summary, summary));
+        rows.extend(self.root_edit());
+        if let Some(p) = &self.printer {
+            for m in &printed {
+                let _ = p.post("", Some("thread"), m).await;
+            }
+        }
+        self.write(
+            JobChange::Finish {
+                status,
+                outcome: outcome.clone(),
+            },
+            rows,
+        )
+        .await;
+        self.print_root(status).await;
     }
 
     /// The root message for a state.

@@ -11,20 +11,24 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::dispatch::{self, Domains};
+use super::outbox::Outbox;
 use super::reporter::Reporter;
 use crate::chat::{Chat, Message};
 use crate::clock::SharedClock;
 use crate::command::JobCmd;
 use crate::job::{JobError, JobStatus, Outcome, ProgressTx};
-use crate::store::{JobRecord, Store};
+use crate::store::outbox::root_key;
+use crate::store::{Effects, JobChange, JobRecord, NewMessage, Role, Store, Thread};
 
 /// What the runner needs from the app.
 #[derive(Clone)]
 pub struct Deps {
     pub domains: Domains,
     pub store: Arc<dyn Store>,
-    pub chat: Arc<dyn Chat>,
     pub clock: SharedClock,
+    pub outbox: Outbox,
+    /// Prints threads as they are written (`corral exec`).
+    pub printer: Option<Arc<dyn Chat>>,
 }
 
 /// Spawns and tracks job tasks.
@@ -49,7 +53,8 @@ impl Runner {
         let this = self.clone();
         let id = job.id;
         let handle = tokio::spawn(
-            async move { this.run(job, cmd).await }.instrument(tracing::info_span!("job", id)),
+            async move { this.run(job, cmd).await }
+                .instrument(tracing::info_span!("job", job = id)),
         );
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         tasks.retain(|_, h| !h.is_finished());
@@ -72,19 +77,13 @@ impl Runner {
         let id = job.id;
         let d = &self.deps;
         let mut reporter = Reporter::open(
-            d.chat.clone(),
             d.store.clone(),
             d.clock.clone(),
+            d.outbox.clone(),
+            d.printer.clone(),
             job.clone(),
         )
         .await;
-        if let Err(e) = d
-            .store
-            .set_job_status(id, JobStatus::Running, d.clock.unix())
-            .await
-        {
-            tracing::error!(job = id, error = %e, "cannot mark job running");
-        }
         reporter.running().await;
         let (tx, rx) = ProgressTx::channel();
         let (domains, store) = (d.domains.clone(), d.store.clone());
@@ -116,13 +115,7 @@ impl Runner {
                 },
             ),
         };
-        if let Err(e) = d
-            .store
-            .finish_job(id, status, &outcome, d.clock.unix())
-            .await
-        {
-            tracing::error!(job = id, error = %e, "cannot store job outcome");
-        }
+        // The outcome, the summary and the final root: one transaction.
         reporter.finish(status, &outcome).await;
         tracing::info!(job = id, status = %status, "job finished");
     }
@@ -145,14 +138,7 @@ impl Runner {
                         .into(),
                 ..Outcome::default()
             };
-            if let Err(e) = d
-                .store
-                .finish_job(job.id, JobStatus::Interrupted, &outcome, d.clock.unix())
-                .await
-            {
-                tracing::error!(job = job.id, error = %e, "cannot mark job interrupted");
-                continue;
-            }
+            let now_ms = d.clock.unix_ms();
             let root = super::reporter::root_message(
                 job,
                 JobStatus::Interrupted,
@@ -160,19 +146,61 @@ impl Runner {
                 job.failed as usize,
                 job.total as usize,
             );
-            for (channel, ts) in d.store.messages(job.id).await.unwrap_or_default() {
-                if let Err(e) = d.chat.update(&channel, &ts, &root).await {
-                    tracing::warn!(job = job.id, error = %e, "interrupted root not edited");
-                }
-                let note = Message::text(format!(
-                    "⚠ *Interrupted*: corral restarted while this job ran ({} of {} targets had finished). Check the targets before running it again.",
-                    job.done, job.total
-                ));
-                if let Err(e) = d.chat.post(&channel, Some(&ts), &note).await {
-                    tracing::warn!(job = job.id, error = %e, "interrupted note not posted");
-                }
+            let note = Message::text(format!(
+                "⚠ *Interrupted*: corral restarted while this job ran ({} of {} targets had finished). Check the targets before running it again.",
+                job.done, job.total
+            ));
+            let key = root_key(job.id);
+            let has_root = matches!(d.store.outbox_get(&key).await, Ok(Some(_)));
+            let mut messages = Vec::new();
+            match (&job.channel, has_root) {
+                (_, true) => messages.push(NewMessage::edit(now_ms, key.clone(), root).job(job.id)),
+                (Some(ch), false) => messages.push(
+                    NewMessage::post(now_ms, ch.clone(), root)
+                        .keyed(key.clone())
+                        .role(Role::Root)
+                        .job(job.id),
+                ),
+                (None, false) => {}
+            }
+            let channel = match (&job.channel, has_root) {
+                (Some(ch), _) => Some(ch.clone()),
+                (None, true) => d
+                    .store
+                    .outbox_get(&key)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|r| r.channel),
+                (None, false) => None,
+            };
+            if let Some(ch) = channel
+                && !messages.is_empty()
+            {
+                messages.push(
+                    NewMessage::reply(now_ms, ch, Thread::Key(key), note)
+                        .role(Role::Note)
+                        .job(job.id),
+                );
+            }
+            if let Err(e) = d
+                .store
+                .change_job(
+                    job.id,
+                    JobChange::Finish {
+                        status: JobStatus::Interrupted,
+                        outcome,
+                    },
+                    d.clock.unix(),
+                    Effects::messages(messages),
+                )
+                .await
+            {
+                tracing::error!(job = job.id, error = %e, "cannot mark job interrupted");
+                continue;
             }
         }
+        d.outbox.wake();
         jobs.len()
     }
 }

@@ -21,10 +21,12 @@ use serde_json::json;
 use slack_morphism::prelude::*;
 
 use super::verify::{self, VerifyError};
-use crate::app::{App, Reply, Request, Visibility};
+use crate::app::limit::{Admission, TOO_FAST};
+use crate::app::{App, Reply, ReplyTo, Request, Visibility};
 use crate::chat::Message;
 use crate::command::{self, Command};
 use crate::door::Source;
+use crate::store::NewMessage;
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -108,6 +110,12 @@ pub async fn commands(State(app): State<Arc<App>>, headers: HeaderMap, body: Byt
         )
             .into_response();
     };
+    match app.admit(user) {
+        Admission::Allowed => {}
+        Admission::Refused => return ephemeral(TOO_FAST.to_string()),
+        // Already told: an empty 200 shows nothing.
+        Admission::Silent => return StatusCode::OK.into_response(),
+    }
     let text = field("text").unwrap_or("");
     let command = match command::parse_slash(cmd_name, text) {
         Ok(c) => c,
@@ -175,7 +183,8 @@ pub async fn events(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes
     }
 }
 
-/// A mention: the same grammar, answered in the mention's thread.
+/// A mention: the same grammar, answered in the mention's thread (changes) or to the
+/// person (refusals, errors, status, help), through the outbox.
 pub async fn handle_mention(app: Arc<App>, m: SlackAppMentionEvent) {
     let channel = m.channel.to_string();
     let thread = m
@@ -186,31 +195,50 @@ pub async fn handle_mention(app: Arc<App>, m: SlackAppMentionEvent) {
         .to_string();
     let text = m.content.text.clone().unwrap_or_default();
     let user = m.user.to_string();
-    let reply = match command::parse_text(&text) {
-        Err(e) => Reply::invalid(e.to_string()),
-        Ok(command) => {
-            app.handle(Request {
-                command,
-                user: user.clone(),
-                source: Source::Slack,
-                channel: Some(channel.clone()),
-            })
-            .await
+    match app.admit(&user) {
+        Admission::Allowed => {}
+        Admission::Refused => {
+            let now = app.clock.unix_ms();
+            app.say(vec![NewMessage::ephemeral(
+                now,
+                channel,
+                user,
+                Message::text(TOO_FAST),
+            )])
+            .await;
+            return;
         }
+        Admission::Silent => return,
+    }
+    let to = ReplyTo {
+        channel: channel.clone(),
+        thread_ts: thread,
+        user: user.clone(),
     };
-    // Changes are told to the thread; refusals, errors, status and help only to the
-    // person who asked, as with slash commands.
-    let msg = Message::text(reply.text);
-    let sent = match reply.visibility {
-        Visibility::InChannel => app
-            .chat
-            .post(&channel, Some(&thread), &msg)
-            .await
-            .map(|_| ()),
-        Visibility::Ephemeral => app.chat.ephemeral(&channel, &user, &msg).await,
-    };
-    if let Err(e) = sent {
-        tracing::warn!(error = %e, "mention reply not delivered");
+    match command::parse_text(&text) {
+        Err(e) => {
+            let reply = Reply::invalid(e.to_string());
+            let now = app.clock.unix_ms();
+            app.say(vec![NewMessage::ephemeral(
+                now,
+                to.channel,
+                to.user,
+                Message::text(reply.text),
+            )])
+            .await;
+        }
+        Ok(command) => {
+            app.handle_replying(
+                Request {
+                    command,
+                    user,
+                    source: Source::Slack,
+                    channel: Some(channel),
+                },
+                to,
+            )
+            .await;
+        }
     }
 }
 

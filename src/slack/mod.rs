@@ -7,3 +7,4 @@ pub mod http;
 pub mod socket;
 pub mod verify;
 pub mod web;
+pub mod webhook;

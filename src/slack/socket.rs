@@ -11,6 +11,7 @@ use std::sync::Arc;
 use slack_morphism::prelude::*;
 
 use super::http::{handle_mention, parse_command, route_interaction};
+use crate::app::limit::{Admission, TOO_FAST};
 use crate::app::{App, Request, Visibility};
 use crate::door::Source;
 use crate::secret::Secret;
@@ -32,6 +33,18 @@ async fn on_command(
 ) -> Result<SlackCommandEventResponse, BoxError> {
     let app = app_of(&states).await?;
     let text = event.text.clone().unwrap_or_default();
+    match app.admit(event.user_id.as_ref()) {
+        Admission::Allowed => {}
+        Admission::Refused => {
+            return Ok(SlackCommandEventResponse::new(
+                SlackMessageContent::new().with_text(TOO_FAST.to_string()),
+            )
+            .with_response_type(SlackMessageResponseType::Ephemeral));
+        }
+        Admission::Silent => {
+            return Ok(SlackCommandEventResponse::new(SlackMessageContent::new()));
+        }
+    }
     let (text, visibility) = match parse_command(&event.command.0, &text) {
         Err(problem) => (problem, Visibility::Ephemeral),
         Ok(command) => {

@@ -1,6 +1,6 @@
 //! The store: everything corral must not forget (SPEC §7) — the lock and its history,
-//! jobs and their Slack message ids, the audit log, the Events API dedupe set, deploy
-//! reports.
+//! jobs, the outbox of messages (and the Slack ids of those delivered), the audit log, the
+//! Events API dedupe set, deploy reports.
 //!
 //! One async, object-safe trait, [`Store`], with two implementations picked by the
 //! database URL's scheme: the embedded SQLite store (`sqlite://`, one process) and
@@ -14,10 +14,16 @@
 //! transaction; a backend that can fail a transaction on a serialisation conflict simply
 //! reads and decides again. Deciders never do I/O and never read a clock: the time is
 //! captured when they are made.
+//!
+//! **The outbox** ([`outbox`]) is part of the same transactions: a decision's
+//! [`Effects::messages`] are written with it, so a change and what corral says about it
+//! are committed together or not at all.
 
 mod copy;
+pub mod outbox;
 mod postgres;
 mod sqlite;
+mod sqlite_outbox;
 
 use std::time::Duration;
 
@@ -25,6 +31,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use copy::{CopyReport, copy};
+pub use outbox::{
+    Delivery, Enqueued, NewMessage, OutboxRow, OutboxStats, Role, RowKind, RowState, Settle, Thread,
+};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -64,6 +73,36 @@ pub type Decide<S, T, R> = Box<dyn Fn(&S) -> std::result::Result<T, R> + Send + 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Effects {
     pub audit: Vec<AuditEntry>,
+    /// Messages to deliver (outbox rows): posts, edits (coalesced into a pending row of the
+    /// same key), ephemeral replies, response_url answers.
+    pub messages: Vec<NewMessage>,
+}
+
+impl Effects {
+    /// Effects that only send these messages.
+    pub fn messages(messages: Vec<NewMessage>) -> Effects {
+        Effects {
+            audit: Vec::new(),
+            messages,
+        }
+    }
+}
+
+/// A change to a job, written with its [`Effects`] (e.g. the root edit that shows it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobChange {
+    Status(JobStatus),
+    Progress {
+        done: u32,
+        failed: u32,
+        total: u32,
+    },
+    Finish {
+        status: JobStatus,
+        outcome: Outcome,
+    },
+    /// Only the effects (a thread reply).
+    Nothing,
 }
 
 /// What a lock change writes: the new state, its history row and its effects.
@@ -197,6 +236,9 @@ pub struct JobRecord {
     pub created_at: i64,
     pub updated_at: i64,
     pub outcome: Option<Outcome>,
+    /// Why a message of the job's thread could not be delivered (the newest reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<String>,
 }
 
 /// What is needed to create a job.
@@ -284,11 +326,50 @@ pub trait Store: Send + Sync + 'static {
         outcome: &Outcome,
         now: i64,
     ) -> Result<()>;
+    /// Changes a job and writes `effects` (its root edit, a reply) in one transaction.
+    async fn change_job(
+        &self,
+        id: i64,
+        change: JobChange,
+        now: i64,
+        effects: Effects,
+    ) -> Result<()>;
 
-    /// Remembers the root message of a job's thread in a channel.
+    /// Remembers the root message of a job's thread (as a delivered outbox row keyed
+    /// `job:<id>:root`; a database from before the outbox has its roots moved there).
     async fn set_message(&self, job: i64, channel: &str, ts: &str) -> Result<()>;
-    /// The root messages of a job's thread: `(channel, ts)`.
+    /// The delivered root of a job's thread: `(channel, ts)`.
     async fn messages(&self, job: i64) -> Result<Vec<(String, String)>>;
+
+    /// Writes messages on their own, in one transaction (see [`Effects::messages`]).
+    async fn enqueue(&self, messages: Vec<NewMessage>) -> Result<Vec<Enqueued>>;
+    /// What the sender may do next: the head (lowest `seq`) of every lane's pending rows,
+    /// and every delivered row with a newer version to edit in; rows another sender holds
+    /// a live lease on are left out. Oldest wish first; at most `limit`.
+    async fn outbox_work(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxRow>>;
+    /// Takes a lease on row `id` for `owner` until `now_ms + lease_ms`, and returns it as it
+    /// is now, or `None` if there is nothing to do or another sender holds it. A row whose
+    /// previous lease was never settled (a crash mid-call) comes back with `unknown` set.
+    async fn outbox_claim(
+        &self,
+        id: i64,
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<OutboxRow>>;
+    /// Records the result of an attempt and ends the lease (and, for a failure of a job's
+    /// message, notes the reason on the job).
+    async fn outbox_settle(&self, id: i64, owner: &str, settle: Settle, now_ms: i64) -> Result<()>;
+    /// One row by key.
+    async fn outbox_get(&self, key: &str) -> Result<Option<OutboxRow>>;
+    /// Rows in id order: all, or a job's; at most `limit`.
+    async fn outbox_rows(&self, job: Option<i64>, limit: usize) -> Result<Vec<OutboxRow>>;
+    /// Depth, oldest wish, dead and failed rows.
+    async fn outbox_stats(&self) -> Result<OutboxStats>;
+    /// The sender's pacing: `(scope, not before, Unix ms)` for every scope.
+    async fn pacing(&self) -> Result<Vec<(String, i64)>>;
+    /// Pushes a scope's "not before" to `not_before_ms` (never earlier than it was).
+    async fn push_pacing(&self, scope: &str, not_before_ms: i64) -> Result<()>;
 
     async fn audit(&self, entry: &AuditEntry) -> Result<()>;
     /// The newest `limit` audit lines, newest first.

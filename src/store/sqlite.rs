@@ -20,9 +20,11 @@ use rusqlite::{Connection, Row, params};
 use tokio::sync::oneshot;
 
 use super::copy::Dump;
+use super::sqlite_outbox as outbox;
 use super::{
-    AuditEntry, Backend, Decide, DeployReport, Effects, JobRecord, LockChange, LockDecision,
-    LockHistoryEntry, NewJob, Result, Store, StoreError, StoreInfo,
+    AuditEntry, Backend, Decide, DeployReport, Effects, Enqueued, JobChange, JobRecord, LockChange,
+    LockDecision, LockHistoryEntry, NewJob, NewMessage, OutboxRow, OutboxStats, Result, Settle,
+    Store, StoreError, StoreInfo,
 };
 use crate::door::Source;
 use crate::job::{JobKind, JobStatus, Outcome};
@@ -33,6 +35,7 @@ use crate::lock::{Holder, LockState, Refusal};
 pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_deploy.sql"),
+    include_str!("migrations/0003_outbox.sql"),
 ];
 
 /// How long delivery keys are remembered (Slack retries for up to ~5 minutes, or 24 h
@@ -205,9 +208,40 @@ fn insert_audit(conn: &Connection, e: &AuditEntry) -> Result<()> {
     Ok(())
 }
 
-fn write_effects(conn: &Connection, effects: &Effects) -> Result<()> {
+fn write_effects(conn: &Connection, effects: &Effects) -> Result<Vec<Enqueued>> {
     for e in &effects.audit {
         insert_audit(conn, e)?;
+    }
+    outbox::insert(conn, &effects.messages)
+}
+
+fn apply_job_change(conn: &Connection, id: i64, change: &JobChange, now: i64) -> Result<()> {
+    match change {
+        JobChange::Status(status) => {
+            conn.execute(
+                "UPDATE jobs SET status = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, status.as_str(), now],
+            )?;
+        }
+        JobChange::Progress {
+            done,
+            failed,
+            total,
+        } => {
+            conn.execute(
+                "UPDATE jobs SET done = ?2, failed = ?3, total = ?4, updated_at = ?5 WHERE id = ?1",
+                params![id, done, failed, total, now],
+            )?;
+        }
+        JobChange::Finish { status, outcome } => {
+            let text = serde_json::to_string(outcome)
+                .map_err(|e| StoreError::Corrupt(format!("cannot encode outcome: {e}")))?;
+            conn.execute(
+                "UPDATE jobs SET status = ?2, outcome = ?3, updated_at = ?4 WHERE id = ?1",
+                params![id, status.as_str(), text, now],
+            )?;
+        }
+        JobChange::Nothing => {}
     }
     Ok(())
 }
@@ -222,7 +256,7 @@ pub(super) fn typed<T: std::str::FromStr>(
         .map_err(|_| StoreError::Corrupt(format!("{what} of {row} is {text:?}")))
 }
 
-const JOB_COLUMNS: &str = "id, kind, command, requested_by, source, channel, status, done, failed, total, created_at, updated_at, outcome";
+const JOB_COLUMNS: &str = "id, kind, command, requested_by, source, channel, status, done, failed, total, created_at, updated_at, outcome, delivery";
 
 /// A job row as read, its persisted enums still text.
 pub(super) struct RawJob {
@@ -239,6 +273,7 @@ pub(super) struct RawJob {
     pub(super) created_at: i64,
     pub(super) updated_at: i64,
     pub(super) outcome: Option<String>,
+    pub(super) delivery: Option<String>,
 }
 
 fn job_row(r: &Row) -> rusqlite::Result<RawJob> {
@@ -256,6 +291,7 @@ fn job_row(r: &Row) -> rusqlite::Result<RawJob> {
         created_at: r.get(10)?,
         updated_at: r.get(11)?,
         outcome: r.get(12)?,
+        delivery: r.get(13)?,
     })
 }
 
@@ -283,6 +319,7 @@ impl RawJob {
             created_at: self.created_at,
             updated_at: self.updated_at,
             outcome,
+            delivery: self.delivery,
         })
     }
 }
@@ -624,28 +661,102 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn set_message(&self, job: i64, channel: &str, ts: &str) -> Result<()> {
-        let (channel, ts) = (channel.to_string(), ts.to_string());
+    async fn change_job(
+        &self,
+        id: i64,
+        change: JobChange,
+        now: i64,
+        effects: Effects,
+    ) -> Result<()> {
         self.call(move |c| {
-            c.execute(
-                "INSERT INTO messages (job_id, channel, ts) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (job_id, channel) DO UPDATE SET ts = excluded.ts",
-                params![job, channel, ts],
-            )?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            apply_job_change(&tx, id, &change, now)?;
+            write_effects(&tx, &effects)?;
+            tx.commit()?;
             Ok(())
         })
         .await
     }
 
+    async fn set_message(&self, job: i64, channel: &str, ts: &str) -> Result<()> {
+        let (channel, ts) = (channel.to_string(), ts.to_string());
+        self.call(move |c| outbox::set_root(c, job, &channel, &ts))
+            .await
+    }
+
     async fn messages(&self, job: i64) -> Result<Vec<(String, String)>> {
+        self.call(move |c| outbox::roots(c, job)).await
+    }
+
+    async fn enqueue(&self, messages: Vec<NewMessage>) -> Result<Vec<Enqueued>> {
         self.call(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT channel, ts FROM messages WHERE job_id = ?1 ORDER BY channel",
-            )?;
-            let rows = stmt.query_map([job], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let out = outbox::insert(&tx, &messages)?;
+            tx.commit()?;
+            Ok(out)
         })
         .await
+    }
+
+    async fn outbox_work(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxRow>> {
+        self.call(move |c| outbox::work(c, now_ms, limit)).await
+    }
+
+    async fn outbox_claim(
+        &self,
+        id: i64,
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<OutboxRow>> {
+        let owner = owner.to_string();
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let row = outbox::claim(&tx, id, &owner, now_ms, lease_ms)?;
+            tx.commit()?;
+            Ok(row)
+        })
+        .await
+    }
+
+    async fn outbox_settle(
+        &self,
+        id: i64,
+        owner: &str,
+        settle: Settle,
+        _now_ms: i64,
+    ) -> Result<()> {
+        let owner = owner.to_string();
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            outbox::settle(&tx, id, &owner, &settle)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn outbox_get(&self, key: &str) -> Result<Option<OutboxRow>> {
+        let key = key.to_string();
+        self.call(move |c| outbox::get(c, &key)).await
+    }
+
+    async fn outbox_rows(&self, job: Option<i64>, limit: usize) -> Result<Vec<OutboxRow>> {
+        self.call(move |c| outbox::rows(c, job, limit)).await
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats> {
+        self.call(|c| outbox::stats(c)).await
+    }
+
+    async fn pacing(&self) -> Result<Vec<(String, i64)>> {
+        self.call(|c| outbox::pacing(c)).await
+    }
+
+    async fn push_pacing(&self, scope: &str, not_before_ms: i64) -> Result<()> {
+        let scope = scope.to_string();
+        self.call(move |c| outbox::push_pacing(c, &scope, not_before_ms))
+            .await
     }
 
     async fn audit(&self, e: &AuditEntry) -> Result<()> {

@@ -46,8 +46,17 @@ struct Server {
 
 impl Server {
     async fn start(dir: &TempDir, slack: Option<&FakeSlack>) -> Server {
+        Server::start_with(dir, slack, &[]).await
+    }
+
+    async fn start_with(
+        dir: &TempDir,
+        slack: Option<&FakeSlack>,
+        extra: &[(&str, &str)],
+    ) -> Server {
         let port = free_port();
         let child = corral(dir, slack, &["serve"])
+            .envs(extra.iter().copied())
             .env("CORRAL_LISTEN", format!("127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -297,5 +306,81 @@ async fn check_reaches_slack() {
         stdout.contains("ok   Slack: bot U0BOT in team T0FAKE"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("ok   outbox: 0 messages waiting; 0 dead, 0 refused by Slack"),
+        "{stdout}"
+    );
     assert_eq!(slack.calls_to("auth.test").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undelivered_messages_survive_kill_9_and_go_out_once_in_order() {
+    let dir = TempDir::new("outbox-kill9");
+    let slack = FakeSlack::start().await;
+    // Slack is down while the changes are made.
+    slack.fail_during(
+        None,
+        0,
+        i64::MAX,
+        crate::support::fake_slack::Failure::Status(503),
+    );
+    let fast = [
+        ("CORRAL_SLACK_POST_INTERVAL", "50ms"),
+        ("CORRAL_OUTBOX_BACKOFF_MAX", "1s"),
+    ];
+    let s = Server::start_with(&dir, Some(&slack), &fast).await;
+    let mut want = Vec::new();
+    for name in ["a", "b", "c"] {
+        assert_eq!(
+            get(&format!("{}/start?name={name}", s.url)).await,
+            (200, "1".into())
+        );
+        want.push(format!(
+            "🚀 releasestatus:{name} started a release (via releasestatus)"
+        ));
+        assert_eq!(get(&format!("{}/stop", s.url)).await, (200, "1".into()));
+        want.push("✅ releasestatus finished the release (via releasestatus)".to_string());
+    }
+    let _ = slack.wait_for(5, |c| !c.is_empty()).await;
+    let (_, metrics) = get(&format!("{}/metrics", s.url)).await;
+    assert!(metrics.contains("corral_outbox_depth 6"), "{metrics}");
+    s.kill9();
+    let out = corral(&dir, Some(&slack), &["check"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("ok   outbox: 6 messages waiting"),
+        "{stdout}"
+    );
+    slack.clear_faults();
+    let _s = Server::start_with(&dir, Some(&slack), &fast).await;
+    let _ = slack.wait_for(10, |_| slack.posted().len() >= 6).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got: Vec<String> = slack.posted().into_iter().map(|p| p.text).collect();
+    assert_eq!(got, want, "once each, in commit order, by the next process");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_a_line_with_the_job() {
+    let dir = TempDir::new("jsonlog");
+    let out = corral(&dir, None, &["exec", "upgrade", "library:web:12"])
+        .env("CORRAL_LOG_FORMAT", "json")
+        .env("CORRAL_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(!lines.is_empty(), "{stderr}");
+    assert!(
+        lines.iter().any(|v| v["job"] == 1 || v["span"]["job"] == 1),
+        "a line names the job: {stderr}"
+    );
+    let bad = corral(&dir, None, &["check"])
+        .env("CORRAL_LOG_FORMAT", "xml")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stdout).contains("CORRAL_LOG_FORMAT"));
 }

@@ -211,6 +211,7 @@ async fn serf_fan_out_to_three_agents_reports_3_of_3() {
         "{all:?}"
     );
     assert!(all.iter().any(|t| t.contains("3/3 hosts done")), "{all:?}");
+    c.delivered().await;
     let updates = c.slack.calls_to("chat.update");
     assert!(
         updates.last().unwrap().text().contains("✅ succeeded"),

@@ -7,6 +7,7 @@ mod binary;
 mod deploy;
 mod deploy_fanout;
 mod layers;
+mod outbox;
 mod rancher_catalog;
 mod rancher_client;
 mod rancher_cowpoke;

@@ -31,7 +31,7 @@ async fn serve(fake: &FakeRancher, token: Option<&str>) -> Server {
     let mut config = Config::from_env(&Env::from_pairs(pairs)).unwrap();
     config.rancher.poll_interval = Duration::from_millis(20);
     config.rancher.upgrade_timeout = Duration::from_millis(400);
-    let app = App::new(
+    let app = crate::support::corral::start_app(
         Arc::new(config),
         corral::store::open("sqlite::memory:").await.unwrap(),
         Arc::new(LogChat::default()),

@@ -49,7 +49,7 @@ async fn world_with(
     config.rancher.upgrade_timeout = Duration::from_secs(5);
     tweak(&mut config);
     let store = corral::store::open("sqlite::memory:").await.expect("store");
-    let app = App::new(Arc::new(config), store, chat);
+    let app = crate::support::corral::start_app(Arc::new(config), store, chat);
     World { fake, app }
 }
 
@@ -75,6 +75,7 @@ impl World {
         tokio::time::timeout(Duration::from_secs(20), self.app.runner.wait(id))
             .await
             .expect("job ends in time");
+        crate::support::corral::delivered(&self.app).await;
         self.app
             .store
             .job(id)

@@ -414,26 +414,25 @@ async fn a_job_gets_one_thread_and_its_root_is_edited() {
         .expect("job stored before the ack");
     assert_eq!(job.channel.as_deref(), Some("C0TEAM"));
     c.app.runner.wait(1).await;
-    let calls = c
-        .slack
-        .wait_for(5, |calls| {
-            calls
-                .iter()
-                .any(|c| c.method == "chat.update" && c.text().contains("failed"))
-        })
-        .await;
+    c.delivered().await;
+    let calls = c.slack.calls();
     let posts: Vec<_> = calls
         .iter()
         .filter(|c| c.method == "chat.postMessage")
         .collect();
-    // Root (once after the 429 retry), then the failure summary in its thread.
+    // The 429, then the root once, then the failure summary in its thread.
     let roots: Vec<_> = posts.iter().filter(|p| p.thread_ts().is_none()).collect();
-    let ok_roots: Vec<_> = roots.iter().skip(1).collect();
-    assert_eq!(ok_roots.len(), 1, "{posts:?}");
+    assert_eq!(roots.len(), 2, "{posts:?}");
     assert!(
-        ok_roots[0]
+        roots[1].at_ms - roots[0].at_ms >= 1000,
+        "no post inside the Retry-After window"
+    );
+    assert!(
+        roots[1]
             .text()
-            .contains("*Job #1* `/upgrade library:web:12 --dry-run` — ⏳ queued")
+            .contains("*Job #1* `/upgrade library:web:12 --dry-run` — "),
+        "{}",
+        roots[1].text()
     );
     let root_ts = c.app.store.messages(1).await.unwrap()[0].1.clone();
     let replies: Vec<_> = posts
@@ -444,7 +443,14 @@ async fn a_job_gets_one_thread_and_its_root_is_edited() {
     assert!(replies[0].text().contains("Rancher is not configured"));
     let updates: Vec<_> = calls.iter().filter(|c| c.method == "chat.update").collect();
     assert!(updates.iter().all(|u| u.body["ts"] == root_ts.as_str()));
-    assert!(updates.last().unwrap().text().contains("❌ failed"));
+    // The root shows the end, whether it was posted late enough to carry it or edited.
+    let shown = c
+        .slack
+        .posted()
+        .into_iter()
+        .find(|p| p.ts == root_ts)
+        .unwrap();
+    assert!(shown.text.contains("❌ failed"), "{}", shown.text);
     let job = c.app.store.job(1).await.unwrap().unwrap();
     assert_eq!(job.status, corral::job::JobStatus::Failed);
 }

@@ -68,6 +68,7 @@ async fn change(
                     detail: String::new(),
                     source: Source::Slack,
                 }],
+                ..Effects::default()
             },
         })
     }))
@@ -174,6 +175,7 @@ async fn jobs_pass_the_gate_in_one_transaction() {
                             detail: "forced".into(),
                             source: Source::Slack,
                         }],
+                        ..Effects::default()
                     })
                 }),
             )
@@ -198,12 +200,17 @@ async fn jobs_pass_the_gate_in_one_transaction() {
             .await
             .unwrap();
         s.set_job_progress(j.id, 1, 0, 2, 12).await.unwrap();
+        // A job has one thread root (an outbox row keyed job:N:root): the newest wins.
         s.set_message(j.id, "C1", "1.1").await.unwrap();
         s.set_message(j.id, "C1", "1.2").await.unwrap();
+        assert_eq!(
+            s.messages(j.id).await.unwrap(),
+            vec![("C1".into(), "1.2".into())]
+        );
         s.set_message(j.id, "C2", "2.1").await.unwrap();
         assert_eq!(
             s.messages(j.id).await.unwrap(),
-            vec![("C1".into(), "1.2".into()), ("C2".into(), "2.1".into())]
+            vec![("C2".into(), "2.1".into())]
         );
         let out = Outcome {
             succeeded: 2,
@@ -715,4 +722,180 @@ async fn serialisation_failures_are_decided_again() {
             .unwrap();
     }
     assert_eq!(s.lock_history(100).await.unwrap().len(), 10);
+}
+
+#[tokio::test]
+async fn the_outbox_orders_lanes_coalesces_edits_and_leases_rows() {
+    use corral::chat::Message;
+    use corral::store::{Enqueued, NewMessage, RowState, Settle, Thread};
+    let dir = TempDir::new("store-outbox");
+    for (url, s, _db) in backends(&dir).await {
+        let m = |t: &str| Message::text(t);
+        let out = s
+            .enqueue(vec![
+                NewMessage::post(1, "C1", m("root")).keyed("k1"),
+                NewMessage::post(2, "C1", m("second")),
+                NewMessage::post(3, "C2", m("other channel")),
+                NewMessage::reply(4, "C1", Thread::Key("k1".into()), m("reply")),
+            ])
+            .await
+            .unwrap();
+        let Enqueued::New(k1) = out[0] else {
+            panic!("{out:?}")
+        };
+        // Only each lane's head is work.
+        let names = |rows: Vec<corral::store::OutboxRow>| {
+            rows.into_iter().map(|r| r.message.text).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(s.outbox_work(10, 10).await.unwrap()),
+            vec!["root", "other channel"],
+            "{url}"
+        );
+        // An edit of a post still waiting changes what will be posted.
+        let e = s
+            .enqueue(vec![NewMessage::edit(5, "k1", m("root v2"))])
+            .await
+            .unwrap();
+        assert_eq!(e, vec![Enqueued::Coalesced(k1)], "{url}");
+        let again = s
+            .enqueue(vec![
+                NewMessage::post(6, "C1", m("dup")).keyed("k1"),
+                NewMessage::edit(6, "nope", m("x")),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(again, vec![Enqueued::Duplicate(k1), Enqueued::Missing]);
+        let row = s.outbox_get("k1").await.unwrap().unwrap();
+        assert_eq!((row.version, row.state), (2, RowState::Pending));
+        assert_eq!(row.message.text, "root v2");
+        // A lease keeps other senders off the row and blocks its lane.
+        let claimed = s.outbox_claim(k1, "a", 100, 1000).await.unwrap().unwrap();
+        assert_eq!(claimed.attempts, 1);
+        assert!(s.outbox_claim(k1, "b", 200, 1000).await.unwrap().is_none());
+        assert_eq!(
+            names(s.outbox_work(200, 10).await.unwrap()),
+            vec!["other channel"]
+        );
+        s.outbox_settle(
+            k1,
+            "a",
+            Settle::Delivered {
+                version: 2,
+                ts: Some("1.1".into()),
+            },
+            300,
+        )
+        .await
+        .unwrap();
+        let row = s.outbox_get("k1").await.unwrap().unwrap();
+        assert_eq!(
+            (row.state, row.ts.as_deref()),
+            (RowState::Done, Some("1.1"))
+        );
+        // The lane moves on; the reply now knows its root's ts.
+        let work = s.outbox_work(300, 10).await.unwrap();
+        assert_eq!(names(work.clone()), vec!["second", "other channel"]);
+        // An edit of a delivered message is work of its own, outside the lanes.
+        s.enqueue(vec![NewMessage::edit(400, "k1", m("root v3"))])
+            .await
+            .unwrap();
+        let work = s.outbox_work(400, 10).await.unwrap();
+        assert!(
+            work.iter()
+                .any(|r| r.state == RowState::Edit && r.version == 3)
+        );
+        // A lease never settled (the process died mid-call): the next claim knows.
+        s.outbox_claim(k1, "a", 500, 1000).await.unwrap().unwrap();
+        let taken = s.outbox_claim(k1, "b", 1501, 1000).await.unwrap().unwrap();
+        assert!(taken.unknown, "{url}");
+        s.outbox_settle(
+            k1,
+            "b",
+            Settle::Delivered {
+                version: 3,
+                ts: None,
+            },
+            1600,
+        )
+        .await
+        .unwrap();
+        let row = s.outbox_get("k1").await.unwrap().unwrap();
+        assert_eq!(
+            (row.state, row.ts.as_deref()),
+            (RowState::Done, Some("1.1"))
+        );
+        let second = s.outbox_work(1600, 10).await.unwrap()[0].clone();
+        s.outbox_claim(second.id, "b", 1600, 1000).await.unwrap();
+        s.outbox_settle(
+            second.id,
+            "b",
+            Settle::Delivered {
+                version: 1,
+                ts: Some("1.2".into()),
+            },
+            1700,
+        )
+        .await
+        .unwrap();
+        let reply = s.outbox_work(1700, 10).await.unwrap();
+        let reply = reply.iter().find(|r| r.message.text == "reply").unwrap();
+        assert_eq!(reply.root_ts.as_deref(), Some("1.1"));
+        // Pacing only moves forward.
+        s.push_pacing("chat.update", 10).await.unwrap();
+        s.push_pacing("chat.update", 5).await.unwrap();
+        assert_eq!(
+            s.pacing().await.unwrap(),
+            vec![("chat.update".to_string(), 10)]
+        );
+        let stats = s.outbox_stats().await.unwrap();
+        assert_eq!((stats.depth, stats.dead, stats.failed), (2, 0, 0), "{url}");
+        assert_eq!(stats.oldest_ms, Some(3));
+    }
+}
+
+#[tokio::test]
+async fn roots_posted_before_the_outbox_are_still_edited_after_the_upgrade() {
+    let dir = TempDir::new("store-v2");
+    let path = dir.0.join("v2.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/store/migrations/0001_init.sql"
+        )))
+        .unwrap();
+        c.execute_batch(include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/store/migrations/0002_deploy.sql"
+        )))
+        .unwrap();
+        c.execute_batch(
+            "INSERT INTO jobs (kind, command, requested_by, source, channel, status, created_at, updated_at)
+             VALUES ('upgrade-catalog', '/upgrade library:web:12', 'U1', 'slack', 'C1', 'running', 1, 1);
+             INSERT INTO messages (job_id, channel, ts) VALUES (1, 'C1', '1699999999.000001');
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+    }
+    let s = corral::store::open(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.messages(1).await.unwrap(),
+        vec![("C1".to_string(), "1699999999.000001".to_string())]
+    );
+    let out = s
+        .enqueue(vec![corral::store::NewMessage::edit(
+            5,
+            "job:1:root",
+            corral::chat::Message::text("⚠ interrupted"),
+        )])
+        .await
+        .unwrap();
+    assert!(matches!(out[0], corral::store::Enqueued::Coalesced(_)));
+    let work = s.outbox_work(10, 10).await.unwrap();
+    assert_eq!(work.len(), 1);
+    assert_eq!(work[0].ts.as_deref(), Some("1699999999.000001"));
+    assert_eq!(s.job(1).await.unwrap().unwrap().delivery, None);
 }

@@ -1,12 +1,14 @@
 //! Runs corral's real router in-process against a fake Slack, and signs requests the
-//! way Slack does.
+//! way Slack does. The one place tests build an `App` and start its outbox sender
+//! ([`start_app`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use corral::app::App;
 use corral::chat::Chat;
+use corral::clock::SharedClock;
 use corral::config::{Config, Env};
-use corral::slack::web::SlackChat;
 
 use super::fake_slack::FakeSlack;
 
@@ -22,6 +24,16 @@ pub struct Corral {
     pub app: Arc<App>,
     pub slack: FakeSlack,
     pub http: reqwest::Client,
+    /// The outbox sender's task: aborted when this is dropped (a process that died).
+    sender: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for Corral {
+    fn drop(&mut self) {
+        if let Some(s) = self.sender.take() {
+            s.abort();
+        }
+    }
 }
 
 /// The default test environment plus `extra` (which wins).
@@ -33,6 +45,9 @@ pub fn env(slack: &FakeSlack, extra: &[(&str, &str)]) -> Vec<(String, String)> {
         ("SLACK_API_URL".into(), slack.api_url.clone()),
         ("CORRAL_API_TOKEN".into(), TOKEN.into()),
         ("CORRAL_CHANNEL".into(), CHANNEL.into()),
+        // Slack's pacing, scaled down so tests run fast (pacing tests set their own).
+        ("CORRAL_SLACK_POST_INTERVAL".into(), "20ms".into()),
+        ("CORRAL_SLACK_UPDATE_INTERVAL".into(), "20ms".into()),
     ];
     for (k, v) in extra {
         pairs.retain(|(pk, _)| pk != k);
@@ -47,7 +62,21 @@ impl Corral {
     }
 
     pub async fn start_with(extra: &[(&str, &str)]) -> Corral {
-        let slack = FakeSlack::start().await;
+        Corral::start_on(extra, corral::clock::system()).await
+    }
+
+    /// corral and the fake Slack on one clock (a `ManualClock` drives pacing and ages).
+    pub async fn start_on(extra: &[(&str, &str)], clock: SharedClock) -> Corral {
+        let slack = FakeSlack::start_with_clock(clock.clone()).await;
+        Corral::start_against(slack, extra, clock).await
+    }
+
+    /// corral against a given fake Slack.
+    pub async fn start_against(
+        slack: FakeSlack,
+        extra: &[(&str, &str)],
+        clock: SharedClock,
+    ) -> Corral {
         let pairs: Vec<(String, String)> = env(&slack, extra)
             .into_iter()
             .filter(|(_, v)| !v.is_empty())
@@ -56,10 +85,11 @@ impl Corral {
         let store = corral::store::open_with(config.database_url.expose(), &config.database)
             .await
             .expect("store");
-        let token = config.slack.bot_token.clone().expect("bot token");
-        let chat: Arc<dyn Chat> =
-            Arc::new(SlackChat::new(&config.slack.api_url, &token).expect("slack client"));
-        let app = App::new(config, store, chat);
+        let chat: Arc<dyn Chat> = corral::app::destination(&config)
+            .expect("slack client")
+            .unwrap_or_else(|| Arc::new(corral::chat::LogChat::default()));
+        let app = App::with_clock(config, store, chat, clock);
+        let sender = app.start_sender();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router = corral::api::router(app.clone());
@@ -72,6 +102,7 @@ impl Corral {
             app,
             slack,
             http: corral::http_client().unwrap(),
+            sender,
         }
     }
 
@@ -120,6 +151,49 @@ impl Corral {
     pub async fn lock(&self) -> corral::lock::LockState {
         self.app.store.lock_state().await.unwrap()
     }
+
+    /// Waits (real time) until the outbox has delivered everything.
+    pub async fn delivered(&self) {
+        assert!(
+            self.app
+                .outbox
+                .idle(self.app.store.as_ref(), Duration::from_secs(10))
+                .await,
+            "the outbox did not drain: {:?}",
+            self.app.store.outbox_rows(None, 100).await
+        );
+    }
+}
+
+/// An app on the system clock with its sender running (how every test builds one).
+pub fn start_app(
+    config: Arc<Config>,
+    store: Arc<dyn corral::store::Store>,
+    chat: Arc<dyn Chat>,
+) -> Arc<App> {
+    start_app_on(config, store, chat, corral::clock::system())
+}
+
+/// An app on `clock` with its sender running.
+pub fn start_app_on(
+    config: Arc<Config>,
+    store: Arc<dyn corral::store::Store>,
+    chat: Arc<dyn Chat>,
+    clock: SharedClock,
+) -> Arc<App> {
+    let app = App::with_clock(config, store, chat, clock);
+    app.start_sender();
+    app
+}
+
+/// Waits (real time) until `app`'s outbox has delivered everything.
+pub async fn delivered(app: &App) {
+    assert!(
+        app.outbox
+            .idle(app.store.as_ref(), Duration::from_secs(10))
+            .await,
+        "the outbox did not drain"
+    );
 }
 
 pub fn slash_body(command: &str, text: &str, user: &str, channel: &str) -> String {
