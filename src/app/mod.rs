@@ -15,6 +15,7 @@
 //! with [`App::start_sender`]) delivers it.
 
 pub mod dispatch;
+pub mod interact;
 pub mod limit;
 pub mod metrics;
 pub mod outbox;

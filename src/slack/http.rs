@@ -21,6 +21,7 @@ use serde_json::json;
 use slack_morphism::prelude::*;
 
 use super::verify::{self, VerifyError};
+use crate::app::interact::Click;
 use crate::app::limit::{Admission, TOO_FAST};
 use crate::app::{App, Reply, ReplyTo, Request, Visibility};
 use crate::chat::Message;
@@ -271,19 +272,54 @@ pub async fn interactions(
                 .into_response();
         }
     };
-    route_interaction(&app, &event);
+    route_interaction(&app, &event).await;
     StatusCode::OK.into_response()
 }
 
-/// Routes an interaction (shared with Socket Mode).
-pub fn route_interaction(_app: &App, event: &SlackInteractionEvent) {
-    match event {
-        SlackInteractionEvent::BlockActions(b) => {
-            for action in b.actions.iter().flatten() {
-                tracing::info!(action_id = %action.action_id, user = ?b.user.as_ref().map(|u| u.id.to_string()), "button pressed; no handler for this action");
-            }
-        }
-        other => tracing::info!(kind = ?std::mem::discriminant(other), "interaction ignored"),
+/// The clicks in an interaction payload, as the app's [`Click`]s (shared with Socket
+/// Mode). Interactions that are not button clicks are logged and ignored.
+pub fn clicks(event: &SlackInteractionEvent) -> Vec<Click> {
+    let SlackInteractionEvent::BlockActions(b) = event else {
+        tracing::info!(kind = ?std::mem::discriminant(event), "interaction ignored");
+        return Vec::new();
+    };
+    let Some(user) = b.user.as_ref().map(|u| u.id.to_string()) else {
+        tracing::warn!("block_actions without a user ignored");
+        return Vec::new();
+    };
+    let (container_channel, message_ts) = match &b.container {
+        SlackInteractionActionContainer::Message(m) => (
+            m.channel_id.as_ref().map(|c| c.to_string()),
+            Some(m.message_ts.to_string()),
+        ),
+        _ => (None, None),
+    };
+    let channel = container_channel.or_else(|| b.channel.as_ref().map(|c| c.id.to_string()));
+    b.actions
+        .iter()
+        .flatten()
+        .map(|a| Click {
+            action_id: a.action_id.to_string(),
+            block_id: a
+                .block_id
+                .as_ref()
+                .map(|x| x.to_string())
+                .unwrap_or_default(),
+            value: a.value.clone().unwrap_or_default(),
+            user: user.clone(),
+            source: Source::Slack,
+            channel: channel.clone(),
+            message_ts: message_ts.clone(),
+            response_url: b.response_url.as_ref().map(|u| u.0.to_string()),
+            trigger_id: Some(b.trigger_id.to_string()),
+        })
+        .collect()
+}
+
+/// Hands every click of an interaction to the app.
+pub async fn route_interaction(app: &App, event: &SlackInteractionEvent) {
+    for click in clicks(event) {
+        app.click(click).await;
     }
 }
 

@@ -99,7 +99,7 @@ async fn on_interaction(
     states: SlackClientEventsUserState,
 ) -> Result<(), BoxError> {
     let app = app_of(&states).await?;
-    route_interaction(&app, &event);
+    route_interaction(&app, &event).await;
     Ok(())
 }
 

@@ -1395,6 +1395,11 @@ impl Store for PostgresStore {
     }
 }
 
+/// INTERIM (see the outbox methods above).
+fn not_yet() -> StoreError {
+    StoreError::Db("the outbox is not yet implemented on PostgreSQL".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1470,9 +1475,4 @@ mod tests {
         let e = tls_config(&t).err().unwrap();
         assert!(e.contains("/nonexistent.pem"), "{e}");
     }
-}
-
-/// INTERIM (see the outbox methods above).
-fn not_yet() -> StoreError {
-    StoreError::Db("the outbox is not yet implemented on PostgreSQL".into())
 }

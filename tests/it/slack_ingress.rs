@@ -395,6 +395,58 @@ async fn interactions_are_verified_and_routed() {
 }
 
 #[tokio::test]
+async fn a_click_on_a_button_nobody_handles_tells_the_clicker_through_its_response_url() {
+    let c = Corral::start().await;
+    let mut payload: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/slack/interactivity/block_actions.bolt_python_message.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    payload["response_url"] = c.slack.webhook_url.clone().into();
+    let form = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
+    let r = c
+        .post_signed(
+            "/slack/interactions",
+            FORM,
+            &form,
+            SECRET,
+            crate::support::now(),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "", "the ack says nothing itself");
+    c.delivered().await;
+    let answers = c.slack.calls_to("webhook");
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert!(
+        answers[0].text().contains("no longer does anything"),
+        "{answers:?}"
+    );
+    // Slack's limits hold: a value longer than a button can carry is not acted on.
+    payload["actions"][0]["value"] = "x".repeat(2001).into();
+    let form = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
+    let r = c
+        .post_signed(
+            "/slack/interactions",
+            FORM,
+            &form,
+            SECRET,
+            crate::support::now(),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    c.delivered().await;
+    assert_eq!(
+        c.slack.calls_to("webhook").len(),
+        1,
+        "nothing more was said"
+    );
+}
+
+#[tokio::test]
 async fn a_job_gets_one_thread_and_its_root_is_edited() {
     let c = Corral::start().await;
     // The first post is rate-limited: corral waits Retry-After and posts once.
