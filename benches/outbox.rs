@@ -58,7 +58,7 @@ async fn app_against(slack: &FakeSlack, db: &str) -> Arc<App> {
         ("CORRAL_LOG", "error"),
     ]))
     .expect("config");
-    let store = corral::store::open(&config.database_url)
+    let store = corral::store::open(config.database_url.expose())
         .await
         .expect("store");
     let chat = corral::app::destination(&config)
