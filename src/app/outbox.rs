@@ -181,6 +181,14 @@ fn channel_scope(method: &str, channel: &str) -> String {
     format!("{method}:{channel}")
 }
 
+/// A post's slots: Slack's workspace-wide pace and the channel's.
+fn post_slots(channel: &str, limits: &Limits) -> Vec<(String, i64)> {
+    vec![
+        (method_scope(POST), ms(limits.post)),
+        (channel_scope(POST, channel), ms(limits.post_per_channel)),
+    ]
+}
+
 const POST: &str = "chat.postMessage";
 const UPDATE: &str = "chat.update";
 const EPHEMERAL: &str = "chat.postEphemeral";
@@ -225,15 +233,17 @@ impl Sender {
         }
     }
 
-    /// The scopes a row's next call is paced by.
-    fn scopes(&self, row: &OutboxRow, caps: Capabilities) -> Vec<String> {
+    /// The pacing scopes a row's next call takes a slot in, each with its interval (ms).
+    fn slots(&self, row: &OutboxRow, caps: Capabilities, limits: &Limits) -> Vec<(String, i64)> {
         match (row.state, row.kind) {
-            (RowState::Edit, _) if caps.edits => vec![method_scope(UPDATE)],
+            (RowState::Edit, _) if caps.edits => vec![(method_scope(UPDATE), ms(limits.update))],
             (RowState::Edit, _) => vec![],
-            (_, RowKind::Post) if row.unknown && caps.lookup => vec![method_scope(LOOKUP)],
-            (_, RowKind::Post) => vec![method_scope(POST), channel_scope(POST, &row.channel)],
-            (_, RowKind::Ephemeral) => vec![method_scope(EPHEMERAL)],
-            (_, RowKind::Respond) => vec![method_scope(RESPOND)],
+            (_, RowKind::Post) if row.unknown && caps.lookup => {
+                vec![(method_scope(LOOKUP), ms(limits.lookup))]
+            }
+            (_, RowKind::Post) => post_slots(&row.channel, limits),
+            (_, RowKind::Ephemeral) => vec![(method_scope(EPHEMERAL), ms(limits.ephemeral))],
+            (_, RowKind::Respond) => vec![(method_scope(RESPOND), ms(limits.post))],
         }
     }
 
@@ -250,17 +260,27 @@ impl Sender {
             self.store.pacing().await?.into_iter().collect()
         };
         let caps = self.chat.capabilities();
-        let unpaced = self.chat.limits() == Limits::default();
+        let limits = self.chat.limits();
+        let unpaced = limits == Limits::default();
         let mut wake: Option<i64> = None;
         let mut attempted = false;
         for row in work {
-            let paced = self
-                .scopes(&row, caps)
+            let slots = self.slots(&row, caps, &limits);
+            let paced = slots
                 .iter()
-                .filter_map(|s| pacing.get(s).copied())
+                .filter_map(|(s, _)| pacing.get(s).copied())
                 .max()
                 .unwrap_or(0);
-            let ready = row.not_before.max(paced);
+            let mut ready = row.not_before.max(paced);
+            // The slot is taken in the store, atomically: another replica's sender may
+            // have taken it since the pacing was read.
+            if ready <= now
+                && !unpaced
+                && !slots.is_empty()
+                && let Err(taken_until) = self.store.take_pacing(slots, now).await?
+            {
+                ready = taken_until;
+            }
             if ready <= now {
                 self.attempt(row.id, now).await?;
                 attempted = true;
@@ -463,15 +483,14 @@ impl Sender {
                         reason: "outcome unknown; not resent (at most once)".into(),
                     });
                 }
+                // The call's slot was taken before the row was claimed (`step`).
                 let (method, sent) = if row.kind == RowKind::Ephemeral {
-                    self.paced(EPHEMERAL, None, &limits).await?;
                     let user = row.user.as_deref().unwrap_or("");
                     (
                         EPHEMERAL,
                         self.chat.ephemeral(&row.channel, user, &row.message).await,
                     )
                 } else {
-                    self.paced(RESPOND, None, &limits).await?;
                     let url = row.url.as_deref().unwrap_or("");
                     (
                         RESPOND,
@@ -510,7 +529,6 @@ impl Sender {
         let Some(ts) = row.ts.as_deref().filter(|t| !t.is_empty()) else {
             return Ok(done);
         };
-        self.paced(UPDATE, None, limits).await?;
         let mut sent = self.chat.update(&row.channel, ts, &row.message).await;
         if matches!(&sent, Err(ChatError::Permanent(c)) if c == "msg_too_long" || c == "msg_blocks_too_long")
         {
@@ -578,7 +596,6 @@ impl Sender {
                     reason: "outcome unknown; not resent (at most once)".into(),
                 });
             }
-            self.paced(LOOKUP, None, limits).await?;
             let oldest = row.created_at / 1000 - LOOKUP_SLACK_S;
             let found = self
                 .chat
@@ -602,11 +619,23 @@ impl Sender {
                 Err(ChatError::Permanent(code)) => {
                     self.count(LOOKUP, "refused");
                     tracing::warn!(job = row.job, outbox = row.id, error = %code, "outbox: cannot search the channel's history (add the history scopes); posting again may duplicate it");
+                    // The slot taken was the lookup's; the post needs one of its own.
+                    if *limits != Limits::default()
+                        && let Err(until) = self
+                            .store
+                            .take_pacing(post_slots(&row.channel, limits), self.clock.unix_ms())
+                            .await?
+                    {
+                        return Ok(Settle::Retry {
+                            not_before_ms: until,
+                            error: format!("history lookup refused ({code}); waiting to post"),
+                            unknown: false,
+                        });
+                    }
                 }
                 Err(e) => return self.failed(row, LOOKUP, e, now).await,
             }
         }
-        self.paced(POST, Some(&row.channel), limits).await?;
         let msg = if caps.lookup {
             row.message.stamped(row.id)
         } else {

@@ -21,6 +21,7 @@
 
 mod copy;
 pub mod outbox;
+mod pg_outbox;
 mod postgres;
 mod sqlite;
 mod sqlite_outbox;
@@ -370,6 +371,16 @@ pub trait Store: Send + Sync + 'static {
     async fn pacing(&self) -> Result<Vec<(String, i64)>>;
     /// Pushes a scope's "not before" to `not_before_ms` (never earlier than it was).
     async fn push_pacing(&self, scope: &str, not_before_ms: i64) -> Result<()>;
+    /// Takes one call slot in every scope at once: if none of them is blocked past
+    /// `now_ms`, pushes each scope's "not before" to `now_ms` plus its interval (ms) and
+    /// answers `Ok(())`; else changes nothing and answers when the last of them frees up
+    /// (Unix ms). Atomic across processes, so senders on several replicas share Slack's
+    /// per-app budget instead of each spending it.
+    async fn take_pacing(
+        &self,
+        scopes: Vec<(String, i64)>,
+        now_ms: i64,
+    ) -> Result<std::result::Result<(), i64>>;
 
     async fn audit(&self, entry: &AuditEntry) -> Result<()>;
     /// The newest `limit` audit lines, newest first.

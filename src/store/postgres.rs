@@ -42,6 +42,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 use super::copy::{CopyReport, Dump};
+use super::pg_outbox as outbox;
 use super::sqlite::{RawJob, typed};
 use super::{
     AuditEntry, Backend, Decide, DeployReport, Effects, Enqueued, JobChange, JobRecord, LockChange,
@@ -59,6 +60,7 @@ use crate::text::{format_duration, redact_secrets_in, redact_url};
 pub(super) const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init", include_str!("migrations/pg/0001_init.sql")),
     ("0002_deploy", include_str!("migrations/pg/0002_deploy.sql")),
+    ("0003_outbox", include_str!("migrations/pg/0003_outbox.sql")),
 ];
 
 /// Advisory lock keys (one namespace for the whole database).
@@ -160,7 +162,7 @@ impl Target {
 
 /// A failure inside a call: the driver's error (kept whole so conflicts can be told
 /// apart and retried) or one of the store's own.
-enum PgError {
+pub(super) enum PgError {
     Db(tokio_postgres::Error),
     Store(StoreError),
 }
@@ -177,7 +179,7 @@ impl From<StoreError> for PgError {
     }
 }
 
-type PgResult<T> = std::result::Result<T, PgError>;
+pub(super) type PgResult<T> = std::result::Result<T, PgError>;
 
 /// Whether a decision that failed this way should simply be decided again.
 fn is_conflict(e: &tokio_postgres::Error) -> bool {
@@ -640,8 +642,8 @@ async fn load(client: &mut Object, dump: &Dump) -> PgResult<CopyReport> {
     }
     let jobs = tx
         .prepare(
-            "INSERT INTO jobs (id, kind, command, requested_by, source, channel, status, done, failed, total, created_at, updated_at, outcome)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            "INSERT INTO jobs (id, kind, command, requested_by, source, channel, status, done, failed, total, created_at, updated_at, outcome, delivery)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .await?;
     for j in &dump.jobs {
@@ -668,12 +670,21 @@ async fn load(client: &mut Object, dump: &Dump) -> PgResult<CopyReport> {
                 &j.created_at,
                 &j.updated_at,
                 &outcome,
+                &j.delivery,
             ],
         )
         .await?;
     }
+    // Roots as delivered outbox rows (as `set_message` writes them), so the bot keeps
+    // editing the same threads.
     let messages = tx
-        .prepare("INSERT INTO messages (job_id, channel, ts) VALUES ($1, $2, $3)")
+        .prepare(
+            "INSERT INTO outbox (key, kind, lane, seq, channel, role, job_id, body, version,
+                 sent_version, state, ts, created_at, updated_at)
+             VALUES ('job:' || $1::BIGINT::TEXT || ':root', 'post', $2, 0, $2, 'root', $1,
+                     '{\"text\":\"\"}', 0, 0, 'done', $3, 0, 0)
+             ON CONFLICT (key) WHERE key IS NOT NULL DO NOTHING",
+        )
         .await?;
     for (job, channel, ts) in &dump.messages {
         tx.execute(&messages, &[job, channel, ts]).await?;
@@ -779,7 +790,7 @@ async fn query(
 }
 
 /// A statement prepared once per connection and reused.
-async fn cached(
+pub(super) async fn cached(
     c: &Object,
     sql: &str,
 ) -> std::result::Result<tokio_postgres::Statement, tokio_postgres::Error> {
@@ -847,14 +858,62 @@ async fn insert_audit(c: &Object, e: &AuditEntry) -> PgResult<()> {
     Ok(())
 }
 
-async fn write_effects(c: &Object, effects: &Effects) -> PgResult<()> {
+async fn write_effects(c: &Object, effects: &Effects) -> PgResult<Vec<Enqueued>> {
     for e in &effects.audit {
         insert_audit(c, e).await?;
+    }
+    outbox::insert(c, &effects.messages).await
+}
+
+async fn apply_job_change(c: &Object, id: i64, change: &JobChange, now: i64) -> PgResult<()> {
+    match change {
+        JobChange::Status(status) => {
+            let stmt = cached(
+                c,
+                "UPDATE jobs SET status = $2, updated_at = $3 WHERE id = $1",
+            )
+            .await?;
+            c.execute(&stmt, &[&id, &status.as_str(), &now]).await?;
+        }
+        JobChange::Progress {
+            done,
+            failed,
+            total,
+        } => {
+            let stmt = cached(
+                c,
+                "UPDATE jobs SET done = $2, failed = $3, total = $4, updated_at = $5 WHERE id = $1",
+            )
+            .await?;
+            c.execute(
+                &stmt,
+                &[
+                    &id,
+                    &i64::from(*done),
+                    &i64::from(*failed),
+                    &i64::from(*total),
+                    &now,
+                ],
+            )
+            .await?;
+        }
+        JobChange::Finish { status, outcome } => {
+            let text = serde_json::to_string(outcome)
+                .map_err(|e| StoreError::Corrupt(format!("cannot encode outcome: {e}")))?;
+            let stmt = cached(
+                c,
+                "UPDATE jobs SET status = $2, outcome = $3, updated_at = $4 WHERE id = $1",
+            )
+            .await?;
+            c.execute(&stmt, &[&id, &status.as_str(), &text, &now])
+                .await?;
+        }
+        JobChange::Nothing => {}
     }
     Ok(())
 }
 
-const JOB_COLUMNS: &str = "id, kind, command, requested_by, source, channel, status, done, failed, total, created_at, updated_at, outcome";
+const JOB_COLUMNS: &str = "id, kind, command, requested_by, source, channel, status, done, failed, total, created_at, updated_at, outcome, delivery";
 
 fn count(r: &Row, i: usize) -> PgResult<u32> {
     let n: i64 = r.try_get(i)?;
@@ -876,7 +935,7 @@ fn job_row(r: &Row) -> PgResult<JobRecord> {
         created_at: r.try_get(10)?,
         updated_at: r.try_get(11)?,
         outcome: r.try_get(12)?,
-        delivery: None,
+        delivery: r.try_get(13)?,
     }
     .typed()?)
 }
@@ -1188,91 +1247,140 @@ impl Store for PostgresStore {
         .await
     }
 
-    // INTERIM: the outbox's PostgreSQL implementation is being ported from
-    // sqlite_outbox.rs; until it lands these answer an error rather than pretend.
     async fn change_job(
         &self,
-        _id: i64,
-        _change: JobChange,
-        _now: i64,
-        _effects: Effects,
+        id: i64,
+        change: JobChange,
+        now: i64,
+        effects: Effects,
     ) -> Result<()> {
-        Err(not_yet())
+        self.run(move |c| {
+            Box::pin(async move {
+                in_tx(c, || async {
+                    // Messages first, the job's row second: rows are locked outbox
+                    // first everywhere (a settle notes a failure on its job).
+                    write_effects(c, &effects).await?;
+                    apply_job_change(c, id, &change, now).await?;
+                    Ok(Tx::Commit(()))
+                })
+                .await
+            })
+        })
+        .await
     }
-    async fn enqueue(&self, _messages: Vec<NewMessage>) -> Result<Vec<Enqueued>> {
-        Err(not_yet())
+
+    async fn enqueue(&self, messages: Vec<NewMessage>) -> Result<Vec<Enqueued>> {
+        self.run(move |c| {
+            Box::pin(async move {
+                in_tx(c, || async {
+                    Ok(Tx::Commit(outbox::insert(c, &messages).await?))
+                })
+                .await
+            })
+        })
+        .await
     }
-    async fn outbox_work(&self, _now_ms: i64, _limit: usize) -> Result<Vec<OutboxRow>> {
-        Err(not_yet())
+
+    async fn outbox_work(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxRow>> {
+        self.run(move |c| Box::pin(outbox::work(c, now_ms, limit)))
+            .await
     }
+
     async fn outbox_claim(
         &self,
-        _id: i64,
-        _owner: &str,
-        _now_ms: i64,
-        _lease_ms: i64,
+        id: i64,
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
     ) -> Result<Option<OutboxRow>> {
-        Err(not_yet())
+        let owner = owner.to_string();
+        self.run(move |c| {
+            Box::pin(async move {
+                in_tx(c, || async {
+                    Ok(Tx::Commit(
+                        outbox::claim(c, id, &owner, now_ms, lease_ms).await?,
+                    ))
+                })
+                .await
+            })
+        })
+        .await
     }
+
     async fn outbox_settle(
         &self,
-        _id: i64,
-        _owner: &str,
-        _settle: Settle,
+        id: i64,
+        owner: &str,
+        settle: Settle,
         _now_ms: i64,
     ) -> Result<()> {
-        Err(not_yet())
+        let owner = owner.to_string();
+        self.run(move |c| {
+            Box::pin(async move {
+                in_tx(c, || async {
+                    outbox::settle(c, id, &owner, &settle).await?;
+                    Ok(Tx::Commit(()))
+                })
+                .await
+            })
+        })
+        .await
     }
-    async fn outbox_get(&self, _key: &str) -> Result<Option<OutboxRow>> {
-        Err(not_yet())
+
+    async fn outbox_get(&self, key: &str) -> Result<Option<OutboxRow>> {
+        let key = key.to_string();
+        self.run(move |c| Box::pin(async move { outbox::get(c, &key).await }))
+            .await
     }
-    async fn outbox_rows(&self, _job: Option<i64>, _limit: usize) -> Result<Vec<OutboxRow>> {
-        Err(not_yet())
+
+    async fn outbox_rows(&self, job: Option<i64>, limit: usize) -> Result<Vec<OutboxRow>> {
+        self.run(move |c| Box::pin(outbox::rows(c, job, limit)))
+            .await
     }
+
     async fn outbox_stats(&self) -> Result<OutboxStats> {
-        Err(not_yet())
+        self.run(|c| Box::pin(outbox::stats(c))).await
     }
+
     async fn pacing(&self) -> Result<Vec<(String, i64)>> {
-        Err(not_yet())
+        self.run(|c| Box::pin(outbox::pacing(c))).await
     }
-    async fn push_pacing(&self, _scope: &str, _not_before_ms: i64) -> Result<()> {
-        Err(not_yet())
+
+    async fn push_pacing(&self, scope: &str, not_before_ms: i64) -> Result<()> {
+        let scope = scope.to_string();
+        self.run(move |c| {
+            Box::pin(async move { outbox::push_pacing(c, &scope, not_before_ms).await })
+        })
+        .await
+    }
+
+    async fn take_pacing(
+        &self,
+        scopes: Vec<(String, i64)>,
+        now_ms: i64,
+    ) -> Result<std::result::Result<(), i64>> {
+        self.run(move |c| {
+            Box::pin(async move {
+                in_tx(c, || async {
+                    Ok(match outbox::take_pacing(c, &scopes, now_ms).await? {
+                        Ok(()) => Tx::Commit(Ok(())),
+                        Err(t) => Tx::Rollback(Err(t)),
+                    })
+                })
+                .await
+            })
+        })
+        .await
     }
 
     async fn set_message(&self, job: i64, channel: &str, ts: &str) -> Result<()> {
         let (channel, ts) = (channel.to_string(), ts.to_string());
-        self.run(move |c| {
-            Box::pin(async move {
-                let stmt = cached(
-                    c,
-                    "INSERT INTO messages (job_id, channel, ts) VALUES ($1, $2, $3)
-                     ON CONFLICT (job_id, channel) DO UPDATE SET ts = excluded.ts",
-                )
-                .await?;
-                c.execute(&stmt, &[&job, &channel, &ts]).await?;
-                Ok(())
-            })
-        })
-        .await
+        self.run(move |c| Box::pin(async move { outbox::set_root(c, job, &channel, &ts).await }))
+            .await
     }
 
     async fn messages(&self, job: i64) -> Result<Vec<(String, String)>> {
-        self.run(move |c| {
-            Box::pin(async move {
-                // Byte order, as SQLite sorts.
-                let stmt = cached(
-                    c,
-                    "SELECT channel, ts FROM messages WHERE job_id = $1 ORDER BY channel COLLATE \"C\"",
-                )
-                .await?;
-                c.query(&stmt, &[&job])
-                    .await?
-                    .iter()
-                    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-                    .collect()
-            })
-        })
-        .await
+        self.run(move |c| Box::pin(outbox::roots(c, job))).await
     }
 
     async fn audit(&self, e: &AuditEntry) -> Result<()> {
@@ -1393,11 +1501,6 @@ impl Store for PostgresStore {
         })
         .await
     }
-}
-
-/// INTERIM (see the outbox methods above).
-fn not_yet() -> StoreError {
-    StoreError::Db("the outbox is not yet implemented on PostgreSQL".into())
 }
 
 #[cfg(test)]

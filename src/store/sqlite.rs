@@ -484,9 +484,27 @@ pub(super) fn dump(url: &str) -> Result<Dump> {
             ))
         })
         .collect::<Result<Vec<_>>>()?;
-    let jobs = jobs_where(&tx, "WHERE ?1 = ?1 ORDER BY id", 0)?;
-    let mut stmt =
-        tx.prepare("SELECT job_id, channel, ts FROM messages ORDER BY job_id, channel")?;
+    let jobs = if version >= 3 {
+        jobs_where(&tx, "WHERE ?1 = ?1 ORDER BY id", 0)?
+    } else {
+        // `delivery` came with the outbox (version 3).
+        let columns = JOB_COLUMNS.replace(", delivery", ", NULL");
+        let mut stmt = tx.prepare(&format!(
+            "SELECT {columns} FROM jobs WHERE ?1 = ?1 ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([0], job_row)?;
+        rows.map(|r| r?.typed()).collect::<Result<Vec<_>>>()?
+    };
+    // Since the outbox (version 3) a job's root is its delivered `job:<id>:root` row
+    // (the old table's rows were moved there).
+    let roots = if version >= 3 {
+        "SELECT job_id, channel, ts FROM outbox
+         WHERE key = 'job:' || job_id || ':root' AND ts IS NOT NULL AND job_id IS NOT NULL
+         ORDER BY job_id, channel"
+    } else {
+        "SELECT job_id, channel, ts FROM messages ORDER BY job_id, channel"
+    };
+    let mut stmt = tx.prepare(roots)?;
     let messages = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -757,6 +775,20 @@ impl Store for SqliteStore {
         let scope = scope.to_string();
         self.call(move |c| outbox::push_pacing(c, &scope, not_before_ms))
             .await
+    }
+
+    async fn take_pacing(
+        &self,
+        scopes: Vec<(String, i64)>,
+        now_ms: i64,
+    ) -> Result<std::result::Result<(), i64>> {
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let taken = outbox::take_pacing(&tx, &scopes, now_ms)?;
+            tx.commit()?;
+            Ok(taken)
+        })
+        .await
     }
 
     async fn audit(&self, e: &AuditEntry) -> Result<()> {

@@ -17,40 +17,41 @@ pub const REPLY_TTL_MS: i64 = 30 * 60 * 1000;
 /// Slack's limit on uses of one response_url.
 pub const RESPONSE_URL_USES: i64 = 5;
 
-const COLUMNS: &str = "o.id, o.key, o.kind, o.lane, o.seq, o.channel, o.thread_key, o.thread_ts, o.user_id, o.url,
+pub(super) const COLUMNS: &str = "o.id, o.key, o.kind, o.lane, o.seq, o.channel, o.thread_key, o.thread_ts, o.user_id, o.url,
     o.in_channel, o.role, o.job_id, o.body, o.version, o.sent_version, o.state, o.ts, o.attempts, o.unknown,
     o.not_before, o.created_at, o.updated_at, o.expires_at, o.last_error, r.ts, r.state";
 
-const FROM: &str = "FROM outbox o LEFT JOIN outbox r ON r.key = o.thread_key";
+pub(super) const FROM: &str = "FROM outbox o LEFT JOIN outbox r ON r.key = o.thread_key";
 
-struct Raw {
-    id: i64,
-    key: Option<String>,
-    kind: String,
-    lane: String,
-    seq: i64,
-    channel: String,
-    thread_key: Option<String>,
-    thread_ts: Option<String>,
-    user: Option<String>,
-    url: Option<String>,
-    in_channel: bool,
-    role: String,
-    job: Option<i64>,
-    body: String,
-    version: i64,
-    sent_version: i64,
-    state: String,
-    ts: Option<String>,
-    attempts: i64,
-    unknown: bool,
-    not_before: i64,
-    created_at: i64,
-    updated_at: i64,
-    expires_at: Option<i64>,
-    last_error: Option<String>,
-    root_ts: Option<String>,
-    root_state: Option<String>,
+/// A row as read, its persisted enums still text (the PostgreSQL store reads the same).
+pub(super) struct Raw {
+    pub(super) id: i64,
+    pub(super) key: Option<String>,
+    pub(super) kind: String,
+    pub(super) lane: String,
+    pub(super) seq: i64,
+    pub(super) channel: String,
+    pub(super) thread_key: Option<String>,
+    pub(super) thread_ts: Option<String>,
+    pub(super) user: Option<String>,
+    pub(super) url: Option<String>,
+    pub(super) in_channel: bool,
+    pub(super) role: String,
+    pub(super) job: Option<i64>,
+    pub(super) body: String,
+    pub(super) version: i64,
+    pub(super) sent_version: i64,
+    pub(super) state: String,
+    pub(super) ts: Option<String>,
+    pub(super) attempts: i64,
+    pub(super) unknown: bool,
+    pub(super) not_before: i64,
+    pub(super) created_at: i64,
+    pub(super) updated_at: i64,
+    pub(super) expires_at: Option<i64>,
+    pub(super) last_error: Option<String>,
+    pub(super) root_ts: Option<String>,
+    pub(super) root_state: Option<String>,
 }
 
 fn raw(r: &Row) -> rusqlite::Result<Raw> {
@@ -90,7 +91,7 @@ fn corrupt(id: i64, what: &str, value: &str) -> StoreError {
 }
 
 impl Raw {
-    fn typed(self) -> Result<OutboxRow> {
+    pub(super) fn typed(self) -> Result<OutboxRow> {
         let id = self.id;
         let message: Message = serde_json::from_str(&self.body)
             .map_err(|e| StoreError::Corrupt(format!("body of outbox row {id}: {e}")))?;
@@ -148,7 +149,7 @@ fn exec(conn: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Res
     conn.prepare_cached(sql)?.execute(p)
 }
 
-fn encode(m: &Message) -> Result<String> {
+pub(super) fn encode(m: &Message) -> Result<String> {
     serde_json::to_string(m).map_err(|e| StoreError::Db(format!("cannot encode a message: {e}")))
 }
 
@@ -168,75 +169,103 @@ pub fn insert(conn: &Connection, messages: &[NewMessage]) -> Result<Vec<Enqueued
     messages.iter().map(|m| insert_one(conn, m)).collect()
 }
 
+/// A new row's columns, from a message (the PostgreSQL store writes the same).
+pub(super) struct NewRow {
+    pub(super) key: Option<String>,
+    pub(super) kind: RowKind,
+    pub(super) lane: String,
+    pub(super) channel: String,
+    pub(super) thread_key: Option<String>,
+    pub(super) thread_ts: Option<String>,
+    pub(super) user: Option<String>,
+    pub(super) url: Option<String>,
+    pub(super) in_channel: bool,
+    pub(super) expires_at: Option<i64>,
+}
+
+/// What writing a message means: new content for the row of a key, or a new row.
+pub(super) enum Planned<'a> {
+    Edit(&'a str),
+    Row(NewRow),
+}
+
+/// The row a message makes; its lane is its channel (a post), its user in its channel
+/// (ephemeral) or its response_url.
+pub(super) fn plan(m: &NewMessage) -> Planned<'_> {
+    Planned::Row(match &m.delivery {
+        Delivery::Edit { key } => return Planned::Edit(key),
+        Delivery::Post {
+            key,
+            channel,
+            thread,
+        } => {
+            let (thread_key, thread_ts) = match thread {
+                Some(Thread::Key(k)) => (Some(k.clone()), None),
+                Some(Thread::Ts(ts)) => (None, Some(ts.clone())),
+                None => (None, None),
+            };
+            NewRow {
+                key: key.clone(),
+                kind: RowKind::Post,
+                lane: channel.clone(),
+                channel: channel.clone(),
+                thread_key,
+                thread_ts,
+                user: None,
+                url: None,
+                in_channel: false,
+                expires_at: None,
+            }
+        }
+        Delivery::Ephemeral {
+            channel,
+            user,
+            thread_ts,
+        } => NewRow {
+            key: None,
+            kind: RowKind::Ephemeral,
+            lane: format!("ephemeral:{channel}:{user}"),
+            channel: channel.clone(),
+            thread_key: None,
+            thread_ts: thread_ts.clone(),
+            user: Some(user.clone()),
+            url: None,
+            in_channel: false,
+            expires_at: Some(m.at_ms + REPLY_TTL_MS),
+        },
+        Delivery::Respond {
+            url,
+            in_channel,
+            issued_at_ms,
+        } => NewRow {
+            key: None,
+            kind: RowKind::Respond,
+            lane: format!("respond:{url}"),
+            channel: String::new(),
+            thread_key: None,
+            thread_ts: None,
+            user: None,
+            url: Some(url.clone()),
+            in_channel: *in_channel,
+            expires_at: Some(issued_at_ms + REPLY_TTL_MS),
+        },
+    })
+}
+
 fn insert_one(conn: &Connection, m: &NewMessage) -> Result<Enqueued> {
     let body = encode(&m.message)?;
-    let (kind, lane, channel, thread_key, thread_ts, user, url, in_channel, expires, key) =
-        match &m.delivery {
-            Delivery::Edit { key } => return edit(conn, key, &body, m.at_ms),
-            Delivery::Post {
-                key,
-                channel,
-                thread,
-            } => {
-                if let Some(k) = key
-                    && let Some(id) = conn
-                        .query_row("SELECT id FROM outbox WHERE key = ?1", [k], |r| r.get(0))
-                        .optional()?
-                {
-                    return Ok(Enqueued::Duplicate(id));
-                }
-                let (tk, tt) = match thread {
-                    Some(Thread::Key(k)) => (Some(k.clone()), None),
-                    Some(Thread::Ts(ts)) => (None, Some(ts.clone())),
-                    None => (None, None),
-                };
-                (
-                    RowKind::Post,
-                    channel.clone(),
-                    channel.clone(),
-                    tk,
-                    tt,
-                    None,
-                    None,
-                    false,
-                    None,
-                    key.clone(),
-                )
-            }
-            Delivery::Ephemeral {
-                channel,
-                user,
-                thread_ts,
-            } => (
-                RowKind::Ephemeral,
-                format!("ephemeral:{channel}:{user}"),
-                channel.clone(),
-                None,
-                thread_ts.clone(),
-                Some(user.clone()),
-                None,
-                false,
-                Some(m.at_ms + REPLY_TTL_MS),
-                None,
-            ),
-            Delivery::Respond {
-                url,
-                in_channel,
-                issued_at_ms,
-            } => (
-                RowKind::Respond,
-                format!("respond:{url}"),
-                String::new(),
-                None,
-                None,
-                None,
-                Some(url.clone()),
-                *in_channel,
-                Some(issued_at_ms + REPLY_TTL_MS),
-                None,
-            ),
-        };
-    let seq = next_seq(conn, &lane)?;
+    let row = match plan(m) {
+        Planned::Edit(key) => return edit(conn, key, &body, m.at_ms),
+        Planned::Row(row) => row,
+    };
+    if let Some(k) = &row.key
+        && let Some(id) = conn
+            .query_row("SELECT id FROM outbox WHERE key = ?1", [k], |r| r.get(0))
+            .optional()?
+    {
+        return Ok(Enqueued::Duplicate(id));
+    }
+    let seq = next_seq(conn, &row.lane)?;
     let mut stmt = conn.prepare_cached(
         "INSERT INTO outbox (key, kind, lane, seq, channel, thread_key, thread_ts, user_id, url,
              in_channel, role, job_id, body, created_at, updated_at, expires_at)
@@ -245,21 +274,21 @@ fn insert_one(conn: &Connection, m: &NewMessage) -> Result<Enqueued> {
     )?;
     let id: i64 = stmt.query_row(
         params![
-            key,
-            kind.as_str(),
-            lane,
+            row.key,
+            row.kind.as_str(),
+            row.lane,
             seq,
-            channel,
-            thread_key,
-            thread_ts,
-            user,
-            url,
-            in_channel,
+            row.channel,
+            row.thread_key,
+            row.thread_ts,
+            row.user,
+            row.url,
+            row.in_channel,
             m.role.as_str(),
             m.job,
             body,
             m.at_ms,
-            expires
+            row.expires_at
         ],
         |r| r.get(0),
     )?;
@@ -517,6 +546,30 @@ pub fn push_pacing(conn: &Connection, scope: &str, not_before: i64) -> Result<()
         params![scope, not_before],
     )?;
     Ok(())
+}
+
+/// Grants a call slot in every scope at once (inside the caller's IMMEDIATE transaction,
+/// which holds the write lock): see `Store::take_pacing`.
+pub fn take_pacing(
+    conn: &Connection,
+    scopes: &[(String, i64)],
+    now_ms: i64,
+) -> Result<std::result::Result<(), i64>> {
+    let mut blocked = i64::MIN;
+    for (scope, _) in scopes {
+        let nb: Option<i64> = conn
+            .prepare_cached("SELECT not_before FROM outbox_pacing WHERE scope = ?1")?
+            .query_row([scope], |r| r.get(0))
+            .optional()?;
+        blocked = blocked.max(nb.unwrap_or(0));
+    }
+    if blocked > now_ms {
+        return Ok(Err(blocked));
+    }
+    for (scope, every) in scopes {
+        push_pacing(conn, scope, now_ms.saturating_add(*every))?;
+    }
+    Ok(Ok(()))
 }
 
 /// A root posted outside the outbox (or before it existed): a delivered row.

@@ -899,3 +899,156 @@ async fn roots_posted_before_the_outbox_are_still_edited_after_the_upgrade() {
     assert_eq!(work[0].ts.as_deref(), Some("1699999999.000001"));
     assert_eq!(s.job(1).await.unwrap().unwrap().delivery, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pacing_slot_is_granted_once_however_many_senders_ask() {
+    let dir = TempDir::new("store-slots");
+    for (url, s, _db) in backends(&dir).await {
+        let slots = || {
+            vec![
+                ("chat.postMessage".to_string(), 200),
+                ("chat.postMessage:C1".to_string(), 1000),
+            ]
+        };
+        let asks: Vec<_> = (0..20)
+            .map(|_| {
+                let s = s.clone();
+                let want = slots();
+                tokio::spawn(async move { s.take_pacing(want, 10_000).await.unwrap() })
+            })
+            .collect();
+        let mut granted = 0;
+        for a in asks {
+            match a.await.unwrap() {
+                Ok(()) => granted += 1,
+                Err(until) => assert_eq!(until, 11_000, "{url}: the channel's slot frees last"),
+            }
+        }
+        assert_eq!(granted, 1, "{url}");
+        // Another channel still waits for the workspace-wide slot, and nothing moved.
+        let other = vec![
+            ("chat.postMessage".to_string(), 200),
+            ("chat.postMessage:C2".to_string(), 1000),
+        ];
+        assert_eq!(
+            s.take_pacing(other.clone(), 10_100).await.unwrap(),
+            Err(10_200)
+        );
+        assert_eq!(s.take_pacing(other, 10_200).await.unwrap(), Ok(()), "{url}");
+        // A Retry-After pushed by anyone blocks every sender until it has passed.
+        s.push_pacing("chat.postMessage", 30_000).await.unwrap();
+        assert_eq!(s.take_pacing(slots(), 20_000).await.unwrap(), Err(30_000));
+        assert_eq!(
+            s.take_pacing(slots(), 30_000).await.unwrap(),
+            Ok(()),
+            "{url}"
+        );
+        let pacing: std::collections::HashMap<_, _> =
+            s.pacing().await.unwrap().into_iter().collect();
+        assert_eq!(pacing["chat.postMessage"], 30_200, "{url}");
+        assert_eq!(pacing["chat.postMessage:C1"], 31_000, "{url}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_on_three_replicas_give_a_lane_one_sequence() {
+    use corral::chat::Message;
+    use corral::store::{Enqueued, NewMessage, Thread};
+    // Three stores on one database (three replicas), each writing posts and replies into
+    // one channel at once, plus a job-thread reply that waits for its root.
+    let db = TestDb::new("lanes").await;
+    let mut stores = Vec::new();
+    for _ in 0..3 {
+        stores.push(corral::store::open(&db.url).await.unwrap());
+    }
+    stores[0]
+        .enqueue(vec![
+            NewMessage::post(1, "C1", Message::text("root")).keyed("job:1:root"),
+        ])
+        .await
+        .unwrap();
+    let writes: Vec<_> = (0..60)
+        .map(|i| {
+            let s = stores[i % 3].clone();
+            tokio::spawn(async move {
+                let m = if i % 2 == 0 {
+                    NewMessage::post(2, "C1", Message::text(format!("m{i}")))
+                } else {
+                    NewMessage::reply(
+                        2,
+                        "C1",
+                        Thread::Key("job:1:root".into()),
+                        Message::text(format!("m{i}")),
+                    )
+                };
+                // Two messages in one transaction land next to each other.
+                s.enqueue(vec![
+                    m,
+                    NewMessage::post(2, "C1", Message::text(format!("m{i}+"))),
+                ])
+                .await
+                .unwrap()
+            })
+        })
+        .collect();
+    for w in writes {
+        let out = w.await.unwrap();
+        assert!(out.iter().all(|e| matches!(e, Enqueued::New(_))), "{out:?}");
+    }
+    let rows = stores[1].outbox_rows(None, 1000).await.unwrap();
+    assert_eq!(rows.len(), 121);
+    let mut seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+    seqs.sort();
+    assert_eq!(
+        seqs,
+        (1..=121).collect::<Vec<_>>(),
+        "one number per row, no gaps"
+    );
+    let seq_of = |text: &str| rows.iter().find(|r| r.message.text == text).unwrap().seq;
+    for i in 0..60 {
+        assert_eq!(
+            seq_of(&format!("m{i}+")),
+            seq_of(&format!("m{i}")) + 1,
+            "m{i}"
+        );
+    }
+    // Only the lane's head is work, whichever replica asks.
+    for s in &stores {
+        let work = s.outbox_work(10, 100).await.unwrap();
+        assert_eq!(work.len(), 1);
+        assert_eq!(work[0].message.text, "root");
+    }
+    // A keyed post written on two replicas at once is written once.
+    let both: Vec<_> = (0..2)
+        .map(|i| {
+            let s = stores[i].clone();
+            tokio::spawn(async move {
+                s.enqueue(vec![
+                    NewMessage::post(3, "C9", Message::text("once")).keyed("job:9:root"),
+                ])
+                .await
+                .unwrap()[0]
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for b in both {
+        outcomes.push(b.await.unwrap());
+    }
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|e| matches!(e, Enqueued::New(_)))
+            .count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|e| matches!(e, Enqueued::Duplicate(_)))
+            .count(),
+        1,
+        "{outcomes:?}"
+    );
+}
