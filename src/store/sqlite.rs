@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, Row, params};
 use tokio::sync::oneshot;
 
-use super::copy::Dump;
+use super::dump::Dump;
 use super::sqlite_outbox as outbox;
 use super::{
     AuditEntry, Backend, Decide, DeployReport, Effects, Enqueued, JobChange, JobRecord, LockChange,
