@@ -397,8 +397,15 @@ mod tests {
         let block = LockAction::Block { reason: "".into() };
         assert!(apply_frozen(&idle, &block, &actor("U1"), 5, Some(&f), false).is_ok());
         assert!(
-            apply_frozen(&st(false, true), &LockAction::Unblock, &actor("U1"), 5, Some(&f), false)
-                .is_ok()
+            apply_frozen(
+                &st(false, true),
+                &LockAction::Unblock,
+                &actor("U1"),
+                5,
+                Some(&f),
+                false
+            )
+            .is_ok()
         );
         assert!(
             apply_frozen(

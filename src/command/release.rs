@@ -17,12 +17,21 @@ pub const MAX_REASON: usize = 300;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReleaseCmd {
     /// `force`: an admin starts through an open freeze window.
-    Start { reason: String, force: bool },
-    Stop { force: bool },
+    Start {
+        reason: String,
+        force: bool,
+    },
+    Stop {
+        force: bool,
+    },
     Status,
-    Block { reason: String },
+    Block {
+        reason: String,
+    },
     Unblock,
-    History { n: usize },
+    History {
+        n: usize,
+    },
 }
 
 impl ReleaseCmd {

@@ -38,7 +38,6 @@ pub use outbox::{
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
-
 use crate::door::Source;
 use crate::job::{JobKind, JobStatus, Outcome};
 use crate::lock::{LockState, Refusal};

@@ -45,9 +45,9 @@ use super::copy::{CopyReport, Dump};
 use super::pg_outbox as outbox;
 use super::sqlite::{RawJob, typed};
 use super::{
-    AuditEntry, Backend, Claimed, FiringClaim, Decide, DeployReport, Effects, Enqueued, JobChange, JobRecord, LockChange,
-    LockDecision, LockHistoryEntry, NewJob, NewMessage, OutboxRow, OutboxStats, Result, Settings,
-    Settle, Store, StoreError, StoreInfo,
+    AuditEntry, Backend, Claimed, Decide, DeployReport, Effects, Enqueued, FiringClaim, JobChange,
+    JobRecord, LockChange, LockDecision, LockHistoryEntry, NewJob, NewMessage, OutboxRow,
+    OutboxStats, Result, Settings, Settle, Store, StoreError, StoreInfo,
 };
 use crate::door::Source;
 use crate::job::{JobStatus, Outcome};
@@ -61,7 +61,10 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init", include_str!("migrations/pg/0001_init.sql")),
     ("0002_deploy", include_str!("migrations/pg/0002_deploy.sql")),
     ("0003_outbox", include_str!("migrations/pg/0003_outbox.sql")),
-    ("0004_firings", include_str!("migrations/pg/0004_firings.sql")),
+    (
+        "0004_firings",
+        include_str!("migrations/pg/0004_firings.sql"),
+    ),
 ];
 
 /// Advisory lock keys (one namespace for the whole database).
