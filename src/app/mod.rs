@@ -409,6 +409,18 @@ impl App {
             }
             _ => None,
         };
+        // The announcement of a start is keyed for its reminders' thread, unless the same
+        // person started a release in this same second already (a key names one post).
+        let announce_key = match action {
+            LockAction::Start { .. } if source != Source::Slack => {
+                let key = scheduler::announce_key(now, &actor.who);
+                match self.store.outbox_get(&key).await {
+                    Ok(None) => Some(key),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
         let decide_action = action.clone();
         let decide_actor = actor.clone();
         // Slack shows changes typed in Slack itself; the others are announced.
@@ -433,8 +445,8 @@ impl App {
                         ch.clone(),
                         Message::text(format!("{text} (via {})", source.as_str())),
                     );
-                    if i == 0 && matches!(decide_action, LockAction::Start { .. }) {
-                        post = post.keyed(scheduler::announce_key(now));
+                    if let (0, Some(key)) = (i, &announce_key) {
+                        post = post.keyed(key.clone());
                     }
                     d.effects.messages.push(post);
                 }

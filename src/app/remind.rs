@@ -24,8 +24,8 @@ use crate::text::{format_duration, person, sanitize};
 pub const STOP_ACTION: &str = "release.stop";
 
 /// The key of the first reminder when no announcement exists to thread under.
-pub fn reminder_key(since: i64) -> String {
-    format!("release:{since}:reminder")
+pub fn reminder_key(since: i64, who: &str) -> String {
+    format!("release:{since}:{who}:reminder")
 }
 
 /// The schedule id of a release's reminders (claims `remind:<start>:<n>`).
@@ -74,7 +74,7 @@ impl App {
             );
             return Ok(next);
         };
-        let thread = self.reminder_thread(h.since).await?;
+        let thread = self.reminder_thread(h.since, &h.who).await?;
         let at = rem.at(started, n).unwrap_or(now);
         let claim = FiringClaim {
             key: Reminders::key(started, n),
@@ -95,7 +95,7 @@ impl App {
                     NewMessage::reply(now_ms, channel.clone(), Thread::Key(key.clone()), msg)
                 }
                 None => NewMessage::post(now_ms, channel.clone(), msg)
-                    .keyed(reminder_key(held.since))
+                    .keyed(reminder_key(held.since, &held.who))
                     .role(Role::Announcement),
             };
             Ok(Effects::messages(vec![row]))
@@ -113,8 +113,8 @@ impl App {
 
     /// The thread a release's reminders go in: its announcement, else its first reminder
     /// (`None`: this reminder is the first, and posts).
-    async fn reminder_thread(&self, since: i64) -> Result<Option<String>, StoreError> {
-        for key in [announce_key(since), reminder_key(since)] {
+    async fn reminder_thread(&self, since: i64, who: &str) -> Result<Option<String>, StoreError> {
+        for key in [announce_key(since, who), reminder_key(since, who)] {
             if self.store.outbox_get(&key).await?.is_some() {
                 return Ok(Some(key));
             }
@@ -136,9 +136,16 @@ impl App {
         let admin = policy.may_force(&user);
         let now = self.clock.unix();
         let now_ms = self.clock.unix_ms();
-        let thread = match self.reminder_thread(since).await {
-            Ok(t) => t,
+        let holder = match self.store.lock_state().await {
+            Ok(s) => s.running.filter(|h| h.since == since),
             Err(e) => return format!("Sorry, corral could not do that: {e}"),
+        };
+        let thread = match &holder {
+            Some(h) => match self.reminder_thread(since, &h.who).await {
+                Ok(t) => t,
+                Err(e) => return format!("Sorry, corral could not do that: {e}"),
+            },
+            None => None,
         };
         let channel = self.announce_channels().into_iter().next();
         let actor = Actor {

@@ -46,10 +46,10 @@ impl Wake {
     }
 }
 
-/// The key of the post announcing a release started at `since` (Unix seconds) outside
-/// Slack, in the first notification channel: lock reminders thread under it.
-pub fn announce_key(since: i64) -> String {
-    format!("release:{since}:announce")
+/// The key of the post announcing a release started by `who` at `since` (Unix seconds)
+/// outside Slack, in the first notification channel: lock reminders thread under it.
+pub fn announce_key(since: i64, who: &str) -> String {
+    format!("release:{since}:{who}:announce")
 }
 
 /// The freeze window open at `now`, if any (of several, the one that ends last).

@@ -664,3 +664,25 @@ async fn two_processes_fire_once(dir: &TempDir, db: &str) {
     assert_eq!(with(&posted, "is open"), 1, "{posted:#?}");
     let _keep: Arc<corral::app::App> = b.app.clone();
 }
+
+#[tokio::test]
+async fn a_restart_in_the_same_second_loses_no_announcement() {
+    let dir = TempDir::new("sched-same-second");
+    let clock = ManualClock::new(ts("2025-06-06T10:00:00Z"));
+    let c = corral(&dir, REMIND, &clock, None).await;
+    for path in ["/start?name=bob", "/stop", "/start?name=bob"] {
+        assert_eq!(releasestatus(&c, path).await, "1", "{path}");
+    }
+    let posted = until(&c, &clock, |p| with(p, "started a release") == 2).await;
+    assert_eq!(with(&posted, "finished the release"), 1);
+    // The reminders of the second release thread under the first announcement of that
+    // second (the one keyed for it).
+    clock.set(ts("2025-06-06T12:00:00Z"));
+    let posted = until(&c, &clock, |p| with(p, "⏰") == 1).await;
+    let first = posted
+        .iter()
+        .find(|p| p.text.contains("started a release"))
+        .unwrap();
+    let reminder = posted.iter().find(|p| p.text.contains("⏰")).unwrap();
+    assert_eq!(reminder.thread_ts.as_deref(), Some(first.ts.as_str()));
+}
