@@ -147,6 +147,7 @@ async fn serve() -> anyhow::Result<ExitCode> {
     }
     let app = App::new(config.clone(), store, chat);
     app.start_sender();
+    app.start_scheduler();
     let interrupted = app.runner.recover().await;
     if interrupted > 0 {
         tracing::warn!(

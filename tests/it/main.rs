@@ -15,6 +15,7 @@ mod rancher_image;
 mod releasestatus;
 mod replicas;
 mod schedule;
+mod scheduler;
 mod slack_ingress;
 mod socket_mode;
 mod store;
