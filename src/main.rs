@@ -147,13 +147,9 @@ async fn serve() -> anyhow::Result<ExitCode> {
     }
     let app = App::new(config.clone(), store, chat);
     app.start_sender();
-    let interrupted = app.runner.recover().await;
-    if interrupted > 0 {
-        tracing::warn!(
-            interrupted,
-            "jobs interrupted by the last stop were marked and reported"
-        );
-    }
+    // Heartbeat, job leases, and reporting the jobs of replicas that died (a crash of
+    // this one included, once its leases are over); the first tick runs now.
+    app.start_replica();
     let socket = match &config.slack.app_token {
         None => None,
         Some(token) => match corral::slack::socket::SocketMode::start(app.clone(), token).await {
@@ -223,6 +219,8 @@ async fn exec(text: String) -> anyhow::Result<ExitCode> {
     let printer: Arc<dyn Chat> = Arc::new(PrintChat::default());
     let app = App::with_parts(config, store, chat, corral::clock::system(), Some(printer));
     app.start_sender();
+    // The job this runs holds a lease that its heartbeat renews, like a replica's.
+    app.start_replica();
     let command = match corral::command::parse_text(&text) {
         Ok(c) => c,
         Err(e) => {

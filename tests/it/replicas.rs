@@ -299,9 +299,14 @@ async fn readiness_follows_the_database_and_requests_fail_fast_while_it_is_gone(
     // The network stops passing bytes in the middle of things: each request still ends,
     // within the statement timeout, with words that say why.
     proxy.set(Mode::Stalled);
+    // (The command limit reads the store first; its statement stalls and is cut, so the
+    // command itself may meet a new connection that cannot be opened: either way a bound.)
     let (status, text, took) = slash(&http, &r.url, "status").await;
     assert_eq!(status, 200);
-    assert!(text.contains("did not answer within 1s"), "{text}");
+    assert!(
+        text.contains("did not answer within 1s") || text.contains("no connection within 1s"),
+        "{text}"
+    );
     assert!(took < Duration::from_secs(4), "{took:?}");
     let t = Instant::now();
     assert_eq!(get(&http, &format!("{}/stop", r.url)).await.0, 503);
