@@ -44,7 +44,9 @@ use tokio_postgres::types::ToSql;
 use super::dump::{CopyReport, Dump};
 use super::pg_error::{PgError, PgResult, cached};
 use super::pg_outbox as outbox;
+use super::pg_replicas as replicas;
 use super::sqlite::{RawJob, typed};
+use super::{Admission, Pruned, Replica};
 use super::{
     AuditEntry, Backend, Claimed, Decide, DeployReport, Effects, Enqueued, FiringClaim, JobChange,
     JobRecord, LockChange, LockDecision, LockHistoryEntry, NewJob, NewMessage, OutboxRow,
@@ -66,14 +68,15 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
         "0004_firings",
         include_str!("migrations/pg/0004_firings.sql"),
     ),
+    (
+        "0005_replicas",
+        include_str!("migrations/pg/0005_replicas.sql"),
+    ),
 ];
 
 /// Advisory lock keys (one namespace for the whole database).
 const MIGRATION_LOCK: i64 = 0x636f_7272_616c_0001;
 const COPY_LOCK: i64 = 0x636f_7272_616c_0002;
-
-/// How long delivery keys are remembered (as in the SQLite store).
-const DEDUPE_SECONDS: i64 = 25 * 3600;
 
 /// Attempts of a decision that keeps meeting serialisation failures or deadlocks.
 const ATTEMPTS: u32 = 8;
@@ -468,7 +471,7 @@ impl PostgresStore {
 
     /// Runs `f` on a pooled connection, bounded in time. A connection that failed or
     /// timed out is rolled back or dropped, never handed to the next call half-used.
-    async fn run<T, F>(&self, f: F) -> Result<T>
+    pub(super) async fn run<T, F>(&self, f: F) -> Result<T>
     where
         T: Send,
         F: for<'c> FnOnce(&'c Object) -> BoxFuture<'c, PgResult<T>> + Send,
@@ -727,12 +730,12 @@ async fn load(client: &mut Object, dump: &Dump) -> PgResult<CopyReport> {
 
 /// Runs `body` in a transaction: commits on `Commit`, rolls back on `Rollback`, and on
 /// a serialisation failure or deadlock rolls back and runs it again.
-enum Tx<T> {
+pub(super) enum Tx<T> {
     Commit(T),
     Rollback(T),
 }
 
-async fn in_tx<T, Fut>(c: &Object, body: impl Fn() -> Fut) -> PgResult<T>
+pub(super) async fn in_tx<T, Fut>(c: &Object, body: impl Fn() -> Fut) -> PgResult<T>
 where
     Fut: std::future::Future<Output = PgResult<Tx<T>>>,
 {
@@ -836,7 +839,7 @@ async fn insert_audit(c: &Object, e: &AuditEntry) -> PgResult<()> {
     Ok(())
 }
 
-async fn write_effects(c: &Object, effects: &Effects) -> PgResult<Vec<Enqueued>> {
+pub(super) async fn write_effects(c: &Object, effects: &Effects) -> PgResult<Vec<Enqueued>> {
     for e in &effects.audit {
         insert_audit(c, e).await?;
     }
@@ -918,7 +921,7 @@ fn job_row(r: &Row) -> PgResult<JobRecord> {
     .typed()?)
 }
 
-async fn jobs_where(
+pub(super) async fn jobs_where(
     c: &Object,
     tail: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -1442,8 +1445,6 @@ impl Store for PostgresStore {
         let key = key.to_string();
         self.run(move |c| {
             Box::pin(async move {
-                let forget = cached(c, "DELETE FROM seen_events WHERE at < $1").await?;
-                c.execute(&forget, &[&(now - DEDUPE_SECONDS)]).await?;
                 // The primary key decides: of two replicas inserting the same key at
                 // once, the second waits for the first and inserts nothing.
                 let insert = cached(
@@ -1553,6 +1554,67 @@ impl Store for PostgresStore {
             })
         })
         .await
+    }
+
+    async fn heartbeat(&self, r: &Replica, now_ms: i64, lease_until_ms: i64) -> Result<u64> {
+        let r = r.clone();
+        self.run(move |c| {
+            Box::pin(async move { replicas::heartbeat(c, &r, now_ms, lease_until_ms).await })
+        })
+        .await
+    }
+
+    async fn replicas(&self, since_ms: i64) -> Result<Vec<Replica>> {
+        self.run(move |c| Box::pin(replicas::replicas(c, since_ms)))
+            .await
+    }
+
+    async fn claim_job(&self, id: i64, owner: &str, lease_until_ms: i64) -> Result<bool> {
+        let owner = owner.to_string();
+        self.run(move |c| {
+            Box::pin(async move { replicas::claim_job(c, id, &owner, lease_until_ms).await })
+        })
+        .await
+    }
+
+    async fn expired_jobs(&self, now_ms: i64, lease_ms: i64) -> Result<Vec<JobRecord>> {
+        self.run(move |c| Box::pin(replicas::expired_jobs(c, now_ms, lease_ms)))
+            .await
+    }
+
+    async fn interrupt_job(
+        &self,
+        id: i64,
+        now_ms: i64,
+        lease_ms: i64,
+        outcome: Outcome,
+        effects: Effects,
+    ) -> Result<bool> {
+        self.run(move |c| {
+            Box::pin(async move {
+                replicas::interrupt_job(c, id, now_ms, lease_ms, &outcome, &effects).await
+            })
+        })
+        .await
+    }
+
+    async fn take_rate(
+        &self,
+        key: &str,
+        now_ms: i64,
+        interval_ms: i64,
+        burst: u32,
+    ) -> Result<Admission> {
+        let key = key.to_string();
+        self.run(move |c| {
+            Box::pin(async move { replicas::take_rate(c, &key, now_ms, interval_ms, burst).await })
+        })
+        .await
+    }
+
+    async fn prune(&self, before_ms: i64, seen_before: i64) -> Result<Pruned> {
+        self.run(move |c| Box::pin(replicas::prune(c, before_ms, seen_before)))
+            .await
     }
 }
 
