@@ -16,6 +16,7 @@
 
 pub mod digest;
 pub mod dispatch;
+pub mod freeze;
 pub mod interact;
 pub mod limit;
 pub mod metrics;
@@ -342,7 +343,7 @@ impl App {
                     Ok(s) => {
                         let mut text = s.describe();
                         if let Some(line) =
-                            scheduler::freeze_status(&self.config.policy.freezes, self.clock.now())
+                            freeze::freeze_status(&self.config.policy.freezes, self.clock.now())
                         {
                             text.push('\n');
                             text.push_str(&line);
@@ -420,7 +421,7 @@ impl App {
         let now_ms = self.clock.unix_ms();
         let frozen = match action {
             LockAction::Start { .. } => {
-                scheduler::frozen_at(&self.config.policy.freezes, self.clock.now())
+                freeze::frozen_at(&self.config.policy.freezes, self.clock.now())
             }
             _ => None,
         };
@@ -576,7 +577,7 @@ impl App {
             forced: req.command.forced(),
             command: req.command.to_text(),
             now,
-            frozen: scheduler::frozen_at(&self.config.policy.freezes, self.clock.now()),
+            frozen: freeze::frozen_at(&self.config.policy.freezes, self.clock.now()),
         };
         let record = match self
             .store
