@@ -41,9 +41,11 @@ use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
-use super::copy::{CopyReport, Dump};
+use super::dump::{CopyReport, Dump};
+use super::pg_error::{PgError, PgResult, cached};
 use super::pg_outbox as outbox;
 use super::pg_replicas as replicas;
+use super::replicas::expired_condition;
 use super::sqlite::{RawJob, typed};
 use super::{Admission, Pruned, Replica};
 use super::{
@@ -162,27 +164,6 @@ impl Target {
         })
     }
 }
-
-/// A failure inside a call: the driver's error (kept whole so conflicts can be told
-/// apart and retried) or one of the store's own.
-pub(super) enum PgError {
-    Db(tokio_postgres::Error),
-    Store(StoreError),
-}
-
-impl From<tokio_postgres::Error> for PgError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        PgError::Db(e)
-    }
-}
-
-impl From<StoreError> for PgError {
-    fn from(e: StoreError) -> Self {
-        PgError::Store(e)
-    }
-}
-
-pub(super) type PgResult<T> = std::result::Result<T, PgError>;
 
 /// Whether a decision that failed this way should simply be decided again.
 fn is_conflict(e: &tokio_postgres::Error) -> bool {
@@ -487,7 +468,7 @@ impl PostgresStore {
 
     /// Runs `f` on a pooled connection, bounded in time. A connection that failed or
     /// timed out is rolled back or dropped, never handed to the next call half-used.
-    pub(super) async fn run<T, F>(&self, f: F) -> Result<T>
+    async fn run<T, F>(&self, f: F) -> Result<T>
     where
         T: Send,
         F: for<'c> FnOnce(&'c Object) -> BoxFuture<'c, PgResult<T>> + Send,
@@ -593,6 +574,8 @@ impl PostgresStore {
     }
 }
 
+/// Long by design: one `INSERT` per table, in dependency order, inside one transaction;
+/// splitting it would scatter the one place that lists every table the copy carries.
 async fn load(client: &mut Object, dump: &Dump) -> PgResult<CopyReport> {
     let tx = client.transaction().await?;
     tx.batch_execute(
@@ -744,12 +727,12 @@ async fn load(client: &mut Object, dump: &Dump) -> PgResult<CopyReport> {
 
 /// Runs `body` in a transaction: commits on `Commit`, rolls back on `Rollback`, and on
 /// a serialisation failure or deadlock rolls back and runs it again.
-pub(super) enum Tx<T> {
+enum Tx<T> {
     Commit(T),
     Rollback(T),
 }
 
-pub(super) async fn in_tx<T, Fut>(c: &Object, body: impl Fn() -> Fut) -> PgResult<T>
+async fn in_tx<T, Fut>(c: &Object, body: impl Fn() -> Fut) -> PgResult<T>
 where
     Fut: std::future::Future<Output = PgResult<Tx<T>>>,
 {
@@ -790,14 +773,6 @@ async fn query(
 ) -> PgResult<Vec<Row>> {
     let stmt = c.prepare(sql).await?;
     Ok(c.query(&stmt, params).await?)
-}
-
-/// A statement prepared once per connection and reused.
-pub(super) async fn cached(
-    c: &Object,
-    sql: &str,
-) -> std::result::Result<tokio_postgres::Statement, tokio_postgres::Error> {
-    c.prepare_cached(sql).await
 }
 
 fn holder(by: Option<String>, reason: Option<String>, since: Option<i64>) -> Option<Holder> {
@@ -861,7 +836,7 @@ async fn insert_audit(c: &Object, e: &AuditEntry) -> PgResult<()> {
     Ok(())
 }
 
-pub(super) async fn write_effects(c: &Object, effects: &Effects) -> PgResult<Vec<Enqueued>> {
+async fn write_effects(c: &Object, effects: &Effects) -> PgResult<Vec<Enqueued>> {
     for e in &effects.audit {
         insert_audit(c, e).await?;
     }
@@ -943,7 +918,7 @@ fn job_row(r: &Row) -> PgResult<JobRecord> {
     .typed()?)
 }
 
-pub(super) async fn jobs_where(
+async fn jobs_where(
     c: &Object,
     tail: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -1525,7 +1500,11 @@ impl Store for PostgresStore {
     }
 
     async fn expired_jobs(&self, now_ms: i64, lease_ms: i64) -> Result<Vec<JobRecord>> {
-        self.run(move |c| Box::pin(replicas::expired_jobs(c, now_ms, lease_ms)))
+        let tail = format!(
+            "WHERE {} ORDER BY id LIMIT 100",
+            expired_condition("$1", lease_ms.max(0))
+        );
+        self.run(move |c| Box::pin(async move { jobs_where(c, &tail, &[&now_ms]).await }))
             .await
     }
 
@@ -1537,9 +1516,30 @@ impl Store for PostgresStore {
         outcome: Outcome,
         effects: Effects,
     ) -> Result<bool> {
+        let text = serde_json::to_string(&outcome)
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode outcome: {e}")))?;
+        let sql = format!(
+            "UPDATE jobs SET status = 'interrupted', outcome = $2, updated_at = $3
+             WHERE id = $4 AND {}",
+            expired_condition("$1", lease_ms.max(0))
+        );
+        let now_s = now_ms.div_euclid(1000);
         self.run(move |c| {
             Box::pin(async move {
-                replicas::interrupt_job(c, id, now_ms, lease_ms, &outcome, &effects).await
+                in_tx(c, || async {
+                    // Messages first, the job's row second, as everywhere (a settle locks
+                    // an outbox row, then notes a failure on its job); rolled back if
+                    // another replica was first or the lease was renewed.
+                    write_effects(c, &effects).await?;
+                    let stmt = cached(c, &sql).await?;
+                    let n = c.execute(&stmt, &[&now_ms, &text, &now_s, &id]).await?;
+                    Ok(if n == 1 {
+                        Tx::Commit(true)
+                    } else {
+                        Tx::Rollback(false)
+                    })
+                })
+                .await
             })
         })
         .await
