@@ -300,6 +300,9 @@ async fn migrate(from: &str, to: &str) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `corral check`: one line per thing checked (configuration, store, Slack, Rancher,
+/// deploy prefixes), in the order an operator would fix them. Long by design: a flat list
+/// of independent checks reads better than a checker per line.
 async fn check() -> anyhow::Result<ExitCode> {
     let mut failed = false;
     let mut report = |ok: bool, what: &str, detail: String| {

@@ -20,7 +20,9 @@
 //! are committed together or not at all.
 
 mod copy;
+mod dump;
 pub mod outbox;
+mod pg_error;
 mod pg_outbox;
 mod postgres;
 mod sqlite;
@@ -31,7 +33,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-pub use copy::{CopyReport, copy};
+pub use copy::copy;
+pub use dump::CopyReport;
 pub use outbox::{
     Delivery, Enqueued, NewMessage, OutboxRow, OutboxStats, Role, RowKind, RowState, Settle, Thread,
 };

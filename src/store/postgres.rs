@@ -41,7 +41,8 @@ use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
-use super::copy::{CopyReport, Dump};
+use super::dump::{CopyReport, Dump};
+use super::pg_error::{PgError, PgResult, cached};
 use super::pg_outbox as outbox;
 use super::sqlite::{RawJob, typed};
 use super::{
@@ -163,27 +164,6 @@ impl Target {
         })
     }
 }
-
-/// A failure inside a call: the driver's error (kept whole so conflicts can be told
-/// apart and retried) or one of the store's own.
-pub(super) enum PgError {
-    Db(tokio_postgres::Error),
-    Store(StoreError),
-}
-
-impl From<tokio_postgres::Error> for PgError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        PgError::Db(e)
-    }
-}
-
-impl From<StoreError> for PgError {
-    fn from(e: StoreError) -> Self {
-        PgError::Store(e)
-    }
-}
-
-pub(super) type PgResult<T> = std::result::Result<T, PgError>;
 
 /// Whether a decision that failed this way should simply be decided again.
 fn is_conflict(e: &tokio_postgres::Error) -> bool {
@@ -594,6 +574,8 @@ impl PostgresStore {
     }
 }
 
+/// Long by design: one `INSERT` per table, in dependency order, inside one transaction;
+/// splitting it would scatter the one place that lists every table the copy carries.
 async fn load(client: &mut Object, dump: &Dump) -> PgResult<CopyReport> {
     let tx = client.transaction().await?;
     tx.batch_execute(
@@ -791,14 +773,6 @@ async fn query(
 ) -> PgResult<Vec<Row>> {
     let stmt = c.prepare(sql).await?;
     Ok(c.query(&stmt, params).await?)
-}
-
-/// A statement prepared once per connection and reused.
-pub(super) async fn cached(
-    c: &Object,
-    sql: &str,
-) -> std::result::Result<tokio_postgres::Statement, tokio_postgres::Error> {
-    c.prepare_cached(sql).await
 }
 
 fn holder(by: Option<String>, reason: Option<String>, since: Option<i64>) -> Option<Holder> {

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::oneshot;
 
-use super::copy::Dump;
+use super::dump::Dump;
 use super::sqlite_outbox as outbox;
 use super::{
     AuditEntry, Backend, Claimed, Decide, DeployReport, Effects, Enqueued, FiringClaim, JobChange,
@@ -424,7 +424,8 @@ fn deploy_report_row(row: &Row) -> rusqlite::Result<DeployReport> {
 }
 
 /// Everything in the SQLite database at `url`, read in one read transaction without
-/// changing it (`corral migrate`). Every row is parsed as the store reads it.
+/// changing it (`corral migrate`). Every row is parsed as the store reads it. Long by
+/// design: one `SELECT` per table, the mirror of the PostgreSQL side's `load`.
 pub(super) fn dump(url: &str) -> Result<Dump> {
     let not_there = |reason: String| StoreError::Open {
         url: url.to_string(),
