@@ -13,7 +13,7 @@ use axum::routing::post;
 use serde_json::json;
 
 use crate::app::App;
-use crate::deploy::agent::Report;
+use crate::deploy::report::Report;
 use crate::store::DeployReport;
 
 pub fn routes() -> Router<Arc<App>> {

@@ -4,7 +4,8 @@
 //! * [`manifest`] parses and validates a manifest; [`source`] fetches URLs;
 //!   [`extract`] unpacks archives safely; [`sync`] puts the tree in place;
 //!   [`hooks`] runs the manifest's commands; [`steps`] is one deploy on one host.
-//! * [`agent`] is `corral agent` (stdin events, replay protection, reports back).
+//! * [`agent`] is `corral agent` (stdin events, replay protection); [`report`] is what
+//!   it posts back to the bot and how.
 //! * [`fanout`] fires a deploy to Serf or Consul hosts and collects their reports;
 //!   [`run`] is the `/deploy` job.
 //!
@@ -35,6 +36,7 @@ pub mod fanout;
 pub mod hooks;
 pub mod log;
 pub mod manifest;
+pub mod report;
 pub mod source;
 pub mod steps;
 pub mod sync;
@@ -226,7 +228,7 @@ async fn local(
             "host": host,
             "ok": ok,
             "duration_ms": result.duration.as_millis() as u64,
-            "log_tail": log.tail(agent::TAIL_LINES, agent::TAIL_BYTES),
+            "log_tail": log.tail(report::TAIL_LINES, report::TAIL_BYTES),
         }),
     })
 }
