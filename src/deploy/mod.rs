@@ -30,6 +30,7 @@
 //!   or Consul's catalog nodes. A host that never reports is a failure named in a note.
 
 pub mod agent;
+pub mod allow;
 mod config;
 pub mod extract;
 pub mod fanout;
@@ -48,57 +49,10 @@ pub use config::Config;
 
 use crate::job::{Failure, JobError, Outcome, PlanGroup, PlanItem, Progress, ProgressTx};
 use crate::store::Store;
+pub use allow::{allowed, not_allowed_text};
 
 /// Deadline for fetching a manifest in the bot.
 const MANIFEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Whether `url` is under one of the `allow` prefixes (`CORRAL_DEPLOY_ALLOW`).
-///
-/// Compared as URLs, not strings: same scheme, same host, same port, and the path under
-/// the prefix's path on a segment boundary. So `https://artifacts.example.com` does not
-/// allow `https://artifacts.example.com.evil.net/…` nor `https://artifacts.example.com@evil.net/…`;
-/// URLs carrying credentials are never allowed.
-pub fn allowed(allow: &[String], url: &str) -> bool {
-    let Ok(u) = url::Url::parse(url) else {
-        return false;
-    };
-    if !u.username().is_empty() || u.password().is_some() {
-        return false;
-    }
-    allow.iter().any(|prefix| {
-        let Ok(a) = url::Url::parse(prefix) else {
-            return false;
-        };
-        a.scheme() == u.scheme()
-            && a.host_str() == u.host_str()
-            && a.port_or_known_default() == u.port_or_known_default()
-            && under(a.path(), u.path())
-    })
-}
-
-/// `path` is `prefix` or below it.
-fn under(prefix: &str, path: &str) -> bool {
-    if prefix.ends_with('/') {
-        path.starts_with(prefix)
-    } else {
-        path == prefix
-            || path
-                .strip_prefix(prefix)
-                .is_some_and(|rest| rest.starts_with('/'))
-    }
-}
-
-/// The refusal for a URL outside the allow-list, naming what is allowed.
-pub fn not_allowed_text(what: &str, url: &str, allow: &[String]) -> String {
-    format!(
-        "{what} {url} is not allowed: URLs must start with one of CORRAL_DEPLOY_ALLOW ({})",
-        if allow.is_empty() {
-            "empty: /deploy is off".to_string()
-        } else {
-            allow.join(", ")
-        }
-    )
-}
 
 fn not_allowed(what: &str, url: &str, allow: &[String]) -> JobError {
     JobError::new(not_allowed_text(what, url, allow))
@@ -119,7 +73,7 @@ pub async fn run(
         return Err(not_allowed("manifest", &cmd.manifest_url, allow));
     }
     let log = log::DeployLog::new(false);
-    let text = source::fetch_text(&cmd.manifest_url, MANIFEST_TIMEOUT, &log)
+    let text = source::fetch_text(&cmd.manifest_url, Some(allow), MANIFEST_TIMEOUT, &log)
         .await
         .map_err(|e| JobError::new(format!("cannot fetch the manifest: {e}")))?;
     // A fanned-out manifest is templated on each host; here only its shape is checked,
@@ -184,6 +138,7 @@ async fn local(
         });
     }
     let opts = steps::DeployOpts {
+        allow: Some(cfg.allow.clone()),
         fetch_timeout: cmd.timeout.or(Some(cfg.report_timeout)),
         hooks: hooks::HookOpts {
             timeout: Some(Duration::from_secs(30 * 60)),
@@ -283,39 +238,4 @@ async fn fan_out(
     let deadline = cmd.timeout.unwrap_or(cfg.report_timeout);
     let outcome = fanout::collect(reports, job_id, &group, &hosts, deadline, &progress).await;
     Ok(outcome)
-}
-
-#[cfg(test)]
-mod allow_tests {
-    use super::allowed;
-
-    #[test]
-    fn prefixes_are_compared_as_urls() {
-        let allow = vec![
-            "https://artifacts.example.com/app".to_string(),
-            "s3://releases/".to_string(),
-        ];
-        for ok in [
-            "https://artifacts.example.com/app",
-            "https://artifacts.example.com/app/1.2/manifest.yml",
-            "https://ARTIFACTS.example.com:443/app/m.yml",
-            "s3://releases/app/m.yml",
-        ] {
-            assert!(allowed(&allow, ok), "{ok}");
-        }
-        for bad in [
-            "https://artifacts.example.com.evil.net/app/m.yml",
-            "https://artifacts.example.com@evil.net/app/m.yml",
-            "https://user:pw@artifacts.example.com/app/m.yml",
-            "https://artifacts.example.com/application/m.yml",
-            "https://artifacts.example.com/app/../other/m.yml",
-            "http://artifacts.example.com/app/m.yml",
-            "https://artifacts.example.com:8443/app/m.yml",
-            "s3://releases-evil/m.yml",
-            "not a url",
-        ] {
-            assert!(!allowed(&allow, bad), "{bad}");
-        }
-        assert!(!allowed(&[], "https://artifacts.example.com/app/m.yml"));
-    }
 }

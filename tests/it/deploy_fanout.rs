@@ -72,7 +72,7 @@ async fn serf(args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-async fn command(c: &Corral, text: &str) -> (u16, Value) {
+pub async fn command(c: &Corral, text: &str) -> (u16, Value) {
     let resp = c
         .http
         .post(format!("{}/api/v1/commands", c.url))
@@ -86,7 +86,7 @@ async fn command(c: &Corral, text: &str) -> (u16, Value) {
 }
 
 /// Runs a job command to its end; returns the stored job.
-async fn run_job(c: &Corral, text: &str) -> corral::store::JobRecord {
+pub async fn run_job(c: &Corral, text: &str) -> corral::store::JobRecord {
     let (s, v) = command(c, text).await;
     assert_eq!(s, 202, "{v}");
     let id = v["job"]["id"].as_i64().expect("job id");
@@ -103,7 +103,7 @@ fn manifest_for_hosts(sb: &Sandbox) -> String {
     ))
 }
 
-fn texts(c: &Corral) -> Vec<String> {
+pub fn texts(c: &Corral) -> Vec<String> {
     c.slack
         .calls()
         .iter()

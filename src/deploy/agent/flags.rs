@@ -26,6 +26,9 @@ and deploys it (stretcher-compatible). Flags take one or two dashes, `--x=v` or 
   --report-token TOKEN   API token for the report (or CORRAL_REPORT_TOKEN / CORRAL_API_TOKEN)
   --host NAME            name reported (default SERF_SELF_NAME, CORRAL_HOST, the hostname)
   --state-file PATH      where applied Consul event ids are kept (or CORRAL_AGENT_STATE)
+
+CORRAL_DEPLOY_ALLOW (comma-separated URL prefixes), when set, limits the manifest, its
+src and every redirect hop of either to those prefixes.
   -v, --version          print the version
   -h, --help             this text
 
@@ -57,8 +60,13 @@ pub(super) fn parse_args(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Parsed, FlagError> {
     let bad = |s: String| FlagError(s, 2);
+    let allow = match env("CORRAL_DEPLOY_ALLOW") {
+        None => None,
+        Some(raw) => Some(crate::deploy::allow::parse_list(&raw).map_err(bad)?),
+    };
     let mut o = AgentOpts {
         deploy: DeployOpts {
+            allow,
             hooks: HookOpts {
                 timeout: Some(Duration::from_secs(30 * 60)),
                 output: Output::Inherit,

@@ -151,9 +151,14 @@ pub async fn run<R: BufRead + Send + 'static>(
 
 async fn deploy_url(url: &str, opts: &AgentOpts, log: &DeployLog) -> Result<(), String> {
     log.line(format!("Loading manifest: {url}"));
-    let text = source::fetch_text(url, Duration::from_secs(60), log)
-        .await
-        .map_err(|e| format!("load manifest failed: {e}"))?;
+    let text = source::fetch_text(
+        url,
+        opts.deploy.allow.as_deref(),
+        Duration::from_secs(60),
+        log,
+    )
+    .await
+    .map_err(|e| format!("load manifest failed: {e}"))?;
     let m = manifest::parse(&text, &manifest::process_env)
         .map_err(|e| format!("load manifest failed: {e}"))?;
     log.line(format!("Executing manifest {m:?}"));
