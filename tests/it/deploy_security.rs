@@ -135,3 +135,64 @@ async fn credentials_stay_with_their_origin() {
     );
     assert_eq!(other.gets(), vec![("m.yml".to_string(), None)]);
 }
+
+/// Hole 2: `allowed()` compared the still-encoded path and `to_file_path()` decoded `%2F`
+/// afterwards, so `file:///…/allowed/..%2F..%2Fother%2Fevil.yml` ran a manifest from
+/// outside the prefix. Paths are compared decoded, segment by segment, and encoded
+/// separators, NULs and dot segments are refused in every encoding.
+#[tokio::test]
+async fn encoded_separators_do_not_escape_a_prefix() {
+    let sb = Sandbox::new("encoded");
+    std::fs::create_dir_all(sb.dir.join("allowed")).unwrap();
+    std::fs::create_dir_all(sb.dir.join("other")).unwrap();
+    let marker = sb.dir.join("evil-ran");
+    std::fs::write(sb.dir.join("other/evil.yml"), touch_manifest(&marker)).unwrap();
+    let prefix = format!("file://{}/allowed/", sb.dir.display());
+    let c = Corral::start_with(&[("CORRAL_DEPLOY_ALLOW", &prefix)]).await;
+    let tails = [
+        "..%2Fother%2Fevil.yml",
+        "..%2fother%2fevil.yml",
+        "%2E%2E/other/evil.yml",
+        "%2e%2E%2Fother%2Fevil.yml",
+        "x%2F..%2F..%2Fother%2Fevil.yml",
+        "..%5Cother%5Cevil.yml",
+        "..%252Fother%252Fevil.yml",
+    ];
+    for tail in tails {
+        let url = format!("{prefix}{tail}");
+        let (s, v) = crate::deploy_fanout::command(&c, &format!("deploy {url}")).await;
+        assert_eq!(s, 409, "{url}: {v}");
+        assert!(
+            v["error"].as_str().unwrap().contains("CORRAL_DEPLOY_ALLOW"),
+            "{v}"
+        );
+        let r = agent(&sb.dir, &url, &[], &[("CORRAL_DEPLOY_ALLOW", &prefix)]).await;
+        assert_eq!(r.code, 1, "{url}: {}", r.stderr);
+        assert!(r.stderr.contains("not allowed"), "{url}: {}", r.stderr);
+    }
+    // A src escaping the same way, in an allowed manifest.
+    let src = format!("{prefix}..%2F..%2Ftestdata%2Ftest.tar");
+    std::fs::write(
+        sb.dir.join("allowed/m.yml"),
+        format!(
+            "src: {src}\nchecksum: {TEST_TAR_SHA1}\ndest: {}\n",
+            sb.dest.display()
+        ),
+    )
+    .unwrap();
+    let job = run_job(&c, &format!("deploy {prefix}m.yml")).await;
+    let summary = job.outcome.unwrap().summary;
+    assert!(summary.contains("is not allowed"), "{summary}");
+    // An http prefix: the server never sees the request.
+    let files = Files::start().await;
+    files.add("other/evil.yml", touch_manifest(&marker));
+    let http_prefix = format!("{}/releases/", files.url);
+    for tail in tails {
+        let url = format!("{http_prefix}{tail}");
+        let r = agent(&sb.dir, &url, &[], &[("CORRAL_DEPLOY_ALLOW", &http_prefix)]).await;
+        assert_eq!(r.code, 1, "{url}: {}", r.stderr);
+    }
+    assert!(files.gets().is_empty(), "{:?}", files.gets());
+    assert!(!marker.exists());
+    assert_eq!(std::fs::read_dir(&sb.dest).unwrap().count(), 0);
+}
