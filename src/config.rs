@@ -478,6 +478,8 @@ impl Config {
                 .unwrap_or_else(|| Url::parse("http://127.0.0.1:8500").expect("static URL")),
             report_timeout: env.duration(&["CORRAL_DEPLOY_TIMEOUT"], Duration::from_secs(600))?,
             reports_authenticated: env.lookup(&["CORRAL_API_TOKEN", "API_KEY"]).is_some(),
+            agent: env.string(&["CORRAL_DEPLOY_AGENT"]).map(PathBuf::from),
+            env: deploy_env(env)?,
         };
 
         for prefix in &deploy.allow {
@@ -596,6 +598,38 @@ fn webhook_url(env: &Env) -> Result<Option<Secret>, ConfigError> {
         ));
     }
     Ok(Some(Secret::new(v.trim())))
+}
+
+/// `CORRAL_DEPLOY_ENV`: the names of the variables a deploy on the bot's host gets (their
+/// values from the environment or `.env`; an unset one is simply not passed). corral's own
+/// settings and secrets are refused by name.
+fn deploy_env(env: &Env) -> Result<Vec<(String, Secret)>, ConfigError> {
+    let var = "CORRAL_DEPLOY_ENV";
+    let mut out = Vec::new();
+    for name in env.list(&[var]) {
+        let shape = name
+            .chars()
+            .enumerate()
+            .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+        if !shape {
+            return Err(ConfigError::invalid(
+                var,
+                format!("{:?} is not a variable name", crate::text::sanitize(&name)),
+            ));
+        }
+        if crate::deploy::own_secret(&name) {
+            return Err(ConfigError::invalid(
+                var,
+                format!(
+                    "{name} is one of corral's own settings or secrets (SLACK_*, RANCHER_*, CATTLE_*, CORRAL_*, API_KEY, DATABASE_URL, CONSUL_HTTP_TOKEN, SERF_RPC_AUTH); deploys never get it"
+                ),
+            ));
+        }
+        if let Some(v) = env.secret(&[name.as_str()]) {
+            out.push((name, v));
+        }
+    }
+    Ok(out)
 }
 
 fn listen_address(env: &Env) -> Result<SocketAddr, ConfigError> {

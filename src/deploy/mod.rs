@@ -35,17 +35,19 @@ mod config;
 pub mod extract;
 pub mod fanout;
 pub mod hooks;
+pub mod local;
 pub mod log;
 pub mod manifest;
 pub mod report;
 pub mod source;
 pub mod steps;
 pub mod sync;
+pub mod template;
 
 use std::time::Duration;
 
 use crate::command::{DeployCmd, DeployTarget};
-pub use config::Config;
+pub use config::{Config, own_secret};
 
 use crate::job::{Failure, JobError, Outcome, PlanGroup, PlanItem, Progress, ProgressTx};
 use crate::store::Store;
@@ -76,14 +78,9 @@ pub async fn run(
     let text = source::fetch_text(&cmd.manifest_url, Some(allow), MANIFEST_TIMEOUT, &log)
         .await
         .map_err(|e| JobError::new(format!("cannot fetch the manifest: {e}")))?;
-    // A fanned-out manifest is templated on each host; here only its shape is checked,
-    // with undefined variables read as empty.
-    let lenient = |n: &str| Some(std::env::var(n).unwrap_or_default());
-    let m = match cmd.target {
-        DeployTarget::Local => manifest::parse(&text, &manifest::process_env),
-        _ => manifest::parse(&text, &lenient),
-    }
-    .map_err(|e| JobError::new(format!("manifest {} refused: {e}", cmd.manifest_url)))?;
+    // Templates are expanded where the manifest runs, never with the bot's environment.
+    let m = template::parse_opaque(&text)
+        .map_err(|e| JobError::new(format!("manifest {} refused: {e}", cmd.manifest_url)))?;
     if let Some(src) = &m.src
         && !allowed(allow, src)
     {
@@ -96,7 +93,7 @@ pub async fn run(
         _ => "commands only".to_string(),
     };
     match cmd.target {
-        DeployTarget::Local => local(cfg, cmd, &m, change, progress).await,
+        DeployTarget::Local => local(cfg, cmd, change, progress).await,
         target => fan_out(cfg, reports, job_id, cmd, target, change, progress).await,
     }
 }
@@ -112,7 +109,6 @@ fn this_host() -> String {
 async fn local(
     cfg: &Config,
     cmd: &DeployCmd,
-    m: &manifest::Manifest,
     change: String,
     progress: ProgressTx,
 ) -> Result<Outcome, JobError> {
@@ -137,21 +133,19 @@ async fn local(
             ..Outcome::default()
         });
     }
-    let opts = steps::DeployOpts {
-        allow: Some(cfg.allow.clone()),
-        fetch_timeout: cmd.timeout.or(Some(cfg.report_timeout)),
-        hooks: hooks::HookOpts {
-            timeout: Some(Duration::from_secs(30 * 60)),
-            output: hooks::Output::Null,
-        },
-        ..steps::DeployOpts::default()
-    };
-    let log = log::DeployLog::new(false);
-    let result = steps::run(m, &opts, &log).await;
-    let ok = result.error.is_none();
-    let detail = match &result.error {
-        None => String::new(),
-        Some(e) => format!("{e}\n```\n{}\n```", log.tail(15, 1500)),
+    let fetch_timeout = cmd.timeout.unwrap_or(cfg.report_timeout);
+    let ran = local::run_agent(cfg, &cmd.manifest_url, fetch_timeout)
+        .await
+        .map_err(JobError::new)?;
+    let ok = ran.ok;
+    let detail = if ok {
+        String::new()
+    } else {
+        format!(
+            "{}\n```\n{}\n```",
+            ran.last_line,
+            log::tail(&ran.output, 15, 1500)
+        )
     };
     progress.send(Progress::TargetFinished {
         group: group.clone(),
@@ -177,13 +171,13 @@ async fn local(
         summary: format!(
             "deploy on {host} {} in {}",
             if ok { "succeeded" } else { "failed" },
-            crate::text::format_duration(Duration::from_secs(result.duration.as_secs().max(1)))
+            crate::text::format_duration(Duration::from_secs(ran.duration.as_secs().max(1)))
         ),
         detail: serde_json::json!({
             "host": host,
             "ok": ok,
-            "duration_ms": result.duration.as_millis() as u64,
-            "log_tail": log.tail(report::TAIL_LINES, report::TAIL_BYTES),
+            "duration_ms": ran.duration.as_millis() as u64,
+            "log_tail": log::tail(&ran.output, report::TAIL_LINES, report::TAIL_BYTES),
         }),
     })
 }

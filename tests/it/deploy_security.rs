@@ -196,3 +196,294 @@ async fn encoded_separators_do_not_escape_a_prefix() {
     assert!(!marker.exists());
     assert_eq!(std::fs::read_dir(&sb.dest).unwrap().count(), 0);
 }
+
+/// The bot's own secrets, set in the real binary's environment.
+const BOT_SECRETS: [(&str, &str); 5] = [
+    ("SLACK_BOT_TOKEN", "xoxb-SECRET-bot-token-4711"),
+    ("SLACK_SIGNING_SECRET", "SECRET-signing-0815"),
+    ("RANCHER_ACCESS_KEY", "SECRET-access-key-1234"),
+    ("RANCHER_SECRET_KEY", "SECRET-rancher-key-9999"),
+    ("CORRAL_API_TOKEN", "SECRET-api-token-4242"),
+];
+
+/// `corral serve` as a child process with [`BOT_SECRETS`] in its environment, its log
+/// (debug level) in a file.
+struct Bot {
+    child: std::process::Child,
+    url: String,
+    log: std::path::PathBuf,
+    db: std::path::PathBuf,
+}
+
+impl Drop for Bot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Bot {
+    async fn start(
+        dir: &std::path::Path,
+        slack: &crate::support::fake_slack::FakeSlack,
+        extra: &[(&str, &str)],
+    ) -> Bot {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = dir.join("bot.log");
+        let db = dir.join("bot.db");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_corral"))
+            .arg("serve")
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", dir)
+            .env("CORRAL_LOG", "debug")
+            .env("CORRAL_DATABASE_URL", format!("sqlite://{}", db.display()))
+            .env("SLACK_API_URL", &slack.api_url)
+            .env("CORRAL_CHANNEL", "C0RELEASES")
+            .env("CORRAL_LISTEN", format!("127.0.0.1:{port}"))
+            .envs(BOT_SECRETS)
+            .envs(extra.iter().copied())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(dir.join("bot.err")).unwrap())
+            .spawn()
+            .unwrap();
+        let bot = Bot {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+            db,
+        };
+        let http = corral::http_client().unwrap();
+        for _ in 0..200 {
+            if let Ok(r) = http.get(format!("{}/readyz", bot.url)).send().await
+                && r.status() == 200
+            {
+                return bot;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("corral serve did not become ready");
+    }
+
+    /// Runs a command to its end; returns the job record as the API shows it.
+    async fn job(&self, text: &str) -> serde_json::Value {
+        let http = corral::http_client().unwrap();
+        let v: serde_json::Value = http
+            .post(format!("{}/api/v1/commands", self.url))
+            .bearer_auth(BOT_SECRETS[4].1)
+            .json(&serde_json::json!({ "text": text, "user": "U0DEPLOYER" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let Some(id) = v["job"]["id"].as_i64() else {
+            return v;
+        };
+        for _ in 0..600 {
+            let job: serde_json::Value = http
+                .get(format!("{}/api/v1/jobs/{id}", self.url))
+                .bearer_auth(BOT_SECRETS[4].1)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if !matches!(job["status"].as_str(), Some("queued" | "running")) {
+                return job;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("job {id} did not end");
+    }
+
+    /// Everything the bot wrote: its log, its database, and stderr.
+    fn written(&self) -> String {
+        let mut all = std::fs::read_to_string(&self.log).unwrap_or_default();
+        all.push_str(
+            &std::fs::read_to_string(self.log.with_file_name("bot.err")).unwrap_or_default(),
+        );
+        for f in [self.db.clone(), self.db.with_extension("db-wal")] {
+            all.push_str(&String::from_utf8_lossy(
+                &std::fs::read(f).unwrap_or_default(),
+            ));
+        }
+        all
+    }
+}
+
+/// Hole 4: templates were expanded with the bot's environment when it checked, planned or
+/// ran a manifest, so its tokens reached the channel and the job. The bot now keeps every
+/// template action opaque, refuses a templated `src`/`checksum`/`dest`, and runs
+/// `--target local` in a child `corral agent` whose environment holds none of its
+/// secrets, only what `CORRAL_DEPLOY_ENV` names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_never_gets_the_bots_secrets() {
+    let sb = Sandbox::new("secrets");
+    let slack = crate::support::fake_slack::FakeSlack::start().await;
+    let prefix = format!("file://{}/", sb.dir.display());
+    let bot = Bot::start(
+        &sb.dir,
+        &slack,
+        &[
+            ("CORRAL_DEPLOY_ALLOW", &prefix),
+            ("CORRAL_DEPLOY_HOSTS", "web-1,web-2"),
+            ("CORRAL_DEPLOY_ENV", "APP_COLOR"),
+            ("APP_COLOR", "blue"),
+        ],
+    )
+    .await;
+    let mut asks = String::new();
+    for (name, _) in BOT_SECRETS {
+        asks.push_str(&format!(" {name}={{{{ env \"{name}\" \"unset\" }}}}"));
+    }
+    let write = |name: &str, text: String| {
+        std::fs::write(sb.dir.join(name), text).unwrap();
+        format!("{prefix}{name}")
+    };
+    let run_here = write(
+        "local.yml",
+        format!(
+            "commands:\n  pre:\n    - 'echo asks{asks}'\n    - 'echo color={{{{ env \"APP_COLOR\" \"none\" }}}}'\n    - env\n    - exit 3\n"
+        ),
+    );
+    let must = write(
+        "must.yml",
+        "commands:\n  pre:\n    - echo '{{ must_env \"SLACK_BOT_TOKEN\" }}'\n".to_string(),
+    );
+    let templated_dest = write(
+        "dest.yml",
+        format!(
+            "src: {prefix}testdata/test.tar\nchecksum: {TEST_TAR_SHA1}\ndest: '/srv/{{{{ must_env \"SLACK_BOT_TOKEN\" }}}}'\n"
+        ),
+    );
+    let templated_src = write(
+        "src.yml",
+        format!(
+            "src: 'https://x.example/{{{{ env \"RANCHER_SECRET_KEY\" }}}}.tar'\nchecksum: {TEST_TAR_SHA1}\ndest: /srv/app\n"
+        ),
+    );
+    let templated_sum = write(
+        "sum.yml",
+        format!(
+            "src: {prefix}testdata/test.tar\nchecksum: '{{{{ env \"SLACK_SIGNING_SECRET\" }}}}'\ndest: /srv/app\n"
+        ),
+    );
+
+    let job = bot.job(&format!("deploy {run_here}")).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    let reason = job["outcome"]["detail"]["log_tail"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("color=blue"),
+        "CORRAL_DEPLOY_ENV passes: {job}"
+    );
+    assert!(reason.contains("SLACK_BOT_TOKEN=unset"), "{job}");
+    let job = bot.job(&format!("deploy {must}")).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    for (url, field) in [
+        (&templated_dest, "dest"),
+        (&templated_src, "src"),
+        (&templated_sum, "checksum"),
+    ] {
+        for flags in [
+            "",
+            " --dry-run",
+            " --target serf --dry-run",
+            " --target consul --dry-run",
+        ] {
+            let job = bot.job(&format!("deploy {url}{flags}")).await;
+            let summary = job["outcome"]["summary"].as_str().unwrap_or("");
+            assert_eq!(job["status"], "failed", "{url}{flags}: {job}");
+            assert!(
+                summary.contains(&format!("{field}: is templated")),
+                "{url}{flags}: {summary}"
+            );
+        }
+    }
+    // A plan of a fanned-out manifest keeps its templates to the hosts.
+    let fan = write(
+        "fan.yml",
+        "commands:\n  pre:\n    - echo '{{ must_env \"CORRAL_API_TOKEN\" }} {{ env \"SLACK_BOT_TOKEN\" }}'\n".to_string(),
+    );
+    let job = bot
+        .job(&format!("deploy {fan} --target consul --dry-run"))
+        .await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+
+    slack
+        .wait_for(10, |calls| {
+            calls
+                .iter()
+                .filter(|c| c.text().contains("Dry run"))
+                .count()
+                >= 1
+        })
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let jobs: String = corral::http_client()
+        .unwrap()
+        .get(format!("{}/api/v1/jobs", bot.url))
+        .bearer_auth(BOT_SECRETS[4].1)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let said: Vec<String> = slack.calls().iter().map(|c| c.body.to_string()).collect();
+    let written = bot.written();
+    assert!(jobs.contains("color=blue"), "{jobs}");
+    for (name, secret) in BOT_SECRETS {
+        assert!(!jobs.contains(secret), "{name} in a job record: {jobs}");
+        assert!(
+            !said.iter().any(|m| m.contains(secret)),
+            "{name} in a Slack message: {said:?}"
+        );
+        assert!(
+            !written.contains(secret),
+            "{name} in the bot's log or database"
+        );
+    }
+}
+
+/// Hole 4: `CORRAL_DEPLOY_ENV` names what a local deploy gets; corral's own settings and
+/// secrets cannot be named.
+#[test]
+fn deploy_env_refuses_the_bots_own_names() {
+    use corral::config::{Config, Env};
+    for name in [
+        "SLACK_BOT_TOKEN",
+        "slack_signing_secret",
+        "RANCHER_SECRET_KEY",
+        "CATTLE_ACCESS_KEY",
+        "CORRAL_API_TOKEN",
+        "CORRAL_DATABASE_URL",
+        "API_KEY",
+        "CONSUL_HTTP_TOKEN",
+        "SERF_RPC_AUTH",
+        "1BAD",
+        "A-B",
+    ] {
+        let e = Config::from_env(&Env::from_pairs([("CORRAL_DEPLOY_ENV", name)]))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("CORRAL_DEPLOY_ENV: "), "{name}: {e}");
+    }
+    let c = Config::from_env(&Env::from_pairs([
+        ("CORRAL_DEPLOY_ENV", "APP_COLOR, AWS_REGION,UNSET_ONE"),
+        ("APP_COLOR", "blue"),
+        ("AWS_REGION", "eu-west-1"),
+    ]))
+    .unwrap();
+    let names: Vec<&str> = c.deploy.env.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["APP_COLOR", "AWS_REGION"]);
+    assert!(!format!("{:?}", c.deploy).contains("eu-west-1"));
+}

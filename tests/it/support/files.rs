@@ -12,12 +12,15 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 
+/// One GET received: its path and its `Authorization` header.
+pub type Get = (String, Option<String>);
+
 #[derive(Clone, Default)]
 pub struct Files {
     files: Arc<Mutex<HashMap<String, Vec<u8>>>>,
     puts: Arc<Mutex<Vec<(String, String)>>>,
     redirects: Arc<Mutex<HashMap<String, String>>>,
-    gets: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    gets: Arc<Mutex<Vec<Get>>>,
     pub url: String,
 }
 
@@ -54,7 +57,7 @@ impl Files {
     }
 
     /// The GET requests received: (path, `Authorization` header).
-    pub fn gets(&self) -> Vec<(String, Option<String>)> {
+    pub fn gets(&self) -> Vec<Get> {
         self.gets.lock().unwrap().clone()
     }
 
