@@ -372,6 +372,9 @@ pub struct Config {
     /// Pool size and timeouts of a networked database (`CORRAL_DATABASE_*`).
     pub database: crate::store::Settings,
     pub api_token: Option<Secret>,
+    /// The token hosts report deploys with (`CORRAL_REPORT_TOKEN`): accepted on the report
+    /// endpoint only, so an agent's host never holds the full API token.
+    pub report_token: Option<Secret>,
     pub slack: SlackConfig,
     /// Channels where jobs started outside Slack are announced.
     pub channels: Vec<String>,
@@ -477,7 +480,9 @@ impl Config {
                 .url(&["CORRAL_CONSUL_URL"])?
                 .unwrap_or_else(|| Url::parse("http://127.0.0.1:8500").expect("static URL")),
             report_timeout: env.duration(&["CORRAL_DEPLOY_TIMEOUT"], Duration::from_secs(600))?,
-            reports_authenticated: env.lookup(&["CORRAL_API_TOKEN", "API_KEY"]).is_some(),
+            reports_authenticated: env
+                .lookup(&["CORRAL_REPORT_TOKEN", "CORRAL_API_TOKEN", "API_KEY"])
+                .is_some(),
             agent: env.string(&["CORRAL_DEPLOY_AGENT"]).map(PathBuf::from),
             env: deploy_env(env)?,
         };
@@ -524,6 +529,7 @@ impl Config {
             database_url: DatabaseUrl::new(database_url),
             database,
             api_token: env.secret(&["CORRAL_API_TOKEN", "API_KEY"]),
+            report_token: env.secret(&["CORRAL_REPORT_TOKEN"]),
             slack,
             channels: env.list(&["CORRAL_CHANNEL", "SLACK_CHANNELS"]),
             rancher,

@@ -84,6 +84,7 @@ pub async fn run_agent(cfg: &Config, url: &str, fetch_timeout: Duration) -> Resu
         .await
         .ok()
         .and_then(Result::ok)
+        .map(|o| crate::text::redact_credentials_in(&o))
         .unwrap_or_default();
     let last_line = output
         .lines()

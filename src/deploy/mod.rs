@@ -32,6 +32,7 @@
 pub mod agent;
 pub mod allow;
 mod config;
+pub mod dest;
 pub mod extract;
 pub mod fanout;
 pub mod hooks;
@@ -85,6 +86,16 @@ pub async fn run(
         && !allowed(allow, src)
     {
         return Err(not_allowed("src", src, allow));
+    }
+    if let Some(d) = &m.dest {
+        // Here, the bot's own directory is protected too: a local deploy's child agent
+        // works in it.
+        let protected = match cmd.target {
+            DeployTarget::Local => std::env::current_dir().into_iter().collect(),
+            _ => Vec::new(),
+        };
+        dest::check(d, &protected)
+            .map_err(|e| JobError::new(format!("manifest {} refused: {e}", cmd.manifest_url)))?;
     }
     let change = match (&m.src, &m.dest) {
         (Some(src), Some(dest)) => {

@@ -66,6 +66,27 @@ pub fn parse_opaque(text: &str) -> Result<Manifest, ManifestError> {
     Ok(m)
 }
 
+/// The names `{{ must_env "NAME" }}` actions of `text` read: their values are secrets by
+/// the manifest's own account, redacted from the agent's log and report.
+pub fn must_env_names(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else { break };
+        let action = after[..end].trim_matches('-').trim();
+        if let Some(arg) = action.strip_prefix("must_env") {
+            let arg = arg.split('|').next().unwrap_or("").trim();
+            let name = arg.trim_matches(|c| c == '"' || c == '`');
+            if !name.is_empty() && !names.iter().any(|n| n == name) {
+                names.push(name.to_string());
+            }
+        }
+        rest = &after[end + 2..];
+    }
+    names
+}
+
 fn templated(field: &str, why: &str) -> ManifestError {
     ManifestError {
         field: field.to_string(),
@@ -109,6 +130,16 @@ mod tests {
         assert_eq!(line.matches(PLACEHOLDER).count(), 3, "{line:?}");
         assert!(line.ends_with(" lit"), "{line:?}");
         assert!(!line.contains('/'), "PATH was expanded: {line:?}");
+    }
+
+    #[test]
+    fn must_env_names_are_found() {
+        assert_eq!(
+            must_env_names(
+                "a {{ must_env \"A\" }} {{ env \"B\" }} {{- must_env `C` | json_escape -}} {{ must_env \"A\" }}"
+            ),
+            ["A", "C"]
+        );
     }
 
     #[test]

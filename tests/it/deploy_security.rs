@@ -487,3 +487,140 @@ fn deploy_env_refuses_the_bots_own_names() {
     assert_eq!(names, ["APP_COLOR", "AWS_REGION"]);
     assert!(!format!("{:?}", c.deploy).contains("eu-west-1"));
 }
+
+/// Hole 9: `dest: /` and other system roots passed validation, and so did a `dest`
+/// containing the agent's own working directory. The source here does not exist, so the
+/// code before the fix failed later, at the fetch, without touching anything.
+#[tokio::test]
+async fn system_roots_and_the_agents_own_directories_are_no_dest() {
+    let sb = Sandbox::new("dest-roots");
+    let state_dir = sb.dir.join("state");
+    let state = state_dir.join("applied");
+    let state_s = state.to_string_lossy().into_owned();
+    std::os::unix::fs::symlink("/", sb.dir.join("to-root")).unwrap();
+    let cases = [
+        ("/".to_string(), "system directory"),
+        ("/usr".to_string(), "system directory"),
+        ("/etc/".to_string(), "system directory"),
+        (format!("{}/to-root", sb.dir.display()), "system directory"),
+        (sb.dir.display().to_string(), "agent's own directory"),
+        (state_dir.display().to_string(), "agent's own directory"),
+        (format!("{}/x/..", sb.dir.display()), "`..`"),
+    ];
+    for (dest, needle) in &cases {
+        let url = sb.write_manifest(&format!(
+            "src: file:///nonexistent/app.tar\nchecksum: {TEST_TAR_SHA1}\ndest: '{dest}'\n"
+        ));
+        let r = agent(&sb.dir, &url, &[], &[("CORRAL_AGENT_STATE", &state_s)]).await;
+        assert_eq!(r.code, 1, "{dest}: {}", r.stderr);
+        assert!(r.stderr.contains(needle), "{dest}: {}", r.stderr);
+        assert!(
+            !r.stderr.contains("Loading URL file:///nonexistent"),
+            "{dest}: checked before any fetch"
+        );
+    }
+    // The bot refuses the system roots when it plans, whatever the target.
+    let c = Corral::start_with(&[
+        (
+            "CORRAL_DEPLOY_ALLOW",
+            &format!("file://{}/", sb.dir.display()),
+        ),
+        ("CORRAL_DEPLOY_HOSTS", "web-1"),
+    ])
+    .await;
+    for dest in ["/", "/var/lib"] {
+        let url = sb.write_manifest(&format!(
+            "src: file://{}/nonexistent.tar\nchecksum: {TEST_TAR_SHA1}\ndest: {dest}\n",
+            sb.dir.display()
+        ));
+        for flags in [" --dry-run", " --target serf --dry-run"] {
+            let job = run_job(&c, &format!("deploy {url}{flags}")).await;
+            let summary = job.outcome.unwrap().summary;
+            assert!(
+                summary.contains("system directory"),
+                "{dest}{flags}: {summary}"
+            );
+        }
+    }
+}
+
+/// Hole 9: hosts reported with the full API token. `CORRAL_REPORT_TOKEN` is accepted on
+/// the report endpoint and nowhere else, and a host the job does not expect is refused.
+#[tokio::test]
+async fn reports_have_their_own_token_and_expected_hosts() {
+    let c = Corral::start_with(&[
+        ("CORRAL_REPORT_TOKEN", "report-only-token"),
+        ("CORRAL_DEPLOY_HOSTS", "web-1,web-2"),
+    ])
+    .await;
+    let job = crate::deploy::deploy_job(&c).await;
+    let post = |token: &'static str, host: &'static str| {
+        let req = c
+            .http
+            .post(format!("{}/api/v1/deploys/{job}/reports", c.url))
+            .bearer_auth(token)
+            .body(format!(
+                r#"{{"host":"{host}","status":"succeeded","duration_ms":5,"log_tail":"x"}}"#
+            ));
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(post("report-only-token", "web-1").await, 201);
+    assert_eq!(post("report-only-token", "intruder").await, 403);
+    assert_eq!(post("wrong", "web-2").await, 401);
+    // The API token still works there (agents not yet moved to the report token).
+    assert_eq!(post(crate::support::corral::TOKEN, "web-2").await, 201);
+    // Nowhere else.
+    for (method, path) in [("POST", "/api/v1/commands"), ("GET", "/api/v1/jobs")] {
+        let resp = c
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", c.url))
+            .bearer_auth("report-only-token")
+            .json(&serde_json::json!({"text": "release status", "user": "U0"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 401, "{path}");
+    }
+}
+
+/// Hole 9: URLs with credentials and expanded `must_env` values appeared in the agent's
+/// log and in the tail it reports.
+#[tokio::test]
+async fn agent_logs_and_reports_redact_credentials_and_must_env_values() {
+    let c = Corral::start().await;
+    let job = crate::deploy::deploy_job(&c).await;
+    let sb = Sandbox::new("redact");
+    let files = Files::start().await;
+    files.add(
+        "m.yml",
+        "commands:\n  pre:\n    - echo using {{ must_env \"DEPLOY_PASSWORD\" }}\n    - exit 1\n",
+    );
+    let url = files
+        .url
+        .replace("http://", "http://deployer:hunter2-url-pw@")
+        + "/m.yml";
+    let r = agent(
+        &sb.dir,
+        &format!("{url}#corral-job={job}"),
+        &["--report-url", &c.url, "--host", "web-1"],
+        &[
+            ("CORRAL_REPORT_TOKEN", crate::support::corral::TOKEN),
+            ("DEPLOY_PASSWORD", "pw-from-must-env-77"),
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("Reported failed"), "{}", r.stderr);
+    let reports = c.app.store.deploy_reports(job).await.unwrap();
+    let report = format!("{:?}", reports);
+    for secret in ["hunter2-url-pw", "pw-from-must-env-77"] {
+        assert!(
+            !r.stderr.contains(secret),
+            "{secret} in the log: {}",
+            r.stderr
+        );
+        assert!(!report.contains(secret), "{secret} in the report: {report}");
+    }
+    assert!(r.stderr.contains("deployer:***@"), "{}", r.stderr);
+    assert!(report.contains("using ***"), "{report}");
+}

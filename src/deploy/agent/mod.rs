@@ -138,7 +138,7 @@ pub async fn run<R: BufRead + Send + 'static>(
             .into(),
             duration_ms: started.elapsed().as_millis() as u64,
             log_tail: log.tail(TAIL_LINES, TAIL_BYTES),
-            error: result.as_ref().err().cloned(),
+            error: result.as_ref().err().map(|e| log.redacted(e)),
             event_id: event.consul_id.clone(),
         };
         match report::endpoint(base, report::job_of(&event.url)) {
@@ -159,9 +159,29 @@ async fn deploy_url(url: &str, opts: &AgentOpts, log: &DeployLog) -> Result<(), 
     )
     .await
     .map_err(|e| format!("load manifest failed: {e}"))?;
+    for name in super::template::must_env_names(&text) {
+        if let Some(v) = manifest::process_env(&name) {
+            log.redact(&v);
+        }
+    }
     let m = manifest::parse(&text, &manifest::process_env)
         .map_err(|e| format!("load manifest failed: {e}"))?;
-    log.line(format!("Executing manifest {m:?}"));
+    if let Some(d) = &m.dest {
+        super::dest::check(d, &super::dest::protected(&opts.state_file))
+            .map_err(|e| format!("load manifest failed: {e}"))?;
+    }
+    // Never the whole manifest: its commands hold expanded values.
+    log.line(format!(
+        "Executing manifest: {}, {} commands",
+        match (&m.src, &m.dest) {
+            (Some(s), Some(d)) => format!("{s} → {} ({})", d.display(), m.sync_strategy.name()),
+            _ => "commands only".to_string(),
+        },
+        m.commands.pre.len()
+            + m.commands.post.len()
+            + m.commands.success.len()
+            + m.commands.failure.len()
+    ));
     let r = steps::run(&m, &opts.deploy, log).await;
     match r.error {
         None => Ok(()),
