@@ -16,15 +16,17 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::oneshot;
 
-use super::copy::Dump;
+use super::dump::Dump;
 use super::sqlite_outbox as outbox;
+use super::sqlite_replicas as replicas;
+use super::{Admission, Pruned, Replica};
 use super::{
-    AuditEntry, Backend, Decide, DeployReport, Effects, Enqueued, JobChange, JobRecord, LockChange,
-    LockDecision, LockHistoryEntry, NewJob, NewMessage, OutboxRow, OutboxStats, Result, Settle,
-    Store, StoreError, StoreInfo,
+    AuditEntry, Backend, Claimed, Decide, DeployReport, Effects, Enqueued, FiringClaim, JobChange,
+    JobRecord, LockChange, LockDecision, LockHistoryEntry, NewJob, NewMessage, OutboxRow,
+    OutboxStats, Result, Settle, Store, StoreError, StoreInfo,
 };
 use crate::door::Source;
 use crate::job::{JobKind, JobStatus, Outcome};
@@ -36,11 +38,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_deploy.sql"),
     include_str!("migrations/0003_outbox.sql"),
+    include_str!("migrations/0004_firings.sql"),
+    include_str!("migrations/0005_replicas.sql"),
 ];
-
-/// How long delivery keys are remembered (Slack retries for up to ~5 minutes, or 24 h
-/// with Delayed Events).
-const DEDUPE_SECONDS: i64 = 25 * 3600;
 
 /// How long a statement waits for another process's write lock.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -127,7 +127,7 @@ impl SqliteStore {
 
     /// Runs `f` on the store's thread and waits for its answer without blocking the
     /// caller's thread. A panic inside `f` is an error for this call only.
-    async fn call<T, F>(&self, f: F) -> Result<T>
+    pub(super) async fn call<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
@@ -208,7 +208,7 @@ fn insert_audit(conn: &Connection, e: &AuditEntry) -> Result<()> {
     Ok(())
 }
 
-fn write_effects(conn: &Connection, effects: &Effects) -> Result<Vec<Enqueued>> {
+pub(super) fn write_effects(conn: &Connection, effects: &Effects) -> Result<Vec<Enqueued>> {
     for e in &effects.audit {
         insert_audit(conn, e)?;
     }
@@ -324,7 +324,7 @@ impl RawJob {
     }
 }
 
-fn jobs_where(conn: &Connection, tail: &str, param: i64) -> Result<Vec<JobRecord>> {
+pub(super) fn jobs_where(conn: &Connection, tail: &str, param: i64) -> Result<Vec<JobRecord>> {
     let mut stmt = conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs {tail}"))?;
     let rows = stmt.query_map([param], job_row)?;
     rows.map(|r| r?.typed()).collect()
@@ -423,7 +423,8 @@ fn deploy_report_row(row: &Row) -> rusqlite::Result<DeployReport> {
 }
 
 /// Everything in the SQLite database at `url`, read in one read transaction without
-/// changing it (`corral migrate`). Every row is parsed as the store reads it.
+/// changing it (`corral migrate`). Every row is parsed as the store reads it. Long by
+/// design: one `SELECT` per table, the mirror of the PostgreSQL side's `load`.
 pub(super) fn dump(url: &str) -> Result<Dump> {
     let not_there = |reason: String| StoreError::Open {
         url: url.to_string(),
@@ -815,15 +816,70 @@ impl Store for SqliteStore {
     async fn first_delivery(&self, key: &str, now: i64) -> Result<bool> {
         let key = key.to_string();
         self.call(move |c| {
-            c.execute(
-                "DELETE FROM seen_events WHERE at < ?1",
-                [now - DEDUPE_SECONDS],
-            )?;
             let inserted = c.execute(
                 "INSERT INTO seen_events (event_id, at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
                 params![key, now],
             )?;
             Ok(inserted == 1)
+        })
+        .await
+    }
+
+    async fn claim_firing(
+        &self,
+        claim: FiringClaim,
+        decide: Decide<LockState, Effects, String>,
+    ) -> Result<Claimed> {
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let taken: Option<i64> = tx
+                .query_row("SELECT 1 FROM firings WHERE key = ?1", [&claim.key], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if taken.is_some() {
+                return Ok(Claimed::Before);
+            }
+            let lock = read_lock(&tx)?;
+            let effects = match decide(&lock) {
+                Ok(e) => e,
+                Err(why) => return Ok(Claimed::Declined(why)),
+            };
+            tx.execute(
+                "INSERT INTO firings (key, schedule, at, outcome, claimed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    claim.key,
+                    claim.schedule,
+                    claim.at,
+                    claim.outcome,
+                    claim.claimed_at
+                ],
+            )?;
+            write_effects(&tx, &effects)?;
+            tx.commit()?;
+            Ok(Claimed::Now)
+        })
+        .await
+    }
+
+    async fn latest_firing(&self, schedule: &str) -> Result<Option<FiringClaim>> {
+        let schedule = schedule.to_string();
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT key, schedule, at, outcome, claimed_at FROM firings WHERE schedule = ?1
+                 ORDER BY at DESC, outcome ASC, key DESC LIMIT 1",
+            )?;
+            let mut rows = stmt.query_map([schedule], |r| {
+                Ok(FiringClaim {
+                    key: r.get(0)?,
+                    schedule: r.get(1)?,
+                    at: r.get(2)?,
+                    outcome: r.get(3)?,
+                    claimed_at: r.get(4)?,
+                })
+            })?;
+            Ok(rows.next().transpose()?)
         })
         .await
     }
@@ -860,6 +916,56 @@ impl Store for SqliteStore {
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
         .await
+    }
+
+    async fn heartbeat(&self, r: &Replica, now_ms: i64, lease_until_ms: i64) -> Result<u64> {
+        let r = r.clone();
+        self.call(move |c| replicas::heartbeat(c, &r, now_ms, lease_until_ms))
+            .await
+    }
+
+    async fn replicas(&self, since_ms: i64) -> Result<Vec<Replica>> {
+        self.call(move |c| replicas::replicas(c, since_ms)).await
+    }
+
+    async fn claim_job(&self, id: i64, owner: &str, lease_until_ms: i64) -> Result<bool> {
+        let owner = owner.to_string();
+        self.call(move |c| replicas::claim_job(c, id, &owner, lease_until_ms))
+            .await
+    }
+
+    async fn expired_jobs(&self, now_ms: i64, lease_ms: i64) -> Result<Vec<JobRecord>> {
+        self.call(move |c| replicas::expired_jobs(c, now_ms, lease_ms))
+            .await
+    }
+
+    async fn interrupt_job(
+        &self,
+        id: i64,
+        now_ms: i64,
+        lease_ms: i64,
+        outcome: Outcome,
+        effects: Effects,
+    ) -> Result<bool> {
+        self.call(move |c| replicas::interrupt_job(c, id, now_ms, lease_ms, &outcome, &effects))
+            .await
+    }
+
+    async fn take_rate(
+        &self,
+        key: &str,
+        now_ms: i64,
+        interval_ms: i64,
+        burst: u32,
+    ) -> Result<Admission> {
+        let key = key.to_string();
+        self.call(move |c| replicas::take_rate(c, &key, now_ms, interval_ms, burst))
+            .await
+    }
+
+    async fn prune(&self, before_ms: i64, seen_before: i64) -> Result<Pruned> {
+        self.call(move |c| replicas::prune(c, before_ms, seen_before))
+            .await
     }
 }
 
