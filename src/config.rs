@@ -714,8 +714,7 @@ fn outbox_settings(env: &Env) -> Result<OutboxConfig, ConfigError> {
     Ok(outbox)
 }
 
-/// Several replicas on one store: how long a job's lease lasts, how long delivered rows
-/// and seen event ids are kept.
+/// Job leases and the store's retention (several replicas on one store).
 fn replica_settings(env: &Env) -> Result<ReplicaConfig, ConfigError> {
     let replicas = ReplicaConfig {
         job_lease: env.duration(&["CORRAL_JOB_LEASE"], Duration::from_secs(30))?,

@@ -1,14 +1,13 @@
 //! The PostgreSQL side of [`super::replicas`], the same statements as
-//! [`super::sqlite_replicas`]: a lease is renewed, claimed and expired by single-row
-//! updates (the row lock decides between replicas), and the command limit is one upsert.
+//! [`super::sqlite_replicas`]: a lease is renewed and claimed by single-row updates (the
+//! row lock decides between replicas), and the command limit is one upsert. Expiring a
+//! job writes its thread's note, so that part lives with the job's other writes in
+//! `postgres.rs`.
 
 use deadpool_postgres::Object;
 
 use super::pg_error::{PgResult, cached};
-use super::postgres::{Tx, in_tx, jobs_where, write_effects};
-use super::replicas::{Admission, Pruned, Replica, expired_condition, rate_upsert};
-use super::{Effects, JobRecord, StoreError};
-use crate::job::Outcome;
+use super::replicas::{Admission, Pruned, Replica, rate_upsert};
 
 pub(super) async fn heartbeat(
     c: &Object,
@@ -64,49 +63,6 @@ pub(super) async fn claim_job(c: &Object, id: i64, owner: &str, until_ms: i64) -
     Ok(c.execute(&stmt, &[&id, &owner, &until_ms]).await? == 1)
 }
 
-pub(super) async fn expired_jobs(
-    c: &Object,
-    now_ms: i64,
-    lease_ms: i64,
-) -> PgResult<Vec<JobRecord>> {
-    let tail = format!(
-        "WHERE {} ORDER BY id LIMIT 100",
-        expired_condition("$1", lease_ms.max(0))
-    );
-    jobs_where(c, &tail, &[&now_ms]).await
-}
-
-pub(super) async fn interrupt_job(
-    c: &Object,
-    id: i64,
-    now_ms: i64,
-    lease_ms: i64,
-    outcome: &Outcome,
-    effects: &Effects,
-) -> PgResult<bool> {
-    let text = serde_json::to_string(outcome)
-        .map_err(|e| StoreError::Corrupt(format!("cannot encode outcome: {e}")))?;
-    let sql = format!(
-        "UPDATE jobs SET status = 'interrupted', outcome = $2, updated_at = $3
-         WHERE id = $4 AND {}",
-        expired_condition("$1", lease_ms.max(0))
-    );
-    let now_s = now_ms.div_euclid(1000);
-    in_tx(c, || async {
-        // Messages first, the job's row second, as everywhere (a settle locks an outbox
-        // row, then notes a failure on its job); rolled back if another replica was first.
-        write_effects(c, effects).await?;
-        let stmt = cached(c, &sql).await?;
-        let n = c.execute(&stmt, &[&now_ms, &text, &now_s, &id]).await?;
-        Ok(if n == 1 {
-            Tx::Commit(true)
-        } else {
-            Tx::Rollback(false)
-        })
-    })
-    .await
-}
-
 pub(super) async fn take_rate(
     c: &Object,
     key: &str,
@@ -137,29 +93,27 @@ pub(super) async fn take_rate(
     Ok(Admission::from_refused(row.try_get(0)?))
 }
 
+/// Four statements, each committed on its own: pruning need not be atomic.
 pub(super) async fn prune(c: &Object, before_ms: i64, seen_before: i64) -> PgResult<Pruned> {
-    in_tx(c, || async {
-        let messages = c
-            .execute(
-                "DELETE FROM outbox WHERE key IS NULL
-                   AND state IN ('done', 'failed', 'dead', 'dropped') AND updated_at < $1",
-                &[&before_ms],
-            )
-            .await?;
-        let seen = c
-            .execute("DELETE FROM seen_events WHERE at < $1", &[&seen_before])
-            .await?;
-        let limits = c
-            .execute("DELETE FROM rate_limits WHERE tat < $1", &[&before_ms])
-            .await?;
-        let gone = c
-            .execute("DELETE FROM replicas WHERE last_seen < $1", &[&before_ms])
-            .await?;
-        Ok(Tx::Commit(Pruned {
-            messages,
-            seen,
-            other: limits + gone,
-        }))
+    let messages = c
+        .execute(
+            "DELETE FROM outbox WHERE key IS NULL
+               AND state IN ('done', 'failed', 'dead', 'dropped') AND updated_at < $1",
+            &[&before_ms],
+        )
+        .await?;
+    let seen = c
+        .execute("DELETE FROM seen_events WHERE at < $1", &[&seen_before])
+        .await?;
+    let limits = c
+        .execute("DELETE FROM rate_limits WHERE tat < $1", &[&before_ms])
+        .await?;
+    let gone = c
+        .execute("DELETE FROM replicas WHERE last_seen < $1", &[&before_ms])
+        .await?;
+    Ok(Pruned {
+        messages,
+        seen,
+        other: limits + gone,
     })
-    .await
 }

@@ -45,6 +45,7 @@ use super::dump::{CopyReport, Dump};
 use super::pg_error::{PgError, PgResult, cached};
 use super::pg_outbox as outbox;
 use super::pg_replicas as replicas;
+use super::replicas::expired_condition;
 use super::sqlite::{RawJob, typed};
 use super::{Admission, Pruned, Replica};
 use super::{
@@ -471,7 +472,7 @@ impl PostgresStore {
 
     /// Runs `f` on a pooled connection, bounded in time. A connection that failed or
     /// timed out is rolled back or dropped, never handed to the next call half-used.
-    pub(super) async fn run<T, F>(&self, f: F) -> Result<T>
+    async fn run<T, F>(&self, f: F) -> Result<T>
     where
         T: Send,
         F: for<'c> FnOnce(&'c Object) -> BoxFuture<'c, PgResult<T>> + Send,
@@ -730,12 +731,12 @@ async fn load(client: &mut Object, dump: &Dump) -> PgResult<CopyReport> {
 
 /// Runs `body` in a transaction: commits on `Commit`, rolls back on `Rollback`, and on
 /// a serialisation failure or deadlock rolls back and runs it again.
-pub(super) enum Tx<T> {
+enum Tx<T> {
     Commit(T),
     Rollback(T),
 }
 
-pub(super) async fn in_tx<T, Fut>(c: &Object, body: impl Fn() -> Fut) -> PgResult<T>
+async fn in_tx<T, Fut>(c: &Object, body: impl Fn() -> Fut) -> PgResult<T>
 where
     Fut: std::future::Future<Output = PgResult<Tx<T>>>,
 {
@@ -839,7 +840,7 @@ async fn insert_audit(c: &Object, e: &AuditEntry) -> PgResult<()> {
     Ok(())
 }
 
-pub(super) async fn write_effects(c: &Object, effects: &Effects) -> PgResult<Vec<Enqueued>> {
+async fn write_effects(c: &Object, effects: &Effects) -> PgResult<Vec<Enqueued>> {
     for e in &effects.audit {
         insert_audit(c, e).await?;
     }
@@ -921,7 +922,7 @@ fn job_row(r: &Row) -> PgResult<JobRecord> {
     .typed()?)
 }
 
-pub(super) async fn jobs_where(
+async fn jobs_where(
     c: &Object,
     tail: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -1578,7 +1579,11 @@ impl Store for PostgresStore {
     }
 
     async fn expired_jobs(&self, now_ms: i64, lease_ms: i64) -> Result<Vec<JobRecord>> {
-        self.run(move |c| Box::pin(replicas::expired_jobs(c, now_ms, lease_ms)))
+        let tail = format!(
+            "WHERE {} ORDER BY id LIMIT 100",
+            expired_condition("$1", lease_ms.max(0))
+        );
+        self.run(move |c| Box::pin(async move { jobs_where(c, &tail, &[&now_ms]).await }))
             .await
     }
 
@@ -1590,9 +1595,30 @@ impl Store for PostgresStore {
         outcome: Outcome,
         effects: Effects,
     ) -> Result<bool> {
+        let text = serde_json::to_string(&outcome)
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode outcome: {e}")))?;
+        let sql = format!(
+            "UPDATE jobs SET status = 'interrupted', outcome = $2, updated_at = $3
+             WHERE id = $4 AND {}",
+            expired_condition("$1", lease_ms.max(0))
+        );
+        let now_s = now_ms.div_euclid(1000);
         self.run(move |c| {
             Box::pin(async move {
-                replicas::interrupt_job(c, id, now_ms, lease_ms, &outcome, &effects).await
+                in_tx(c, || async {
+                    // Messages first, the job's row second, as everywhere (a settle locks
+                    // an outbox row, then notes a failure on its job); rolled back if
+                    // another replica was first or the lease was renewed.
+                    write_effects(c, &effects).await?;
+                    let stmt = cached(c, &sql).await?;
+                    let n = c.execute(&stmt, &[&now_ms, &text, &now_s, &id]).await?;
+                    Ok(if n == 1 {
+                        Tx::Commit(true)
+                    } else {
+                        Tx::Rollback(false)
+                    })
+                })
+                .await
             })
         })
         .await

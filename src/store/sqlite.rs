@@ -20,6 +20,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::oneshot;
 
 use super::dump::Dump;
+use super::replicas::expired_condition;
 use super::sqlite_outbox as outbox;
 use super::sqlite_replicas as replicas;
 use super::{Admission, Pruned, Replica};
@@ -127,7 +128,7 @@ impl SqliteStore {
 
     /// Runs `f` on the store's thread and waits for its answer without blocking the
     /// caller's thread. A panic inside `f` is an error for this call only.
-    pub(super) async fn call<T, F>(&self, f: F) -> Result<T>
+    async fn call<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
@@ -208,7 +209,7 @@ fn insert_audit(conn: &Connection, e: &AuditEntry) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn write_effects(conn: &Connection, effects: &Effects) -> Result<Vec<Enqueued>> {
+fn write_effects(conn: &Connection, effects: &Effects) -> Result<Vec<Enqueued>> {
     for e in &effects.audit {
         insert_audit(conn, e)?;
     }
@@ -324,7 +325,7 @@ impl RawJob {
     }
 }
 
-pub(super) fn jobs_where(conn: &Connection, tail: &str, param: i64) -> Result<Vec<JobRecord>> {
+fn jobs_where(conn: &Connection, tail: &str, param: i64) -> Result<Vec<JobRecord>> {
     let mut stmt = conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs {tail}"))?;
     let rows = stmt.query_map([param], job_row)?;
     rows.map(|r| r?.typed()).collect()
@@ -394,6 +395,41 @@ fn create_job(
         .ok_or_else(|| StoreError::Corrupt(format!("job {id} vanished after insert")))?;
     tx.commit()?;
     Ok(Ok(record))
+}
+
+/// Jobs whose lease ran out (see [`super::replicas`]).
+fn expired_jobs(conn: &Connection, now_ms: i64, lease_ms: i64) -> Result<Vec<JobRecord>> {
+    let tail = format!(
+        "WHERE {} ORDER BY id LIMIT 100",
+        expired_condition("?1", lease_ms.max(0))
+    );
+    jobs_where(conn, &tail, now_ms)
+}
+
+/// Ends an expired job as interrupted with its effects, if it is still expired.
+fn interrupt_job(
+    conn: &mut Connection,
+    id: i64,
+    now_ms: i64,
+    lease_ms: i64,
+    outcome: &Outcome,
+    effects: &Effects,
+) -> Result<bool> {
+    let text = serde_json::to_string(outcome)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode outcome: {e}")))?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let sql = format!(
+        "UPDATE jobs SET status = 'interrupted', outcome = ?2, updated_at = ?3
+         WHERE id = ?4 AND {}",
+        expired_condition("?1", lease_ms.max(0))
+    );
+    let n = tx.execute(&sql, params![now_ms, text, now_ms.div_euclid(1000), id])?;
+    if n != 1 {
+        return Ok(false);
+    }
+    write_effects(&tx, effects)?;
+    tx.commit()?;
+    Ok(true)
 }
 
 fn audit_row(r: &Row) -> rusqlite::Result<(AuditEntry, String)> {
@@ -935,8 +971,7 @@ impl Store for SqliteStore {
     }
 
     async fn expired_jobs(&self, now_ms: i64, lease_ms: i64) -> Result<Vec<JobRecord>> {
-        self.call(move |c| replicas::expired_jobs(c, now_ms, lease_ms))
-            .await
+        self.call(move |c| expired_jobs(c, now_ms, lease_ms)).await
     }
 
     async fn interrupt_job(
@@ -947,7 +982,7 @@ impl Store for SqliteStore {
         outcome: Outcome,
         effects: Effects,
     ) -> Result<bool> {
-        self.call(move |c| replicas::interrupt_job(c, id, now_ms, lease_ms, &outcome, &effects))
+        self.call(move |c| interrupt_job(c, id, now_ms, lease_ms, &outcome, &effects))
             .await
     }
 

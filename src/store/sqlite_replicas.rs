@@ -1,13 +1,12 @@
 //! The SQLite side of [`super::replicas`]: heartbeats, job leases, the command limit and
-//! pruning. Several processes on one file (`corral exec` beside `corral serve`) share
+//! pruning (expiring a job writes its thread's note, so that part lives with the job's
+//! other writes in `sqlite.rs`). Several processes on one file (`corral exec` beside `corral serve`) share
 //! them like replicas do; each call is one transaction on the store's thread.
 
 use rusqlite::{Connection, params};
 
-use super::replicas::{Admission, Pruned, Replica, expired_condition, rate_upsert};
-use super::sqlite::{jobs_where, write_effects};
-use super::{Effects, JobRecord, Result, StoreError};
-use crate::job::Outcome;
+use super::Result;
+use super::replicas::{Admission, Pruned, Replica, rate_upsert};
 
 pub(super) fn heartbeat(
     conn: &mut Connection,
@@ -55,43 +54,6 @@ pub(super) fn claim_job(conn: &Connection, id: i64, owner: &str, until_ms: i64) 
         params![id, owner, until_ms],
     )?;
     Ok(n == 1)
-}
-
-pub(super) fn expired_jobs(
-    conn: &Connection,
-    now_ms: i64,
-    lease_ms: i64,
-) -> Result<Vec<JobRecord>> {
-    let tail = format!(
-        "WHERE {} ORDER BY id LIMIT 100",
-        expired_condition("?1", lease_ms.max(0))
-    );
-    jobs_where(conn, &tail, now_ms)
-}
-
-pub(super) fn interrupt_job(
-    conn: &mut Connection,
-    id: i64,
-    now_ms: i64,
-    lease_ms: i64,
-    outcome: &Outcome,
-    effects: &Effects,
-) -> Result<bool> {
-    let text = serde_json::to_string(outcome)
-        .map_err(|e| StoreError::Corrupt(format!("cannot encode outcome: {e}")))?;
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let sql = format!(
-        "UPDATE jobs SET status = 'interrupted', outcome = ?2, updated_at = ?3
-         WHERE id = ?4 AND {}",
-        expired_condition("?1", lease_ms.max(0))
-    );
-    let n = tx.execute(&sql, params![now_ms, text, now_ms.div_euclid(1000), id])?;
-    if n != 1 {
-        return Ok(false);
-    }
-    write_effects(&tx, effects)?;
-    tx.commit()?;
-    Ok(true)
 }
 
 pub(super) fn take_rate(

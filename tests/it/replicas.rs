@@ -511,3 +511,155 @@ async fn a_replica_killed_mid_job_has_its_job_reported_by_another_within_the_lea
     let out = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.contains("replicas: 1 seen"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_lock_changes_spread_over_three_replicas_are_announced_once_each_in_order() {
+    let dir = TempDir::new("replicas-announce");
+    let db = TestDb::new("announce").await;
+    let slack = FakeSlack::start().await;
+    let fast = [("CORRAL_SLACK_POST_INTERVAL", "50ms")];
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Replica::start(&dir, &db.url, Some(&slack), &fast).await);
+    }
+    let http = corral::http_client().unwrap();
+    // 15 starts and 15 stops, each on the next replica, one after the other.
+    for i in 0..15 {
+        let start = &replicas[(2 * i) % 3];
+        let stop = &replicas[(2 * i + 1) % 3];
+        assert_eq!(
+            get(&http, &format!("{}/start?name=u{i:02}", start.url)).await,
+            (200, "1".into())
+        );
+        assert_eq!(
+            get(&http, &format!("{}/stop", stop.url)).await,
+            (200, "1".into())
+        );
+    }
+    let posts = |calls: &[crate::support::fake_slack::Call]| {
+        calls
+            .iter()
+            .filter(|c| c.method == "chat.postMessage" && c.channel() == "C0RELEASES")
+            .map(|c| c.text().to_string())
+            .collect::<Vec<_>>()
+    };
+    slack.wait_for(30, |c| posts(c).len() >= 30).await;
+    // Let any duplicate that was coming arrive.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = posts(&slack.calls());
+    assert_eq!(got.len(), 30, "{got:#?}");
+    for (i, pair) in got.chunks(2).enumerate() {
+        assert!(
+            pair[0].contains(&format!("releasestatus:u{i:02}")) && pair[0].contains("started"),
+            "change {}: {pair:?}",
+            2 * i
+        );
+        assert!(pair[1].contains("finished the release"), "{pair:?}");
+    }
+}
+
+/// The lease sweep on the app's clock (a `ManualClock`): a job whose replica stopped
+/// heartbeating is ended once its lease is over, not before; a job this replica runs is
+/// renewed by its own heartbeat and never ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_sweep_follows_the_apps_clock() {
+    use corral::clock::ManualClock;
+    use corral::job::JobStatus;
+    let clock = ManualClock::at_unix(1_700_000_000);
+    let store = corral::store::open("sqlite::memory:").await.unwrap();
+    let config = corral::config::Config::from_env(&corral::config::Env::from_pairs([
+        ("CORRAL_DATABASE_URL", "sqlite::memory:"),
+        ("CORRAL_JOB_LEASE", "30s"),
+    ]))
+    .unwrap();
+    let new = || corral::store::NewJob {
+        kind: corral::job::JobKind::Deploy,
+        command: "/deploy https://x/m.yml".into(),
+        requested_by: "U1".into(),
+        source: corral::door::Source::Slack,
+        channel: Some("C1".into()),
+        now: 1_700_000_000,
+    };
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let j = store
+            .create_job(new(), Box::new(|_| Ok(corral::store::Effects::default())))
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .set_job_status(j.id, JobStatus::Running, 1_700_000_000)
+            .await
+            .unwrap();
+        ids.push(j.id);
+    }
+    let (dead, own) = (ids[0], ids[1]);
+    let t0 = clock.shared().unix_ms();
+    assert!(
+        store
+            .claim_job(dead, "gone:1:1", t0 + 30_000)
+            .await
+            .unwrap()
+    );
+    let app = crate::support::corral::start_app_on(
+        std::sync::Arc::new(config),
+        store.clone(),
+        std::sync::Arc::new(corral::chat::LogChat::default()),
+        clock.shared(),
+    );
+    assert!(
+        store
+            .claim_job(own, &app.replica.id, t0 + 30_000)
+            .await
+            .unwrap()
+    );
+    app.start_replica();
+    let status = |id: i64| {
+        let store = store.clone();
+        async move { store.job(id).await.unwrap().unwrap().status }
+    };
+    // Lets the loop run a tick at the clock's new time.
+    let settle = || tokio::time::sleep(Duration::from_millis(150));
+    settle().await;
+    for _ in 0..5 {
+        clock.advance(Duration::from_secs(5));
+        settle().await;
+    }
+    // 25 s: both leases hold.
+    assert_eq!(status(dead).await, JobStatus::Running);
+    assert_eq!(status(own).await, JobStatus::Running);
+    let mut ended = false;
+    for _ in 0..3 {
+        clock.advance(Duration::from_secs(5));
+        settle().await;
+        if status(dead).await == JobStatus::Interrupted {
+            ended = true;
+            break;
+        }
+    }
+    assert!(
+        ended,
+        "the dead replica's job is ended within the lease + one tick"
+    );
+    // Its thread says so (rows written with the change); this replica's job goes on.
+    let rows = store.outbox_rows(Some(dead), 10).await.unwrap();
+    assert!(
+        rows.iter().any(|r| r.message.text.contains("Interrupted")),
+        "{rows:?}"
+    );
+    for _ in 0..12 {
+        clock.advance(Duration::from_secs(5));
+        settle().await;
+    }
+    assert_eq!(
+        status(own).await,
+        JobStatus::Running,
+        "renewed by its own heartbeat"
+    );
+    let seen = store
+        .replicas(clock.shared().unix_ms() - 10_000)
+        .await
+        .unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].id, app.replica.id);
+}
