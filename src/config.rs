@@ -338,6 +338,17 @@ pub struct OutboxConfig {
     pub backoff_max: Duration,
 }
 
+/// Several replicas on one store (`CORRAL_JOB_LEASE`, `CORRAL_STORE_RETENTION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaConfig {
+    /// How long a job's lease holds without its replica's heartbeat: a job whose replica
+    /// died is reported interrupted after at most this plus a sixth of it (≤ 5 s).
+    pub job_lease: Duration,
+    /// Delivered messages (and other finished outbox rows without a key) and remembered
+    /// delivery keys older than this are deleted (keys: never inside the dedupe window).
+    pub retention: Duration,
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -381,6 +392,7 @@ pub struct Config {
     pub policy: Policy,
     pub outbox: OutboxConfig,
     pub log_format: LogFormat,
+    pub replicas: ReplicaConfig,
 }
 
 impl Config {
@@ -410,6 +422,7 @@ impl Config {
             policy_path,
             policy,
             outbox: outbox_settings(env)?,
+            replicas: replica_settings(env)?,
             log_format: LogFormat::from_env(env)?,
         })
     }
@@ -625,6 +638,27 @@ fn outbox_settings(env: &Env) -> Result<OutboxConfig, ConfigError> {
     }
 
     Ok(outbox)
+}
+
+/// Job leases and the store's retention (several replicas on one store).
+fn replica_settings(env: &Env) -> Result<ReplicaConfig, ConfigError> {
+    let replicas = ReplicaConfig {
+        job_lease: env.duration(&["CORRAL_JOB_LEASE"], Duration::from_secs(30))?,
+        retention: env.duration(&["CORRAL_STORE_RETENTION"], Duration::from_secs(7 * 86_400))?,
+    };
+    if replicas.job_lease < Duration::from_secs(1) {
+        return Err(ConfigError::invalid(
+            "CORRAL_JOB_LEASE",
+            "must be at least 1s (a busy database would cost live jobs their lease)",
+        ));
+    }
+    if replicas.retention < Duration::from_secs(3600) {
+        return Err(ConfigError::invalid(
+            "CORRAL_STORE_RETENTION",
+            "must be at least 1h",
+        ));
+    }
+    Ok(replicas)
 }
 
 fn listen_address(env: &Env) -> Result<SocketAddr, ConfigError> {

@@ -76,7 +76,7 @@ impl App {
             pending,
             running,
             rancher: self.outdated_stacks().await,
-            freeze: super::scheduler::freeze_status(&self.config.policy.freezes, now),
+            freeze: super::freeze::freeze_status(&self.config.policy.freezes, now),
         })
     }
 

@@ -20,7 +20,10 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::oneshot;
 
 use super::dump::Dump;
+use super::replicas::expired_condition;
 use super::sqlite_outbox as outbox;
+use super::sqlite_replicas as replicas;
+use super::{Admission, Pruned, Replica};
 use super::{
     AuditEntry, Backend, Claimed, Decide, DeployReport, Effects, Enqueued, FiringClaim, JobChange,
     JobRecord, LockChange, LockDecision, LockHistoryEntry, NewJob, NewMessage, OutboxRow,
@@ -37,11 +40,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_deploy.sql"),
     include_str!("migrations/0003_outbox.sql"),
     include_str!("migrations/0004_firings.sql"),
+    include_str!("migrations/0005_replicas.sql"),
 ];
-
-/// How long delivery keys are remembered (Slack retries for up to ~5 minutes, or 24 h
-/// with Delayed Events).
-const DEDUPE_SECONDS: i64 = 25 * 3600;
 
 /// How long a statement waits for another process's write lock.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -395,6 +395,41 @@ fn create_job(
         .ok_or_else(|| StoreError::Corrupt(format!("job {id} vanished after insert")))?;
     tx.commit()?;
     Ok(Ok(record))
+}
+
+/// Jobs whose lease ran out (see [`super::replicas`]).
+fn expired_jobs(conn: &Connection, now_ms: i64, lease_ms: i64) -> Result<Vec<JobRecord>> {
+    let tail = format!(
+        "WHERE {} ORDER BY id LIMIT 100",
+        expired_condition("?1", lease_ms.max(0))
+    );
+    jobs_where(conn, &tail, now_ms)
+}
+
+/// Ends an expired job as interrupted with its effects, if it is still expired.
+fn interrupt_job(
+    conn: &mut Connection,
+    id: i64,
+    now_ms: i64,
+    lease_ms: i64,
+    outcome: &Outcome,
+    effects: &Effects,
+) -> Result<bool> {
+    let text = serde_json::to_string(outcome)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode outcome: {e}")))?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let sql = format!(
+        "UPDATE jobs SET status = 'interrupted', outcome = ?2, updated_at = ?3
+         WHERE id = ?4 AND {}",
+        expired_condition("?1", lease_ms.max(0))
+    );
+    let n = tx.execute(&sql, params![now_ms, text, now_ms.div_euclid(1000), id])?;
+    if n != 1 {
+        return Ok(false);
+    }
+    write_effects(&tx, effects)?;
+    tx.commit()?;
+    Ok(true)
 }
 
 fn audit_row(r: &Row) -> rusqlite::Result<(AuditEntry, String)> {
@@ -817,10 +852,6 @@ impl Store for SqliteStore {
     async fn first_delivery(&self, key: &str, now: i64) -> Result<bool> {
         let key = key.to_string();
         self.call(move |c| {
-            c.execute(
-                "DELETE FROM seen_events WHERE at < ?1",
-                [now - DEDUPE_SECONDS],
-            )?;
             let inserted = c.execute(
                 "INSERT INTO seen_events (event_id, at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
                 params![key, now],
@@ -921,6 +952,55 @@ impl Store for SqliteStore {
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
         .await
+    }
+
+    async fn heartbeat(&self, r: &Replica, now_ms: i64, lease_until_ms: i64) -> Result<u64> {
+        let r = r.clone();
+        self.call(move |c| replicas::heartbeat(c, &r, now_ms, lease_until_ms))
+            .await
+    }
+
+    async fn replicas(&self, since_ms: i64) -> Result<Vec<Replica>> {
+        self.call(move |c| replicas::replicas(c, since_ms)).await
+    }
+
+    async fn claim_job(&self, id: i64, owner: &str, lease_until_ms: i64) -> Result<bool> {
+        let owner = owner.to_string();
+        self.call(move |c| replicas::claim_job(c, id, &owner, lease_until_ms))
+            .await
+    }
+
+    async fn expired_jobs(&self, now_ms: i64, lease_ms: i64) -> Result<Vec<JobRecord>> {
+        self.call(move |c| expired_jobs(c, now_ms, lease_ms)).await
+    }
+
+    async fn interrupt_job(
+        &self,
+        id: i64,
+        now_ms: i64,
+        lease_ms: i64,
+        outcome: Outcome,
+        effects: Effects,
+    ) -> Result<bool> {
+        self.call(move |c| interrupt_job(c, id, now_ms, lease_ms, &outcome, &effects))
+            .await
+    }
+
+    async fn take_rate(
+        &self,
+        key: &str,
+        now_ms: i64,
+        interval_ms: i64,
+        burst: u32,
+    ) -> Result<Admission> {
+        let key = key.to_string();
+        self.call(move |c| replicas::take_rate(c, &key, now_ms, interval_ms, burst))
+            .await
+    }
+
+    async fn prune(&self, before_ms: i64, seen_before: i64) -> Result<Pruned> {
+        self.call(move |c| replicas::prune(c, before_ms, seen_before))
+            .await
     }
 }
 
