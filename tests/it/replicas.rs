@@ -618,8 +618,20 @@ async fn the_lease_sweep_follows_the_apps_clock() {
         let store = store.clone();
         async move { store.job(id).await.unwrap().unwrap().status }
     };
-    // Lets the loop run a tick at the clock's new time.
-    let settle = || tokio::time::sleep(Duration::from_millis(150));
+    // Waits (real time) until the loop ran its tick at the clock's time: its heartbeat is
+    // in, then a moment for the sweep that follows it.
+    let settle = || {
+        let (store, now_ms) = (store.clone(), clock.shared().unix_ms());
+        async move {
+            for _ in 0..200 {
+                if !store.replicas(now_ms).await.unwrap().is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
     settle().await;
     for _ in 0..5 {
         clock.advance(Duration::from_secs(5));
@@ -632,8 +644,14 @@ async fn the_lease_sweep_follows_the_apps_clock() {
     for _ in 0..3 {
         clock.advance(Duration::from_secs(5));
         settle().await;
-        if status(dead).await == JobStatus::Interrupted {
-            ended = true;
+        for _ in 0..20 {
+            if status(dead).await == JobStatus::Interrupted {
+                ended = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if ended {
             break;
         }
     }
