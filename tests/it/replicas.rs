@@ -64,32 +64,48 @@ struct Replica {
 }
 
 impl Replica {
+    /// Starts `corral serve` and waits (up to 30 s) until it is ready. A process that
+    /// exits first because the database did not answer its start-up in time (the tests
+    /// with 1 s timeouts, on a loaded machine) is started again, twice at most; any other
+    /// exit fails the test with the process's log.
     async fn start(
         dir: &TempDir,
         db: &str,
         slack: Option<&FakeSlack>,
         extra: &[(&str, &str)],
     ) -> Replica {
-        let port = free_port();
-        let mut cmd = corral(dir, db, slack, &["serve"]);
-        cmd.env("CORRAL_LISTEN", format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        let replica = Replica {
-            child: cmd.spawn().unwrap(),
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        let client = corral::http_client().unwrap();
-        for _ in 0..400 {
-            if let Ok(r) = client.get(format!("{}/readyz", replica.url)).send().await
-                && r.status() == 200
-            {
-                return replica;
+        for _attempt in 0..3 {
+            let port = free_port();
+            let log_path = dir.0.join(format!("serve-{port}.log"));
+            let log = std::fs::File::create(&log_path).unwrap();
+            let mut cmd = corral(dir, db, slack, &["serve"]);
+            cmd.env("CORRAL_LISTEN", format!("127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(log);
+            for (k, v) in extra {
+                cmd.env(k, v);
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            let mut replica = Replica {
+                child: cmd.spawn().unwrap(),
+                url: format!("http://127.0.0.1:{port}"),
+            };
+            let client = corral::http_client().unwrap();
+            let until = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < until {
+                if let Ok(r) = client.get(format!("{}/readyz", replica.url)).send().await
+                    && r.status() == 200
+                {
+                    return replica;
+                }
+                if let Ok(Some(status)) = replica.child.try_wait() {
+                    let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    if text.contains("within") || text.contains("cannot connect") {
+                        break;
+                    }
+                    panic!("corral serve exited ({status}) before it was ready:\n{text}");
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
         }
         panic!("corral serve did not become ready");
     }
