@@ -19,6 +19,10 @@ cd "$(dirname "$0")/.."
 DURATION=${1:-15}
 CONNS=${CONNS:-20}
 THREADS=${THREADS:-2}
+# The per-user command limit is off by default (one user sends everything); USER_RATE=N
+# (commands a minute, e.g. 100000000) turns it on, so each command also pays its store
+# round trip (the limit is a row in the store, shared by replicas).
+USER_RATE=${USER_RATE:-0}
 SECRET=8f742231b10e8888abcd99yyyzzz85a5
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
@@ -91,7 +95,7 @@ corral_run() { # label, database URL
   local label=$1 db=$2 port pid
   port=$(free_port)
   ( cd "$WORK" && CORRAL_LISTEN=127.0.0.1:$port SLACK_SIGNING_SECRET=$SECRET CORRAL_LOG=warn \
-    CORRAL_SLACK_USER_RATE=0 CORRAL_DATABASE_URL=$db exec "$BIN" serve 2>"$WORK/serve-$label.log" ) &
+    CORRAL_SLACK_USER_RATE=$USER_RATE CORRAL_DATABASE_URL=$db exec "$BIN" serve 2>"$WORK/serve-$label.log" ) &
   pid=$!
   wait_up "http://127.0.0.1:$port/healthz"
   read -r C_RPS C_P50 C_P99 C_BAD C_ERR < <(load "http://127.0.0.1:$port/slack/commands")

@@ -945,6 +945,28 @@ mod tests {
     }
 
     #[test]
+    fn job_lease_and_retention() {
+        let cfg = |pairs: &[(&str, &str)]| Config::from_env(&Env::from_pairs(pairs.to_vec()));
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.replicas.job_lease, Duration::from_secs(30));
+        assert_eq!(c.replicas.retention, Duration::from_secs(7 * 86_400));
+        let c = cfg(&[("CORRAL_JOB_LEASE", "2s"), ("CORRAL_STORE_RETENTION", "2d")]).unwrap();
+        assert_eq!(
+            (c.replicas.job_lease, c.replicas.retention),
+            (Duration::from_secs(2), Duration::from_secs(2 * 86_400))
+        );
+        for (var, value) in [
+            ("CORRAL_JOB_LEASE", "0"),
+            ("CORRAL_JOB_LEASE", "soon"),
+            ("CORRAL_STORE_RETENTION", "10m"),
+            ("CORRAL_STORE_RETENTION", "-1d"),
+        ] {
+            let e = cfg(&[(var, value)]).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("{var}:")), "{var}={value}: {e}");
+        }
+    }
+
+    #[test]
     fn errors_never_echo_secrets() {
         let e = cfg(&[(
             "CORRAL_DATABASE_URL",
