@@ -23,7 +23,9 @@ mod copy;
 pub mod outbox;
 mod pg_outbox;
 mod postgres;
+mod pg_approval;
 mod sqlite;
+mod sqlite_approval;
 mod sqlite_outbox;
 
 use std::time::Duration;
@@ -39,6 +41,7 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::door::Source;
+use crate::job::approval::{ApprovalRecord, Vote};
 use crate::job::{JobKind, JobStatus, Outcome};
 use crate::lock::{LockState, Refusal};
 
@@ -116,6 +119,38 @@ pub struct LockDecision {
 
 /// The result of a lock change: the state before and what was written, or the refusal.
 pub type LockChange = std::result::Result<(LockState, LockDecision), Refusal>;
+
+/// What an approval decision sees, read in its transaction: the job, its approval (if
+/// one was opened), the current round's votes, and the lock (for the gate the completing
+/// vote re-applies).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ballot {
+    pub job: JobRecord,
+    pub approval: Option<ApprovalRecord>,
+    pub votes: Vec<Vote>,
+    pub lock: LockState,
+}
+
+/// What an approval decision writes: the approval's new row (inserted or replaced), the
+/// vote (keyed by job, round and voter), a change to the job, and the effects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalDecision {
+    /// When it was made (Unix seconds): the job's `updated_at` if it changes the job.
+    pub at: i64,
+    pub approval: ApprovalRecord,
+    pub vote: Option<Vote>,
+    pub job: Option<JobChange>,
+    pub effects: Effects,
+}
+
+/// A decision that was written: what it saw, what it wrote, and how many times the
+/// transaction ran (more than 1: it met a conflict and was decided again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    pub before: Ballot,
+    pub decision: ApprovalDecision,
+    pub attempts: u32,
+}
 
 /// Which implementation a database URL selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -381,6 +416,20 @@ pub trait Store: Send + Sync + 'static {
         scopes: Vec<(String, i64)>,
         now_ms: i64,
     ) -> Result<std::result::Result<(), i64>>;
+
+    /// Decides about a job's approval in one transaction keyed by the job (opening it,
+    /// a vote, expiry, a reminder, asking again): reads the [`Ballot`], calls `decide`,
+    /// writes its [`ApprovalDecision`]. `Ok(Err(_))`: refused (or no such job), nothing
+    /// written.
+    async fn decide_approval(
+        &self,
+        job: i64,
+        decide: Decide<Ballot, ApprovalDecision, String>,
+    ) -> Result<std::result::Result<Decided, String>>;
+    /// A job's approval and its current round's votes (oldest first).
+    async fn approval(&self, job: i64) -> Result<Option<(ApprovalRecord, Vec<Vote>)>>;
+    /// Approvals still pending, oldest first.
+    async fn pending_approvals(&self) -> Result<Vec<ApprovalRecord>>;
 
     async fn audit(&self, entry: &AuditEntry) -> Result<()>;
     /// The newest `limit` audit lines, newest first.

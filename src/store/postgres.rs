@@ -42,14 +42,16 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 use super::copy::{CopyReport, Dump};
+use super::pg_approval as approval;
 use super::pg_outbox as outbox;
 use super::sqlite::{RawJob, typed};
 use super::{
-    AuditEntry, Backend, Decide, DeployReport, Effects, Enqueued, JobChange, JobRecord, LockChange,
+    ApprovalDecision, AuditEntry, Backend, Ballot, Decide, Decided, DeployReport, Effects, Enqueued, JobChange, JobRecord, LockChange,
     LockDecision, LockHistoryEntry, NewJob, NewMessage, OutboxRow, OutboxStats, Result, Settings,
     Settle, Store, StoreError, StoreInfo,
 };
 use crate::door::Source;
+use crate::job::approval::{ApprovalRecord, Vote};
 use crate::job::{JobStatus, Outcome};
 use crate::lock::{Holder, LockState, Refusal};
 use crate::text::{format_duration, redact_secrets_in, redact_url};
@@ -61,6 +63,10 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init", include_str!("migrations/pg/0001_init.sql")),
     ("0002_deploy", include_str!("migrations/pg/0002_deploy.sql")),
     ("0003_outbox", include_str!("migrations/pg/0003_outbox.sql")),
+    (
+        "0004_approvals",
+        include_str!("migrations/pg/0004_approvals.sql"),
+    ),
 ];
 
 /// Advisory lock keys (one namespace for the whole database).
@@ -741,12 +747,12 @@ async fn load(client: &mut Object, dump: &Dump) -> PgResult<CopyReport> {
 
 /// Runs `body` in a transaction: commits on `Commit`, rolls back on `Rollback`, and on
 /// a serialisation failure or deadlock rolls back and runs it again.
-enum Tx<T> {
+pub(super) enum Tx<T> {
     Commit(T),
     Rollback(T),
 }
 
-async fn in_tx<T, Fut>(c: &Object, body: impl Fn() -> Fut) -> PgResult<T>
+pub(super) async fn in_tx<T, Fut>(c: &Object, body: impl Fn() -> Fut) -> PgResult<T>
 where
     Fut: std::future::Future<Output = PgResult<Tx<T>>>,
 {
@@ -816,7 +822,7 @@ fn lock_row(r: &Row) -> PgResult<LockState> {
 }
 
 /// The lock row; `lock` is `""`, `"FOR UPDATE"` or `"FOR SHARE"`.
-async fn read_lock(c: &Object, lock: &str) -> PgResult<LockState> {
+pub(super) async fn read_lock(c: &Object, lock: &str) -> PgResult<LockState> {
     let sql = format!("SELECT {LOCK_COLUMNS} FROM lock_state WHERE id = 1 {lock}");
     let stmt = cached(c, &sql).await?;
     let row = c
@@ -858,14 +864,14 @@ async fn insert_audit(c: &Object, e: &AuditEntry) -> PgResult<()> {
     Ok(())
 }
 
-async fn write_effects(c: &Object, effects: &Effects) -> PgResult<Vec<Enqueued>> {
+pub(super) async fn write_effects(c: &Object, effects: &Effects) -> PgResult<Vec<Enqueued>> {
     for e in &effects.audit {
         insert_audit(c, e).await?;
     }
     outbox::insert(c, &effects.messages).await
 }
 
-async fn apply_job_change(c: &Object, id: i64, change: &JobChange, now: i64) -> PgResult<()> {
+pub(super) async fn apply_job_change(c: &Object, id: i64, change: &JobChange, now: i64) -> PgResult<()> {
     match change {
         JobChange::Status(status) => {
             let stmt = cached(
@@ -940,7 +946,7 @@ fn job_row(r: &Row) -> PgResult<JobRecord> {
     .typed()?)
 }
 
-async fn jobs_where(
+pub(super) async fn jobs_where(
     c: &Object,
     tail: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -1381,6 +1387,25 @@ impl Store for PostgresStore {
 
     async fn messages(&self, job: i64) -> Result<Vec<(String, String)>> {
         self.run(move |c| Box::pin(outbox::roots(c, job))).await
+    }
+
+    async fn decide_approval(
+        &self,
+        job: i64,
+        decide: Decide<Ballot, ApprovalDecision, String>,
+    ) -> Result<std::result::Result<Decided, String>> {
+        self.run(move |c| Box::pin(async move { approval::decide(c, job, &decide).await }))
+            .await
+    }
+
+    async fn approval(&self, job: i64) -> Result<Option<(ApprovalRecord, Vec<Vote>)>> {
+        self.run(move |c| Box::pin(async move { approval::approval(c, job).await }))
+            .await
+    }
+
+    async fn pending_approvals(&self) -> Result<Vec<ApprovalRecord>> {
+        self.run(|c| Box::pin(async move { approval::pending(c).await }))
+            .await
     }
 
     async fn audit(&self, e: &AuditEntry) -> Result<()> {

@@ -20,13 +20,15 @@ use rusqlite::{Connection, Row, params};
 use tokio::sync::oneshot;
 
 use super::copy::Dump;
+use super::sqlite_approval as approval;
 use super::sqlite_outbox as outbox;
 use super::{
-    AuditEntry, Backend, Decide, DeployReport, Effects, Enqueued, JobChange, JobRecord, LockChange,
+    ApprovalDecision, AuditEntry, Backend, Ballot, Decided, Decide, DeployReport, Effects, Enqueued, JobChange, JobRecord, LockChange,
     LockDecision, LockHistoryEntry, NewJob, NewMessage, OutboxRow, OutboxStats, Result, Settle,
     Store, StoreError, StoreInfo,
 };
 use crate::door::Source;
+use crate::job::approval::{ApprovalRecord, Vote};
 use crate::job::{JobKind, JobStatus, Outcome};
 use crate::lock::{Holder, LockState, Refusal};
 
@@ -36,6 +38,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_deploy.sql"),
     include_str!("migrations/0003_outbox.sql"),
+    include_str!("migrations/0004_approvals.sql"),
 ];
 
 /// How long delivery keys are remembered (Slack retries for up to ~5 minutes, or 24 h
@@ -169,7 +172,7 @@ fn holder(by: Option<String>, reason: Option<String>, since: Option<i64>) -> Opt
     })
 }
 
-fn read_lock(conn: &Connection) -> Result<LockState> {
+pub(super) fn read_lock(conn: &Connection) -> Result<LockState> {
     Ok(conn.query_row(
         "SELECT running_by, running_reason, running_since, blocked_by, blocked_reason, blocked_since
          FROM lock_state WHERE id = 1",
@@ -208,14 +211,14 @@ fn insert_audit(conn: &Connection, e: &AuditEntry) -> Result<()> {
     Ok(())
 }
 
-fn write_effects(conn: &Connection, effects: &Effects) -> Result<Vec<Enqueued>> {
+pub(super) fn write_effects(conn: &Connection, effects: &Effects) -> Result<Vec<Enqueued>> {
     for e in &effects.audit {
         insert_audit(conn, e)?;
     }
     outbox::insert(conn, &effects.messages)
 }
 
-fn apply_job_change(conn: &Connection, id: i64, change: &JobChange, now: i64) -> Result<()> {
+pub(super) fn apply_job_change(conn: &Connection, id: i64, change: &JobChange, now: i64) -> Result<()> {
     match change {
         JobChange::Status(status) => {
             conn.execute(
@@ -324,7 +327,7 @@ impl RawJob {
     }
 }
 
-fn jobs_where(conn: &Connection, tail: &str, param: i64) -> Result<Vec<JobRecord>> {
+pub(super) fn jobs_where(conn: &Connection, tail: &str, param: i64) -> Result<Vec<JobRecord>> {
     let mut stmt = conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs {tail}"))?;
     let rows = stmt.query_map([param], job_row)?;
     rows.map(|r| r?.typed()).collect()
@@ -789,6 +792,22 @@ impl Store for SqliteStore {
             Ok(taken)
         })
         .await
+    }
+
+    async fn decide_approval(
+        &self,
+        job: i64,
+        decide: Decide<Ballot, ApprovalDecision, String>,
+    ) -> Result<std::result::Result<Decided, String>> {
+        self.call(move |c| approval::decide(c, job, &decide)).await
+    }
+
+    async fn approval(&self, job: i64) -> Result<Option<(ApprovalRecord, Vec<Vote>)>> {
+        self.call(move |c| approval::approval(c, job)).await
+    }
+
+    async fn pending_approvals(&self) -> Result<Vec<ApprovalRecord>> {
+        self.call(|c| approval::pending(c)).await
     }
 
     async fn audit(&self, e: &AuditEntry) -> Result<()> {
