@@ -51,6 +51,41 @@ pub enum Block {
         text: String,
     },
     Divider,
+    /// A row of buttons. `block_id` names this rendering of the card (`appr:<job>:r<rev>`),
+    /// so a click on a stale one is recognised; Slack shows at most 25 buttons.
+    Actions {
+        block_id: String,
+        buttons: Vec<Button>,
+    },
+}
+
+/// A button's look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ButtonStyle {
+    Primary,
+    Danger,
+}
+
+/// A confirm dialog shown before a button's click is sent (plain text).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirm {
+    pub title: String,
+    pub text: String,
+    pub confirm: String,
+    pub deny: String,
+}
+
+/// One button: what it says, what its click carries (`action_id`, `value`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Button {
+    pub action_id: String,
+    pub text: String,
+    pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub style: Option<ButtonStyle>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm: Option<Confirm>,
 }
 
 /// Slack message metadata: an event type and a flat string payload.

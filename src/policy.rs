@@ -249,6 +249,16 @@ impl Policy {
                 .is_some_and(|members| members.iter().any(|m| m == user))
     }
 
+    /// Whether `role` is `id` itself or a role in `[roles]` that lists `id` by that exact
+    /// entry (no `everyone`, no groups): how self-named identities are allowed.
+    pub fn lists(&self, role: &str, id: &str) -> bool {
+        role == id
+            || self
+                .roles
+                .get(role)
+                .is_some_and(|members| members.iter().any(|m| m == id))
+    }
+
     /// Whether `user` is an admin (`roles.admins`).
     pub fn is_admin(&self, user: &str) -> bool {
         self.in_role(user, "admins")

@@ -14,6 +14,8 @@
 //! in the transaction of the change that causes it, and the [`outbox`] sender (started
 //! with [`App::start_sender`]) delivers it.
 
+pub mod approval;
+pub mod card;
 pub mod dispatch;
 pub mod interact;
 pub mod limit;
@@ -199,6 +201,7 @@ impl App {
             clock: clock.clone(),
             outbox: outbox.clone(),
             printer,
+            policy: Arc::new(config.policy.clone()),
         });
         let limiter = UserLimiter::new(config.slack.user_rate, clock.clone());
         Arc::new(App {

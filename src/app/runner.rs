@@ -29,6 +29,8 @@ pub struct Deps {
     pub outbox: Outbox,
     /// Prints threads as they are written (`corral exec`).
     pub printer: Option<Arc<dyn Chat>>,
+    /// The approval rules a job is checked against before its work.
+    pub policy: Arc<crate::policy::Policy>,
 }
 
 /// Spawns and tracks job tasks.
@@ -76,6 +78,17 @@ impl Runner {
     async fn run(&self, job: JobRecord, cmd: JobCmd) {
         let id = job.id;
         let d = &self.deps;
+        let before = super::approval::Before {
+            policy: &d.policy,
+            domains: &d.domains,
+            store: d.store.as_ref(),
+            now: d.clock.unix(),
+            now_ms: d.clock.unix_ms(),
+        };
+        if super::approval::before_run(before, &job, &cmd).await == super::approval::Gate::Wait {
+            d.outbox.wake();
+            return;
+        }
         let mut reporter = Reporter::open(
             d.store.clone(),
             d.clock.clone(),
@@ -131,6 +144,11 @@ impl Runner {
                 return 0;
             }
         };
+        // Jobs awaiting approval survive a restart: the approval sweeper keeps them.
+        let jobs: Vec<JobRecord> = jobs
+            .into_iter()
+            .filter(|j| j.status != JobStatus::AwaitingApproval)
+            .collect();
         for job in &jobs {
             let outcome = Outcome {
                 summary:

@@ -21,9 +21,9 @@
 
 mod copy;
 pub mod outbox;
+mod pg_approval;
 mod pg_outbox;
 mod postgres;
-mod pg_approval;
 mod sqlite;
 mod sqlite_approval;
 mod sqlite_outbox;

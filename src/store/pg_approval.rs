@@ -240,5 +240,9 @@ pub(super) async fn pending(c: &Object) -> PgResult<Vec<ApprovalRecord>> {
         ),
     )
     .await?;
-    c.query(&stmt, &[]).await?.iter().map(approval_row).collect()
+    c.query(&stmt, &[])
+        .await?
+        .iter()
+        .map(approval_row)
+        .collect()
 }

@@ -46,9 +46,9 @@ use super::pg_approval as approval;
 use super::pg_outbox as outbox;
 use super::sqlite::{RawJob, typed};
 use super::{
-    ApprovalDecision, AuditEntry, Backend, Ballot, Decide, Decided, DeployReport, Effects, Enqueued, JobChange, JobRecord, LockChange,
-    LockDecision, LockHistoryEntry, NewJob, NewMessage, OutboxRow, OutboxStats, Result, Settings,
-    Settle, Store, StoreError, StoreInfo,
+    ApprovalDecision, AuditEntry, Backend, Ballot, Decide, Decided, DeployReport, Effects,
+    Enqueued, JobChange, JobRecord, LockChange, LockDecision, LockHistoryEntry, NewJob, NewMessage,
+    OutboxRow, OutboxStats, Result, Settings, Settle, Store, StoreError, StoreInfo,
 };
 use crate::door::Source;
 use crate::job::approval::{ApprovalRecord, Vote};
@@ -871,7 +871,12 @@ pub(super) async fn write_effects(c: &Object, effects: &Effects) -> PgResult<Vec
     outbox::insert(c, &effects.messages).await
 }
 
-pub(super) async fn apply_job_change(c: &Object, id: i64, change: &JobChange, now: i64) -> PgResult<()> {
+pub(super) async fn apply_job_change(
+    c: &Object,
+    id: i64,
+    change: &JobChange,
+    now: i64,
+) -> PgResult<()> {
     match change {
         JobChange::Status(status) => {
             let stmt = cached(

@@ -23,9 +23,9 @@ use super::copy::Dump;
 use super::sqlite_approval as approval;
 use super::sqlite_outbox as outbox;
 use super::{
-    ApprovalDecision, AuditEntry, Backend, Ballot, Decided, Decide, DeployReport, Effects, Enqueued, JobChange, JobRecord, LockChange,
-    LockDecision, LockHistoryEntry, NewJob, NewMessage, OutboxRow, OutboxStats, Result, Settle,
-    Store, StoreError, StoreInfo,
+    ApprovalDecision, AuditEntry, Backend, Ballot, Decide, Decided, DeployReport, Effects,
+    Enqueued, JobChange, JobRecord, LockChange, LockDecision, LockHistoryEntry, NewJob, NewMessage,
+    OutboxRow, OutboxStats, Result, Settle, Store, StoreError, StoreInfo,
 };
 use crate::door::Source;
 use crate::job::approval::{ApprovalRecord, Vote};
@@ -218,7 +218,12 @@ pub(super) fn write_effects(conn: &Connection, effects: &Effects) -> Result<Vec<
     outbox::insert(conn, &effects.messages)
 }
 
-pub(super) fn apply_job_change(conn: &Connection, id: i64, change: &JobChange, now: i64) -> Result<()> {
+pub(super) fn apply_job_change(
+    conn: &Connection,
+    id: i64,
+    change: &JobChange,
+    now: i64,
+) -> Result<()> {
     match change {
         JobChange::Status(status) => {
             conn.execute(
