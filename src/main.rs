@@ -154,6 +154,8 @@ async fn serve() -> anyhow::Result<ExitCode> {
             "jobs interrupted by the last stop were marked and reported"
         );
     }
+    // Pending approvals survive a restart: the sweeper expires and reminds them.
+    tokio::spawn(app.clone().run_approval_sweeper());
     let socket = match &config.slack.app_token {
         None => None,
         Some(token) => match corral::slack::socket::SocketMode::start(app.clone(), token).await {

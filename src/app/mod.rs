@@ -291,6 +291,13 @@ impl App {
 
     async fn handle_inner(&self, mut req: Request, to: Option<&ReplyTo>) -> Reply {
         req.user = identity(req.source, &req.user);
+        if let Command::Vote(v) = &req.command {
+            let r = self
+                .vote(v.job, &req.user, req.source, v.kind, &v.note)
+                .await;
+            let outcome = if r.ok { Outcome::Ok } else { Outcome::Refused };
+            return Reply::new(outcome, Visibility::Ephemeral, r.text);
+        }
         let Some(family) = req.command.family() else {
             return Reply::new(Outcome::Ok, Visibility::Ephemeral, OVERVIEW);
         };

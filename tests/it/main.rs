@@ -3,6 +3,7 @@
 //! from shared/reference.
 
 mod api;
+mod approvals;
 mod binary;
 mod deploy;
 mod deploy_fanout;
