@@ -149,6 +149,14 @@ impl Message {
     }
 }
 
+/// Who is in a Slack user group (`usergroups.users.list`): what roles naming a group
+/// (`S…`) grant. A read, never a delivery (those go through the outbox).
+#[async_trait]
+pub trait Directory: Send + Sync + 'static {
+    /// The user ids of a group's members.
+    async fn group_members(&self, group: &str) -> Result<Vec<String>, ChatError>;
+}
+
 /// What went wrong delivering a message, classified for the sender.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChatError {

@@ -264,6 +264,24 @@ impl Policy {
         self.in_role(user, "admins")
     }
 
+    /// The Slack user groups (`S…`) whose members are in `role` (the role's own id, or
+    /// the groups a `[roles]` entry lists). Membership of these is asked of Slack.
+    pub fn groups_of(&self, role: &str) -> Vec<String> {
+        let is_group = |m: &str| m.starts_with('S') && is_member_id(m) && !m.contains(':');
+        if is_group(role) {
+            return vec![role.to_string()];
+        }
+        self.roles
+            .get(role)
+            .map(|ms| ms.iter().filter(|m| is_group(m)).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The roles `[permissions]` allows for a family (`None`: everyone).
+    pub fn permitted(&self, family: Family) -> Option<&[String]> {
+        self.permissions.get(&family).map(Vec::as_slice)
+    }
+
     /// Whether `user` may run commands of this family.
     pub fn may_run(&self, user: &str, family: Family) -> bool {
         match self.permissions.get(&family) {

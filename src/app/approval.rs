@@ -624,7 +624,12 @@ pub struct VoteReply {
 impl App {
     /// Whether `voter` may approve under a rule's approver list. Self-named identities
     /// (`api:`, `cli:`, `playground:`) only when listed by that exact id.
-    pub fn may_approve(&self, approvers: &[String], rule: &str, voter: &str) -> Result<(), String> {
+    pub async fn may_approve(
+        &self,
+        approvers: &[String],
+        rule: &str,
+        voter: &str,
+    ) -> Result<(), String> {
         let policy = &self.config.policy;
         if is_self_named(voter) {
             let listed = approvers
@@ -642,10 +647,19 @@ impl App {
         if approvers.iter().any(|r| policy.in_role(voter, r)) {
             return Ok(());
         }
-        Err(format!(
+        let groups: Vec<String> = approvers.iter().flat_map(|r| policy.groups_of(r)).collect();
+        let (member, failed) = self.groups.any_has(&groups, voter).await;
+        if member {
+            return Ok(());
+        }
+        let mut why = format!(
             "You may not approve this job: {rule} needs a member of {} ({rule}.approvers).",
             sanitize(&approvers.join(", "))
-        ))
+        );
+        for f in failed {
+            why.push_str(&format!(" Note: {}.", sanitize(&f)));
+        }
+        Err(why)
     }
 
     /// A vote from any door, decided in one store transaction. Starts the job when this
@@ -670,7 +684,7 @@ impl App {
             Ok(None) => return refused(format!("Job #{job_id} is not waiting for approval.")),
             Err(e) => return refused(format!("Sorry, corral could not record that vote: {e}")),
         };
-        let eligible = self.may_approve(&a.approvers, &a.rule, &voter);
+        let eligible = self.may_approve(&a.approvers, &a.rule, &voter).await;
         let targets = card::production_targets(&Plan::from_json(&a.plan), self.rule_regex(&a.rule));
         let cast = Cast {
             voter: voter.clone(),

@@ -17,6 +17,7 @@
 pub mod approval;
 pub mod card;
 pub mod dispatch;
+pub mod groups;
 pub mod interact;
 pub mod limit;
 pub mod metrics;
@@ -167,6 +168,8 @@ pub struct App {
     /// Background work `corral serve` waits for at shutdown.
     pub background: tokio_util::task::TaskTracker,
     limiter: UserLimiter,
+    /// Slack user groups' members (roles naming `S…`).
+    pub groups: groups::Groups,
 }
 
 impl App {
@@ -204,6 +207,13 @@ impl App {
             policy: Arc::new(config.policy.clone()),
         });
         let limiter = UserLimiter::new(config.slack.user_rate, clock.clone());
+        let directory: Option<Arc<dyn crate::chat::Directory>> =
+            config.slack.bot_token.as_ref().and_then(|token| {
+                crate::slack::web::SlackChat::new(&config.slack.api_url, token)
+                    .map(|c| Arc::new(c.with_deadline(config.slack.timeout)) as _)
+                    .ok()
+            });
+        let groups = groups::Groups::new(directory, clock.clone());
         Arc::new(App {
             config,
             store,
@@ -214,6 +224,7 @@ impl App {
             outbox,
             background: tokio_util::task::TaskTracker::new(),
             limiter,
+            groups,
         })
     }
 
@@ -305,12 +316,18 @@ impl App {
             return Reply::new(Outcome::Ok, Visibility::Ephemeral, family.usage());
         }
         let policy = &self.config.policy;
-        if !policy.may_run(&req.user, family) {
-            return Reply::refused(format!(
-                "You are not allowed to run `/{}` (policy file: permissions.{}).",
-                family.name(),
-                family.name()
-            ));
+        if let Err(why) = self.may_run(&req.user, family).await {
+            let _ = self
+                .store
+                .audit(&AuditEntry {
+                    at: self.clock.unix(),
+                    actor: req.user.clone(),
+                    action: format!("/{} refused", family.name()),
+                    detail: format!("{}: {why}", req.command.to_text()),
+                    source: req.source,
+                })
+                .await;
+            return Reply::refused(why);
         }
         if req.command.forced() && !policy.may_force(&req.user) {
             return Reply::refused("Only admins may use `--force`.");
@@ -322,6 +339,35 @@ impl App {
             Command::Release(r) => self.release(&req, r, to).await,
             _ => Reply::new(Outcome::Ok, Visibility::Ephemeral, family.usage()),
         }
+    }
+
+    /// Whether `user` may run a family's commands: `[permissions]`, with the members of
+    /// Slack user groups the allowed roles name. The refusal names the roles needed.
+    pub async fn may_run(&self, user: &str, family: crate::command::Family) -> Result<(), String> {
+        let policy = &self.config.policy;
+        if policy.may_run(user, family) {
+            return Ok(());
+        }
+        let roles = policy.permitted(family).unwrap_or_default();
+        let groups: Vec<String> = if crate::job::approval::is_self_named(user) {
+            Vec::new()
+        } else {
+            roles.iter().flat_map(|r| policy.groups_of(r)).collect()
+        };
+        let (member, failed) = self.groups.any_has(&groups, user).await;
+        if member {
+            return Ok(());
+        }
+        let mut why = format!(
+            "You are not allowed to run `/{}`: it needs the role {} (policy file: permissions.{}).",
+            family.name(),
+            roles.join(" or "),
+            family.name()
+        );
+        for f in failed {
+            why.push_str(&format!(" Note: {f}."));
+        }
+        Err(why)
     }
 
     async fn release(&self, req: &Request, cmd: &ReleaseCmd, to: Option<&ReplyTo>) -> Reply {

@@ -483,6 +483,54 @@ async fn the_completing_vote_re_applies_the_lock_gate() {
 }
 
 #[tokio::test]
+async fn a_user_group_is_asked_of_slack_and_grants_nothing_when_slack_cannot_say() {
+    let text = policy(1, "1h").replace(
+        r#"approvers = ["U0BOB", "U0CAROL", "U0DAVE", "api:ci"]"#,
+        r#"approvers = ["S0OPS"]"#,
+    );
+    let s = setup("approvals-groups", &text, &[]).await;
+    let c = &s.c;
+    let job = request(&s).await;
+    // Slack cannot say (a missing scope): the group grants nothing, and the refusal says why.
+    c.slack.fail_next(
+        "usergroups.users.list",
+        crate::support::fake_slack::Failure::Error("missing_scope"),
+    );
+    let t = click(c, "U0GRACE", "approval.approve", job).await;
+    assert!(t.contains("S0OPS could not be read from Slack"), "{t}");
+    assert!(t.contains("missing_scope"), "{t}");
+    // A member of the group approves.
+    c.slack.set_group("S0OPS", &["U0GRACE", "U0HEIDI"]);
+    let t = click(c, "U0EVE", "approval.approve", job).await;
+    assert!(t.contains("may not approve"), "{t}");
+    let t = click(c, "U0GRACE", "approval.approve", job).await;
+    assert!(t.contains("completed"), "{t}");
+    wait_status(c, job, JobStatus::Succeeded).await;
+    let asked = c.slack.calls_to("usergroups.users.list");
+    assert_eq!(asked.len(), 2, "the answer is cached: {asked:?}");
+    assert_eq!(asked[1].body["usergroup"], "S0OPS");
+}
+
+#[tokio::test]
+async fn a_permission_refusal_names_the_role_and_only_writes_an_audit_row() {
+    let text = policy(1, "1h").replace(r#"deployers = ["U0ALICE"]"#, r#"deployers = ["S0DEVS"]"#);
+    let s = setup("approvals-perm", &text, &[]).await;
+    let c = &s.c;
+    let ack = c
+        .slash_json("/upgrade", "library:my_web:2.0.0", "U0MALLORY")
+        .await;
+    let t = ack.to_string();
+    assert!(t.contains("needs the role deployers"), "{t}");
+    assert!(t.contains("S0DEVS could not be read"), "{t}");
+    assert!(c.app.store.jobs(5).await.unwrap().is_empty(), "no job");
+    let audit = c.app.store.audit_log(5).await.unwrap();
+    assert_eq!(audit[0].action, "/upgrade refused", "{audit:?}");
+    c.slack.set_group("S0DEVS", &["U0ALICE"]);
+    let job = request(&s).await;
+    assert!(job > 0);
+}
+
+#[tokio::test]
 async fn bad_approval_rules_are_refused_at_start_naming_the_key() {
     for (text, key) in [
         (
