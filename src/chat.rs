@@ -51,20 +51,34 @@ pub enum Block {
         text: String,
     },
     Divider,
-    /// A row of buttons. `block_id` names this rendering of the card (`appr:<job>:r<rev>`),
-    /// so a click on a stale one is recognised; Slack shows at most 25 buttons.
-    Actions {
-        block_id: String,
+    /// A row of buttons (Slack's `actions` block; at most 25 are shown). A click comes
+    /// back to [`crate::app::App::click`] with the button's `action_id` and `value`.
+    Buttons {
+        /// Names this rendering of the message (an approval card: `appr:<job>:r<rev>`), so
+        /// a click on a stale one can be told apart. Slack's limit: 255.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        block_id: Option<String>,
         buttons: Vec<Button>,
     },
 }
 
-/// A button's look.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ButtonStyle {
-    Primary,
-    Danger,
+/// One button.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Button {
+    /// `<family>.<action>`, e.g. `release.stop`: how a click is routed.
+    pub action_id: String,
+    pub text: String,
+    #[serde(default)]
+    pub value: String,
+    /// Shown as a dangerous action (red).
+    #[serde(default)]
+    pub danger: bool,
+    /// Shown as the primary action (green; one per row).
+    #[serde(default)]
+    pub primary: bool,
+    /// A dialog Slack shows before the click is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm: Option<Confirm>,
 }
 
 /// A confirm dialog shown before a button's click is sent (plain text).
@@ -74,18 +88,6 @@ pub struct Confirm {
     pub text: String,
     pub confirm: String,
     pub deny: String,
-}
-
-/// One button: what it says, what its click carries (`action_id`, `value`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Button {
-    pub action_id: String,
-    pub text: String,
-    pub value: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub style: Option<ButtonStyle>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub confirm: Option<Confirm>,
 }
 
 /// Slack message metadata: an event type and a flat string payload.

@@ -147,6 +147,7 @@ async fn serve() -> anyhow::Result<ExitCode> {
     }
     let app = App::new(config.clone(), store, chat);
     app.start_sender();
+    app.start_scheduler();
     let interrupted = app.runner.recover().await;
     if interrupted > 0 {
         tracing::warn!(
@@ -301,6 +302,9 @@ async fn migrate(from: &str, to: &str) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `corral check`: one line per thing checked (configuration, store, Slack, Rancher,
+/// deploy prefixes), in the order an operator would fix them. Long by design: a flat list
+/// of independent checks reads better than a checker per line.
 async fn check() -> anyhow::Result<ExitCode> {
     let mut failed = false;
     let mut report = |ok: bool, what: &str, detail: String| {

@@ -358,6 +358,8 @@ pub struct Cast {
     pub eligible: Result<(), String>,
     /// The production targets the card's confirm dialog names.
     pub targets: Vec<String>,
+    /// The freeze window open now, if any (the lock gate the completing vote applies).
+    pub frozen: Option<crate::lock::Frozen>,
     pub now: i64,
     pub now_ms: i64,
 }
@@ -437,6 +439,7 @@ pub fn decide_vote(ballot: &Ballot, c: &Cast) -> Result<ApprovalDecision, String
             forced,
             command: job.command.clone(),
             now: c.now,
+            frozen: c.frozen.clone(),
         };
         match gate(&gate_req, &ballot.lock) {
             Ok(e) => {
@@ -693,6 +696,7 @@ impl App {
             source,
             eligible,
             targets,
+            frozen: super::scheduler::frozen_at(&self.config.policy.freezes, self.clock.now()),
             now: self.clock.unix(),
             now_ms: self.clock.unix_ms(),
         };

@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::chat::{Block, Button, ButtonStyle, Confirm, Message};
+use crate::chat::{Block, Button, Confirm, Message};
 use crate::job::PlanGroup;
 use crate::job::approval::{ApprovalRecord, ApprovalState, Vote, VoteKind};
 use crate::store::JobRecord;
@@ -194,27 +194,28 @@ fn buttons(job: &JobRecord, a: &ApprovalRecord, targets: &[String]) -> Block {
     } else {
         targets.join(", ")
     };
-    Block::Actions {
-        block_id: format!("appr:{}:r{}", job.id, a.revision),
+    Block::Buttons {
+        block_id: Some(format!("appr:{}:r{}", job.id, a.revision)),
         buttons: vec![
             Button {
                 action_id: APPROVE.into(),
                 text: "Approve".into(),
                 value: value.clone(),
-                style: Some(ButtonStyle::Primary),
+                primary: true,
                 confirm: Some(Confirm {
                     title: format!("Approve job #{}?", job.id),
                     text: format!("This changes {named}. It runs once enough people approve."),
                     confirm: "Approve".into(),
                     deny: "Cancel".into(),
                 }),
+                ..Button::default()
             },
             Button {
                 action_id: DENY.into(),
                 text: "Deny".into(),
                 value,
-                style: Some(ButtonStyle::Danger),
-                confirm: None,
+                danger: true,
+                ..Button::default()
             },
         ],
     }
@@ -308,14 +309,18 @@ mod tests {
         assert!(json.contains("<!date^3600^"), "{json}");
         assert!(json.contains("0 of 2 needed"), "{json}");
         assert!(json.contains("<!subteam^S0DEVS>"), "{json}");
-        let Some(Block::Actions { block_id, buttons }) = m.blocks.last() else {
+        let Some(Block::Buttons {
+            block_id: Some(block_id),
+            buttons,
+        }) = m.blocks.last()
+        else {
             panic!("no buttons: {json}");
         };
         assert_eq!(block_id, "appr:12:r3");
         assert_eq!(buttons[0].value, "12:1");
-        assert_eq!(buttons[0].style, Some(ButtonStyle::Primary));
+        assert!(buttons[0].primary && !buttons[0].danger);
         assert!(buttons[0].confirm.as_ref().unwrap().text.contains("prod"));
-        assert_eq!(buttons[1].style, Some(ButtonStyle::Danger));
+        assert!(buttons[1].danger);
         assert_ne!(p.digest(), plan(29).digest());
     }
 
@@ -327,7 +332,7 @@ mod tests {
         a.reason = "not <!here> today".into();
         let m = card(&job(), &a, &[], &[]);
         assert!(
-            !m.blocks.iter().any(|b| matches!(b, Block::Actions { .. })),
+            !m.blocks.iter().any(|b| matches!(b, Block::Buttons { .. })),
             "{m:?}"
         );
         let json = serde_json::to_string(&m).unwrap();

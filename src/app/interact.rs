@@ -117,6 +117,7 @@ impl App {
         // Each family of buttons is routed here by `click.family()`; a family this
         // process does not know is a button that no longer does anything.
         let text = match click.family() {
+            "release" => self.click_release(&click).await,
             "approval" => self.approval_click(&click).await,
             _ => "This button no longer does anything.".to_string(),
         };

@@ -8,7 +8,7 @@
 
 use slack_morphism::prelude::*;
 
-use crate::chat::{Block, Button, ButtonStyle, Message};
+use crate::chat::{Block, Button, Message};
 use crate::text::truncate;
 
 /// The notification fallback's length.
@@ -41,8 +41,8 @@ fn extra(block: &Block) -> SlackBlock {
             SlackContextBlock::new(vec![t.into()]).into()
         }
         Block::Divider => SlackDividerBlock::new().into(),
-        Block::Actions { block_id, buttons } => SlackActionsBlock {
-            block_id: Some(SlackBlockId(cut(block_id, ID_MAX))),
+        Block::Buttons { block_id, buttons } => SlackActionsBlock {
+            block_id: block_id.as_ref().map(|b| SlackBlockId(cut(b, ID_MAX))),
             elements: buttons.iter().take(25).map(button).collect(),
         }
         .into(),
@@ -72,25 +72,26 @@ fn plain(text: &str, max: usize) -> SlackBlockPlainTextOnly {
 }
 
 fn button(b: &Button) -> SlackActionBlockElement {
+    let style = if b.danger {
+        Some(SlackBlockButtonStyle::Danger)
+    } else if b.primary {
+        Some(SlackBlockButtonStyle::Primary)
+    } else {
+        None
+    };
     SlackActionBlockElement::Button(SlackBlockButtonElement {
-        action_id: Some(SlackActionId(cut(&b.action_id, ID_MAX))),
+        action_id: Some(cut(&b.action_id, ID_MAX).into()),
         text: plain(&b.text, BUTTON_TEXT_MAX),
         url: None,
         // A value is an id, never cut into something else: one too long is dropped.
         value: (b.value.len() <= VALUE_MAX).then(|| b.value.clone()),
-        style: b.style.map(|s| match s {
-            ButtonStyle::Primary => SlackBlockButtonStyle::Primary,
-            ButtonStyle::Danger => SlackBlockButtonStyle::Danger,
-        }),
+        style,
         confirm: b.confirm.as_ref().map(|c| SlackBlockConfirmItem {
             title: plain(&c.title, CONFIRM_TITLE_MAX),
             text: SlackBlockText::Plain(SlackBlockPlainText::new(cut(&c.text, CONFIRM_TEXT_MAX))),
             confirm: plain(&c.confirm, CONFIRM_BUTTON_MAX),
             deny: plain(&c.deny, CONFIRM_BUTTON_MAX),
-            style: b.style.map(|s| match s {
-                ButtonStyle::Primary => "primary".to_string(),
-                ButtonStyle::Danger => "danger".to_string(),
-            }),
+            style: Some(if b.danger { "danger" } else { "primary" }.to_string()),
         }),
         accessibility_label: None,
     })
@@ -185,16 +186,17 @@ mod tests {
             action_id: "approval.approve".into(),
             text: "A".repeat(200),
             value: "12:1".into(),
-            style: Some(ButtonStyle::Primary),
+            primary: true,
             confirm: Some(crate::chat::Confirm {
                 title: "T".repeat(300),
                 text: "x".repeat(1000),
                 confirm: "Approve".into(),
                 deny: "Cancel".into(),
             }),
+            ..Button::default()
         };
-        let m = Message::text("card").with_block(Block::Actions {
-            block_id: "appr:12:r3".into(),
+        let m = Message::text("card").with_block(Block::Buttons {
+            block_id: Some("appr:12:r3".into()),
             buttons: vec![b],
         });
         let json = serde_json::to_value(blocks(&m)).unwrap();

@@ -1,27 +1,30 @@
-//! Approvals and votes on PostgreSQL: `sqlite_approval.rs` statement for statement.
+//! Approvals and votes on PostgreSQL: `sqlite_approval.rs` statement for statement, run
+//! inside the decision's transaction that `postgres.rs` opens.
 //!
-//! A decision about one job's approval takes `pg_advisory_xact_lock(APPROVALS, job)`
-//! first and holds it to its commit, so decisions about one approval (votes from several
-//! replicas at the same moment, the expiry sweeper) run one after another and each reads
-//! what the previous one wrote; decisions about different jobs run side by side. The
-//! lock row is read `FOR SHARE` (the lock gate the completing vote re-applies); messages
-//! are written before the job's row (outbox first, jobs second, as everywhere).
-
-use std::sync::atomic::{AtomicU32, Ordering};
+//! A decision about one job's approval takes [`lock`] first and holds it to its commit,
+//! so decisions about one approval (votes from several replicas at the same moment, the
+//! expiry sweeper) run one after another and each reads what the previous one wrote;
+//! decisions about different jobs run side by side.
 
 use deadpool_postgres::Object;
 use tokio_postgres::Row;
 
-use super::postgres::{
-    PgResult, Tx, apply_job_change, cached, in_tx, jobs_where, read_lock, write_effects,
-};
-use super::sqlite::typed;
-use super::{ApprovalDecision, Ballot, Decide, Decided, StoreError};
+use super::StoreError;
+use super::pg_error::{PgResult, cached};
+use super::sqlite_approval::typed;
 use crate::door::Source;
 use crate::job::approval::{ApprovalRecord, ApprovalState, Vote, VoteKind};
 
 /// The advisory lock namespace of approval decisions (the key is the job id).
 const APPROVALS: i32 = 0x6170_7072;
+
+/// `pg_advisory_xact_lock(APPROVALS, job)`: held to the end of the transaction.
+pub(super) async fn lock(c: &Object, job: i64) -> PgResult<()> {
+    let stmt = cached(c, "SELECT pg_advisory_xact_lock($1, $2::int4)").await?;
+    let key = i32::try_from(job).unwrap_or(i32::MAX) ^ ((job >> 31) as i32);
+    c.execute(&stmt, &[&APPROVALS, &key]).await?;
+    Ok(())
+}
 
 const APPROVAL_COLUMNS: &str = "job_id, round, rule, required, approvers, plan_digest, plan, state, revision, created_at, expires_at, reminded, decided_at, reason";
 
@@ -54,7 +57,7 @@ fn approval_row(r: &Row) -> PgResult<ApprovalRecord> {
     })
 }
 
-async fn read_approval(c: &Object, job: i64) -> PgResult<Option<ApprovalRecord>> {
+pub(super) async fn read_approval(c: &Object, job: i64) -> PgResult<Option<ApprovalRecord>> {
     let stmt = cached(
         c,
         &format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE job_id = $1"),
@@ -67,7 +70,7 @@ async fn read_approval(c: &Object, job: i64) -> PgResult<Option<ApprovalRecord>>
         .transpose()
 }
 
-async fn read_votes(c: &Object, job: i64, round: u32) -> PgResult<Vec<Vote>> {
+pub(super) async fn read_votes(c: &Object, job: i64, round: u32) -> PgResult<Vec<Vote>> {
     let stmt = cached(
         c,
         "SELECT job_id, round, voter, vote, note, source, at, counted FROM votes
@@ -95,7 +98,7 @@ async fn read_votes(c: &Object, job: i64, round: u32) -> PgResult<Vec<Vote>> {
         .collect()
 }
 
-async fn write_approval(c: &Object, a: &ApprovalRecord) -> PgResult<()> {
+pub(super) async fn write_approval(c: &Object, a: &ApprovalRecord) -> PgResult<()> {
     let approvers = serde_json::to_string(&a.approvers)
         .map_err(|e| StoreError::Corrupt(format!("cannot encode approvers: {e}")))?;
     let stmt = cached(
@@ -134,7 +137,7 @@ async fn write_approval(c: &Object, a: &ApprovalRecord) -> PgResult<()> {
     Ok(())
 }
 
-async fn insert_vote(c: &Object, v: &Vote) -> PgResult<()> {
+pub(super) async fn insert_vote(c: &Object, v: &Vote) -> PgResult<()> {
     let stmt = cached(
         c,
         "INSERT INTO votes (job_id, round, voter, vote, note, source, at, counted)
@@ -156,69 +159,6 @@ async fn insert_vote(c: &Object, v: &Vote) -> PgResult<()> {
     )
     .await?;
     Ok(())
-}
-
-async fn decide_body(
-    c: &Object,
-    job: i64,
-    decide: &Decide<Ballot, ApprovalDecision, String>,
-) -> PgResult<Tx<std::result::Result<(Ballot, ApprovalDecision), String>>> {
-    let lock = cached(c, "SELECT pg_advisory_xact_lock($1, $2::int4)").await?;
-    let key = i32::try_from(job).unwrap_or(i32::MAX) ^ ((job >> 31) as i32);
-    c.execute(&lock, &[&APPROVALS, &key]).await?;
-    let Some(record) = jobs_where(c, "WHERE id = $1", &[&job]).await?.pop() else {
-        return Ok(Tx::Rollback(Err(format!("There is no job #{job}."))));
-    };
-    let approval = read_approval(c, job).await?;
-    let votes = match &approval {
-        Some(a) => read_votes(c, job, a.round).await?,
-        None => Vec::new(),
-    };
-    let before = Ballot {
-        job: record,
-        approval,
-        votes,
-        lock: read_lock(c, "FOR SHARE").await?,
-    };
-    let decision = match decide(&before) {
-        Ok(d) => d,
-        Err(refusal) => return Ok(Tx::Rollback(Err(refusal))),
-    };
-    if decision.approval.job_id != job {
-        return Err(StoreError::Db(format!(
-            "an approval decision for job {job} wrote job {}",
-            decision.approval.job_id
-        ))
-        .into());
-    }
-    write_approval(c, &decision.approval).await?;
-    if let Some(v) = &decision.vote {
-        insert_vote(c, v).await?;
-    }
-    write_effects(c, &decision.effects).await?;
-    if let Some(change) = &decision.job {
-        apply_job_change(c, job, change, decision.at).await?;
-    }
-    Ok(Tx::Commit(Ok((before, decision))))
-}
-
-/// The decision's transaction, run again on a conflict; counts the attempts.
-pub(super) async fn decide(
-    c: &Object,
-    job: i64,
-    decide: &Decide<Ballot, ApprovalDecision, String>,
-) -> PgResult<std::result::Result<Decided, String>> {
-    let attempts = AtomicU32::new(0);
-    let out = in_tx(c, || {
-        attempts.fetch_add(1, Ordering::Relaxed);
-        decide_body(c, job, decide)
-    })
-    .await?;
-    Ok(out.map(|(before, decision)| Decided {
-        before,
-        decision,
-        attempts: attempts.load(Ordering::Relaxed),
-    }))
 }
 
 pub(super) async fn approval(

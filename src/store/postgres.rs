@@ -41,14 +41,16 @@ use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
-use super::copy::{CopyReport, Dump};
+use super::dump::{CopyReport, Dump};
 use super::pg_approval as approval;
+use super::pg_error::{PgError, PgResult, cached};
 use super::pg_outbox as outbox;
 use super::sqlite::{RawJob, typed};
 use super::{
-    ApprovalDecision, AuditEntry, Backend, Ballot, Decide, Decided, DeployReport, Effects,
-    Enqueued, JobChange, JobRecord, LockChange, LockDecision, LockHistoryEntry, NewJob, NewMessage,
-    OutboxRow, OutboxStats, Result, Settings, Settle, Store, StoreError, StoreInfo,
+    ApprovalDecision, AuditEntry, Backend, Ballot, Claimed, Decide, Decided, DeployReport, Effects,
+    Enqueued, FiringClaim, JobChange, JobRecord, LockChange, LockDecision, LockHistoryEntry,
+    NewJob, NewMessage, OutboxRow, OutboxStats, Result, Settings, Settle, Store, StoreError,
+    StoreInfo,
 };
 use crate::door::Source;
 use crate::job::approval::{ApprovalRecord, Vote};
@@ -64,8 +66,12 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
     ("0002_deploy", include_str!("migrations/pg/0002_deploy.sql")),
     ("0003_outbox", include_str!("migrations/pg/0003_outbox.sql")),
     (
-        "0004_approvals",
-        include_str!("migrations/pg/0004_approvals.sql"),
+        "0004_firings",
+        include_str!("migrations/pg/0004_firings.sql"),
+    ),
+    (
+        "0005_approvals",
+        include_str!("migrations/pg/0005_approvals.sql"),
     ),
 ];
 
@@ -165,27 +171,6 @@ impl Target {
         })
     }
 }
-
-/// A failure inside a call: the driver's error (kept whole so conflicts can be told
-/// apart and retried) or one of the store's own.
-pub(super) enum PgError {
-    Db(tokio_postgres::Error),
-    Store(StoreError),
-}
-
-impl From<tokio_postgres::Error> for PgError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        PgError::Db(e)
-    }
-}
-
-impl From<StoreError> for PgError {
-    fn from(e: StoreError) -> Self {
-        PgError::Store(e)
-    }
-}
-
-pub(super) type PgResult<T> = std::result::Result<T, PgError>;
 
 /// Whether a decision that failed this way should simply be decided again.
 fn is_conflict(e: &tokio_postgres::Error) -> bool {
@@ -596,6 +581,8 @@ impl PostgresStore {
     }
 }
 
+/// Long by design: one `INSERT` per table, in dependency order, inside one transaction;
+/// splitting it would scatter the one place that lists every table the copy carries.
 async fn load(client: &mut Object, dump: &Dump) -> PgResult<CopyReport> {
     let tx = client.transaction().await?;
     tx.batch_execute(
@@ -793,14 +780,6 @@ async fn query(
 ) -> PgResult<Vec<Row>> {
     let stmt = c.prepare(sql).await?;
     Ok(c.query(&stmt, params).await?)
-}
-
-/// A statement prepared once per connection and reused.
-pub(super) async fn cached(
-    c: &Object,
-    sql: &str,
-) -> std::result::Result<tokio_postgres::Statement, tokio_postgres::Error> {
-    c.prepare_cached(sql).await
 }
 
 fn holder(by: Option<String>, reason: Option<String>, since: Option<i64>) -> Option<Holder> {
@@ -1060,6 +1039,107 @@ async fn create_job_body(
     )
     .await?;
     Ok(Tx::Commit(Ok(record)))
+}
+
+async fn claim_firing_body(
+    c: &Object,
+    claim: &FiringClaim,
+    decide: &Decide<LockState, Effects, String>,
+) -> PgResult<Tx<Claimed>> {
+    // The primary key decides: of two replicas claiming one firing at once, the second
+    // waits for the first's commit and inserts nothing.
+    let stmt = cached(
+        c,
+        "INSERT INTO firings (key, schedule, at, outcome, claimed_at)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    )
+    .await?;
+    let inserted = c
+        .execute(
+            &stmt,
+            &[
+                &claim.key,
+                &claim.schedule,
+                &claim.at,
+                &claim.outcome,
+                &claim.claimed_at,
+            ],
+        )
+        .await?;
+    if inserted == 0 {
+        return Ok(Tx::Rollback(Claimed::Before));
+    }
+    // FOR SHARE: a lock change (a stop) waits for this firing, or this firing for it.
+    let lock = read_lock(c, "FOR SHARE").await?;
+    let effects = match decide(&lock) {
+        Ok(e) => e,
+        Err(why) => return Ok(Tx::Rollback(Claimed::Declined(why))),
+    };
+    write_effects(c, &effects).await?;
+    Ok(Tx::Commit(Claimed::Now))
+}
+
+async fn decide_approval_body(
+    c: &Object,
+    job: i64,
+    decide: &Decide<Ballot, ApprovalDecision, String>,
+) -> PgResult<Tx<std::result::Result<(Ballot, ApprovalDecision), String>>> {
+    approval::lock(c, job).await?;
+    let Some(record) = jobs_where(c, "WHERE id = $1", &[&job]).await?.pop() else {
+        return Ok(Tx::Rollback(Err(format!("There is no job #{job}."))));
+    };
+    let current = approval::read_approval(c, job).await?;
+    let votes = match &current {
+        Some(a) => approval::read_votes(c, job, a.round).await?,
+        None => Vec::new(),
+    };
+    // FOR SHARE: the lock gate the completing vote re-applies, never beside a lock change.
+    let before = Ballot {
+        job: record,
+        approval: current,
+        votes,
+        lock: read_lock(c, "FOR SHARE").await?,
+    };
+    let decision = match decide(&before) {
+        Ok(d) => d,
+        Err(refusal) => return Ok(Tx::Rollback(Err(refusal))),
+    };
+    if decision.approval.job_id != job {
+        return Err(StoreError::Db(format!(
+            "an approval decision for job {job} wrote job {}",
+            decision.approval.job_id
+        ))
+        .into());
+    }
+    approval::write_approval(c, &decision.approval).await?;
+    if let Some(v) = &decision.vote {
+        approval::insert_vote(c, v).await?;
+    }
+    // Messages before the job's row: outbox first, jobs second, as everywhere.
+    write_effects(c, &decision.effects).await?;
+    if let Some(change) = &decision.job {
+        apply_job_change(c, job, change, decision.at).await?;
+    }
+    Ok(Tx::Commit(Ok((before, decision))))
+}
+
+/// An approval decision's transaction, run again on a conflict; counts the attempts.
+async fn decide_approval(
+    c: &Object,
+    job: i64,
+    decide: &Decide<Ballot, ApprovalDecision, String>,
+) -> PgResult<std::result::Result<Decided, String>> {
+    let attempts = std::sync::atomic::AtomicU32::new(0);
+    let out = in_tx(c, || {
+        attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        decide_approval_body(c, job, decide)
+    })
+    .await?;
+    Ok(out.map(|(before, decision)| Decided {
+        before,
+        decision,
+        attempts: attempts.load(std::sync::atomic::Ordering::Relaxed),
+    }))
 }
 
 async fn insert_report(c: &tokio_postgres::Transaction<'_>, r: &DeployReport) -> PgResult<u64> {
@@ -1399,7 +1479,7 @@ impl Store for PostgresStore {
         job: i64,
         decide: Decide<Ballot, ApprovalDecision, String>,
     ) -> Result<std::result::Result<Decided, String>> {
-        self.run(move |c| Box::pin(async move { approval::decide(c, job, &decide).await }))
+        self.run(move |c| Box::pin(async move { decide_approval(c, job, &decide).await }))
             .await
     }
 
@@ -1466,6 +1546,43 @@ impl Store for PostgresStore {
                 )
                 .await?;
                 Ok(c.execute(&insert, &[&key, &now]).await? == 1)
+            })
+        })
+        .await
+    }
+
+    async fn claim_firing(
+        &self,
+        claim: FiringClaim,
+        decide: Decide<LockState, Effects, String>,
+    ) -> Result<Claimed> {
+        self.run(move |c| {
+            Box::pin(async move { in_tx(c, || claim_firing_body(c, &claim, &decide)).await })
+        })
+        .await
+    }
+
+    async fn latest_firing(&self, schedule: &str) -> Result<Option<FiringClaim>> {
+        let schedule = schedule.to_string();
+        self.run(move |c| {
+            Box::pin(async move {
+                let stmt = cached(
+                    c,
+                    "SELECT key, schedule, at, outcome, claimed_at FROM firings WHERE schedule = $1
+                     ORDER BY at DESC, outcome ASC, key DESC LIMIT 1",
+                )
+                .await?;
+                let row = c.query_opt(&stmt, &[&schedule]).await?;
+                row.map(|r| {
+                    Ok(FiringClaim {
+                        key: r.try_get(0)?,
+                        schedule: r.try_get(1)?,
+                        at: r.try_get(2)?,
+                        outcome: r.try_get(3)?,
+                        claimed_at: r.try_get(4)?,
+                    })
+                })
+                .transpose()
             })
         })
         .await

@@ -16,16 +16,16 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::oneshot;
 
-use super::copy::Dump;
+use super::dump::Dump;
 use super::sqlite_approval as approval;
 use super::sqlite_outbox as outbox;
 use super::{
-    ApprovalDecision, AuditEntry, Backend, Ballot, Decide, Decided, DeployReport, Effects,
-    Enqueued, JobChange, JobRecord, LockChange, LockDecision, LockHistoryEntry, NewJob, NewMessage,
-    OutboxRow, OutboxStats, Result, Settle, Store, StoreError, StoreInfo,
+    ApprovalDecision, AuditEntry, Backend, Ballot, Claimed, Decide, Decided, DeployReport, Effects,
+    Enqueued, FiringClaim, JobChange, JobRecord, LockChange, LockDecision, LockHistoryEntry,
+    NewJob, NewMessage, OutboxRow, OutboxStats, Result, Settle, Store, StoreError, StoreInfo,
 };
 use crate::door::Source;
 use crate::job::approval::{ApprovalRecord, Vote};
@@ -38,7 +38,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_deploy.sql"),
     include_str!("migrations/0003_outbox.sql"),
-    include_str!("migrations/0004_approvals.sql"),
+    include_str!("migrations/0004_firings.sql"),
+    include_str!("migrations/0005_approvals.sql"),
 ];
 
 /// How long delivery keys are remembered (Slack retries for up to ~5 minutes, or 24 h
@@ -404,6 +405,53 @@ fn create_job(
     Ok(Ok(record))
 }
 
+/// An approval decision's transaction: read the ballot, decide, write.
+fn decide_approval(
+    conn: &mut Connection,
+    job: i64,
+    decide: &Decide<Ballot, ApprovalDecision, String>,
+) -> Result<std::result::Result<Decided, String>> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let Some(record) = jobs_where(&tx, "WHERE id = ?1", job)?.pop() else {
+        return Ok(Err(format!("There is no job #{job}.")));
+    };
+    let current = approval::read_approval(&tx, job)?;
+    let votes = match &current {
+        Some(a) => approval::read_votes(&tx, job, a.round)?,
+        None => Vec::new(),
+    };
+    let before = Ballot {
+        job: record,
+        approval: current,
+        votes,
+        lock: read_lock(&tx)?,
+    };
+    let decision = match decide(&before) {
+        Ok(d) => d,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    if decision.approval.job_id != job {
+        return Err(StoreError::Db(format!(
+            "an approval decision for job {job} wrote job {}",
+            decision.approval.job_id
+        )));
+    }
+    approval::write_approval(&tx, &decision.approval)?;
+    if let Some(v) = &decision.vote {
+        approval::insert_vote(&tx, v)?;
+    }
+    write_effects(&tx, &decision.effects)?;
+    if let Some(change) = &decision.job {
+        apply_job_change(&tx, job, change, decision.at)?;
+    }
+    tx.commit()?;
+    Ok(Ok(Decided {
+        before,
+        decision,
+        attempts: 1,
+    }))
+}
+
 fn audit_row(r: &Row) -> rusqlite::Result<(AuditEntry, String)> {
     Ok((
         AuditEntry {
@@ -431,7 +479,8 @@ fn deploy_report_row(row: &Row) -> rusqlite::Result<DeployReport> {
 }
 
 /// Everything in the SQLite database at `url`, read in one read transaction without
-/// changing it (`corral migrate`). Every row is parsed as the store reads it.
+/// changing it (`corral migrate`). Every row is parsed as the store reads it. Long by
+/// design: one `SELECT` per table, the mirror of the PostgreSQL side's `load`.
 pub(super) fn dump(url: &str) -> Result<Dump> {
     let not_there = |reason: String| StoreError::Open {
         url: url.to_string(),
@@ -804,7 +853,7 @@ impl Store for SqliteStore {
         job: i64,
         decide: Decide<Ballot, ApprovalDecision, String>,
     ) -> Result<std::result::Result<Decided, String>> {
-        self.call(move |c| approval::decide(c, job, &decide)).await
+        self.call(move |c| decide_approval(c, job, &decide)).await
     }
 
     async fn approval(&self, job: i64) -> Result<Option<(ApprovalRecord, Vec<Vote>)>> {
@@ -848,6 +897,65 @@ impl Store for SqliteStore {
                 params![key, now],
             )?;
             Ok(inserted == 1)
+        })
+        .await
+    }
+
+    async fn claim_firing(
+        &self,
+        claim: FiringClaim,
+        decide: Decide<LockState, Effects, String>,
+    ) -> Result<Claimed> {
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let taken: Option<i64> = tx
+                .query_row("SELECT 1 FROM firings WHERE key = ?1", [&claim.key], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if taken.is_some() {
+                return Ok(Claimed::Before);
+            }
+            let lock = read_lock(&tx)?;
+            let effects = match decide(&lock) {
+                Ok(e) => e,
+                Err(why) => return Ok(Claimed::Declined(why)),
+            };
+            tx.execute(
+                "INSERT INTO firings (key, schedule, at, outcome, claimed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    claim.key,
+                    claim.schedule,
+                    claim.at,
+                    claim.outcome,
+                    claim.claimed_at
+                ],
+            )?;
+            write_effects(&tx, &effects)?;
+            tx.commit()?;
+            Ok(Claimed::Now)
+        })
+        .await
+    }
+
+    async fn latest_firing(&self, schedule: &str) -> Result<Option<FiringClaim>> {
+        let schedule = schedule.to_string();
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT key, schedule, at, outcome, claimed_at FROM firings WHERE schedule = ?1
+                 ORDER BY at DESC, outcome ASC, key DESC LIMIT 1",
+            )?;
+            let mut rows = stmt.query_map([schedule], |r| {
+                Ok(FiringClaim {
+                    key: r.get(0)?,
+                    schedule: r.get(1)?,
+                    at: r.get(2)?,
+                    outcome: r.get(3)?,
+                    claimed_at: r.get(4)?,
+                })
+            })?;
+            Ok(rows.next().transpose()?)
         })
         .await
     }

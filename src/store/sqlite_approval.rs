@@ -1,12 +1,17 @@
-//! Approvals and votes on SQLite: the decision's transaction (IMMEDIATE, so another
-//! process cannot interleave) and the reads.
+//! Approvals and votes on SQLite: their statements, run inside the decision's
+//! transaction that `sqlite.rs` opens (IMMEDIATE, so another process cannot interleave).
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::sqlite::{apply_job_change, jobs_where, read_lock, typed, write_effects};
-use super::{ApprovalDecision, Ballot, Decide, Decided, Result, StoreError};
+use super::{Result, StoreError};
 use crate::door::Source;
 use crate::job::approval::{ApprovalRecord, ApprovalState, Vote, VoteKind};
+
+/// A persisted enum's text back as the enum, or a `Corrupt` error naming the row.
+pub(super) fn typed<T: std::str::FromStr>(what: &str, row: &str, text: &str) -> Result<T> {
+    text.parse()
+        .map_err(|_| StoreError::Corrupt(format!("{what} of {row} is {text:?}")))
+}
 
 const APPROVAL_COLUMNS: &str = "job_id, round, rule, required, approvers, plan_digest, plan, state, revision, created_at, expires_at, reminded, decided_at, reason";
 
@@ -73,7 +78,7 @@ impl RawApproval {
     }
 }
 
-fn read_approval(conn: &Connection, job: i64) -> Result<Option<ApprovalRecord>> {
+pub(super) fn read_approval(conn: &Connection, job: i64) -> Result<Option<ApprovalRecord>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE job_id = ?1"
     ))?;
@@ -83,7 +88,7 @@ fn read_approval(conn: &Connection, job: i64) -> Result<Option<ApprovalRecord>> 
         .transpose()
 }
 
-fn read_votes(conn: &Connection, job: i64, round: u32) -> Result<Vec<Vote>> {
+pub(super) fn read_votes(conn: &Connection, job: i64, round: u32) -> Result<Vec<Vote>> {
     let mut stmt = conn.prepare_cached(
         "SELECT job_id, round, voter, vote, note, source, at, counted FROM votes
          WHERE job_id = ?1 AND round = ?2 ORDER BY at, rowid",
@@ -117,7 +122,7 @@ fn read_votes(conn: &Connection, job: i64, round: u32) -> Result<Vec<Vote>> {
     .collect()
 }
 
-fn write_approval(conn: &Connection, a: &ApprovalRecord) -> Result<()> {
+pub(super) fn write_approval(conn: &Connection, a: &ApprovalRecord) -> Result<()> {
     let approvers = serde_json::to_string(&a.approvers)
         .map_err(|e| StoreError::Corrupt(format!("cannot encode approvers: {e}")))?;
     conn.execute(
@@ -150,7 +155,7 @@ fn write_approval(conn: &Connection, a: &ApprovalRecord) -> Result<()> {
     Ok(())
 }
 
-fn insert_vote(conn: &Connection, v: &Vote) -> Result<()> {
+pub(super) fn insert_vote(conn: &Connection, v: &Vote) -> Result<()> {
     conn.execute(
         "INSERT INTO votes (job_id, round, voter, vote, note, source, at, counted)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -166,53 +171,6 @@ fn insert_vote(conn: &Connection, v: &Vote) -> Result<()> {
         ],
     )?;
     Ok(())
-}
-
-/// The decision's transaction: read the ballot, decide, write.
-pub(super) fn decide(
-    conn: &mut Connection,
-    job: i64,
-    decide: &Decide<Ballot, ApprovalDecision, String>,
-) -> Result<std::result::Result<Decided, String>> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let Some(record) = jobs_where(&tx, "WHERE id = ?1", job)?.pop() else {
-        return Ok(Err(format!("There is no job #{job}.")));
-    };
-    let approval = read_approval(&tx, job)?;
-    let votes = match &approval {
-        Some(a) => read_votes(&tx, job, a.round)?,
-        None => Vec::new(),
-    };
-    let before = Ballot {
-        job: record,
-        approval,
-        votes,
-        lock: read_lock(&tx)?,
-    };
-    let decision = match decide(&before) {
-        Ok(d) => d,
-        Err(refusal) => return Ok(Err(refusal)),
-    };
-    if decision.approval.job_id != job {
-        return Err(StoreError::Db(format!(
-            "an approval decision for job {job} wrote job {}",
-            decision.approval.job_id
-        )));
-    }
-    write_approval(&tx, &decision.approval)?;
-    if let Some(v) = &decision.vote {
-        insert_vote(&tx, v)?;
-    }
-    write_effects(&tx, &decision.effects)?;
-    if let Some(change) = &decision.job {
-        apply_job_change(&tx, job, change, decision.at)?;
-    }
-    tx.commit()?;
-    Ok(Ok(Decided {
-        before,
-        decision,
-        attempts: 1,
-    }))
 }
 
 pub(super) fn approval(conn: &Connection, job: i64) -> Result<Option<(ApprovalRecord, Vec<Vote>)>> {

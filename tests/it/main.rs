@@ -16,6 +16,7 @@ mod rancher_image;
 mod releasestatus;
 mod replicas;
 mod schedule;
+mod scheduler;
 mod slack_ingress;
 mod socket_mode;
 mod store;
