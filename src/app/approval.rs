@@ -313,21 +313,21 @@ pub fn decide_open(ballot: &Ballot, o: &Open) -> Result<ApprovalDecision, String
     }
     messages.extend(thread_reply(job, o.now_ms, Role::Plan, o.plan.full_text()));
     let needed = format!(
-        "{} approval{} from {} ({}){}",
+        "{} approval{} from {} ({})",
         o.required,
         if o.required == 1 { "" } else { "s" },
         o.approvers.join(", "),
         o.rule,
-        approval
-            .expires_at
-            .map(|t| format!(", by {}", when(t)))
-            .unwrap_or_default()
     );
+    let by = approval
+        .expires_at
+        .map(|t| format!(", by {}", when(t)))
+        .unwrap_or_default();
     messages.extend(thread_reply(
         job,
         o.now_ms,
         Role::Note,
-        format!("✋ This job waits for {}.", sanitize(&needed)),
+        format!("✋ This job waits for {}{by}.", sanitize(&needed)),
     ));
     Ok(ApprovalDecision {
         at: o.now,

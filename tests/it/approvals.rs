@@ -63,6 +63,15 @@ struct Setup {
 }
 
 async fn setup(name: &str, policy_text: &str, extra: &[(&str, &str)]) -> Setup {
+    setup_on(name, policy_text, extra, corral::clock::system()).await
+}
+
+async fn setup_on(
+    name: &str,
+    policy_text: &str,
+    extra: &[(&str, &str)],
+    clock: corral::clock::SharedClock,
+) -> Setup {
     let dir = TempDir::new(name);
     let path = dir.0.join("policy.toml");
     std::fs::write(&path, policy_text).unwrap();
@@ -77,7 +86,7 @@ async fn setup(name: &str, policy_text: &str, extra: &[(&str, &str)]) -> Setup {
         ("CORRAL_POLICY", policy_path.as_str()),
     ];
     env.extend_from_slice(extra);
-    let c = Corral::start_with(&env).await;
+    let c = Corral::start_on(&env, clock).await;
     Setup {
         c,
         rancher,
@@ -561,4 +570,140 @@ async fn bad_approval_rules_are_refused_at_start_naming_the_key() {
         let e = corral::policy::Policy::parse(text).unwrap_err();
         assert!(e.contains(key), "{text}: {e}");
     }
+}
+
+/// Drives a manual clock by the outbox's pacing until everything written is delivered.
+async fn drained(c: &Corral, clock: &corral::clock::ManualClock) {
+    for _ in 0..1000 {
+        let rows = c.app.store.outbox_rows(None, 1000).await.unwrap();
+        if rows.iter().all(|r| {
+            !matches!(
+                r.state,
+                corral::store::RowState::Pending | corral::store::RowState::Edit
+            )
+        }) {
+            return;
+        }
+        clock.advance(Duration::from_millis(25));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("outbox not drained");
+}
+
+/// A click signed at the manual clock's time (corral checks signatures against it).
+async fn click_at(
+    c: &Corral,
+    clock: &corral::clock::ManualClock,
+    user: &str,
+    action: &str,
+    value: &str,
+) -> String {
+    let ts = clock.shared().unix();
+    let before = c.slack.calls_to("webhook").len();
+    let body = click_body(c, user, action, value, "appr:x:r0");
+    let r = c
+        .post_signed("/slack/interactions", FORM, &body, SECRET, ts)
+        .await;
+    assert_eq!(r.status(), 200);
+    drained(c, clock).await;
+    let answers = c.slack.calls_to("webhook");
+    assert_eq!(answers.len(), before + 1, "{answers:?}");
+    answers[before].text().to_string()
+}
+
+#[tokio::test]
+async fn expiry_on_a_driven_clock_reminds_once_then_cancels_and_a_late_click_only_tells_the_clicker()
+ {
+    let clock = corral::clock::ManualClock::new(jiff::Timestamp::now());
+    let s = setup_on("approvals-expiry", &policy(1, "10m"), &[], clock.shared()).await;
+    let c = &s.c;
+    let job = request(&s).await;
+    drained(c, &clock).await;
+    // Nothing is due yet; the next thing due is the reminder at 80 % (8 minutes).
+    let created = c
+        .app
+        .store
+        .approval(job)
+        .await
+        .unwrap()
+        .unwrap()
+        .0
+        .created_at;
+    assert_eq!(c.app.sweep_approvals().await, Some(created + 480));
+    clock.advance(Duration::from_secs(481));
+    c.app.sweep_approvals().await;
+    c.app.sweep_approvals().await;
+    drained(c, &clock).await;
+    let thread = thread_text(c);
+    assert_eq!(thread.matches("Reminder for").count(), 1, "{thread}");
+    clock.advance(Duration::from_secs(120));
+    c.app.sweep_approvals().await;
+    drained(c, &clock).await;
+    let j = c.app.store.job(job).await.unwrap().unwrap();
+    assert_eq!(j.status, JobStatus::Cancelled);
+    let (a, _) = c.app.store.approval(job).await.unwrap().unwrap();
+    assert_eq!(a.state, ApprovalState::Expired);
+    let thread = thread_text(c);
+    assert!(thread.contains("Expired"), "{thread}");
+    assert!(
+        !has_buttons(&last_card(c)),
+        "an expired card has no buttons"
+    );
+    let updates = c.slack.calls_to("chat.update").len();
+    let posts = c.slack.calls_to("chat.postMessage").len();
+    let t = click_at(c, &clock, "U0BOB", "approval.approve", &format!("{job}:1")).await;
+    assert!(t.contains("already expired"), "{t}");
+    assert_eq!(
+        c.slack.calls_to("chat.update").len(),
+        updates,
+        "the card is not touched"
+    );
+    assert_eq!(
+        c.slack.calls_to("chat.postMessage").len(),
+        posts,
+        "nor the thread"
+    );
+    assert_eq!(upgrades(&s.rancher), 0);
+}
+
+#[tokio::test]
+async fn a_pending_approval_survives_a_restart() {
+    let dir = TempDir::new("approvals-restart-db");
+    let url = format!("sqlite://{}/c.db", dir.0.display());
+    let first = setup(
+        "approvals-restart",
+        &policy(1, "1h"),
+        &[("CORRAL_DATABASE_URL", &url)],
+    )
+    .await;
+    let job = request(&first).await;
+    first.c.delivered().await;
+    let rancher = first.rancher.clone();
+    drop(first.c);
+    // A new process on the same database, as `corral serve` starts: recover, then sweep.
+    let path = first._dir.0.join("policy.toml").display().to_string();
+    let rancher_url = format!("{}/v1", rancher.url);
+    let c = Corral::start_with(&[
+        ("CORRAL_DATABASE_URL", url.as_str()),
+        ("RANCHER_URL", rancher_url.as_str()),
+        ("RANCHER_ACCESS_KEY", ACCESS_KEY),
+        ("RANCHER_SECRET_KEY", SECRET_KEY),
+        ("CORRAL_RANCHER_RATE", "2000"),
+        ("CORRAL_POLICY", path.as_str()),
+    ])
+    .await;
+    assert_eq!(
+        c.app.runner.recover().await,
+        0,
+        "an approval is not an interrupted job"
+    );
+    c.app.sweep_approvals().await;
+    assert_eq!(
+        c.app.store.job(job).await.unwrap().unwrap().status,
+        JobStatus::AwaitingApproval
+    );
+    let t = click(&c, "U0BOB", "approval.approve", job).await;
+    assert!(t.contains("completed"), "{t}");
+    wait_status(&c, job, JobStatus::Succeeded).await;
+    assert_eq!(upgrades(&rancher), 3);
 }

@@ -8,6 +8,7 @@ mod binary;
 mod deploy;
 mod deploy_fanout;
 mod layers;
+mod manifest;
 mod outbox;
 mod rancher_catalog;
 mod rancher_client;
