@@ -522,6 +522,16 @@ impl App {
         let (before, _written) = match change {
             Ok(c) => c,
             Err(r) => {
+                let _ = self
+                    .store
+                    .audit(&AuditEntry {
+                        at: now,
+                        actor: actor.who.clone(),
+                        action: format!("release.{} refused", action.name()),
+                        detail: crate::text::plain(&r.explain()),
+                        source,
+                    })
+                    .await;
                 tracing::info!(action = action.name(), who = %actor.who, refusal = ?r, "lock change refused");
                 return Ok(Err(r));
             }
@@ -672,6 +682,14 @@ fn lock_decision(
         _ => None,
     };
     let mut effects = Effects::default();
+    // Every lock change is in the audit log too (the history keeps the lock's own view).
+    effects.audit.push(AuditEntry {
+        at: now,
+        actor: actor.who.clone(),
+        action: format!("release.{}", action.name()),
+        detail: action.reason().to_string(),
+        source,
+    });
     if let Some(holder) = &forced_over {
         effects.audit.push(AuditEntry {
             at: now,

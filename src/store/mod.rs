@@ -465,6 +465,14 @@ pub trait Store: Send + Sync + 'static {
     async fn audit(&self, entry: &AuditEntry) -> Result<()>;
     /// The newest `limit` audit lines, newest first.
     async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>>;
+    /// Audit lines at or after `since` (Unix seconds) and, if given, of one actor; newest
+    /// first, at most `limit`.
+    async fn audit_query(
+        &self,
+        since: i64,
+        actor: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>>;
 
     /// Records a delivery key (an Events API `event_id`, a signed hook); false if it was
     /// seen before (a retry or a replay). Keys older than a day are forgotten.

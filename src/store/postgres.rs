@@ -1532,6 +1532,45 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn audit_query(
+        &self,
+        since: i64,
+        actor: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run(move |c| {
+            Box::pin(async move {
+                let stmt = cached(
+                    c,
+                    "SELECT at, actor, action, detail, source FROM audit
+                     WHERE at >= $1 AND ($2::text IS NULL OR actor = $2) ORDER BY id DESC LIMIT $3",
+                )
+                .await?;
+                c.query(&stmt, &[&since, &actor, &limit])
+                    .await?
+                    .iter()
+                    .map(|r| {
+                        let at: i64 = r.try_get(0)?;
+                        let source: String = r.try_get(4)?;
+                        Ok(AuditEntry {
+                            at,
+                            actor: r.try_get(1)?,
+                            action: r.try_get(2)?,
+                            detail: r.try_get(3)?,
+                            source: typed::<Source>(
+                                "source",
+                                format!("audit line at {at}"),
+                                &source,
+                            )?,
+                        })
+                    })
+                    .collect()
+            })
+        })
+        .await
+    }
+
     async fn first_delivery(&self, key: &str, now: i64) -> Result<bool> {
         let key = key.to_string();
         self.run(move |c| {

@@ -885,6 +885,28 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn audit_query(
+        &self,
+        since: i64,
+        actor: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>> {
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT at, actor, action, detail, source FROM audit
+                 WHERE at >= ?1 AND (?2 IS NULL OR actor = ?2) ORDER BY id DESC LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![since, actor, limit as i64], audit_row)?;
+            rows.map(|r| {
+                let (mut e, source) = r?;
+                e.source = typed("source", format!("audit line at {}", e.at), &source)?;
+                Ok(e)
+            })
+            .collect()
+        })
+        .await
+    }
+
     async fn first_delivery(&self, key: &str, now: i64) -> Result<bool> {
         let key = key.to_string();
         self.call(move |c| {

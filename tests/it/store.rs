@@ -1192,6 +1192,16 @@ mod approvals {
                 "{url}"
             );
             assert!(s.pending_approvals().await.unwrap().is_empty());
+            let bob = s.audit_query(0, Some("U2".into()), 50).await.unwrap();
+            assert!(
+                !bob.is_empty() && bob.iter().all(|a| a.actor == "U2"),
+                "{url}: {bob:?}"
+            );
+            assert!(
+                s.audit_query(10_000, None, 50).await.unwrap().is_empty(),
+                "{url}"
+            );
+            assert_eq!(s.audit_query(0, None, 2).await.unwrap().len(), 2, "{url}");
             let audit: Vec<String> = s
                 .audit_log(20)
                 .await
