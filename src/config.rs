@@ -338,6 +338,17 @@ pub struct OutboxConfig {
     pub backoff_max: Duration,
 }
 
+/// Several replicas on one store (`CORRAL_JOB_LEASE`, `CORRAL_STORE_RETENTION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaConfig {
+    /// How long a job's lease holds without its replica's heartbeat: a job whose replica
+    /// died is reported interrupted after at most this plus a sixth of it (≤ 5 s).
+    pub job_lease: Duration,
+    /// Delivered messages (and other finished outbox rows without a key) and remembered
+    /// delivery keys older than this are deleted (keys: never inside the dedupe window).
+    pub retention: Duration,
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -372,6 +383,9 @@ pub struct Config {
     /// Pool size and timeouts of a networked database (`CORRAL_DATABASE_*`).
     pub database: crate::store::Settings,
     pub api_token: Option<Secret>,
+    /// The token hosts report deploys with (`CORRAL_REPORT_TOKEN`): accepted on the report
+    /// endpoint only, so an agent's host never holds the full API token.
+    pub report_token: Option<Secret>,
     pub slack: SlackConfig,
     /// Channels where jobs started outside Slack are announced.
     pub channels: Vec<String>,
@@ -381,6 +395,7 @@ pub struct Config {
     pub policy: Policy,
     pub outbox: OutboxConfig,
     pub log_format: LogFormat,
+    pub replicas: ReplicaConfig,
 }
 
 impl Config {
@@ -403,6 +418,7 @@ impl Config {
             database_url,
             database,
             api_token: env.secret(&["CORRAL_API_TOKEN", "API_KEY"]),
+            report_token: env.secret(&["CORRAL_REPORT_TOKEN"]),
             slack,
             channels: env.list(&["CORRAL_CHANNEL", "SLACK_CHANNELS"]),
             rancher,
@@ -410,6 +426,7 @@ impl Config {
             policy_path,
             policy,
             outbox: outbox_settings(env)?,
+            replicas: replica_settings(env)?,
             log_format: LogFormat::from_env(env)?,
         })
     }
@@ -585,7 +602,11 @@ fn deploy_settings(env: &Env) -> Result<crate::deploy::Config, ConfigError> {
             .url(&["CORRAL_CONSUL_URL"])?
             .unwrap_or_else(|| Url::parse("http://127.0.0.1:8500").expect("static URL")),
         report_timeout: env.duration(&["CORRAL_DEPLOY_TIMEOUT"], Duration::from_secs(600))?,
-        reports_authenticated: env.lookup(&["CORRAL_API_TOKEN", "API_KEY"]).is_some(),
+        reports_authenticated: env
+            .lookup(&["CORRAL_REPORT_TOKEN", "CORRAL_API_TOKEN", "API_KEY"])
+            .is_some(),
+        agent: env.string(&["CORRAL_DEPLOY_AGENT"]).map(PathBuf::from),
+        env: deploy_env(env)?,
     };
 
     for prefix in &deploy.allow {
@@ -603,6 +624,38 @@ fn deploy_settings(env: &Env) -> Result<crate::deploy::Config, ConfigError> {
     }
 
     Ok(deploy)
+}
+
+/// `CORRAL_DEPLOY_ENV`: the names of the variables a deploy on the bot's host gets (their
+/// values from the environment or `.env`; an unset one is simply not passed). corral's own
+/// settings and secrets are refused by name.
+fn deploy_env(env: &Env) -> Result<Vec<(String, Secret)>, ConfigError> {
+    let var = "CORRAL_DEPLOY_ENV";
+    let mut out = Vec::new();
+    for name in env.list(&[var]) {
+        let shape = name
+            .chars()
+            .enumerate()
+            .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+        if !shape {
+            return Err(ConfigError::invalid(
+                var,
+                format!("{:?} is not a variable name", crate::text::sanitize(&name)),
+            ));
+        }
+        if crate::deploy::own_secret(&name) {
+            return Err(ConfigError::invalid(
+                var,
+                format!(
+                    "{name} is one of corral's own settings or secrets (SLACK_*, RANCHER_*, CATTLE_*, CORRAL_*, API_KEY, DATABASE_URL, CONSUL_HTTP_TOKEN, SERF_RPC_AUTH); deploys never get it"
+                ),
+            ));
+        }
+        if let Some(v) = env.secret(&[name.as_str()]) {
+            out.push((name, v));
+        }
+    }
+    Ok(out)
 }
 
 /// How long the outbox keeps trying and how far it backs off.
@@ -625,6 +678,27 @@ fn outbox_settings(env: &Env) -> Result<OutboxConfig, ConfigError> {
     }
 
     Ok(outbox)
+}
+
+/// Job leases and the store's retention (several replicas on one store).
+fn replica_settings(env: &Env) -> Result<ReplicaConfig, ConfigError> {
+    let replicas = ReplicaConfig {
+        job_lease: env.duration(&["CORRAL_JOB_LEASE"], Duration::from_secs(30))?,
+        retention: env.duration(&["CORRAL_STORE_RETENTION"], Duration::from_secs(7 * 86_400))?,
+    };
+    if replicas.job_lease < Duration::from_secs(1) {
+        return Err(ConfigError::invalid(
+            "CORRAL_JOB_LEASE",
+            "must be at least 1s (a busy database would cost live jobs their lease)",
+        ));
+    }
+    if replicas.retention < Duration::from_secs(3600) {
+        return Err(ConfigError::invalid(
+            "CORRAL_STORE_RETENTION",
+            "must be at least 1h",
+        ));
+    }
+    Ok(replicas)
 }
 
 fn listen_address(env: &Env) -> Result<SocketAddr, ConfigError> {

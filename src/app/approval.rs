@@ -696,7 +696,7 @@ impl App {
             source,
             eligible,
             targets,
-            frozen: super::scheduler::frozen_at(&self.config.policy.freezes, self.clock.now()),
+            frozen: super::freeze::frozen_at(&self.config.policy.freezes, self.clock.now()),
             now: self.clock.unix(),
             now_ms: self.clock.unix_ms(),
         };

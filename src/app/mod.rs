@@ -18,12 +18,14 @@ pub mod approval;
 pub mod card;
 pub mod digest;
 pub mod dispatch;
+pub mod freeze;
 pub mod groups;
 pub mod interact;
 pub mod limit;
 pub mod metrics;
 pub mod outbox;
 pub mod remind;
+pub mod replica;
 pub mod reporter;
 pub mod runner;
 pub mod scheduler;
@@ -172,6 +174,8 @@ pub struct App {
     pub background: tokio_util::task::TaskTracker,
     /// Wakes the scheduler (a lock change moves the next reminder).
     pub scheduler: scheduler::Wake,
+    /// This process as a replica on the store (heartbeats, job leases).
+    pub replica: crate::store::Replica,
     limiter: UserLimiter,
     /// Slack user groups' members (roles naming `S…`).
     pub groups: groups::Groups,
@@ -203,6 +207,7 @@ impl App {
         printer: Option<Arc<dyn Chat>>,
     ) -> Arc<App> {
         let outbox = Outbox::new();
+        let replica = crate::store::Replica::this_process(clock.unix_ms());
         let runner = Runner::new(runner::Deps {
             domains: dispatch::Domains::new(&config),
             store: store.clone(),
@@ -210,8 +215,10 @@ impl App {
             outbox: outbox.clone(),
             printer,
             policy: Arc::new(config.policy.clone()),
+            replica: replica.id.clone(),
+            lease: config.replicas.job_lease,
         });
-        let limiter = UserLimiter::new(config.slack.user_rate, clock.clone());
+        let limiter = UserLimiter::new(config.slack.user_rate, store.clone(), clock.clone());
         let directory: Option<Arc<dyn crate::chat::Directory>> =
             config.slack.bot_token.as_ref().and_then(|token| {
                 crate::slack::web::SlackChat::new(&config.slack.api_url, token)
@@ -229,6 +236,7 @@ impl App {
             outbox,
             background: tokio_util::task::TaskTracker::new(),
             scheduler: scheduler::Wake::default(),
+            replica,
             limiter,
             groups,
         })
@@ -256,9 +264,17 @@ impl App {
         Some(tokio::spawn(sender.run()).abort_handle())
     }
 
-    /// Whether a Slack user may run a command now (the per-user rate limit).
-    pub fn admit(&self, user: &str) -> Admission {
-        let a = self.limiter.admit(user);
+    /// Starts this replica's loop (heartbeat and job leases, the sweep that reports jobs
+    /// whose replica died, pruning; [`replica`]) on the current runtime. Its first tick
+    /// runs at once. Abort the handle to stop it (tests do, to play a dead process).
+    pub fn start_replica(self: &Arc<Self>) -> tokio::task::AbortHandle {
+        tokio::spawn(replica::run(self.clone())).abort_handle()
+    }
+
+    /// Whether a Slack user may run a command now (the per-user rate limit, shared by
+    /// every replica through the store).
+    pub async fn admit(&self, user: &str) -> Admission {
+        let a = self.limiter.admit(user).await;
         if a != Admission::Allowed {
             self.metrics.slack_rate_limited_commands.inc();
             tracing::warn!(user, "command refused by the per-user rate limit");
@@ -383,7 +399,7 @@ impl App {
                     Ok(s) => {
                         let mut text = s.describe();
                         if let Some(line) =
-                            scheduler::freeze_status(&self.config.policy.freezes, self.clock.now())
+                            freeze::freeze_status(&self.config.policy.freezes, self.clock.now())
                         {
                             text.push('\n');
                             text.push_str(&line);
@@ -461,7 +477,7 @@ impl App {
         let now_ms = self.clock.unix_ms();
         let frozen = match action {
             LockAction::Start { .. } => {
-                scheduler::frozen_at(&self.config.policy.freezes, self.clock.now())
+                freeze::frozen_at(&self.config.policy.freezes, self.clock.now())
             }
             _ => None,
         };
@@ -627,7 +643,7 @@ impl App {
             forced: req.command.forced(),
             command: req.command.to_text(),
             now,
-            frozen: scheduler::frozen_at(&self.config.policy.freezes, self.clock.now()),
+            frozen: freeze::frozen_at(&self.config.policy.freezes, self.clock.now()),
         };
         let record = match self
             .store

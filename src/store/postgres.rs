@@ -45,7 +45,10 @@ use super::dump::{CopyReport, Dump};
 use super::pg_approval as approval;
 use super::pg_error::{PgError, PgResult, cached};
 use super::pg_outbox as outbox;
+use super::pg_replicas as replicas;
+use super::replicas::expired_condition;
 use super::sqlite::{RawJob, typed};
+use super::{Admission, Pruned, Replica};
 use super::{
     ApprovalDecision, AuditEntry, Backend, Ballot, Claimed, Decide, Decided, DeployReport, Effects,
     Enqueued, FiringClaim, JobChange, JobRecord, LockChange, LockDecision, LockHistoryEntry,
@@ -70,17 +73,18 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/pg/0004_firings.sql"),
     ),
     (
-        "0005_approvals",
-        include_str!("migrations/pg/0005_approvals.sql"),
+        "0005_replicas",
+        include_str!("migrations/pg/0005_replicas.sql"),
+    ),
+    (
+        "0006_approvals",
+        include_str!("migrations/pg/0006_approvals.sql"),
     ),
 ];
 
 /// Advisory lock keys (one namespace for the whole database).
 const MIGRATION_LOCK: i64 = 0x636f_7272_616c_0001;
 const COPY_LOCK: i64 = 0x636f_7272_616c_0002;
-
-/// How long delivery keys are remembered (as in the SQLite store).
-const DEDUPE_SECONDS: i64 = 25 * 3600;
 
 /// Attempts of a decision that keeps meeting serialisation failures or deadlocks.
 const ATTEMPTS: u32 = 8;
@@ -1119,6 +1123,19 @@ async fn decide_approval_body(
     write_effects(c, &decision.effects).await?;
     if let Some(change) = &decision.job {
         apply_job_change(c, job, change, decision.at).await?;
+        // A job that waits for people (or was just approved) is nobody's: whichever
+        // replica starts it next claims it.
+        if matches!(
+            change,
+            JobChange::Status(JobStatus::AwaitingApproval | JobStatus::Queued)
+        ) {
+            let stmt = cached(
+                c,
+                "UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE id = $1",
+            )
+            .await?;
+            c.execute(&stmt, &[&job]).await?;
+        }
     }
     Ok(Tx::Commit(Ok((before, decision))))
 }
@@ -1575,8 +1592,6 @@ impl Store for PostgresStore {
         let key = key.to_string();
         self.run(move |c| {
             Box::pin(async move {
-                let forget = cached(c, "DELETE FROM seen_events WHERE at < $1").await?;
-                c.execute(&forget, &[&(now - DEDUPE_SECONDS)]).await?;
                 // The primary key decides: of two replicas inserting the same key at
                 // once, the second waits for the first and inserts nothing.
                 let insert = cached(
@@ -1686,6 +1701,92 @@ impl Store for PostgresStore {
             })
         })
         .await
+    }
+
+    async fn heartbeat(&self, r: &Replica, now_ms: i64, lease_until_ms: i64) -> Result<u64> {
+        let r = r.clone();
+        self.run(move |c| {
+            Box::pin(async move { replicas::heartbeat(c, &r, now_ms, lease_until_ms).await })
+        })
+        .await
+    }
+
+    async fn replicas(&self, since_ms: i64) -> Result<Vec<Replica>> {
+        self.run(move |c| Box::pin(replicas::replicas(c, since_ms)))
+            .await
+    }
+
+    async fn claim_job(&self, id: i64, owner: &str, lease_until_ms: i64) -> Result<bool> {
+        let owner = owner.to_string();
+        self.run(move |c| {
+            Box::pin(async move { replicas::claim_job(c, id, &owner, lease_until_ms).await })
+        })
+        .await
+    }
+
+    async fn expired_jobs(&self, now_ms: i64, lease_ms: i64) -> Result<Vec<JobRecord>> {
+        let tail = format!(
+            "WHERE {} ORDER BY id LIMIT 100",
+            expired_condition("$1", lease_ms.max(0))
+        );
+        self.run(move |c| Box::pin(async move { jobs_where(c, &tail, &[&now_ms]).await }))
+            .await
+    }
+
+    async fn interrupt_job(
+        &self,
+        id: i64,
+        now_ms: i64,
+        lease_ms: i64,
+        outcome: Outcome,
+        effects: Effects,
+    ) -> Result<bool> {
+        let text = serde_json::to_string(&outcome)
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode outcome: {e}")))?;
+        let sql = format!(
+            "UPDATE jobs SET status = 'interrupted', outcome = $2, updated_at = $3
+             WHERE id = $4 AND {}",
+            expired_condition("$1", lease_ms.max(0))
+        );
+        let now_s = now_ms.div_euclid(1000);
+        self.run(move |c| {
+            Box::pin(async move {
+                in_tx(c, || async {
+                    // Messages first, the job's row second, as everywhere (a settle locks
+                    // an outbox row, then notes a failure on its job); rolled back if
+                    // another replica was first or the lease was renewed.
+                    write_effects(c, &effects).await?;
+                    let stmt = cached(c, &sql).await?;
+                    let n = c.execute(&stmt, &[&now_ms, &text, &now_s, &id]).await?;
+                    Ok(if n == 1 {
+                        Tx::Commit(true)
+                    } else {
+                        Tx::Rollback(false)
+                    })
+                })
+                .await
+            })
+        })
+        .await
+    }
+
+    async fn take_rate(
+        &self,
+        key: &str,
+        now_ms: i64,
+        interval_ms: i64,
+        burst: u32,
+    ) -> Result<Admission> {
+        let key = key.to_string();
+        self.run(move |c| {
+            Box::pin(async move { replicas::take_rate(c, &key, now_ms, interval_ms, burst).await })
+        })
+        .await
+    }
+
+    async fn prune(&self, before_ms: i64, seen_before: i64) -> Result<Pruned> {
+        self.run(move |c| Box::pin(replicas::prune(c, before_ms, seen_before)))
+            .await
     }
 }
 

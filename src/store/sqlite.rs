@@ -20,8 +20,11 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::oneshot;
 
 use super::dump::Dump;
+use super::replicas::expired_condition;
 use super::sqlite_approval as approval;
 use super::sqlite_outbox as outbox;
+use super::sqlite_replicas as replicas;
+use super::{Admission, Pruned, Replica};
 use super::{
     ApprovalDecision, AuditEntry, Backend, Ballot, Claimed, Decide, Decided, DeployReport, Effects,
     Enqueued, FiringClaim, JobChange, JobRecord, LockChange, LockDecision, LockHistoryEntry,
@@ -39,12 +42,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_deploy.sql"),
     include_str!("migrations/0003_outbox.sql"),
     include_str!("migrations/0004_firings.sql"),
-    include_str!("migrations/0005_approvals.sql"),
+    include_str!("migrations/0005_replicas.sql"),
+    include_str!("migrations/0006_approvals.sql"),
 ];
-
-/// How long delivery keys are remembered (Slack retries for up to ~5 minutes, or 24 h
-/// with Delayed Events).
-const DEDUPE_SECONDS: i64 = 25 * 3600;
 
 /// How long a statement waits for another process's write lock.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -443,6 +443,17 @@ fn decide_approval(
     write_effects(&tx, &decision.effects)?;
     if let Some(change) = &decision.job {
         apply_job_change(&tx, job, change, decision.at)?;
+        // A job that waits for people (or was just approved) is nobody's: whichever
+        // replica starts it next claims it.
+        if matches!(
+            change,
+            JobChange::Status(JobStatus::AwaitingApproval | JobStatus::Queued)
+        ) {
+            tx.execute(
+                "UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE id = ?1",
+                [job],
+            )?;
+        }
     }
     tx.commit()?;
     Ok(Ok(Decided {
@@ -450,6 +461,41 @@ fn decide_approval(
         decision,
         attempts: 1,
     }))
+}
+
+/// Jobs whose lease ran out (see [`super::replicas`]).
+fn expired_jobs(conn: &Connection, now_ms: i64, lease_ms: i64) -> Result<Vec<JobRecord>> {
+    let tail = format!(
+        "WHERE {} ORDER BY id LIMIT 100",
+        expired_condition("?1", lease_ms.max(0))
+    );
+    jobs_where(conn, &tail, now_ms)
+}
+
+/// Ends an expired job as interrupted with its effects, if it is still expired.
+fn interrupt_job(
+    conn: &mut Connection,
+    id: i64,
+    now_ms: i64,
+    lease_ms: i64,
+    outcome: &Outcome,
+    effects: &Effects,
+) -> Result<bool> {
+    let text = serde_json::to_string(outcome)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode outcome: {e}")))?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let sql = format!(
+        "UPDATE jobs SET status = 'interrupted', outcome = ?2, updated_at = ?3
+         WHERE id = ?4 AND {}",
+        expired_condition("?1", lease_ms.max(0))
+    );
+    let n = tx.execute(&sql, params![now_ms, text, now_ms.div_euclid(1000), id])?;
+    if n != 1 {
+        return Ok(false);
+    }
+    write_effects(&tx, effects)?;
+    tx.commit()?;
+    Ok(true)
 }
 
 fn audit_row(r: &Row) -> rusqlite::Result<(AuditEntry, String)> {
@@ -910,10 +956,6 @@ impl Store for SqliteStore {
     async fn first_delivery(&self, key: &str, now: i64) -> Result<bool> {
         let key = key.to_string();
         self.call(move |c| {
-            c.execute(
-                "DELETE FROM seen_events WHERE at < ?1",
-                [now - DEDUPE_SECONDS],
-            )?;
             let inserted = c.execute(
                 "INSERT INTO seen_events (event_id, at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
                 params![key, now],
@@ -1014,6 +1056,55 @@ impl Store for SqliteStore {
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
         .await
+    }
+
+    async fn heartbeat(&self, r: &Replica, now_ms: i64, lease_until_ms: i64) -> Result<u64> {
+        let r = r.clone();
+        self.call(move |c| replicas::heartbeat(c, &r, now_ms, lease_until_ms))
+            .await
+    }
+
+    async fn replicas(&self, since_ms: i64) -> Result<Vec<Replica>> {
+        self.call(move |c| replicas::replicas(c, since_ms)).await
+    }
+
+    async fn claim_job(&self, id: i64, owner: &str, lease_until_ms: i64) -> Result<bool> {
+        let owner = owner.to_string();
+        self.call(move |c| replicas::claim_job(c, id, &owner, lease_until_ms))
+            .await
+    }
+
+    async fn expired_jobs(&self, now_ms: i64, lease_ms: i64) -> Result<Vec<JobRecord>> {
+        self.call(move |c| expired_jobs(c, now_ms, lease_ms)).await
+    }
+
+    async fn interrupt_job(
+        &self,
+        id: i64,
+        now_ms: i64,
+        lease_ms: i64,
+        outcome: Outcome,
+        effects: Effects,
+    ) -> Result<bool> {
+        self.call(move |c| interrupt_job(c, id, now_ms, lease_ms, &outcome, &effects))
+            .await
+    }
+
+    async fn take_rate(
+        &self,
+        key: &str,
+        now_ms: i64,
+        interval_ms: i64,
+        burst: u32,
+    ) -> Result<Admission> {
+        let key = key.to_string();
+        self.call(move |c| replicas::take_rate(c, &key, now_ms, interval_ms, burst))
+            .await
+    }
+
+    async fn prune(&self, before_ms: i64, seen_before: i64) -> Result<Pruned> {
+        self.call(move |c| replicas::prune(c, before_ms, seen_before))
+            .await
     }
 }
 

@@ -680,7 +680,8 @@ async fn a_pending_approval_survives_a_restart() {
     first.c.delivered().await;
     let rancher = first.rancher.clone();
     drop(first.c);
-    // A new process on the same database, as `corral serve` starts: recover, then sweep.
+    // A new process on the same database, as `corral serve` starts: jobs whose lease ran
+    // out are reported, then the approvals are swept.
     let path = first._dir.0.join("policy.toml").display().to_string();
     let rancher_url = format!("{}/v1", rancher.url);
     let c = Corral::start_with(&[
@@ -693,7 +694,7 @@ async fn a_pending_approval_survives_a_restart() {
     ])
     .await;
     assert_eq!(
-        c.app.runner.recover().await,
+        c.app.runner.interrupt_expired().await,
         0,
         "an approval is not an interrupted job"
     );

@@ -7,6 +7,7 @@ mod approvals;
 mod binary;
 mod deploy;
 mod deploy_fanout;
+mod deploy_security;
 mod layers;
 mod manifest;
 mod outbox;
