@@ -63,7 +63,7 @@ async fn app(rancher: &FakeRancher, db: &str, policy: &std::path::Path) -> Arc<A
         ("RANCHER_URL", url.as_str()),
         ("RANCHER_ACCESS_KEY", ACCESS_KEY),
         ("RANCHER_SECRET_KEY", SECRET_KEY),
-        ("CORRAL_RANCHER_RATE", "100000"),
+        ("CORRAL_RANCHER_RATE", "10000"),
         ("CORRAL_CHANNEL", "C0BENCH"),
         ("CORRAL_POLICY", &policy.display().to_string()),
         ("CORRAL_LOG", "error"),
