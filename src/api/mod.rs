@@ -12,6 +12,7 @@ pub mod hooks;
 pub mod native;
 pub mod releasestatus;
 pub mod updater;
+pub mod votes;
 
 use std::sync::Arc;
 
@@ -39,6 +40,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(updater::routes())
         .merge(hooks::routes())
         .merge(native::routes())
+        .merge(votes::routes())
         .merge(deploys::routes())
         .merge(health::routes())
         .fallback(not_found)

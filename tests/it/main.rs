@@ -3,11 +3,13 @@
 //! from shared/reference.
 
 mod api;
+mod approvals;
 mod binary;
 mod deploy;
 mod deploy_fanout;
 mod deploy_security;
 mod layers;
+mod manifest;
 mod outbox;
 mod rancher_catalog;
 mod rancher_client;
