@@ -6,6 +6,7 @@ mod api;
 mod binary;
 mod deploy;
 mod deploy_fanout;
+mod deploy_security;
 mod layers;
 mod outbox;
 mod rancher_catalog;
