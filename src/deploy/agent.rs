@@ -611,7 +611,10 @@ async fn deploy_url(url: &str, opts: &AgentOpts, log: &DeployLog) -> Result<(), 
         .map_err(|e| format!("load manifest failed: {e}"))?;
     let m = manifest::parse(&text, &manifest::process_env)
         .map_err(|e| format!("load manifest failed: {e}"))?;
-    log.line(format!("Executing manifest {m:?}"));
+    log.line(format!(
+        "Executing manifest {}",
+        super::manifest_limits::summary(&m)
+    ));
     let r = steps::run(&m, &opts.deploy, log).await;
     match r.error {
         None => Ok(()),

@@ -35,6 +35,7 @@ pub mod fanout;
 pub mod hooks;
 pub mod log;
 pub mod manifest;
+pub mod manifest_limits;
 pub mod source;
 pub mod steps;
 pub mod sync;
@@ -121,12 +122,19 @@ pub async fn run(
         .await
         .map_err(|e| JobError::new(format!("cannot fetch the manifest: {e}")))?;
     // A fanned-out manifest is templated on each host; here only its shape is checked,
-    // with undefined variables read as empty.
-    let lenient = |n: &str| Some(std::env::var(n).unwrap_or_default());
-    let m = match cmd.target {
-        DeployTarget::Local => manifest::parse(&text, &manifest::process_env),
-        _ => manifest::parse(&text, &lenient),
-    }
+    // with undefined variables read as empty. Parsed on a blocking thread: never on the
+    // async workers that answer `/healthz` and Slack.
+    let on_this_host = cmd.target == DeployTarget::Local;
+    let m = tokio::task::spawn_blocking(move || {
+        let lenient = |n: &str| Some(std::env::var(n).unwrap_or_default());
+        if on_this_host {
+            manifest::parse(&text, &manifest::process_env)
+        } else {
+            manifest::parse(&text, &lenient)
+        }
+    })
+    .await
+    .map_err(|e| JobError::new(format!("the manifest parser crashed: {e}")))?
     .map_err(|e| JobError::new(format!("manifest {} refused: {e}", cmd.manifest_url)))?;
     if let Some(src) = &m.src
         && !allowed(allow, src)

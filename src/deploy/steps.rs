@@ -274,7 +274,7 @@ async fn fetch_and_extract(
     log.line(format!("Extract archive: {src} to {}", staging.display()));
     let extractor = tokio::task::spawn_blocking(move || {
         let (stats, rest) = extract::unpack(reader, &root).map_err(|e| e.to_string())?;
-        let mut reader = rest.into_inner();
+        let mut reader = rest;
         std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| e.to_string())?;
         Ok::<_, String>(stats)
     });
