@@ -195,6 +195,7 @@ async fn local(
             timeout: Some(Duration::from_secs(30 * 60)),
             output: hooks::Output::Null,
         },
+        limits: Some(cfg.limits),
         ..steps::DeployOpts::default()
     };
     let log = log::DeployLog::new(false);
