@@ -334,10 +334,12 @@ fn sparse_bomb() -> Vec<u8> {
     h.set_entry_type(tar::EntryType::GNUSparse);
     h.set_size(512);
     h.set_mode(0o644);
+    // GNU's base-256 numbers: 10 GiB needs more than the 11 octal digits a field holds.
     let octal = |field: &mut [u8], v: u64| {
-        let s = format!("{v:0width$o}", width = field.len() - 1);
-        field[..s.len()].copy_from_slice(s.as_bytes());
-        field[s.len()] = 0;
+        field.fill(0);
+        field[0] = 0x80;
+        let n = field.len();
+        field[n - 8..].copy_from_slice(&v.to_be_bytes());
     };
     {
         let g = h.as_gnu_mut().unwrap();
