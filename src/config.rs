@@ -371,6 +371,17 @@ pub struct OutboxConfig {
     pub backoff_max: Duration,
 }
 
+/// Several replicas on one store (`CORRAL_JOB_LEASE`, `CORRAL_STORE_RETENTION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaConfig {
+    /// How long a job's lease holds without its replica's heartbeat: a job whose replica
+    /// died is reported interrupted after at most this plus a sixth of it (≤ 5 s).
+    pub job_lease: Duration,
+    /// Delivered messages (and other finished outbox rows without a key) and remembered
+    /// delivery keys older than this are deleted (keys: never inside the dedupe window).
+    pub retention: Duration,
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -414,152 +425,28 @@ pub struct Config {
     pub policy: Policy,
     pub outbox: OutboxConfig,
     pub log_format: LogFormat,
+    pub replicas: ReplicaConfig,
     pub http: HttpConfig,
 }
 
 impl Config {
-    /// Reads and validates every setting from `env`.
+    /// Reads and validates every setting from `env`, one area at a time.
     pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
+        // In this order, so the first bad setting reported is the same as before the split.
         let listen = listen_address(env)?;
-        let database_url = env
-            .string(&["CORRAL_DATABASE_URL"])
-            .unwrap_or_else(|| "sqlite://corral.db".to_string());
-        crate::store::validate_url(&database_url).map_err(|e| {
-            ConfigError::invalid(
-                "CORRAL_DATABASE_URL",
-                crate::text::redact_secrets_in(&e, &database_url),
-            )
-        })?;
-
+        let database_url = database_url(env)?;
         let database = database_settings(env)?;
-
-        let slack = SlackConfig {
-            bot_token: env.secret(&["SLACK_BOT_TOKEN", "SLACK_TOKEN"]),
-            signing_secret: env.secret(&["SLACK_SIGNING_SECRET"]),
-            app_token: env.secret(&["SLACK_APP_TOKEN"]),
-            api_url: env
-                .url(&["SLACK_API_URL"])?
-                .unwrap_or_else(|| Url::parse("https://slack.com/api").expect("static URL")),
-            webhook_url: webhook_url(env)?,
-            webhook_username: env
-                .string(&["CORRAL_SLACK_WEBHOOK_USERNAME", "AUTOUPDATE_SLACK_BOT_NAME"]),
-            timeout: env.duration(&["CORRAL_SLACK_TIMEOUT"], Duration::from_secs(10))?,
-            post_interval: env.duration(&["CORRAL_SLACK_POST_INTERVAL"], Duration::from_secs(1))?,
-            update_interval: env.duration(
-                &["CORRAL_SLACK_UPDATE_INTERVAL"],
-                Duration::from_millis(1200),
-            )?,
-            user_rate: env.number(&["CORRAL_SLACK_USER_RATE"], 20, 0..=10_000)? as u32,
-        };
-        if slack.timeout.is_zero() || slack.timeout > Duration::from_secs(300) {
-            return Err(ConfigError::invalid(
-                "CORRAL_SLACK_TIMEOUT",
-                "must be more than 0 and at most 5m",
-            ));
-        }
-        if let Some(t) = &slack.app_token
-            && !t.expose().starts_with("xapp-")
-        {
-            return Err(ConfigError::invalid(
-                "SLACK_APP_TOKEN",
-                "an app-level token starts with xapp- (Basic Information > App-Level Tokens)",
-            ));
-        }
-
-        let rancher = crate::rancher::Config {
-            // Rancher is reached with the access keys; credentials written into the URL
-            // are dropped here so no Debug print or message can show them.
-            url: env.url(&["RANCHER_URL", "CATTLE_URL"])?.map(|mut u| {
-                let _ = u.set_username("");
-                let _ = u.set_password(None);
-                u
-            }),
-            access_key: env.secret(&[
-                "RANCHER_ACCESS_KEY",
-                "RANCHER_USER_KEY",
-                "CATTLE_ACCESS_KEY",
-            ]),
-            secret_key: env.secret(&[
-                "RANCHER_SECRET_KEY",
-                "RANCHER_USER_SECRET",
-                "CATTLE_SECRET_KEY",
-            ]),
-            environments: env.regex_list(
-                &["CORRAL_ENVIRONMENTS", "AUTOUPDATE_ENVIRONMENT_NAMES"],
-                ".*",
-            )?,
-            autoupdate_label: env
-                .string(&["CORRAL_AUTOUPDATE_LABEL", "AUTOUPDATE_ENABLE_LABEL"])
-                .unwrap_or_else(|| "autoupdate.enable".to_string()),
-            request_timeout: env.duration(&["CORRAL_RANCHER_TIMEOUT"], Duration::from_secs(30))?,
-            rate_limit: env.number(&["CORRAL_RANCHER_RATE"], 50, 1..=10_000)? as u32,
-            parallelism: env.number(&["CORRAL_UPGRADE_PARALLELISM"], 50, 1..=1_000)? as usize,
-            upgrade_timeout: env.duration(&["CORRAL_UPGRADE_TIMEOUT"], Duration::from_secs(600))?,
-            poll_interval: env.duration(&["CORRAL_RANCHER_POLL"], Duration::from_secs(1))?,
-            batch_size: env.number(&["CORRAL_UPGRADE_BATCH_SIZE"], 1, 1..=1_000)? as u32,
-            batch_interval: env.duration(&["CORRAL_UPGRADE_INTERVAL"], Duration::from_secs(2))?,
-            rollback_on_timeout: env.boolean(&["CORRAL_ROLLBACK_ON_TIMEOUT"], true)?,
-        };
-
-        let deploy = crate::deploy::Config {
-            allow: env.list(&["CORRAL_DEPLOY_ALLOW"]),
-            hosts: env.list(&["CORRAL_DEPLOY_HOSTS"]),
-            serf_rpc: env
-                .string(&["CORRAL_SERF_RPC"])
-                .unwrap_or_else(|| "127.0.0.1:7373".to_string()),
-            consul_url: env
-                .url(&["CORRAL_CONSUL_URL"])?
-                .unwrap_or_else(|| Url::parse("http://127.0.0.1:8500").expect("static URL")),
-            report_timeout: env.duration(&["CORRAL_DEPLOY_TIMEOUT"], Duration::from_secs(600))?,
-            reports_authenticated: env.lookup(&["CORRAL_API_TOKEN", "API_KEY"]).is_some(),
-            limits: crate::deploy::extract::Limits::from_lookup(&|n| env.string(&[n])).map_err(
-                |e| match e.split_once(": ") {
-                    Some((var, why)) => ConfigError::invalid(var, why),
-                    None => ConfigError::invalid("CORRAL_DEPLOY_MAX_BYTES", e.clone()),
-                },
-            )?,
-        };
-
-        for prefix in &deploy.allow {
-            let ok = url::Url::parse(prefix).is_ok_and(|u| {
-                matches!(u.scheme(), "http" | "https" | "file" | "s3") && u.username().is_empty()
-            });
-            if !ok {
-                return Err(ConfigError::invalid(
-                    "CORRAL_DEPLOY_ALLOW",
-                    format!(
-                        "{prefix:?} is not an http(s)://, file:// or s3:// URL prefix without credentials"
-                    ),
-                ));
-            }
-        }
-
+        let slack = slack_settings(env)?;
+        let rancher = rancher_settings(env)?;
+        let deploy = deploy_settings(env)?;
         let policy_path = env.string(&["CORRAL_POLICY"]).map(PathBuf::from);
         let policy = match &policy_path {
             Some(p) => Policy::load(p)?,
             None => Policy::default(),
         };
-
-        let outbox = OutboxConfig {
-            give_up: env.duration(&["CORRAL_OUTBOX_GIVE_UP"], Duration::from_secs(24 * 3600))?,
-            backoff_max: env.duration(&["CORRAL_OUTBOX_BACKOFF_MAX"], Duration::from_secs(8))?,
-        };
-        if outbox.give_up < Duration::from_secs(60) {
-            return Err(ConfigError::invalid(
-                "CORRAL_OUTBOX_GIVE_UP",
-                "must be at least 1m (messages would be given up while Slack blinks)",
-            ));
-        }
-        if outbox.backoff_max < Duration::from_secs(1) {
-            return Err(ConfigError::invalid(
-                "CORRAL_OUTBOX_BACKOFF_MAX",
-                "must be at least 1s",
-            ));
-        }
-
         Ok(Config {
             listen,
-            database_url: DatabaseUrl::new(database_url),
+            database_url,
             database,
             api_token: env.secret(&["CORRAL_API_TOKEN", "API_KEY"]),
             slack,
@@ -568,7 +455,8 @@ impl Config {
             deploy,
             policy_path,
             policy,
-            outbox,
+            outbox: outbox_settings(env)?,
+            replicas: replica_settings(env)?,
             log_format: LogFormat::from_env(env)?,
             http: HttpConfig::from_env(env)?,
         })
@@ -637,6 +525,181 @@ fn webhook_url(env: &Env) -> Result<Option<Secret>, ConfigError> {
         ));
     }
     Ok(Some(Secret::new(v.trim())))
+}
+
+/// `CORRAL_DATABASE_URL`: which store, checked before anything opens it (the error never
+/// shows the password).
+fn database_url(env: &Env) -> Result<DatabaseUrl, ConfigError> {
+    let database_url = env
+        .string(&["CORRAL_DATABASE_URL"])
+        .unwrap_or_else(|| "sqlite://corral.db".to_string());
+    crate::store::validate_url(&database_url).map_err(|e| {
+        ConfigError::invalid(
+            "CORRAL_DATABASE_URL",
+            crate::text::redact_secrets_in(&e, &database_url),
+        )
+    })?;
+
+    Ok(DatabaseUrl::new(database_url))
+}
+
+/// Slack's tokens, where its API is, and how fast corral may talk to it.
+fn slack_settings(env: &Env) -> Result<SlackConfig, ConfigError> {
+    let slack = SlackConfig {
+        bot_token: env.secret(&["SLACK_BOT_TOKEN", "SLACK_TOKEN"]),
+        signing_secret: env.secret(&["SLACK_SIGNING_SECRET"]),
+        app_token: env.secret(&["SLACK_APP_TOKEN"]),
+        api_url: env
+            .url(&["SLACK_API_URL"])?
+            .unwrap_or_else(|| Url::parse("https://slack.com/api").expect("static URL")),
+        webhook_url: webhook_url(env)?,
+        webhook_username: env
+            .string(&["CORRAL_SLACK_WEBHOOK_USERNAME", "AUTOUPDATE_SLACK_BOT_NAME"]),
+        timeout: env.duration(&["CORRAL_SLACK_TIMEOUT"], Duration::from_secs(10))?,
+        post_interval: env.duration(&["CORRAL_SLACK_POST_INTERVAL"], Duration::from_secs(1))?,
+        update_interval: env.duration(
+            &["CORRAL_SLACK_UPDATE_INTERVAL"],
+            Duration::from_millis(1200),
+        )?,
+        user_rate: env.number(&["CORRAL_SLACK_USER_RATE"], 20, 0..=10_000)? as u32,
+    };
+    if slack.timeout.is_zero() || slack.timeout > Duration::from_secs(300) {
+        return Err(ConfigError::invalid(
+            "CORRAL_SLACK_TIMEOUT",
+            "must be more than 0 and at most 5m",
+        ));
+    }
+    if let Some(t) = &slack.app_token
+        && !t.expose().starts_with("xapp-")
+    {
+        return Err(ConfigError::invalid(
+            "SLACK_APP_TOKEN",
+            "an app-level token starts with xapp- (Basic Information > App-Level Tokens)",
+        ));
+    }
+
+    Ok(slack)
+}
+
+/// Where Rancher is, the keys, and how upgrades are paced and undone.
+fn rancher_settings(env: &Env) -> Result<crate::rancher::Config, ConfigError> {
+    let rancher = crate::rancher::Config {
+        // Rancher is reached with the access keys; credentials written into the URL
+        // are dropped here so no Debug print or message can show them.
+        url: env.url(&["RANCHER_URL", "CATTLE_URL"])?.map(|mut u| {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u
+        }),
+        access_key: env.secret(&[
+            "RANCHER_ACCESS_KEY",
+            "RANCHER_USER_KEY",
+            "CATTLE_ACCESS_KEY",
+        ]),
+        secret_key: env.secret(&[
+            "RANCHER_SECRET_KEY",
+            "RANCHER_USER_SECRET",
+            "CATTLE_SECRET_KEY",
+        ]),
+        environments: env.regex_list(
+            &["CORRAL_ENVIRONMENTS", "AUTOUPDATE_ENVIRONMENT_NAMES"],
+            ".*",
+        )?,
+        autoupdate_label: env
+            .string(&["CORRAL_AUTOUPDATE_LABEL", "AUTOUPDATE_ENABLE_LABEL"])
+            .unwrap_or_else(|| "autoupdate.enable".to_string()),
+        request_timeout: env.duration(&["CORRAL_RANCHER_TIMEOUT"], Duration::from_secs(30))?,
+        rate_limit: env.number(&["CORRAL_RANCHER_RATE"], 50, 1..=10_000)? as u32,
+        parallelism: env.number(&["CORRAL_UPGRADE_PARALLELISM"], 50, 1..=1_000)? as usize,
+        upgrade_timeout: env.duration(&["CORRAL_UPGRADE_TIMEOUT"], Duration::from_secs(600))?,
+        poll_interval: env.duration(&["CORRAL_RANCHER_POLL"], Duration::from_secs(1))?,
+        batch_size: env.number(&["CORRAL_UPGRADE_BATCH_SIZE"], 1, 1..=1_000)? as u32,
+        batch_interval: env.duration(&["CORRAL_UPGRADE_INTERVAL"], Duration::from_secs(2))?,
+        rollback_on_timeout: env.boolean(&["CORRAL_ROLLBACK_ON_TIMEOUT"], true)?,
+    };
+
+    Ok(rancher)
+}
+
+/// What `/deploy` may fetch and how it reaches the hosts.
+fn deploy_settings(env: &Env) -> Result<crate::deploy::Config, ConfigError> {
+    let deploy = crate::deploy::Config {
+        allow: env.list(&["CORRAL_DEPLOY_ALLOW"]),
+        hosts: env.list(&["CORRAL_DEPLOY_HOSTS"]),
+        serf_rpc: env
+            .string(&["CORRAL_SERF_RPC"])
+            .unwrap_or_else(|| "127.0.0.1:7373".to_string()),
+        consul_url: env
+            .url(&["CORRAL_CONSUL_URL"])?
+            .unwrap_or_else(|| Url::parse("http://127.0.0.1:8500").expect("static URL")),
+        report_timeout: env.duration(&["CORRAL_DEPLOY_TIMEOUT"], Duration::from_secs(600))?,
+        reports_authenticated: env.lookup(&["CORRAL_API_TOKEN", "API_KEY"]).is_some(),
+        limits: crate::deploy::extract::Limits::from_lookup(&|n| env.string(&[n])).map_err(
+            |e| match e.split_once(": ") {
+                Some((var, why)) => ConfigError::invalid(var, why),
+                None => ConfigError::invalid("CORRAL_DEPLOY_MAX_BYTES", e.clone()),
+            },
+        )?,
+    };
+
+    for prefix in &deploy.allow {
+        let ok = url::Url::parse(prefix).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https" | "file" | "s3") && u.username().is_empty()
+        });
+        if !ok {
+            return Err(ConfigError::invalid(
+                "CORRAL_DEPLOY_ALLOW",
+                format!(
+                    "{prefix:?} is not an http(s)://, file:// or s3:// URL prefix without credentials"
+                ),
+            ));
+        }
+    }
+
+    Ok(deploy)
+}
+
+/// How long the outbox keeps trying and how far it backs off.
+fn outbox_settings(env: &Env) -> Result<OutboxConfig, ConfigError> {
+    let outbox = OutboxConfig {
+        give_up: env.duration(&["CORRAL_OUTBOX_GIVE_UP"], Duration::from_secs(24 * 3600))?,
+        backoff_max: env.duration(&["CORRAL_OUTBOX_BACKOFF_MAX"], Duration::from_secs(8))?,
+    };
+    if outbox.give_up < Duration::from_secs(60) {
+        return Err(ConfigError::invalid(
+            "CORRAL_OUTBOX_GIVE_UP",
+            "must be at least 1m (messages would be given up while Slack blinks)",
+        ));
+    }
+    if outbox.backoff_max < Duration::from_secs(1) {
+        return Err(ConfigError::invalid(
+            "CORRAL_OUTBOX_BACKOFF_MAX",
+            "must be at least 1s",
+        ));
+    }
+
+    Ok(outbox)
+}
+
+/// Job leases and the store's retention (several replicas on one store).
+fn replica_settings(env: &Env) -> Result<ReplicaConfig, ConfigError> {
+    let replicas = ReplicaConfig {
+        job_lease: env.duration(&["CORRAL_JOB_LEASE"], Duration::from_secs(30))?,
+        retention: env.duration(&["CORRAL_STORE_RETENTION"], Duration::from_secs(7 * 86_400))?,
+    };
+    if replicas.job_lease < Duration::from_secs(1) {
+        return Err(ConfigError::invalid(
+            "CORRAL_JOB_LEASE",
+            "must be at least 1s (a busy database would cost live jobs their lease)",
+        ));
+    }
+    if replicas.retention < Duration::from_secs(3600) {
+        return Err(ConfigError::invalid(
+            "CORRAL_STORE_RETENTION",
+            "must be at least 1h",
+        ));
+    }
+    Ok(replicas)
 }
 
 fn listen_address(env: &Env) -> Result<SocketAddr, ConfigError> {

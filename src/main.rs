@@ -147,13 +147,10 @@ async fn serve() -> anyhow::Result<ExitCode> {
     }
     let app = App::new(config.clone(), store, chat);
     app.start_sender();
-    let interrupted = app.runner.recover().await;
-    if interrupted > 0 {
-        tracing::warn!(
-            interrupted,
-            "jobs interrupted by the last stop were marked and reported"
-        );
-    }
+    app.start_scheduler();
+    // Heartbeat, job leases, and reporting the jobs of replicas that died (a crash of
+    // this one included, once its leases are over); the first tick runs now.
+    app.start_replica();
     let socket = match &config.slack.app_token {
         None => None,
         Some(token) => match corral::slack::socket::SocketMode::start(app.clone(), token).await {
@@ -226,6 +223,8 @@ async fn exec(text: String) -> anyhow::Result<ExitCode> {
     let printer: Arc<dyn Chat> = Arc::new(PrintChat::default());
     let app = App::with_parts(config, store, chat, corral::clock::system(), Some(printer));
     app.start_sender();
+    // The job this runs holds a lease that its heartbeat renews, like a replica's.
+    app.start_replica();
     let command = match corral::command::parse_text(&text) {
         Ok(c) => c,
         Err(e) => {
@@ -302,6 +301,9 @@ async fn migrate(from: &str, to: &str) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `corral check`: one line per thing checked (configuration, store, Slack, Rancher,
+/// deploy prefixes), in the order an operator would fix them. Long by design: a flat list
+/// of independent checks reads better than a checker per line.
 async fn check() -> anyhow::Result<ExitCode> {
     let mut failed = false;
     let mut report = |ok: bool, what: &str, detail: String| {
@@ -326,6 +328,7 @@ async fn check() -> anyhow::Result<ExitCode> {
         println!("off  {line}");
     }
     let shown = config.database_url.to_string();
+    let now_ms = jiff::Timestamp::now().as_millisecond();
     match corral::store::open_with(config.database_url.expose(), &config.database).await {
         Err(e) => report(false, "store", format!("{shown}: {e}")),
         Ok(store) => {
@@ -350,6 +353,10 @@ async fn check() -> anyhow::Result<ExitCode> {
                     )
                 }
                 Err(e) => report(false, "store", format!("{shown}: {e}")),
+            }
+            match store.replicas(now_ms - lease_ms(&config)).await {
+                Ok(seen) => report(true, "replicas", replicas_line(&seen, &config, now_ms)),
+                Err(e) => report(false, "replicas", e.to_string()),
             }
             match store.outbox_stats().await {
                 Ok(o) => {
@@ -400,6 +407,40 @@ async fn check() -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn lease_ms(config: &Config) -> i64 {
+    i64::try_from(config.replicas.job_lease.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// `corral check`'s line about the replicas whose heartbeat is younger than the job
+/// lease (older ones have lost their jobs' leases: they are stopped or cut off).
+fn replicas_line(seen: &[corral::store::Replica], config: &Config, now_ms: i64) -> String {
+    let ago =
+        |ms: i64| corral::text::format_duration(Duration::from_secs((ms.max(0) / 1000) as u64));
+    let window = corral::text::format_duration(config.replicas.job_lease);
+    if seen.is_empty() {
+        return format!(
+            "none seen in the last {window} (no corral serve is running on this store)"
+        );
+    }
+    let list: Vec<String> = seen
+        .iter()
+        .map(|r| {
+            format!(
+                "{} pid {} (up {}, heartbeat {} ago)",
+                r.host,
+                r.pid,
+                ago(now_ms - r.started_ms),
+                ago(now_ms - r.last_seen_ms)
+            )
+        })
+        .collect();
+    format!(
+        "{} seen in the last {window}: {}",
+        seen.len(),
+        list.join("; ")
+    )
 }
 
 /// Reaches Rancher the way jobs do (normalised URL, basic auth, deadline) and lists the

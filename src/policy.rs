@@ -6,8 +6,8 @@
 //! in the README.
 //!
 //! `[[approval]]`, `[lock]`, `[[freeze]]` and `[[digest]]` are parsed and validated here
-//! so a policy written for them is checked today; the scheduler and approval flow that
-//! act on them are separate work (see ARCHITECTURE.md, "not yet built"). Schedules are
+//! at start-up; the scheduler (`app::scheduler`) acts on `[lock]`, `[[freeze]]` and
+//! `[[digest]]`, the approval flow on `[[approval]]` is separate work. Schedules are
 //! validated with the real cron parser and time zone database ([`crate::schedule`]):
 //! bad cron strings, unknown time zones, durations of zero and freeze windows longer than
 //! their period stop start-up, naming the key.
@@ -128,6 +128,17 @@ impl Policy {
             configured: true,
             ..Policy::default()
         };
+        p.parse_roles(&raw)?;
+        p.parse_permissions(&raw)?;
+        p.parse_approvals(&raw)?;
+        p.parse_lock(&raw)?;
+        p.parse_freezes(&raw)?;
+        p.parse_digests(&raw)?;
+        Ok(p)
+    }
+
+    /// `[roles]`: named lists of Slack users, groups and API callers.
+    fn parse_roles(&mut self, raw: &RawPolicy) -> Result<(), String> {
         for (role, members) in &raw.roles {
             if role == "everyone" {
                 return Err(
@@ -142,17 +153,27 @@ impl Policy {
                 }
             }
         }
-        p.roles = raw.roles.clone();
+        self.roles = raw.roles.clone();
+        Ok(())
+    }
+
+    /// `[permissions]`: which roles may run each command family.
+    fn parse_permissions(&mut self, raw: &RawPolicy) -> Result<(), String> {
         for (cmd, roles) in &raw.permissions {
             let fam = family(cmd).ok_or_else(|| {
                 format!("permissions.{cmd}: unknown command (release, upgrade, deploy)")
             })?;
             for r in roles {
-                p.check_role(r)
+                self.check_role(r)
                     .map_err(|e| format!("permissions.{cmd}: {e}"))?;
             }
-            p.permissions.insert(fam, roles.clone());
+            self.permissions.insert(fam, roles.clone());
         }
+        Ok(())
+    }
+
+    /// `[[approval]]`: which jobs wait for whom.
+    fn parse_approvals(&mut self, raw: &RawPolicy) -> Result<(), String> {
         for (i, a) in raw.approval.iter().enumerate() {
             let key = format!("approval[{i}]");
             let commands = a
@@ -167,7 +188,7 @@ impl Policy {
                 .transpose()
                 .map_err(|e| format!("{key}.environments: {e}"))?;
             for r in &a.approvers {
-                p.check_role(r)
+                self.check_role(r)
                     .map_err(|e| format!("{key}.approvers: {e}"))?;
             }
             if a.required == 0 {
@@ -178,7 +199,7 @@ impl Policy {
                 .as_deref()
                 .map(|raw| positive_duration(&format!("{key}.expires"), raw))
                 .transpose()?;
-            p.approvals.push(ApprovalRule {
+            self.approvals.push(ApprovalRule {
                 commands,
                 environments,
                 approvers: a.approvers.clone(),
@@ -186,45 +207,60 @@ impl Policy {
                 expires,
             });
         }
+        Ok(())
+    }
+
+    /// `[lock]`: when a forgotten release is pointed out.
+    fn parse_lock(&mut self, raw: &RawPolicy) -> Result<(), String> {
         if let Some(l) = &raw.lock {
-            p.remind_after = l
+            self.remind_after = l
                 .remind_after
                 .as_deref()
                 .map(|raw| positive_duration("lock.remind_after", raw))
                 .transpose()?;
-            p.remind_every = l
+            self.remind_every = l
                 .remind_every
                 .as_deref()
                 .map(|raw| positive_duration("lock.remind_every", raw))
                 .transpose()?;
         }
+        Ok(())
+    }
+
+    /// `[[freeze]]`: the windows in which releases are refused; names are unique.
+    fn parse_freezes(&mut self, raw: &RawPolicy) -> Result<(), String> {
         for (i, f) in raw.freeze.iter().enumerate() {
             let key = format!("freeze[{i}]");
             let schedule = schedule(&key, &f.cron, f.timezone.as_deref())?;
             let duration = positive_duration(&format!("{key}.duration"), &f.duration)?;
             let freeze = Freeze::new(&f.name, schedule, duration)
                 .map_err(|e| format!("{key}.{}: {e}", e.field()))?;
-            if let Some(j) = p.freezes.iter().position(|g| g.name == freeze.name) {
+            if let Some(j) = self.freezes.iter().position(|g| g.name == freeze.name) {
                 return Err(format!(
                     "{key}.name: `{}` is the name of freeze[{j}] too; names must differ",
                     freeze.name
                 ));
             }
-            p.freezes.push(freeze);
+            self.freezes.push(freeze);
         }
+        Ok(())
+    }
+
+    /// `[[digest]]`: the morning summaries; one per schedule and channel.
+    fn parse_digests(&mut self, raw: &RawPolicy) -> Result<(), String> {
         for (i, d) in raw.digest.iter().enumerate() {
             let key = format!("digest[{i}]");
             let schedule = schedule(&key, &d.cron, d.timezone.as_deref())?;
             let digest =
                 Digest::new(schedule, &d.channel).map_err(|e| format!("{key}.channel: {e}"))?;
-            if let Some(j) = p.digests.iter().position(|g| g.id() == digest.id()) {
+            if let Some(j) = self.digests.iter().position(|g| g.id() == digest.id()) {
                 return Err(format!(
                     "{key}: the same schedule and channel as digest[{j}]"
                 ));
             }
-            p.digests.push(digest);
+            self.digests.push(digest);
         }
-        Ok(p)
+        Ok(())
     }
 
     fn check_role(&self, r: &str) -> Result<(), String> {

@@ -19,6 +19,10 @@
 //!   captured request cannot be replayed later. Compared in constant time. Example:
 //!   `TS=$(date +%s); printf '%s.%s' "$TS" "$BODY" | openssl dgst -sha256 -hmac "$CORRAL_API_TOKEN"`.
 //!
+//! **Replays.** A signed request is accepted once: its (timestamp, signature) pair is
+//! remembered in the store, which every replica shares, so a copy sent again inside the
+//! window gets `409 {"error": …}` and starts nothing.
+//!
 //! With no API token configured the hook refuses everything (401), like every upgrade
 //! endpoint. The job confirms the upgrade (waits for `upgraded`, then finishes it), so a
 //! push never leaves services half-upgraded; it runs through [`crate::app::App::handle`]
@@ -151,6 +155,16 @@ pub fn image_of(body: &[u8]) -> Result<String, String> {
     Ok(image)
 }
 
+/// The key a signed request is remembered by, so a copy sent again inside the window
+/// is refused (by any replica: the set is the store's delivery keys, kept 25 h, well past
+/// the window). `None` for requests let in by the bearer token. Called after
+/// [`authenticate`] accepted the signature, so the header values are well-formed.
+fn replay_key(headers: &HeaderMap) -> Option<String> {
+    let sig = headers.get(SIGNATURE_HEADER)?.to_str().ok()?.trim();
+    let ts = headers.get(TIMESTAMP_HEADER)?.to_str().ok()?.trim();
+    Some(format!("hook:{ts}:{}", sig.to_ascii_lowercase()))
+}
+
 fn error(status: StatusCode, text: impl Into<String>) -> Response {
     (
         status,
@@ -160,13 +174,31 @@ fn error(status: StatusCode, text: impl Into<String>) -> Response {
 }
 
 async fn registry(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(e) = authenticate(&headers, &body, &app.config, app.clock.unix()) {
+    let now = app.clock.unix();
+    if let Err(e) = authenticate(&headers, &body, &app.config, now) {
         return error(StatusCode::UNAUTHORIZED, e.to_string());
     }
     let image = match image_of(&body) {
         Ok(i) => i,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
+    if let Some(key) = replay_key(&headers) {
+        match app.store.first_delivery(&key, now).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return error(
+                    StatusCode::CONFLICT,
+                    "this signed request was already received (same timestamp and signature): a replay, or a retry of a push that already started its upgrade; sign a new request to run it again",
+                );
+            }
+            Err(e) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("corral cannot check for replays: {e}"),
+                );
+            }
+        }
+    }
     let cmd = ImageUpgrade::new(image);
     crate::api::updater::start(&app, cmd).await
 }

@@ -49,6 +49,8 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Long by design: registers every family, each with its name and help text, in the
+    /// order the exposition lists them.
     pub fn new() -> Metrics {
         let mut registry = Registry::default();
         let counter = |registry: &mut Registry, name: &str, help: &str| {

@@ -559,82 +559,16 @@ impl Sender {
                 reason: "this destination cannot thread: only plans, outcomes, announcements and replies are posted".into(),
             });
         }
-        let thread_ts = match &row.thread {
-            None => None,
-            Some(_) if !caps.threads => None,
-            Some(Thread::Ts(ts)) => Some(ts.clone()),
-            Some(Thread::Key(k)) => match (&row.root_ts, row.root_state) {
-                (Some(ts), _) if !ts.is_empty() => Some(ts.clone()),
-                (_, None) => {
-                    return Ok(Settle::Failed {
-                        error: format!("its thread root {k} does not exist"),
-                    });
-                }
-                (_, Some(RowState::Pending)) => {
-                    // Its root is in another lane and not posted yet: wait for it.
-                    return Ok(Settle::Retry {
-                        not_before_ms: now + BACKOFF_BASE_MS,
-                        error: "waiting for its thread root".into(),
-                        unknown: row.unknown,
-                    });
-                }
-                (_, Some(state)) => {
-                    return Ok(Settle::Failed {
-                        error: format!("its thread root was not delivered ({})", state.as_str()),
-                    });
-                }
-            },
+        let thread_ts = match self.thread_of(row, caps, now) {
+            Ok(ts) => ts,
+            Err(settle) => return Ok(settle),
         };
-        if row.unknown {
-            if !caps.lookup {
-                tracing::warn!(
-                    job = row.job,
-                    outbox = row.id,
-                    "outbox: the last post's outcome is unknown and this destination cannot be searched: not resent (at most once)"
-                );
-                return Ok(Settle::Dropped {
-                    reason: "outcome unknown; not resent (at most once)".into(),
-                });
-            }
-            let oldest = row.created_at / 1000 - LOOKUP_SLACK_S;
-            let found = self
-                .chat
-                .find_post(&row.channel, thread_ts.as_deref(), row.id, oldest)
-                .await;
-            self.paced(LOOKUP, None, limits).await?;
-            match found {
-                Ok(Some(ts)) => {
-                    self.count(LOOKUP, "found");
-                    tracing::info!(job = row.job, outbox = row.id, ts = %ts, "outbox: the earlier attempt did arrive; not posting again");
-                    // The content of that attempt is not known; a newer version is edited in.
-                    return Ok(Settle::Delivered {
-                        version: 1,
-                        ts: Some(ts),
-                    });
-                }
-                Ok(None) => {
-                    self.count(LOOKUP, "not_found");
-                    return Ok(Settle::NotFound);
-                }
-                Err(ChatError::Permanent(code)) => {
-                    self.count(LOOKUP, "refused");
-                    tracing::warn!(job = row.job, outbox = row.id, error = %code, "outbox: cannot search the channel's history (add the history scopes); posting again may duplicate it");
-                    // The slot taken was the lookup's; the post needs one of its own.
-                    if *limits != Limits::default()
-                        && let Err(until) = self
-                            .store
-                            .take_pacing(post_slots(&row.channel, limits), self.clock.unix_ms())
-                            .await?
-                    {
-                        return Ok(Settle::Retry {
-                            not_before_ms: until,
-                            error: format!("history lookup refused ({code}); waiting to post"),
-                            unknown: false,
-                        });
-                    }
-                }
-                Err(e) => return self.failed(row, LOOKUP, e, now).await,
-            }
+        if row.unknown
+            && let Some(settle) = self
+                .look_for_earlier(row, thread_ts.as_deref(), caps, limits, now)
+                .await?
+        {
+            return Ok(settle);
         }
         let msg = if caps.lookup {
             row.message.stamped(row.id)
@@ -673,6 +607,105 @@ impl Sender {
             }
             Err(e) => self.failed(row, POST, e, now).await,
         }
+    }
+
+    /// The `ts` a post threads under; `Err` settles the row when its root cannot be had
+    /// (yet, or ever).
+    fn thread_of(
+        &self,
+        row: &OutboxRow,
+        caps: Capabilities,
+        now: i64,
+    ) -> std::result::Result<Option<String>, Settle> {
+        Ok(match &row.thread {
+            None => None,
+            Some(_) if !caps.threads => None,
+            Some(Thread::Ts(ts)) => Some(ts.clone()),
+            Some(Thread::Key(k)) => match (&row.root_ts, row.root_state) {
+                (Some(ts), _) if !ts.is_empty() => Some(ts.clone()),
+                (_, None) => {
+                    return Err(Settle::Failed {
+                        error: format!("its thread root {k} does not exist"),
+                    });
+                }
+                (_, Some(RowState::Pending)) => {
+                    // Its root is in another lane and not posted yet: wait for it.
+                    return Err(Settle::Retry {
+                        not_before_ms: now + BACKOFF_BASE_MS,
+                        error: "waiting for its thread root".into(),
+                        unknown: row.unknown,
+                    });
+                }
+                (_, Some(state)) => {
+                    return Err(Settle::Failed {
+                        error: format!("its thread root was not delivered ({})", state.as_str()),
+                    });
+                }
+            },
+        })
+    }
+
+    /// A post whose last attempt's outcome is unknown: searched for in the channel before
+    /// it is sent again. `Some` settles the row (found, not found, or not searchable);
+    /// `None` posts it.
+    async fn look_for_earlier(
+        &self,
+        row: &OutboxRow,
+        thread_ts: Option<&str>,
+        caps: Capabilities,
+        limits: &Limits,
+        now: i64,
+    ) -> crate::store::Result<Option<Settle>> {
+        if !caps.lookup {
+            tracing::warn!(
+                job = row.job,
+                outbox = row.id,
+                "outbox: the last post's outcome is unknown and this destination cannot be searched: not resent (at most once)"
+            );
+            return Ok(Some(Settle::Dropped {
+                reason: "outcome unknown; not resent (at most once)".into(),
+            }));
+        }
+        let oldest = row.created_at / 1000 - LOOKUP_SLACK_S;
+        let found = self
+            .chat
+            .find_post(&row.channel, thread_ts, row.id, oldest)
+            .await;
+        self.paced(LOOKUP, None, limits).await?;
+        match found {
+            Ok(Some(ts)) => {
+                self.count(LOOKUP, "found");
+                tracing::info!(job = row.job, outbox = row.id, ts = %ts, "outbox: the earlier attempt did arrive; not posting again");
+                // The content of that attempt is not known; a newer version is edited in.
+                return Ok(Some(Settle::Delivered {
+                    version: 1,
+                    ts: Some(ts),
+                }));
+            }
+            Ok(None) => {
+                self.count(LOOKUP, "not_found");
+                return Ok(Some(Settle::NotFound));
+            }
+            Err(ChatError::Permanent(code)) => {
+                self.count(LOOKUP, "refused");
+                tracing::warn!(job = row.job, outbox = row.id, error = %code, "outbox: cannot search the channel's history (add the history scopes); posting again may duplicate it");
+                // The slot taken was the lookup's; the post needs one of its own.
+                if *limits != Limits::default()
+                    && let Err(until) = self
+                        .store
+                        .take_pacing(post_slots(&row.channel, limits), self.clock.unix_ms())
+                        .await?
+                {
+                    return Ok(Some(Settle::Retry {
+                        not_before_ms: until,
+                        error: format!("history lookup refused ({code}); waiting to post"),
+                        unknown: false,
+                    }));
+                }
+            }
+            Err(e) => return self.failed(row, LOOKUP, e, now).await.map(Some),
+        }
+        Ok(None)
     }
 }
 

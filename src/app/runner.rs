@@ -1,8 +1,10 @@
-//! Runs jobs: marks them running, hands the command to its domain module with a
-//! progress channel, lets the reporter tell the story, and stores the outcome.
+//! Runs jobs: claims each with a lease for this replica, marks it running, hands the
+//! command to its domain module with a progress channel, lets the reporter tell the
+//! story, and stores the outcome.
 //!
-//! On start-up, [`Runner::recover`] marks jobs that were running when the bot died as
-//! interrupted and says so in their threads (SPEC §3).
+//! A job whose replica died (its lease ran out, see [`super::replica`]) is ended as
+//! interrupted by whichever replica notices first, and said so in its thread (SPEC §3):
+//! [`Runner::interrupt_expired`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,7 +20,7 @@ use crate::clock::SharedClock;
 use crate::command::JobCmd;
 use crate::job::{JobError, JobStatus, Outcome, ProgressTx};
 use crate::store::outbox::root_key;
-use crate::store::{Effects, JobChange, JobRecord, NewMessage, Role, Store, Thread};
+use crate::store::{Effects, JobRecord, NewMessage, Role, Store, Thread};
 
 /// What the runner needs from the app.
 #[derive(Clone)]
@@ -29,6 +31,10 @@ pub struct Deps {
     pub outbox: Outbox,
     /// Prints threads as they are written (`corral exec`).
     pub printer: Option<Arc<dyn Chat>>,
+    /// This process's replica id: the owner of the leases of the jobs it runs.
+    pub replica: String,
+    /// How long a job's lease holds without a heartbeat (`CORRAL_JOB_LEASE`).
+    pub lease: std::time::Duration,
 }
 
 /// Spawns and tracks job tasks.
@@ -76,6 +82,25 @@ impl Runner {
     async fn run(&self, job: JobRecord, cmd: JobCmd) {
         let id = job.id;
         let d = &self.deps;
+        // The lease first: a job this replica cannot claim is another's (or over).
+        let until = d.clock.unix_ms().saturating_add(millis(d.lease));
+        match d.store.claim_job(id, &d.replica, until).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(
+                    job = id,
+                    "job not run: another replica holds it or it ended"
+                );
+                return;
+            }
+            Err(e) => {
+                // The database is away: running without a lease would let another
+                // replica report the job while it runs. Say so in its thread later, once
+                // the lease-less job is found expired.
+                tracing::error!(job = id, error = %e, "cannot claim the job; not run");
+                return;
+            }
+        }
         let mut reporter = Reporter::open(
             d.store.clone(),
             d.clock.clone(),
@@ -120,17 +145,24 @@ impl Runner {
         tracing::info!(job = id, status = %status, "job finished");
     }
 
-    /// Marks jobs left unfinished by a previous process as interrupted, and says so in
-    /// their threads. Returns how many there were.
-    pub async fn recover(&self) -> usize {
+    /// Ends every job whose lease ran out (its replica died, or lost the database for
+    /// longer than the lease) as interrupted, and says so in its thread: the root edited
+    /// to `⚠ interrupted` and a note, written in the transaction that ends the job. Of
+    /// several replicas doing this at once, the store lets one end each job. Jobs are
+    /// reported, not taken over (README: "When a replica dies"). Returns how many this
+    /// replica ended.
+    pub async fn interrupt_expired(&self) -> usize {
         let d = &self.deps;
-        let jobs = match d.store.unfinished_jobs().await {
+        let now_ms = d.clock.unix_ms();
+        let lease_ms = millis(d.lease);
+        let jobs = match d.store.expired_jobs(now_ms, lease_ms).await {
             Ok(j) => j,
             Err(e) => {
-                tracing::error!(error = %e, "cannot list unfinished jobs");
+                tracing::warn!(error = %e, "cannot look for jobs whose lease ran out");
                 return 0;
             }
         };
+        let mut ended = 0;
         for job in &jobs {
             let outcome = Outcome {
                 summary:
@@ -138,69 +170,81 @@ impl Runner {
                         .into(),
                 ..Outcome::default()
             };
-            let now_ms = d.clock.unix_ms();
-            let root = super::reporter::root_message(
-                job,
-                JobStatus::Interrupted,
-                job.done as usize,
-                job.failed as usize,
-                job.total as usize,
-            );
-            let note = Message::text(format!(
-                "⚠ *Interrupted*: corral restarted while this job ran ({} of {} targets had finished). Check the targets before running it again.",
-                job.done, job.total
-            ));
-            let key = root_key(job.id);
-            let has_root = matches!(d.store.outbox_get(&key).await, Ok(Some(_)));
-            let mut messages = Vec::new();
-            match (&job.channel, has_root) {
-                (_, true) => messages.push(NewMessage::edit(now_ms, key.clone(), root).job(job.id)),
-                (Some(ch), false) => messages.push(
-                    NewMessage::post(now_ms, ch.clone(), root)
-                        .keyed(key.clone())
-                        .role(Role::Root)
-                        .job(job.id),
-                ),
-                (None, false) => {}
-            }
-            let channel = match (&job.channel, has_root) {
-                (Some(ch), _) => Some(ch.clone()),
-                (None, true) => d
-                    .store
-                    .outbox_get(&key)
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|r| r.channel),
-                (None, false) => None,
-            };
-            if let Some(ch) = channel
-                && !messages.is_empty()
-            {
-                messages.push(
-                    NewMessage::reply(now_ms, ch, Thread::Key(key), note)
-                        .role(Role::Note)
-                        .job(job.id),
-                );
-            }
-            if let Err(e) = d
+            let messages = self.interrupted_messages(job, now_ms).await;
+            match d
                 .store
-                .change_job(
+                .interrupt_job(
                     job.id,
-                    JobChange::Finish {
-                        status: JobStatus::Interrupted,
-                        outcome,
-                    },
-                    d.clock.unix(),
+                    now_ms,
+                    lease_ms,
+                    outcome,
                     Effects::messages(messages),
                 )
                 .await
             {
-                tracing::error!(job = job.id, error = %e, "cannot mark job interrupted");
-                continue;
+                Ok(true) => {
+                    tracing::warn!(
+                        job = job.id,
+                        "job interrupted: its replica stopped renewing its lease"
+                    );
+                    ended += 1;
+                }
+                Ok(false) => {}
+                Err(e) => tracing::error!(job = job.id, error = %e, "cannot mark job interrupted"),
             }
         }
-        d.outbox.wake();
-        jobs.len()
+        if ended > 0 {
+            d.outbox.wake();
+        }
+        ended
     }
+
+    /// The root edit (or post, for a job whose root was never written) and the note that
+    /// tell a job's thread it was interrupted.
+    async fn interrupted_messages(&self, job: &JobRecord, now_ms: i64) -> Vec<NewMessage> {
+        let d = &self.deps;
+        let root = super::reporter::root_message(
+            job,
+            JobStatus::Interrupted,
+            job.done as usize,
+            job.failed as usize,
+            job.total as usize,
+        );
+        let note = Message::text(format!(
+            "⚠ *Interrupted*: the corral process running this job stopped ({} of {} targets had finished). Check the targets before running it again.",
+            job.done, job.total
+        ));
+        let key = root_key(job.id);
+        let stored_root = d.store.outbox_get(&key).await.ok().flatten();
+        let mut messages = Vec::new();
+        let channel = match (&job.channel, &stored_root) {
+            (_, Some(row)) => {
+                messages.push(NewMessage::edit(now_ms, key.clone(), root).job(job.id));
+                Some(job.channel.clone().unwrap_or_else(|| row.channel.clone()))
+            }
+            (Some(ch), None) => {
+                messages.push(
+                    NewMessage::post(now_ms, ch.clone(), root)
+                        .keyed(key.clone())
+                        .role(Role::Root)
+                        .job(job.id),
+                );
+                Some(ch.clone())
+            }
+            (None, None) => None,
+        };
+        if let Some(ch) = channel {
+            messages.push(
+                NewMessage::reply(now_ms, ch, Thread::Key(key), note)
+                    .role(Role::Note)
+                    .job(job.id),
+            );
+        }
+        messages
+    }
+}
+
+/// Milliseconds of a duration, saturating.
+pub(crate) fn millis(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }

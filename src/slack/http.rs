@@ -111,7 +111,7 @@ pub async fn commands(State(app): State<Arc<App>>, headers: HeaderMap, body: Byt
         )
             .into_response();
     };
-    match app.admit(user) {
+    match app.admit(user).await {
         Admission::Allowed => {}
         Admission::Refused => return ephemeral(TOO_FAST.to_string()),
         // Already told: an empty 200 shows nothing.
@@ -196,7 +196,7 @@ pub async fn handle_mention(app: Arc<App>, m: SlackAppMentionEvent) {
         .to_string();
     let text = m.content.text.clone().unwrap_or_default();
     let user = m.user.to_string();
-    match app.admit(&user) {
+    match app.admit(&user).await {
         Admission::Allowed => {}
         Admission::Refused => {
             let now = app.clock.unix_ms();

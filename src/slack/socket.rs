@@ -33,7 +33,7 @@ async fn on_command(
 ) -> Result<SlackCommandEventResponse, BoxError> {
     let app = app_of(&states).await?;
     let text = event.text.clone().unwrap_or_default();
-    match app.admit(event.user_id.as_ref()) {
+    match app.admit(event.user_id.as_ref()).await {
         Admission::Allowed => {}
         Admission::Refused => {
             return Ok(SlackCommandEventResponse::new(

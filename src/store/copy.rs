@@ -7,54 +7,8 @@
 //! copy before anything is written. The target is written in one transaction and must be
 //! empty; ids are kept, and new rows continue after them.
 
-use super::{AuditEntry, Backend, DeployReport, JobRecord, LockHistoryEntry, Settings};
-use crate::lock::LockState;
-
-/// Everything a store holds, ids included.
-pub(super) struct Dump {
-    pub(super) lock: LockState,
-    pub(super) history: Vec<(i64, LockHistoryEntry)>,
-    pub(super) jobs: Vec<JobRecord>,
-    /// `(job, channel, ts)`
-    pub(super) messages: Vec<(i64, String, String)>,
-    pub(super) audit: Vec<(i64, AuditEntry)>,
-    pub(super) reports: Vec<DeployReport>,
-    /// Delivery keys still remembered: `(key, at)`.
-    pub(super) seen: Vec<(String, i64)>,
-}
-
-/// What a copy wrote.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CopyReport {
-    pub lock: LockState,
-    pub lock_history: usize,
-    pub jobs: usize,
-    pub messages: usize,
-    pub audit: usize,
-    pub deploy_reports: usize,
-    pub delivery_keys: usize,
-}
-
-impl std::fmt::Display for CopyReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let held = |h: &Option<crate::lock::Holder>| match h {
-            Some(h) => format!("by {}", h.who),
-            None => "no".to_string(),
-        };
-        writeln!(
-            f,
-            "lock: running {}, blocked {}",
-            held(&self.lock.running),
-            held(&self.lock.blocked)
-        )?;
-        writeln!(f, "lock changes: {}", self.lock_history)?;
-        writeln!(f, "jobs: {}", self.jobs)?;
-        writeln!(f, "message ids: {}", self.messages)?;
-        writeln!(f, "audit lines: {}", self.audit)?;
-        writeln!(f, "deploy reports: {}", self.deploy_reports)?;
-        write!(f, "delivery keys: {}", self.delivery_keys)
-    }
-}
+use super::dump::CopyReport;
+use super::{Backend, Settings};
 
 /// Copies the SQLite store at `from` into the empty PostgreSQL store at `to` (migrating
 /// the target's schema first). Errors name the side at fault and never a password.

@@ -20,27 +20,39 @@
 //! are committed together or not at all.
 
 mod copy;
+mod dump;
 pub mod outbox;
+mod pg_error;
 mod pg_outbox;
+mod pg_replicas;
 mod postgres;
+pub mod replicas;
 mod sqlite;
 mod sqlite_outbox;
+mod sqlite_replicas;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-pub use copy::{CopyReport, copy};
+pub use copy::copy;
+pub use dump::CopyReport;
 pub use outbox::{
     Delivery, Enqueued, NewMessage, OutboxRow, OutboxStats, Role, RowKind, RowState, Settle, Thread,
 };
 pub use postgres::PostgresStore;
+pub use replicas::{Admission, Pruned, Replica};
 pub use sqlite::SqliteStore;
 
 use crate::door::Source;
 use crate::job::{JobKind, JobStatus, Outcome};
 use crate::lock::{LockState, Refusal};
+
+/// How long delivery keys (Events API ids, signed hooks) are remembered at least, whatever
+/// the retention: Slack retries an event for about five minutes, and Delayed Events for up
+/// to 24 hours.
+pub const DEDUPE_WINDOW: Duration = Duration::from_secs(25 * 3600);
 
 /// A store failure. Carries the driver's message; never a secret.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +128,34 @@ pub struct LockDecision {
 
 /// The result of a lock change: the state before and what was written, or the refusal.
 pub type LockChange = std::result::Result<(LockState, LockDecision), Refusal>;
+
+/// One scheduled firing, claimed once for every process sharing the store (a freeze
+/// window's entry or exit, a digest, a lock reminder; keys from [`crate::schedule`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FiringClaim {
+    /// `digest:<channel>:<expr>@<zone>:<unix>`, `freeze:<name>:<start>:enter`, …
+    pub key: String,
+    /// What fired: the key without its time (`digest:…@<zone>`, `freeze:<name>`,
+    /// `remind:<start>`), so the latest firing of one schedule can be found.
+    pub schedule: String,
+    /// The firing's time, Unix seconds.
+    pub at: i64,
+    /// `sent`, `late`, `skipped`, `enter`, `exit`, `reminded`.
+    pub outcome: String,
+    /// When it was claimed, Unix seconds.
+    pub claimed_at: i64,
+}
+
+/// What [`Store::claim_firing`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claimed {
+    /// Claimed now, with its effects.
+    Now,
+    /// Claimed before, by this or another process: nothing written.
+    Before,
+    /// The decider declined (why): nothing written.
+    Declined(String),
+}
 
 /// Which implementation a database URL selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -387,14 +427,68 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>>;
 
     /// Records a delivery key (an Events API `event_id`, a signed hook); false if it was
-    /// seen before (a retry or a replay). Keys older than a day are forgotten.
+    /// seen before (a retry or a replay). Keys are forgotten by [`Store::prune`].
     async fn first_delivery(&self, key: &str, now: i64) -> Result<bool>;
+
+    /// Claims a scheduled firing: unless the key was claimed before (by this or another
+    /// process), calls `decide` with the lock as it is in the same transaction and writes
+    /// the claim with the effects it returns (the firing's messages). A decider that
+    /// declines (a reminder for a release stopped meanwhile) writes nothing.
+    async fn claim_firing(
+        &self,
+        claim: FiringClaim,
+        decide: Decide<LockState, Effects, String>,
+    ) -> Result<Claimed>;
+    /// The latest claimed firing of a schedule (greatest `at`; of two at the same time,
+    /// `enter` before `exit`, then by key), if any.
+    async fn latest_firing(&self, schedule: &str) -> Result<Option<FiringClaim>>;
 
     /// Stores a host's deploy report; false if that host already reported for the job
     /// (the first report wins).
     async fn add_deploy_report(&self, report: &DeployReport) -> Result<bool>;
     /// A deploy job's host reports, oldest first.
     async fn deploy_reports(&self, job: i64) -> Result<Vec<DeployReport>>;
+
+    /// Says that `replica` is alive at `now_ms` (its row in `replicas`) and renews the
+    /// lease of every queued or running job it holds to `lease_until_ms`. Answers how
+    /// many leases it renewed.
+    async fn heartbeat(&self, replica: &Replica, now_ms: i64, lease_until_ms: i64) -> Result<u64>;
+    /// Replicas whose newest heartbeat is at or after `since_ms`, most recent first.
+    async fn replicas(&self, since_ms: i64) -> Result<Vec<Replica>>;
+    /// Claims job `id` for replica `owner`, with a lease until `lease_until_ms`: only a
+    /// queued or running job that no other replica holds. False if it cannot be claimed.
+    async fn claim_job(&self, id: i64, owner: &str, lease_until_ms: i64) -> Result<bool>;
+    /// Queued or running jobs whose lease ran out before `now_ms` (a job without a lease
+    /// counts as expired once `lease_ms` passed since its last change), oldest first, at
+    /// most 100.
+    async fn expired_jobs(&self, now_ms: i64, lease_ms: i64) -> Result<Vec<JobRecord>>;
+    /// Ends job `id` as interrupted with `outcome` and writes `effects` (its thread's
+    /// note), in one transaction, only if its lease is still expired (as
+    /// [`Store::expired_jobs`] has it). False, writing nothing, when another replica was
+    /// first or the job's replica renewed its lease.
+    async fn interrupt_job(
+        &self,
+        id: i64,
+        now_ms: i64,
+        lease_ms: i64,
+        outcome: Outcome,
+        effects: Effects,
+    ) -> Result<bool>;
+    /// Takes one command from `key`'s budget, shared by every replica (GCRA: one command
+    /// per `interval_ms` on average, bursts of `burst`), in one statement.
+    async fn take_rate(
+        &self,
+        key: &str,
+        now_ms: i64,
+        interval_ms: i64,
+        burst: u32,
+    ) -> Result<Admission>;
+    /// Deletes what is no longer needed: outbox rows without a key that are delivered,
+    /// failed, dead or dropped and unchanged since `before_ms` (keyed rows — job roots —
+    /// are kept, so old threads can still be edited and a key is never posted twice),
+    /// rate-limit rows idle since `before_ms`, replicas not seen since `before_ms`, and
+    /// delivery keys seen before `seen_before` (Unix seconds).
+    async fn prune(&self, before_ms: i64, seen_before: i64) -> Result<Pruned>;
 }
 
 #[cfg(test)]

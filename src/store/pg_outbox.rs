@@ -26,7 +26,7 @@ use tokio_postgres::types::ToSql;
 use super::outbox::{
     Enqueued, NewMessage, OutboxRow, OutboxStats, RowKind, RowState, Settle, root_key,
 };
-use super::postgres::{PgResult, cached};
+use super::pg_error::{PgResult, cached};
 use super::sqlite_outbox::{COLUMNS, FROM, Planned, RESPONSE_URL_USES, Raw, encode, plan};
 
 /// The first key of the lanes' advisory locks (the two-key space; the store's other

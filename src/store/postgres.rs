@@ -41,13 +41,17 @@ use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
-use super::copy::{CopyReport, Dump};
+use super::dump::{CopyReport, Dump};
+use super::pg_error::{PgError, PgResult, cached};
 use super::pg_outbox as outbox;
+use super::pg_replicas as replicas;
+use super::replicas::expired_condition;
 use super::sqlite::{RawJob, typed};
+use super::{Admission, Pruned, Replica};
 use super::{
-    AuditEntry, Backend, Decide, DeployReport, Effects, Enqueued, JobChange, JobRecord, LockChange,
-    LockDecision, LockHistoryEntry, NewJob, NewMessage, OutboxRow, OutboxStats, Result, Settings,
-    Settle, Store, StoreError, StoreInfo,
+    AuditEntry, Backend, Claimed, Decide, DeployReport, Effects, Enqueued, FiringClaim, JobChange,
+    JobRecord, LockChange, LockDecision, LockHistoryEntry, NewJob, NewMessage, OutboxRow,
+    OutboxStats, Result, Settings, Settle, Store, StoreError, StoreInfo,
 };
 use crate::door::Source;
 use crate::job::{JobStatus, Outcome};
@@ -61,14 +65,19 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init", include_str!("migrations/pg/0001_init.sql")),
     ("0002_deploy", include_str!("migrations/pg/0002_deploy.sql")),
     ("0003_outbox", include_str!("migrations/pg/0003_outbox.sql")),
+    (
+        "0004_firings",
+        include_str!("migrations/pg/0004_firings.sql"),
+    ),
+    (
+        "0005_replicas",
+        include_str!("migrations/pg/0005_replicas.sql"),
+    ),
 ];
 
 /// Advisory lock keys (one namespace for the whole database).
 const MIGRATION_LOCK: i64 = 0x636f_7272_616c_0001;
 const COPY_LOCK: i64 = 0x636f_7272_616c_0002;
-
-/// How long delivery keys are remembered (as in the SQLite store).
-const DEDUPE_SECONDS: i64 = 25 * 3600;
 
 /// Attempts of a decision that keeps meeting serialisation failures or deadlocks.
 const ATTEMPTS: u32 = 8;
@@ -159,27 +168,6 @@ impl Target {
         })
     }
 }
-
-/// A failure inside a call: the driver's error (kept whole so conflicts can be told
-/// apart and retried) or one of the store's own.
-pub(super) enum PgError {
-    Db(tokio_postgres::Error),
-    Store(StoreError),
-}
-
-impl From<tokio_postgres::Error> for PgError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        PgError::Db(e)
-    }
-}
-
-impl From<StoreError> for PgError {
-    fn from(e: StoreError) -> Self {
-        PgError::Store(e)
-    }
-}
-
-pub(super) type PgResult<T> = std::result::Result<T, PgError>;
 
 /// Whether a decision that failed this way should simply be decided again.
 fn is_conflict(e: &tokio_postgres::Error) -> bool {
@@ -590,6 +578,8 @@ impl PostgresStore {
     }
 }
 
+/// Long by design: one `INSERT` per table, in dependency order, inside one transaction;
+/// splitting it would scatter the one place that lists every table the copy carries.
 async fn load(client: &mut Object, dump: &Dump) -> PgResult<CopyReport> {
     let tx = client.transaction().await?;
     tx.batch_execute(
@@ -787,14 +777,6 @@ async fn query(
 ) -> PgResult<Vec<Row>> {
     let stmt = c.prepare(sql).await?;
     Ok(c.query(&stmt, params).await?)
-}
-
-/// A statement prepared once per connection and reused.
-pub(super) async fn cached(
-    c: &Object,
-    sql: &str,
-) -> std::result::Result<tokio_postgres::Statement, tokio_postgres::Error> {
-    c.prepare_cached(sql).await
 }
 
 fn holder(by: Option<String>, reason: Option<String>, since: Option<i64>) -> Option<Holder> {
@@ -1049,6 +1031,44 @@ async fn create_job_body(
     )
     .await?;
     Ok(Tx::Commit(Ok(record)))
+}
+
+async fn claim_firing_body(
+    c: &Object,
+    claim: &FiringClaim,
+    decide: &Decide<LockState, Effects, String>,
+) -> PgResult<Tx<Claimed>> {
+    // The primary key decides: of two replicas claiming one firing at once, the second
+    // waits for the first's commit and inserts nothing.
+    let stmt = cached(
+        c,
+        "INSERT INTO firings (key, schedule, at, outcome, claimed_at)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    )
+    .await?;
+    let inserted = c
+        .execute(
+            &stmt,
+            &[
+                &claim.key,
+                &claim.schedule,
+                &claim.at,
+                &claim.outcome,
+                &claim.claimed_at,
+            ],
+        )
+        .await?;
+    if inserted == 0 {
+        return Ok(Tx::Rollback(Claimed::Before));
+    }
+    // FOR SHARE: a lock change (a stop) waits for this firing, or this firing for it.
+    let lock = read_lock(c, "FOR SHARE").await?;
+    let effects = match decide(&lock) {
+        Ok(e) => e,
+        Err(why) => return Ok(Tx::Rollback(Claimed::Declined(why))),
+    };
+    write_effects(c, &effects).await?;
+    Ok(Tx::Commit(Claimed::Now))
 }
 
 async fn insert_report(c: &tokio_postgres::Transaction<'_>, r: &DeployReport) -> PgResult<u64> {
@@ -1426,8 +1446,6 @@ impl Store for PostgresStore {
         let key = key.to_string();
         self.run(move |c| {
             Box::pin(async move {
-                let forget = cached(c, "DELETE FROM seen_events WHERE at < $1").await?;
-                c.execute(&forget, &[&(now - DEDUPE_SECONDS)]).await?;
                 // The primary key decides: of two replicas inserting the same key at
                 // once, the second waits for the first and inserts nothing.
                 let insert = cached(
@@ -1436,6 +1454,43 @@ impl Store for PostgresStore {
                 )
                 .await?;
                 Ok(c.execute(&insert, &[&key, &now]).await? == 1)
+            })
+        })
+        .await
+    }
+
+    async fn claim_firing(
+        &self,
+        claim: FiringClaim,
+        decide: Decide<LockState, Effects, String>,
+    ) -> Result<Claimed> {
+        self.run(move |c| {
+            Box::pin(async move { in_tx(c, || claim_firing_body(c, &claim, &decide)).await })
+        })
+        .await
+    }
+
+    async fn latest_firing(&self, schedule: &str) -> Result<Option<FiringClaim>> {
+        let schedule = schedule.to_string();
+        self.run(move |c| {
+            Box::pin(async move {
+                let stmt = cached(
+                    c,
+                    "SELECT key, schedule, at, outcome, claimed_at FROM firings WHERE schedule = $1
+                     ORDER BY at DESC, outcome ASC, key DESC LIMIT 1",
+                )
+                .await?;
+                let row = c.query_opt(&stmt, &[&schedule]).await?;
+                row.map(|r| {
+                    Ok(FiringClaim {
+                        key: r.try_get(0)?,
+                        schedule: r.try_get(1)?,
+                        at: r.try_get(2)?,
+                        outcome: r.try_get(3)?,
+                        claimed_at: r.try_get(4)?,
+                    })
+                })
+                .transpose()
             })
         })
         .await
@@ -1500,6 +1555,92 @@ impl Store for PostgresStore {
             })
         })
         .await
+    }
+
+    async fn heartbeat(&self, r: &Replica, now_ms: i64, lease_until_ms: i64) -> Result<u64> {
+        let r = r.clone();
+        self.run(move |c| {
+            Box::pin(async move { replicas::heartbeat(c, &r, now_ms, lease_until_ms).await })
+        })
+        .await
+    }
+
+    async fn replicas(&self, since_ms: i64) -> Result<Vec<Replica>> {
+        self.run(move |c| Box::pin(replicas::replicas(c, since_ms)))
+            .await
+    }
+
+    async fn claim_job(&self, id: i64, owner: &str, lease_until_ms: i64) -> Result<bool> {
+        let owner = owner.to_string();
+        self.run(move |c| {
+            Box::pin(async move { replicas::claim_job(c, id, &owner, lease_until_ms).await })
+        })
+        .await
+    }
+
+    async fn expired_jobs(&self, now_ms: i64, lease_ms: i64) -> Result<Vec<JobRecord>> {
+        let tail = format!(
+            "WHERE {} ORDER BY id LIMIT 100",
+            expired_condition("$1", lease_ms.max(0))
+        );
+        self.run(move |c| Box::pin(async move { jobs_where(c, &tail, &[&now_ms]).await }))
+            .await
+    }
+
+    async fn interrupt_job(
+        &self,
+        id: i64,
+        now_ms: i64,
+        lease_ms: i64,
+        outcome: Outcome,
+        effects: Effects,
+    ) -> Result<bool> {
+        let text = serde_json::to_string(&outcome)
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode outcome: {e}")))?;
+        let sql = format!(
+            "UPDATE jobs SET status = 'interrupted', outcome = $2, updated_at = $3
+             WHERE id = $4 AND {}",
+            expired_condition("$1", lease_ms.max(0))
+        );
+        let now_s = now_ms.div_euclid(1000);
+        self.run(move |c| {
+            Box::pin(async move {
+                in_tx(c, || async {
+                    // Messages first, the job's row second, as everywhere (a settle locks
+                    // an outbox row, then notes a failure on its job); rolled back if
+                    // another replica was first or the lease was renewed.
+                    write_effects(c, &effects).await?;
+                    let stmt = cached(c, &sql).await?;
+                    let n = c.execute(&stmt, &[&now_ms, &text, &now_s, &id]).await?;
+                    Ok(if n == 1 {
+                        Tx::Commit(true)
+                    } else {
+                        Tx::Rollback(false)
+                    })
+                })
+                .await
+            })
+        })
+        .await
+    }
+
+    async fn take_rate(
+        &self,
+        key: &str,
+        now_ms: i64,
+        interval_ms: i64,
+        burst: u32,
+    ) -> Result<Admission> {
+        let key = key.to_string();
+        self.run(move |c| {
+            Box::pin(async move { replicas::take_rate(c, &key, now_ms, interval_ms, burst).await })
+        })
+        .await
+    }
+
+    async fn prune(&self, before_ms: i64, seen_before: i64) -> Result<Pruned> {
+        self.run(move |c| Box::pin(replicas::prune(c, before_ms, seen_before)))
+            .await
     }
 }
 

@@ -16,15 +16,18 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::oneshot;
 
-use super::copy::Dump;
+use super::dump::Dump;
+use super::replicas::expired_condition;
 use super::sqlite_outbox as outbox;
+use super::sqlite_replicas as replicas;
+use super::{Admission, Pruned, Replica};
 use super::{
-    AuditEntry, Backend, Decide, DeployReport, Effects, Enqueued, JobChange, JobRecord, LockChange,
-    LockDecision, LockHistoryEntry, NewJob, NewMessage, OutboxRow, OutboxStats, Result, Settle,
-    Store, StoreError, StoreInfo,
+    AuditEntry, Backend, Claimed, Decide, DeployReport, Effects, Enqueued, FiringClaim, JobChange,
+    JobRecord, LockChange, LockDecision, LockHistoryEntry, NewJob, NewMessage, OutboxRow,
+    OutboxStats, Result, Settle, Store, StoreError, StoreInfo,
 };
 use crate::door::Source;
 use crate::job::{JobKind, JobStatus, Outcome};
@@ -36,11 +39,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_deploy.sql"),
     include_str!("migrations/0003_outbox.sql"),
+    include_str!("migrations/0004_firings.sql"),
+    include_str!("migrations/0005_replicas.sql"),
 ];
-
-/// How long delivery keys are remembered (Slack retries for up to ~5 minutes, or 24 h
-/// with Delayed Events).
-const DEDUPE_SECONDS: i64 = 25 * 3600;
 
 /// How long a statement waits for another process's write lock.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -396,6 +397,41 @@ fn create_job(
     Ok(Ok(record))
 }
 
+/// Jobs whose lease ran out (see [`super::replicas`]).
+fn expired_jobs(conn: &Connection, now_ms: i64, lease_ms: i64) -> Result<Vec<JobRecord>> {
+    let tail = format!(
+        "WHERE {} ORDER BY id LIMIT 100",
+        expired_condition("?1", lease_ms.max(0))
+    );
+    jobs_where(conn, &tail, now_ms)
+}
+
+/// Ends an expired job as interrupted with its effects, if it is still expired.
+fn interrupt_job(
+    conn: &mut Connection,
+    id: i64,
+    now_ms: i64,
+    lease_ms: i64,
+    outcome: &Outcome,
+    effects: &Effects,
+) -> Result<bool> {
+    let text = serde_json::to_string(outcome)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode outcome: {e}")))?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let sql = format!(
+        "UPDATE jobs SET status = 'interrupted', outcome = ?2, updated_at = ?3
+         WHERE id = ?4 AND {}",
+        expired_condition("?1", lease_ms.max(0))
+    );
+    let n = tx.execute(&sql, params![now_ms, text, now_ms.div_euclid(1000), id])?;
+    if n != 1 {
+        return Ok(false);
+    }
+    write_effects(&tx, effects)?;
+    tx.commit()?;
+    Ok(true)
+}
+
 fn audit_row(r: &Row) -> rusqlite::Result<(AuditEntry, String)> {
     Ok((
         AuditEntry {
@@ -423,7 +459,8 @@ fn deploy_report_row(row: &Row) -> rusqlite::Result<DeployReport> {
 }
 
 /// Everything in the SQLite database at `url`, read in one read transaction without
-/// changing it (`corral migrate`). Every row is parsed as the store reads it.
+/// changing it (`corral migrate`). Every row is parsed as the store reads it. Long by
+/// design: one `SELECT` per table, the mirror of the PostgreSQL side's `load`.
 pub(super) fn dump(url: &str) -> Result<Dump> {
     let not_there = |reason: String| StoreError::Open {
         url: url.to_string(),
@@ -815,15 +852,70 @@ impl Store for SqliteStore {
     async fn first_delivery(&self, key: &str, now: i64) -> Result<bool> {
         let key = key.to_string();
         self.call(move |c| {
-            c.execute(
-                "DELETE FROM seen_events WHERE at < ?1",
-                [now - DEDUPE_SECONDS],
-            )?;
             let inserted = c.execute(
                 "INSERT INTO seen_events (event_id, at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
                 params![key, now],
             )?;
             Ok(inserted == 1)
+        })
+        .await
+    }
+
+    async fn claim_firing(
+        &self,
+        claim: FiringClaim,
+        decide: Decide<LockState, Effects, String>,
+    ) -> Result<Claimed> {
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let taken: Option<i64> = tx
+                .query_row("SELECT 1 FROM firings WHERE key = ?1", [&claim.key], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if taken.is_some() {
+                return Ok(Claimed::Before);
+            }
+            let lock = read_lock(&tx)?;
+            let effects = match decide(&lock) {
+                Ok(e) => e,
+                Err(why) => return Ok(Claimed::Declined(why)),
+            };
+            tx.execute(
+                "INSERT INTO firings (key, schedule, at, outcome, claimed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    claim.key,
+                    claim.schedule,
+                    claim.at,
+                    claim.outcome,
+                    claim.claimed_at
+                ],
+            )?;
+            write_effects(&tx, &effects)?;
+            tx.commit()?;
+            Ok(Claimed::Now)
+        })
+        .await
+    }
+
+    async fn latest_firing(&self, schedule: &str) -> Result<Option<FiringClaim>> {
+        let schedule = schedule.to_string();
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT key, schedule, at, outcome, claimed_at FROM firings WHERE schedule = ?1
+                 ORDER BY at DESC, outcome ASC, key DESC LIMIT 1",
+            )?;
+            let mut rows = stmt.query_map([schedule], |r| {
+                Ok(FiringClaim {
+                    key: r.get(0)?,
+                    schedule: r.get(1)?,
+                    at: r.get(2)?,
+                    outcome: r.get(3)?,
+                    claimed_at: r.get(4)?,
+                })
+            })?;
+            Ok(rows.next().transpose()?)
         })
         .await
     }
@@ -860,6 +952,55 @@ impl Store for SqliteStore {
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
         .await
+    }
+
+    async fn heartbeat(&self, r: &Replica, now_ms: i64, lease_until_ms: i64) -> Result<u64> {
+        let r = r.clone();
+        self.call(move |c| replicas::heartbeat(c, &r, now_ms, lease_until_ms))
+            .await
+    }
+
+    async fn replicas(&self, since_ms: i64) -> Result<Vec<Replica>> {
+        self.call(move |c| replicas::replicas(c, since_ms)).await
+    }
+
+    async fn claim_job(&self, id: i64, owner: &str, lease_until_ms: i64) -> Result<bool> {
+        let owner = owner.to_string();
+        self.call(move |c| replicas::claim_job(c, id, &owner, lease_until_ms))
+            .await
+    }
+
+    async fn expired_jobs(&self, now_ms: i64, lease_ms: i64) -> Result<Vec<JobRecord>> {
+        self.call(move |c| expired_jobs(c, now_ms, lease_ms)).await
+    }
+
+    async fn interrupt_job(
+        &self,
+        id: i64,
+        now_ms: i64,
+        lease_ms: i64,
+        outcome: Outcome,
+        effects: Effects,
+    ) -> Result<bool> {
+        self.call(move |c| interrupt_job(c, id, now_ms, lease_ms, &outcome, &effects))
+            .await
+    }
+
+    async fn take_rate(
+        &self,
+        key: &str,
+        now_ms: i64,
+        interval_ms: i64,
+        burst: u32,
+    ) -> Result<Admission> {
+        let key = key.to_string();
+        self.call(move |c| replicas::take_rate(c, &key, now_ms, interval_ms, burst))
+            .await
+    }
+
+    async fn prune(&self, before_ms: i64, seen_before: i64) -> Result<Pruned> {
+        self.call(move |c| replicas::prune(c, before_ms, seen_before))
+            .await
     }
 }
 

@@ -133,7 +133,8 @@ async fn a_job_cut_off_by_a_crash_is_reported_interrupted_in_its_thread() {
     let dir = TempDir::new("interrupted");
     let slack = FakeSlack::start().await;
     {
-        // What a killed bot leaves behind: a running job with its thread root stored.
+        // What a killed bot leaves behind: a running job with its thread root stored,
+        // last changed a minute ago (no lease: so it is over 30 s after that change).
         std::fs::create_dir_all(dir.0.join("state")).unwrap();
         let url = format!("sqlite://{}/state/corral.db", dir.0.display());
         let store = SqliteStore::open(&url).await.unwrap();
@@ -150,12 +151,12 @@ async fn a_job_cut_off_by_a_crash_is_reported_interrupted_in_its_thread() {
             .set_job_status(
                 job.id,
                 corral::job::JobStatus::Running,
-                crate::support::now(),
+                crate::support::now() - 60,
             )
             .await
             .unwrap();
         store
-            .set_job_progress(job.id, 3, 0, 10, crate::support::now())
+            .set_job_progress(job.id, 3, 0, 10, crate::support::now() - 60)
             .await
             .unwrap();
         store

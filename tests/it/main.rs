@@ -17,6 +17,7 @@ mod rancher_image;
 mod releasestatus;
 mod replicas;
 mod schedule;
+mod scheduler;
 mod server_limits;
 mod slack_ingress;
 mod socket_mode;

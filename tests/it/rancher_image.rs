@@ -835,3 +835,61 @@ async fn waiting_services_share_one_read_per_environment() {
     let per_service = reqs.len() as f64 / 30.0;
     assert!(per_service < 3.0, "{} requests for 30 services", reqs.len());
 }
+
+/// Issue 9, hole 9: a signed registry hook captured and sent again inside its 300 s
+/// window must not upgrade twice. The (timestamp, signature) pair is remembered in the
+/// store (shared by replicas), so the copy is refused and starts nothing.
+#[tokio::test]
+async fn a_signed_hook_replayed_inside_its_window_runs_once() {
+    let w = world(&[], |_| {}).await;
+    let dev = w.fake.add_project("dev");
+    let st = w.fake.add_stack(&dev, "app", "");
+    labelled_app(&w.fake, &dev, &st, "svc");
+    let router = corral::api::hooks::routes().with_state(w.app.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let http = corral::http_client().expect("client");
+    let body = r#"{"image":"myorg/app:3.1"}"#;
+    let ts = crate::support::now().to_string();
+    let sig = corral::api::hooks::sign(TOKEN, &ts, body.as_bytes());
+    let send = || {
+        http.post(format!("{base}/hooks/registry"))
+            .header("X-Corral-Timestamp", &ts)
+            .header("X-Corral-Signature", &sig)
+            .body(body)
+            .send()
+    };
+    let first = send().await.expect("hook");
+    assert_eq!(first.status(), 202);
+    let v: Value = first.json().await.expect("json");
+    w.finish(v["job"].as_i64().expect("id")).await;
+    // The same bytes again, 1 s later: inside the window, so only memory can refuse it.
+    let replay = send().await.expect("hook");
+    assert_eq!(replay.status(), 409, "a replay is refused");
+    let text = replay.text().await.expect("text");
+    assert!(text.contains("already"), "{text}");
+    assert_eq!(
+        w.app.store.jobs(10).await.expect("jobs").len(),
+        1,
+        "one job"
+    );
+    // Another push, signed anew, is a new request.
+    let ts2 = (crate::support::now() + 1).to_string();
+    let r = http
+        .post(format!("{base}/hooks/registry"))
+        .header("X-Corral-Timestamp", &ts2)
+        .header(
+            "X-Corral-Signature",
+            corral::api::hooks::sign(TOKEN, &ts2, body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("hook");
+    assert_eq!(r.status(), 202);
+}

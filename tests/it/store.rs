@@ -230,17 +230,18 @@ async fn jobs_pass_the_gate_in_one_transaction() {
 }
 
 #[tokio::test]
-async fn deliveries_are_seen_once_for_a_day() {
+async fn deliveries_are_seen_once_until_pruned() {
     let dir = TempDir::new("store-dedupe");
     for (url, s, _db) in backends(&dir).await {
         assert!(s.first_delivery("Ev1", 100).await.unwrap(), "{url}");
         assert!(!s.first_delivery("Ev1", 101).await.unwrap(), "{url}");
         assert!(s.first_delivery("hook:Ev1", 101).await.unwrap(), "{url}");
-        // Forgotten after 25 hours.
-        assert!(
-            s.first_delivery("Ev1", 100 + 25 * 3600 + 1).await.unwrap(),
-            "{url}"
-        );
+        // Remembered until pruned: pruning keys seen before 101 forgets Ev1 only.
+        assert!(!s.first_delivery("Ev1", 100 + 25 * 3600 + 1).await.unwrap());
+        let pruned = s.prune(0, 101).await.unwrap();
+        assert_eq!(pruned.seen, 1, "{url}");
+        assert!(!s.first_delivery("hook:Ev1", 200).await.unwrap(), "{url}");
+        assert!(s.first_delivery("Ev1", 201).await.unwrap(), "{url}");
     }
 }
 
@@ -416,7 +417,7 @@ async fn a_replica_one_schema_version_behind_keeps_working() {
         .await
         .batch_execute(&format!(
             "INSERT INTO corral_schema (version, name) VALUES ({}, 'from_the_future');
-             ALTER TABLE jobs ADD COLUMN lease_owner TEXT;
+             ALTER TABLE jobs ADD COLUMN from_the_future TEXT;
              CREATE TABLE outbox_future (id BIGINT PRIMARY KEY);",
             known + 1
         ))
@@ -1051,4 +1052,335 @@ async fn writers_on_three_replicas_give_a_lane_one_sequence() {
         1,
         "{outcomes:?}"
     );
+}
+
+/// Job leases (issue 13): a claimed job is renewed by its replica's heartbeat; once the
+/// heartbeats stop and the lease runs out it is expired, and of two replicas ending it
+/// one does, with its thread note, in one transaction. A job without a lease (an older
+/// replica's) counts from its last change.
+#[tokio::test]
+async fn job_leases_are_renewed_by_heartbeats_and_expire_once() {
+    use corral::chat::Message;
+    use corral::store::{NewMessage, Replica};
+    let dir = TempDir::new("store-leases");
+    for (url, s, _db) in backends(&dir).await {
+        let a = Replica::this_process(1_000);
+        let b = Replica {
+            id: "other:2:1000".into(),
+            ..Replica::this_process(1_000)
+        };
+        let lease = 30_000;
+        let j = s
+            .create_job(new_job(1), Box::new(|_| Ok(Effects::default())))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            s.claim_job(j.id, &a.id, 1_000 + lease).await.unwrap(),
+            "{url}"
+        );
+        assert!(
+            !s.claim_job(j.id, &b.id, 1_000 + lease).await.unwrap(),
+            "{url}: held by a"
+        );
+        assert!(
+            s.claim_job(j.id, &a.id, 1_000 + lease).await.unwrap(),
+            "{url}: a again"
+        );
+        s.set_job_status(j.id, JobStatus::Running, 2).await.unwrap();
+        // Heartbeats renew it; while they come nothing expires.
+        assert_eq!(s.heartbeat(&a, 20_000, 20_000 + lease).await.unwrap(), 1);
+        assert_eq!(s.heartbeat(&b, 20_000, 20_000 + lease).await.unwrap(), 0);
+        assert!(
+            s.expired_jobs(45_000, lease).await.unwrap().is_empty(),
+            "{url}"
+        );
+        // A's heartbeats stop: at 50 s + 1 ms its lease is over.
+        let expired = s.expired_jobs(50_001, lease).await.unwrap();
+        assert_eq!(expired.iter().map(|j| j.id).collect::<Vec<_>>(), vec![j.id]);
+        let note = |t: &str| {
+            Effects::messages(vec![
+                NewMessage::post(50_001, "C1", Message::text(t)).job(j.id),
+            ])
+        };
+        let outcome = Outcome {
+            summary: "interrupted".into(),
+            ..Outcome::default()
+        };
+        // Two replicas end it at once: one does, one finds it done.
+        let (x, y) = tokio::join!(
+            s.interrupt_job(j.id, 50_001, lease, outcome.clone(), note("from b")),
+            s.interrupt_job(j.id, 50_002, lease, outcome.clone(), note("from c")),
+        );
+        assert_eq!(
+            [x.unwrap(), y.unwrap()].iter().filter(|w| **w).count(),
+            1,
+            "{url}"
+        );
+        let done = s.job(j.id).await.unwrap().unwrap();
+        assert_eq!(done.status, JobStatus::Interrupted, "{url}");
+        assert_eq!(done.outcome.unwrap().summary, "interrupted");
+        let notes = s.outbox_rows(Some(j.id), 10).await.unwrap();
+        assert_eq!(
+            notes.len(),
+            1,
+            "{url}: one note, from the winner: {notes:?}"
+        );
+        assert!(s.expired_jobs(60_000, lease).await.unwrap().is_empty());
+        // A lease renewed in time is not ended, even if it had been found expired.
+        let k = s
+            .create_job(new_job(3), Box::new(|_| Ok(Effects::default())))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(s.claim_job(k.id, &b.id, 10_000).await.unwrap());
+        assert_eq!(s.expired_jobs(10_001, lease).await.unwrap().len(), 1);
+        s.heartbeat(&b, 10_002, 40_002).await.unwrap();
+        assert!(
+            !s.interrupt_job(k.id, 10_003, lease, outcome.clone(), note("late"))
+                .await
+                .unwrap(),
+            "{url}"
+        );
+        assert_eq!(
+            s.job(k.id).await.unwrap().unwrap().status,
+            JobStatus::Queued
+        );
+        // Without a lease (written by an older replica): expired `lease` after its last
+        // change (updated_at 5 s).
+        let old = s
+            .create_job(new_job(5), Box::new(|_| Ok(Effects::default())))
+            .await
+            .unwrap()
+            .unwrap();
+        let ids =
+            |v: Vec<corral::store::JobRecord>| v.into_iter().map(|j| j.id).collect::<Vec<_>>();
+        assert!(!ids(s.expired_jobs(35_000, lease).await.unwrap()).contains(&old.id));
+        assert!(ids(s.expired_jobs(35_001, lease).await.unwrap()).contains(&old.id));
+        // Awaiting approval and finished jobs never expire.
+        s.set_job_status(old.id, JobStatus::AwaitingApproval, 5)
+            .await
+            .unwrap();
+        assert!(!ids(s.expired_jobs(99_000_000, lease).await.unwrap()).contains(&old.id));
+        // The replicas seen since a time, newest first.
+        s.heartbeat(&a, 21_000, 21_000).await.unwrap();
+        let seen = s.replicas(15_000).await.unwrap();
+        assert_eq!(
+            seen.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            vec![a.id.as_str(), b.id.as_str()],
+            "{url}"
+        );
+        assert_eq!(
+            (seen[0].last_seen_ms, seen[1].last_seen_ms),
+            (21_000, 20_000)
+        );
+        assert_eq!(seen[0].pid, a.pid);
+        assert!(s.replicas(21_001).await.unwrap().is_empty());
+    }
+}
+
+/// The per-user command limit is the store's, so two processes spend one budget.
+#[tokio::test]
+async fn the_command_limit_is_one_budget_for_every_process() {
+    use corral::store::Admission;
+    let dir = TempDir::new("store-rate");
+    for (url, s, db) in backends(&dir).await {
+        // A second handle on the same database (PostgreSQL: another pool; SQLite memory
+        // databases are private to their handle, so the same one).
+        let other = match &db {
+            Some(db) => corral::store::open(&db.url).await.unwrap(),
+            None => s.clone(),
+        };
+        let take = |st: &Arc<dyn Store>, now: i64| {
+            let st = st.clone();
+            async move { st.take_rate("user:U1", now, 20_000, 3).await.unwrap() }
+        };
+        assert_eq!(take(&s, 0).await, Admission::Allowed, "{url}");
+        assert_eq!(take(&other, 0).await, Admission::Allowed);
+        assert_eq!(take(&s, 1).await, Admission::Allowed);
+        assert_eq!(take(&other, 2).await, Admission::Refused, "{url}");
+        assert_eq!(take(&s, 3).await, Admission::Silent);
+        assert_eq!(
+            s.take_rate("user:U2", 3, 20_000, 3).await.unwrap(),
+            Admission::Allowed
+        );
+        // 20 s later one command is free again, then the flood is told again.
+        assert_eq!(take(&other, 20_000).await, Admission::Allowed, "{url}");
+        assert_eq!(take(&s, 20_001).await, Admission::Refused);
+        // Simultaneous takes on a fresh budget of 3: exactly 3 pass.
+        let racers = (0..8).map(|i| {
+            let st = if i % 2 == 0 { s.clone() } else { other.clone() };
+            async move { st.take_rate("user:U3", 50_000, 20_000, 3).await.unwrap() }
+        });
+        let got = futures::future::join_all(racers).await;
+        assert_eq!(
+            got.iter().filter(|a| **a == Admission::Allowed).count(),
+            3,
+            "{url}: {got:?}"
+        );
+        assert_eq!(got.iter().filter(|a| **a == Admission::Refused).count(), 1);
+    }
+}
+
+/// Retention: delivered and finished unkeyed rows older than the cut are deleted; roots
+/// (keyed rows), pending rows and newer rows stay.
+#[tokio::test]
+async fn pruning_deletes_old_finished_rows_and_keeps_roots_and_pending() {
+    use corral::chat::Message;
+    use corral::store::{Enqueued, NewMessage, Settle};
+    let dir = TempDir::new("store-prune");
+    for (url, s, _db) in backends(&dir).await {
+        let m = |t: &str| Message::text(t);
+        let out = s
+            .enqueue(vec![
+                NewMessage::post(1_000, "C1", m("root")).keyed("job:1:root"),
+                NewMessage::post(1_000, "C2", m("old announcement")),
+                NewMessage::post(1_000, "C3", m("waiting")),
+            ])
+            .await
+            .unwrap();
+        let ids: Vec<i64> = out
+            .iter()
+            .map(|e| match e {
+                Enqueued::New(id) | Enqueued::Coalesced(id) => *id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        for id in &ids[..2] {
+            let row = s
+                .outbox_claim(*id, "me", 2_000, 10_000)
+                .await
+                .unwrap()
+                .unwrap();
+            s.outbox_settle(
+                *id,
+                "me",
+                Settle::Delivered {
+                    version: row.version,
+                    ts: Some("1.1".into()),
+                },
+                2_000,
+            )
+            .await
+            .unwrap();
+        }
+        s.take_rate("user:old", 1_000, 1_000, 1).await.unwrap();
+        s.heartbeat(&corral::store::Replica::this_process(1_000), 1_000, 2_000)
+            .await
+            .unwrap();
+        // A cut before they were written deletes nothing.
+        assert_eq!(s.prune(1_000, 0).await.unwrap().messages, 0, "{url}");
+        let p = s.prune(5_000, 0).await.unwrap();
+        assert_eq!((p.messages, p.other), (1, 2), "{url}");
+        let left: Vec<String> = s
+            .outbox_rows(None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.message.text)
+            .collect();
+        assert_eq!(left, vec!["root", "waiting"], "{url}");
+        assert!(s.outbox_get("job:1:root").await.unwrap().is_some());
+    }
+}
+
+fn firing(key: &str, schedule: &str, at: i64, outcome: &str) -> corral::store::FiringClaim {
+    corral::store::FiringClaim {
+        key: key.into(),
+        schedule: schedule.into(),
+        at,
+        outcome: outcome.into(),
+        claimed_at: at,
+    }
+}
+
+#[tokio::test]
+async fn a_firing_is_claimed_once_with_its_messages_however_many_ask() {
+    use corral::store::{Claimed, NewMessage};
+    let dir = TempDir::new("store-firings");
+    for (url, s, _db) in backends(&dir).await {
+        assert_eq!(s.latest_firing("digest:C1").await.unwrap(), None, "{url}");
+        // Twenty claims of one key at once: one writes its message, the others nothing.
+        let asks: Vec<_> = (0..20)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let claim = firing("digest:C1:100", "digest:C1", 100, "sent");
+                    s.claim_firing(
+                        claim,
+                        Box::new(move |_| {
+                            Ok(Effects::messages(vec![NewMessage::post(
+                                1,
+                                "C1",
+                                corral::chat::Message::text(format!("digest from {i}")),
+                            )]))
+                        }),
+                    )
+                    .await
+                    .unwrap()
+                })
+            })
+            .collect();
+        let mut now = 0;
+        for a in asks {
+            match a.await.unwrap() {
+                Claimed::Now => now += 1,
+                Claimed::Before => {}
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+        assert_eq!(now, 1, "{url}");
+        let rows = s.outbox_rows(None, 100).await.unwrap();
+        assert_eq!(rows.len(), 1, "{url}: {rows:?}");
+        // A declining decider writes neither the claim nor its messages; it sees the lock.
+        let got = s
+            .claim_firing(
+                firing("remind:5:0", "remind:5", 200, "reminded"),
+                Box::new(|lock: &LockState| match &lock.running {
+                    None => Err("no release".to_string()),
+                    Some(_) => Ok(Effects::default()),
+                }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(got, Claimed::Declined("no release".into()), "{url}");
+        assert_eq!(s.latest_firing("remind:5").await.unwrap(), None, "{url}");
+        assert_eq!(s.outbox_rows(None, 100).await.unwrap().len(), 1, "{url}");
+        // The latest firing of a schedule: greatest time; enter before exit at a tie.
+        let ok = |_: &LockState| Ok(Effects::default());
+        for (key, at, outcome) in [
+            ("freeze:w:10:enter", 10, "enter"),
+            ("freeze:w:10:exit", 20, "exit"),
+            ("freeze:w:20:enter", 20, "enter"),
+        ] {
+            let got = s
+                .claim_firing(firing(key, "freeze:w", at, outcome), Box::new(ok))
+                .await
+                .unwrap();
+            assert_eq!(got, Claimed::Now, "{url} {key}");
+        }
+        let latest = s.latest_firing("freeze:w").await.unwrap().unwrap();
+        assert_eq!(
+            (latest.key.as_str(), latest.at, latest.outcome.as_str()),
+            ("freeze:w:20:enter", 20, "enter"),
+            "{url}"
+        );
+        assert_eq!(
+            s.latest_firing("digest:C1").await.unwrap().unwrap().outcome,
+            "sent",
+            "{url}"
+        );
+        // Hostile keys are data.
+        let hostile = "digest:'; DROP TABLE firings; --:1";
+        let got = s
+            .claim_firing(firing(hostile, "x'y", 1, "sent"), Box::new(ok))
+            .await
+            .unwrap();
+        assert_eq!(got, Claimed::Now, "{url}");
+        assert_eq!(
+            s.latest_firing("x'y").await.unwrap().unwrap().key,
+            hostile,
+            "{url}"
+        );
+    }
 }
