@@ -55,7 +55,13 @@ pub struct Limits {
     /// Size of one extended header (PAX, GNU long name or link):
     /// `CORRAL_DEPLOY_MAX_HEADER_BYTES`.
     pub max_header_bytes: u64,
+    /// Uncompressed bytes per compressed byte, checked once past [`RATIO_FROM`]
+    /// uncompressed bytes (a gzip bomb under `max_bytes`): `CORRAL_DEPLOY_MAX_RATIO`.
+    pub max_ratio: u64,
 }
+
+/// The compression ratio is judged only past this many uncompressed bytes.
+pub const RATIO_FROM: u64 = 64 << 20;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -63,15 +69,17 @@ impl Default for Limits {
             max_bytes: 8 << 30,
             max_entries: 1_000_000,
             max_header_bytes: 1 << 20,
+            max_ratio: 200,
         }
     }
 }
 
 /// The settings, their defaults' names, as documented.
-pub const LIMIT_VARS: [&str; 3] = [
+pub const LIMIT_VARS: [&str; 4] = [
     "CORRAL_DEPLOY_MAX_BYTES",
     "CORRAL_DEPLOY_MAX_ENTRIES",
     "CORRAL_DEPLOY_MAX_HEADER_BYTES",
+    "CORRAL_DEPLOY_MAX_RATIO",
 ];
 
 impl Limits {
@@ -91,6 +99,7 @@ impl Limits {
             max_bytes: get(LIMIT_VARS[0], d.max_bytes)?,
             max_entries: get(LIMIT_VARS[1], d.max_entries)?,
             max_header_bytes: get(LIMIT_VARS[2], d.max_header_bytes)?,
+            max_ratio: get(LIMIT_VARS[3], d.max_ratio)?,
         })
     }
 
@@ -244,6 +253,8 @@ struct Seen {
     limit: OnceLock<String>,
     /// The source itself failed (a download error: corral's own text).
     source: OnceLock<String>,
+    /// Bytes read from the source (compressed, when it is gzip).
+    read: std::sync::atomic::AtomicU64,
 }
 
 /// Records errors of the source (the download) before gzip or tar wrap them.
@@ -254,9 +265,13 @@ struct SourceReader<R> {
 
 impl<R: Read> Read for SourceReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.inner.read(buf).inspect_err(|e| {
+        let n = self.inner.read(buf).inspect_err(|e| {
             let _ = self.seen.source.set(e.to_string());
-        })
+        })?;
+        self.seen
+            .read
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
     }
 }
 
@@ -265,6 +280,7 @@ struct Bounded<R> {
     inner: R,
     read: u64,
     max: u64,
+    max_ratio: u64,
     seen: Arc<Seen>,
 }
 
@@ -274,6 +290,7 @@ impl<R> Bounded<R> {
             inner,
             read: 0,
             max: limits.max_bytes,
+            max_ratio: limits.max_ratio,
             seen: seen.clone(),
         }
     }
@@ -294,6 +311,20 @@ impl<R: Read> Read for Bounded<R> {
                 self.max
             ));
             return Err(std::io::Error::other("limit"));
+        }
+        if self.read > RATIO_FROM {
+            let source = self
+                .seen
+                .read
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .max(1);
+            if self.read / source > self.max_ratio {
+                let _ = self.seen.limit.set(format!(
+                    "it unpacks to more than {} times its compressed size (CORRAL_DEPLOY_MAX_RATIO)",
+                    self.max_ratio
+                ));
+                return Err(std::io::Error::other("limit"));
+            }
         }
         Ok(n)
     }
@@ -982,6 +1013,46 @@ mod tests {
             );
         }
         std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_gzip_bomb_under_the_byte_bound_is_stopped_by_the_ratio() {
+        let root = tmp("ratio");
+        let gz = |b: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            std::io::Write::write_all(&mut e, b).unwrap();
+            e.finish().unwrap()
+        };
+        let mut h = tar::Header::new_gnu();
+        h.set_path("zeros").unwrap();
+        h.set_size(200 << 20);
+        h.set_cksum();
+        let mut bomb = gz(h.as_bytes());
+        bomb.extend(gz(&vec![0u8; 1 << 20]).repeat(200));
+        let e = unpack_with(&bomb[..], &root, &Limits::default()).unwrap_err();
+        assert!(e.to_string().contains("CORRAL_DEPLOY_MAX_RATIO"), "{e}");
+        let written = std::fs::metadata(root.join("zeros")).map_or(0, |m| m.len());
+        assert!(written <= RATIO_FROM + (1 << 20), "{written}");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn limits_from_the_environment() {
+        let env = |n: &str| match n {
+            "CORRAL_DEPLOY_MAX_BYTES" => Some("512M".to_string()),
+            "CORRAL_DEPLOY_MAX_RATIO" => Some("50".to_string()),
+            _ => None,
+        };
+        let l = Limits::from_lookup(&env).unwrap();
+        assert_eq!(
+            (l.max_bytes, l.max_ratio, l.max_entries),
+            (512 << 20, 50, 1_000_000)
+        );
+        for bad in ["0", "-1", "12X", "lots"] {
+            let env = |n: &str| (n == "CORRAL_DEPLOY_MAX_ENTRIES").then(|| bad.to_string());
+            let e = Limits::from_lookup(&env).unwrap_err();
+            assert!(e.starts_with("CORRAL_DEPLOY_MAX_ENTRIES: "), "{bad}: {e}");
+        }
     }
 
     #[test]

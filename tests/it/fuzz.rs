@@ -312,6 +312,7 @@ fn fuzz_archive_extractor_never_escapes() {
         max_bytes: 1 << 20,
         max_entries: 64,
         max_header_bytes: 4096,
+        max_ratio: 200,
     };
     let gz = |b: &[u8]| {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
