@@ -82,7 +82,32 @@ impl App {
 
     /// The stacks behind their catalog's newest version, or why they are unknown.
     async fn outdated_stacks(&self) -> RancherPart {
-        RancherPart::NotConfigured
+        let rancher = &self.runner.domains().rancher;
+        let cfg = rancher.config();
+        if cfg.url.is_none() || cfg.access_key.is_none() || cfg.secret_key.is_none() {
+            return RancherPart::NotConfigured;
+        }
+        let client = match rancher.client() {
+            Ok(c) => c,
+            Err(e) => return RancherPart::Unreachable(e.to_string()),
+        };
+        match crate::rancher::outdated::outdated_stacks(&client, &cfg.environments).await {
+            Ok(list) => RancherPart::Outdated(
+                list.into_iter()
+                    .map(|o| OutdatedStack {
+                        template: o.template,
+                        environment: o.environment,
+                        stack: o.stack,
+                        version: o.version,
+                        newest: o.newest,
+                    })
+                    .collect(),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "digest: Rancher could not be read");
+                RancherPart::Unreachable(e.to_string())
+            }
+        }
     }
 }
 

@@ -686,3 +686,75 @@ async fn a_restart_in_the_same_second_loses_no_announcement() {
     let reminder = posted.iter().find(|p| p.text.contains("⏰")).unwrap();
     assert_eq!(reminder.thread_ts.as_deref(), Some(first.ts.as_str()));
 }
+
+#[tokio::test]
+async fn a_digest_lists_stacks_behind_their_catalog_and_says_when_rancher_is_unreachable() {
+    use crate::support::fake_rancher::{ACCESS_KEY, FakeRancher, SECRET_KEY};
+    let f = FakeRancher::start().await;
+    let files: &[(&str, &str)] = &[("docker-compose.yml", "x")];
+    f.add_template(
+        "library",
+        "my_web",
+        &[
+            ("1", "1.0.0", files),
+            ("9", "1.9.0", files),
+            ("11", "2.1.0", files),
+        ],
+    );
+    f.add_template("library", "db", &[("1", "1.0", files), ("2", "2.0", files)]);
+    let prod = f.add_project("prod");
+    let staging = f.add_project("staging");
+    f.add_stack(&prod, "a", "catalog://library:my_web:1");
+    f.add_stack(&prod, "b-newest", "catalog://library:my_web:11");
+    f.add_stack(&staging, "c", "catalog://library:my_web:9");
+    f.add_stack(&prod, "d", "catalog://library:db:1");
+    f.add_stack(&staging, "handmade", "");
+    f.add_stack(&staging, "other", "catalog://library:gone:1");
+
+    let dir = TempDir::new("sched-digest-rancher");
+    let path = policy(&dir, DIGEST);
+    let url = format!("{}/v1", f.url);
+    let env = [
+        ("CORRAL_POLICY", path.as_str()),
+        ("RANCHER_URL", url.as_str()),
+        ("RANCHER_ACCESS_KEY", ACCESS_KEY),
+        ("RANCHER_SECRET_KEY", SECRET_KEY),
+        ("CORRAL_RANCHER_RATE", "2000"),
+    ];
+    let clock = ManualClock::new(ts("2025-06-05T08:59:00Z"));
+    let c = Corral::start_on(&env, clock.shared()).await;
+    c.app.start_scheduler();
+    clock.set(ts("2025-06-05T09:00:00Z"));
+    let posted = until(&c, &clock, |p| with(p, "Release digest") == 1).await;
+    let d = &posted
+        .iter()
+        .find(|p| p.text.contains("Release digest"))
+        .unwrap()
+        .text;
+    let want = "*Stacks behind their catalog* (3)\n\
+                `library:db` (newest 2.0):\n\
+                • prod / d at 1.0\n\
+                `library:my_web` (newest 2.1.0):\n\
+                • prod / a at 1.0.0\n\
+                • staging / c at 1.9.0";
+    assert!(d.contains(want), "{d}");
+    assert!(
+        !d.contains("b-newest") && !d.contains("handmade") && !d.contains("gone"),
+        "{d}"
+    );
+    // Read-only: nothing but GETs reached Rancher.
+    assert!(f.posts().is_empty(), "{:?}", f.posts());
+
+    // Rancher down: the next digest says so and still reports the rest.
+    f.fail_requests(None, "projects", 503, 1000);
+    clock.set(ts("2025-06-06T09:00:00Z"));
+    let posted = until(&c, &clock, |p| with(p, "Release digest") == 2).await;
+    let d = &posted
+        .iter()
+        .filter(|p| p.text.contains("Release digest"))
+        .nth(1)
+        .unwrap()
+        .text;
+    assert!(d.contains("Rancher could not be reached"), "{d}");
+    assert!(d.contains("*Lock*") && d.contains("*Running jobs*"), "{d}");
+}
