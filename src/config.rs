@@ -416,6 +416,9 @@ pub struct Config {
     /// Pool size and timeouts of a networked database (`CORRAL_DATABASE_*`).
     pub database: crate::store::Settings,
     pub api_token: Option<Secret>,
+    /// The token hosts report deploys with (`CORRAL_REPORT_TOKEN`): accepted on the report
+    /// endpoint only, so an agent's host never holds the full API token.
+    pub report_token: Option<Secret>,
     pub slack: SlackConfig,
     /// Channels where jobs started outside Slack are announced.
     pub channels: Vec<String>,
@@ -449,6 +452,7 @@ impl Config {
             database_url,
             database,
             api_token: env.secret(&["CORRAL_API_TOKEN", "API_KEY"]),
+            report_token: env.secret(&["CORRAL_REPORT_TOKEN"]),
             slack,
             channels: env.list(&["CORRAL_CHANNEL", "SLACK_CHANNELS"]),
             rancher,
@@ -627,13 +631,18 @@ fn deploy_settings(env: &Env) -> Result<crate::deploy::Config, ConfigError> {
         allow: env.list(&["CORRAL_DEPLOY_ALLOW"]),
         hosts: env.list(&["CORRAL_DEPLOY_HOSTS"]),
         serf_rpc: env
-            .string(&["CORRAL_SERF_RPC"])
+            .string(&["CORRAL_SERF_RPC", "SERF_RPC_ADDR"])
             .unwrap_or_else(|| "127.0.0.1:7373".to_string()),
-        consul_url: env
-            .url(&["CORRAL_CONSUL_URL"])?
-            .unwrap_or_else(|| Url::parse("http://127.0.0.1:8500").expect("static URL")),
+        serf_rpc_auth: env.secret(&["CORRAL_SERF_RPC_AUTH", "SERF_RPC_AUTH"]),
+        consul_url: consul_url(env)?,
+        consul_token: env.secret(&["CORRAL_CONSUL_TOKEN", "CONSUL_HTTP_TOKEN"]),
+        consul_ca: consul_ca(env)?,
         report_timeout: env.duration(&["CORRAL_DEPLOY_TIMEOUT"], Duration::from_secs(600))?,
-        reports_authenticated: env.lookup(&["CORRAL_API_TOKEN", "API_KEY"]).is_some(),
+        reports_authenticated: env
+            .lookup(&["CORRAL_REPORT_TOKEN", "CORRAL_API_TOKEN", "API_KEY"])
+            .is_some(),
+        agent: env.string(&["CORRAL_DEPLOY_AGENT"]).map(PathBuf::from),
+        env: deploy_env(env)?,
         limits: crate::deploy::extract::Limits::from_lookup(&|n| env.string(&[n])).map_err(
             |e| match e.split_once(": ") {
                 Some((var, why)) => ConfigError::invalid(var, why),
@@ -657,6 +666,71 @@ fn deploy_settings(env: &Env) -> Result<crate::deploy::Config, ConfigError> {
     }
 
     Ok(deploy)
+}
+
+/// `CORRAL_CONSUL_URL` (alias `CONSUL_HTTP_ADDR`): a URL, or a bare `host:port` as the
+/// Consul CLI takes it (`http://`); `CORRAL_CONSUL_SSL` (alias `CONSUL_HTTP_SSL`) `true`
+/// makes it `https://`.
+fn consul_url(env: &Env) -> Result<Url, ConfigError> {
+    let ssl = env.boolean(&["CORRAL_CONSUL_SSL", "CONSUL_HTTP_SSL"], false)?;
+    let (var, raw) = env
+        .lookup(&["CORRAL_CONSUL_URL", "CONSUL_HTTP_ADDR"])
+        .unwrap_or(("CORRAL_CONSUL_URL", "http://127.0.0.1:8500"));
+    let raw = raw.trim();
+    let full = if raw.contains("://") {
+        raw.to_string()
+    } else {
+        format!("http://{raw}")
+    };
+    let mut url = parse_http_url(&full).map_err(|e| ConfigError::invalid(var, e))?;
+    if ssl && url.scheme() == "http" {
+        let _ = url.set_scheme("https");
+    }
+    Ok(url)
+}
+
+/// `CORRAL_CONSUL_CACERT` (alias `CONSUL_CACERT`): a PEM file, read and checked at start.
+fn consul_ca(env: &Env) -> Result<Option<Vec<u8>>, ConfigError> {
+    let Some((var, path)) = env.lookup(&["CORRAL_CONSUL_CACERT", "CONSUL_CACERT"]) else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(path.trim())
+        .map_err(|e| ConfigError::invalid(var, format!("cannot read {}: {e}", path.trim())))?;
+    reqwest::Certificate::from_pem(&pem)
+        .map_err(|e| ConfigError::invalid(var, format!("not a PEM certificate: {e}")))?;
+    Ok(Some(pem))
+}
+
+/// `CORRAL_DEPLOY_ENV`: the names of the variables a deploy on the bot's host gets (their
+/// values from the environment or `.env`; an unset one is simply not passed). corral's own
+/// settings and secrets are refused by name.
+fn deploy_env(env: &Env) -> Result<Vec<(String, Secret)>, ConfigError> {
+    let var = "CORRAL_DEPLOY_ENV";
+    let mut out = Vec::new();
+    for name in env.list(&[var]) {
+        let shape = name
+            .chars()
+            .enumerate()
+            .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+        if !shape {
+            return Err(ConfigError::invalid(
+                var,
+                format!("{:?} is not a variable name", crate::text::sanitize(&name)),
+            ));
+        }
+        if crate::deploy::own_secret(&name) {
+            return Err(ConfigError::invalid(
+                var,
+                format!(
+                    "{name} is one of corral's own settings or secrets (SLACK_*, RANCHER_*, CATTLE_*, CORRAL_*, API_KEY, DATABASE_URL, CONSUL_HTTP_TOKEN, SERF_RPC_AUTH); deploys never get it"
+                ),
+            ));
+        }
+        if let Some(v) = env.secret(&[name.as_str()]) {
+            out.push((name, v));
+        }
+    }
+    Ok(out)
 }
 
 /// How long the outbox keeps trying and how far it backs off.
@@ -909,6 +983,28 @@ mod tests {
             !format!("{c:?}").contains("hooktoken42"),
             "the webhook URL is a secret"
         );
+    }
+
+    #[test]
+    fn job_lease_and_retention() {
+        let cfg = |pairs: &[(&str, &str)]| Config::from_env(&Env::from_pairs(pairs.to_vec()));
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.replicas.job_lease, Duration::from_secs(30));
+        assert_eq!(c.replicas.retention, Duration::from_secs(7 * 86_400));
+        let c = cfg(&[("CORRAL_JOB_LEASE", "2s"), ("CORRAL_STORE_RETENTION", "2d")]).unwrap();
+        assert_eq!(
+            (c.replicas.job_lease, c.replicas.retention),
+            (Duration::from_secs(2), Duration::from_secs(2 * 86_400))
+        );
+        for (var, value) in [
+            ("CORRAL_JOB_LEASE", "0"),
+            ("CORRAL_JOB_LEASE", "soon"),
+            ("CORRAL_STORE_RETENTION", "10m"),
+            ("CORRAL_STORE_RETENTION", "-1d"),
+        ] {
+            let e = cfg(&[(var, value)]).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("{var}:")), "{var}={value}: {e}");
+        }
     }
 
     #[test]

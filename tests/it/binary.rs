@@ -68,7 +68,8 @@ impl Server {
             url: format!("http://127.0.0.1:{port}"),
         };
         let client = corral::http_client().unwrap();
-        for _ in 0..200 {
+        // Up to 20 s: a loaded machine (six builders on two cores) can take that long.
+        for _ in 0..800 {
             if let Ok(r) = client.get(format!("{}/readyz", server.url)).send().await
                 && r.status() == 200
             {

@@ -7,6 +7,7 @@ mod binary;
 mod deploy;
 mod deploy_fanout;
 mod deploy_hostile;
+mod deploy_security;
 mod fuzz;
 mod layers;
 mod outbox;
