@@ -329,6 +329,39 @@ pub struct SlackConfig {
     pub user_rate: u32,
 }
 
+/// The HTTP server's bounds on slow clients (`CORRAL_HTTP_*`, see `api::serve`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Time to deliver a request's headers once the connection is ready for one (also
+    /// how long an idle keep-alive connection is kept).
+    pub header_timeout: Duration,
+    /// Time to deliver a whole request body.
+    pub body_timeout: Duration,
+    /// Connections open at once.
+    pub max_connections: usize,
+}
+
+impl HttpConfig {
+    fn from_env(env: &Env) -> Result<HttpConfig, ConfigError> {
+        let http = HttpConfig {
+            header_timeout: env
+                .duration(&["CORRAL_HTTP_HEADER_TIMEOUT"], Duration::from_secs(10))?,
+            body_timeout: env.duration(&["CORRAL_HTTP_BODY_TIMEOUT"], Duration::from_secs(30))?,
+            max_connections: env.number(&["CORRAL_HTTP_MAX_CONNECTIONS"], 1024, 1..=1_000_000)?
+                as usize,
+        };
+        for (var, d) in [
+            ("CORRAL_HTTP_HEADER_TIMEOUT", http.header_timeout),
+            ("CORRAL_HTTP_BODY_TIMEOUT", http.body_timeout),
+        ] {
+            if d < Duration::from_millis(100) {
+                return Err(ConfigError::invalid(var, "must be at least 100ms"));
+            }
+        }
+        Ok(http)
+    }
+}
+
 /// The outbox's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutboxConfig {
@@ -396,6 +429,7 @@ pub struct Config {
     pub outbox: OutboxConfig,
     pub log_format: LogFormat,
     pub replicas: ReplicaConfig,
+    pub http: HttpConfig,
 }
 
 impl Config {
@@ -428,6 +462,7 @@ impl Config {
             outbox: outbox_settings(env)?,
             replicas: replica_settings(env)?,
             log_format: LogFormat::from_env(env)?,
+            http: HttpConfig::from_env(env)?,
         })
     }
 
@@ -608,6 +643,12 @@ fn deploy_settings(env: &Env) -> Result<crate::deploy::Config, ConfigError> {
             .is_some(),
         agent: env.string(&["CORRAL_DEPLOY_AGENT"]).map(PathBuf::from),
         env: deploy_env(env)?,
+        limits: crate::deploy::extract::Limits::from_lookup(&|n| env.string(&[n])).map_err(
+            |e| match e.split_once(": ") {
+                Some((var, why)) => ConfigError::invalid(var, why),
+                None => ConfigError::invalid("CORRAL_DEPLOY_MAX_BYTES", e.clone()),
+            },
+        )?,
     };
 
     for prefix in &deploy.allow {

@@ -181,10 +181,13 @@ async fn serve() -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, store = %config.database_url, "corral is serving");
-    axum::serve(listener, corral::api::router(app.clone()))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("HTTP server")?;
+    corral::api::serve::serve(
+        listener,
+        corral::api::router(app.clone()),
+        config.http,
+        shutdown_signal(),
+    )
+    .await;
     if let Some(s) = socket {
         s.shutdown().await;
     }

@@ -11,6 +11,7 @@ pub mod health;
 pub mod hooks;
 pub mod native;
 pub mod releasestatus;
+pub mod serve;
 pub mod updater;
 pub mod votes;
 

@@ -30,6 +30,9 @@ pub struct Config {
     pub report_timeout: Duration,
     /// Whether hosts have a token to report with (`CORRAL_API_TOKEN`); a fan-out needs it.
     pub reports_authenticated: bool,
+    /// Bounds on extracting an archive here (`--target local`; agents read their own
+    /// `CORRAL_DEPLOY_MAX_*`).
+    pub limits: super::extract::Limits,
     /// The program `--target local` runs as `<program> agent` (`CORRAL_DEPLOY_AGENT`;
     /// `None`: this very binary).
     pub agent: Option<PathBuf>,
