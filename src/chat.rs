@@ -51,6 +51,24 @@ pub enum Block {
         text: String,
     },
     Divider,
+    /// A row of buttons (Slack's `actions` block; at most 25 are shown). A click comes
+    /// back to [`crate::app::App::click`] with the button's `action_id` and `value`.
+    Buttons {
+        buttons: Vec<Button>,
+    },
+}
+
+/// One button.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Button {
+    /// `<family>.<action>`, e.g. `release.stop`: how a click is routed.
+    pub action_id: String,
+    pub text: String,
+    #[serde(default)]
+    pub value: String,
+    /// Shown as a dangerous action (red).
+    #[serde(default)]
+    pub danger: bool,
 }
 
 /// Slack message metadata: an event type and a flat string payload.

@@ -383,6 +383,9 @@ pub struct Config {
     /// Pool size and timeouts of a networked database (`CORRAL_DATABASE_*`).
     pub database: crate::store::Settings,
     pub api_token: Option<Secret>,
+    /// The token hosts report deploys with (`CORRAL_REPORT_TOKEN`): accepted on the report
+    /// endpoint only, so an agent's host never holds the full API token.
+    pub report_token: Option<Secret>,
     pub slack: SlackConfig,
     /// Channels where jobs started outside Slack are announced.
     pub channels: Vec<String>,
@@ -415,6 +418,7 @@ impl Config {
             database_url,
             database,
             api_token: env.secret(&["CORRAL_API_TOKEN", "API_KEY"]),
+            report_token: env.secret(&["CORRAL_REPORT_TOKEN"]),
             slack,
             channels: env.list(&["CORRAL_CHANNEL", "SLACK_CHANNELS"]),
             rancher,
@@ -422,8 +426,8 @@ impl Config {
             policy_path,
             policy,
             outbox: outbox_settings(env)?,
-            log_format: LogFormat::from_env(env)?,
             replicas: replica_settings(env)?,
+            log_format: LogFormat::from_env(env)?,
         })
     }
 
@@ -598,7 +602,11 @@ fn deploy_settings(env: &Env) -> Result<crate::deploy::Config, ConfigError> {
             .url(&["CORRAL_CONSUL_URL"])?
             .unwrap_or_else(|| Url::parse("http://127.0.0.1:8500").expect("static URL")),
         report_timeout: env.duration(&["CORRAL_DEPLOY_TIMEOUT"], Duration::from_secs(600))?,
-        reports_authenticated: env.lookup(&["CORRAL_API_TOKEN", "API_KEY"]).is_some(),
+        reports_authenticated: env
+            .lookup(&["CORRAL_REPORT_TOKEN", "CORRAL_API_TOKEN", "API_KEY"])
+            .is_some(),
+        agent: env.string(&["CORRAL_DEPLOY_AGENT"]).map(PathBuf::from),
+        env: deploy_env(env)?,
     };
 
     for prefix in &deploy.allow {
@@ -616,6 +624,38 @@ fn deploy_settings(env: &Env) -> Result<crate::deploy::Config, ConfigError> {
     }
 
     Ok(deploy)
+}
+
+/// `CORRAL_DEPLOY_ENV`: the names of the variables a deploy on the bot's host gets (their
+/// values from the environment or `.env`; an unset one is simply not passed). corral's own
+/// settings and secrets are refused by name.
+fn deploy_env(env: &Env) -> Result<Vec<(String, Secret)>, ConfigError> {
+    let var = "CORRAL_DEPLOY_ENV";
+    let mut out = Vec::new();
+    for name in env.list(&[var]) {
+        let shape = name
+            .chars()
+            .enumerate()
+            .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+        if !shape {
+            return Err(ConfigError::invalid(
+                var,
+                format!("{:?} is not a variable name", crate::text::sanitize(&name)),
+            ));
+        }
+        if crate::deploy::own_secret(&name) {
+            return Err(ConfigError::invalid(
+                var,
+                format!(
+                    "{name} is one of corral's own settings or secrets (SLACK_*, RANCHER_*, CATTLE_*, CORRAL_*, API_KEY, DATABASE_URL, CONSUL_HTTP_TOKEN, SERF_RPC_AUTH); deploys never get it"
+                ),
+            ));
+        }
+        if let Some(v) = env.secret(&[name.as_str()]) {
+            out.push((name, v));
+        }
+    }
+    Ok(out)
 }
 
 /// How long the outbox keeps trying and how far it backs off.

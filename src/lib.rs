@@ -37,10 +37,15 @@ pub mod text;
 /// `ring` provider, the same one slack-morphism uses; no default timeout, so every caller
 /// sets a deadline per request.
 pub fn http_client() -> reqwest::Result<reqwest::Client> {
+    http_client_builder().build()
+}
+
+/// [`http_client`]'s settings, for a caller that needs one more (a root certificate, no
+/// redirects).
+pub fn http_client_builder() -> reqwest::ClientBuilder {
     // Installing twice is harmless (the second call reports the first provider).
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(10))
         .user_agent(concat!("corral/", env!("CARGO_PKG_VERSION")))
-        .build()
 }

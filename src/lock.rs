@@ -12,6 +12,12 @@
 //! `--force` is given by someone allowed to force. The older HTTP endpoints keep
 //! releasestatus's behaviour (anyone with the API token may stop).
 //!
+//! Beside the table, a **freeze window** (policy `[[freeze]]`) is a condition of its own:
+//! while one is open, `start` is refused as under a block (after the running and blocked
+//! checks), unless an admin forces it. The window is an input ([`Frozen`]), decided by the
+//! caller from the policy and the time; `block`/`unblock` never see it, so a manual block
+//! made during a window outlives the window.
+//!
 //! This module is pure: the store runs [`apply`] inside a transaction.
 
 use serde::{Deserialize, Serialize};
@@ -72,9 +78,23 @@ pub struct Actor {
     pub holder_only_stop: bool,
 }
 
+/// A freeze window open at the time of a request (an input: this module reads no policy
+/// and no clock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frozen {
+    /// The freeze's name in the policy.
+    pub name: String,
+    /// When the window closes, Unix seconds.
+    pub until: i64,
+    /// How the end is shown (in the freeze's time zone and in UTC).
+    pub until_shown: String,
+}
+
 /// Why a request was refused. Each maps to releasestatus's `0`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
+    /// A freeze window is open.
+    Frozen(Frozen),
     AlreadyRunning(Holder),
     Blocked(Holder),
     NotRunning,
@@ -82,6 +102,29 @@ pub enum Refusal {
     ForceNotAllowed,
     AlreadyBlocked(Holder),
     NotBlocked,
+}
+
+/// [`apply`] with the freeze window open now, if any: `start` is refused inside it
+/// (after the running and blocked checks) unless `through_freeze` is asked by an actor
+/// who may force. Other actions ignore the window.
+pub fn apply_frozen(
+    state: &LockState,
+    action: &LockAction,
+    actor: &Actor,
+    now: i64,
+    frozen: Option<&Frozen>,
+    through_freeze: bool,
+) -> Result<LockState, Refusal> {
+    let next = apply(state, action, actor, now)?;
+    if let (LockAction::Start { .. }, Some(f)) = (action, frozen) {
+        if !through_freeze {
+            return Err(Refusal::Frozen(f.clone()));
+        }
+        if !actor.may_force {
+            return Err(Refusal::ForceNotAllowed);
+        }
+    }
+    Ok(next)
 }
 
 /// Applies `action` to `state`; returns the new state or why not.
@@ -165,6 +208,11 @@ impl Refusal {
                 person(&b.who),
                 when(b.since),
                 with_reason(&b.reason)
+            ),
+            Refusal::Frozen(f) => format!(
+                "Releases are frozen: the freeze window `{}` is open until {} (an admin can add `--force`).",
+                sanitize(&f.name),
+                f.until_shown
             ),
             Refusal::NotRunning => "No release is running.".to_string(),
             Refusal::NotHolder(h) => format!(
@@ -307,6 +355,71 @@ mod tests {
             ..actor("anyone")
         };
         assert_eq!(apply(&s, &stop(false), &http, 5).unwrap().running, None);
+    }
+
+    #[test]
+    fn a_freeze_refuses_only_start_and_admins_pass_it() {
+        let f = Frozen {
+            name: "weekend".into(),
+            until: 100,
+            until_shown: "Mon 08:00".into(),
+        };
+        let start = LockAction::Start { reason: "".into() };
+        let idle = st(false, false);
+        let e = apply_frozen(&idle, &start, &actor("U1"), 5, Some(&f), false).unwrap_err();
+        assert_eq!(e, Refusal::Frozen(f.clone()));
+        assert!(e.explain().contains("`weekend` is open until Mon 08:00"));
+        // Running and blocked are reported first, as without a freeze.
+        assert!(matches!(
+            apply_frozen(&st(true, false), &start, &actor("U1"), 5, Some(&f), false),
+            Err(Refusal::AlreadyRunning(_))
+        ));
+        assert!(matches!(
+            apply_frozen(&st(false, true), &start, &actor("U1"), 5, Some(&f), true),
+            Err(Refusal::Blocked(_))
+        ));
+        // Forcing needs an admin.
+        assert_eq!(
+            apply_frozen(&idle, &start, &actor("U1"), 5, Some(&f), true),
+            Err(Refusal::ForceNotAllowed)
+        );
+        let admin = Actor {
+            may_force: true,
+            ..actor("U1")
+        };
+        assert!(
+            apply_frozen(&idle, &start, &admin, 5, Some(&f), true)
+                .unwrap()
+                .running
+                .is_some()
+        );
+        // Block, unblock and stop do not see the window.
+        let block = LockAction::Block { reason: "".into() };
+        assert!(apply_frozen(&idle, &block, &actor("U1"), 5, Some(&f), false).is_ok());
+        assert!(
+            apply_frozen(
+                &st(false, true),
+                &LockAction::Unblock,
+                &actor("U1"),
+                5,
+                Some(&f),
+                false
+            )
+            .is_ok()
+        );
+        assert!(
+            apply_frozen(
+                &st(true, false),
+                &LockAction::Stop { force: false },
+                &actor("U1"),
+                5,
+                Some(&f),
+                false
+            )
+            .is_ok()
+        );
+        // No window: as apply.
+        assert!(apply_frozen(&idle, &start, &actor("U1"), 5, None, false).is_ok());
     }
 
     #[test]

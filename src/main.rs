@@ -147,6 +147,7 @@ async fn serve() -> anyhow::Result<ExitCode> {
     }
     let app = App::new(config.clone(), store, chat);
     app.start_sender();
+    app.start_scheduler();
     // Heartbeat, job leases, and reporting the jobs of replicas that died (a crash of
     // this one included, once its leases are over); the first tick runs now.
     app.start_replica();

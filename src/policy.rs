@@ -6,8 +6,8 @@
 //! in the README.
 //!
 //! `[[approval]]`, `[lock]`, `[[freeze]]` and `[[digest]]` are parsed and validated here
-//! so a policy written for them is checked today; the scheduler and approval flow that
-//! act on them are separate work (see ARCHITECTURE.md, "not yet built"). Schedules are
+//! at start-up; the scheduler (`app::scheduler`) acts on `[lock]`, `[[freeze]]` and
+//! `[[digest]]`, the approval flow on `[[approval]]` is separate work. Schedules are
 //! validated with the real cron parser and time zone database ([`crate::schedule`]):
 //! bad cron strings, unknown time zones, durations of zero and freeze windows longer than
 //! their period stop start-up, naming the key.

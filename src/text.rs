@@ -200,6 +200,16 @@ pub fn redact_secrets_in(text: &str, url: &str) -> String {
         .replace(url, &shown)
 }
 
+/// `text` with the password of every `scheme://user:password@` in it replaced by `***`
+/// (log lines and errors that quote URLs they were given, whole or not).
+pub fn redact_credentials_in(text: &str) -> String {
+    static CREDENTIALS: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"([A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*):[^@\s/]*@")
+            .expect("static regex")
+    });
+    CREDENTIALS.replace_all(text, "$1:***@").into_owned()
+}
+
 /// Shortens text to at most `max` bytes on a character boundary, marking the cut with `…`
 /// (counted in the `max`).
 pub fn truncate(text: &str, max: usize) -> String {
@@ -345,6 +355,10 @@ mod tests {
     fn truncation_is_bounded_and_whole() {
         assert_eq!(truncate("héllo", 4), "h…");
         assert_eq!(truncate("hello", 5), "hello");
+        assert_eq!(
+            redact_credentials_in("GET http://deployer:hunter2@h:1/m and s3://a:b@c/k, ftp://x@y"),
+            "GET http://deployer:***@h:1/m and s3://a:***@c/k, ftp://x@y"
+        );
         let t = truncate(&"é".repeat(1000), 101);
         assert!(t.len() <= 101 && t.ends_with('…'));
     }

@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::Config;
+use crate::secret::Secret;
 
 /// Why a request was not let in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -38,18 +39,37 @@ pub fn presented(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// Checks a request's token against the configured one, in constant time.
+/// Checks a request's token against the configured API token, in constant time.
 pub fn check(headers: &HeaderMap, config: &Config) -> Result<(), AuthError> {
-    let Some(expected) = &config.api_token else {
+    check_against(headers, &[config.api_token.as_ref()])
+}
+
+/// The report endpoint's check: `CORRAL_REPORT_TOKEN` (accepted there and nowhere else)
+/// or the API token.
+pub fn check_report(headers: &HeaderMap, config: &Config) -> Result<(), AuthError> {
+    check_against(
+        headers,
+        &[config.report_token.as_ref(), config.api_token.as_ref()],
+    )
+}
+
+fn check_against(headers: &HeaderMap, tokens: &[Option<&Secret>]) -> Result<(), AuthError> {
+    let configured: Vec<&Secret> = tokens.iter().flatten().copied().collect();
+    if configured.is_empty() {
         return Err(AuthError::NotConfigured);
-    };
+    }
     let Some(given) = presented(headers) else {
         return Err(AuthError::Missing);
     };
-    // Digests first, so the comparison takes the same time whatever the lengths.
+    // Digests first, so the comparison takes the same time whatever the lengths; every
+    // token is compared, so the time does not say which one matched.
     let given = Sha256::digest(given.as_bytes());
-    let expected = Sha256::digest(expected.expose().as_bytes());
-    if bool::from(given.as_slice().ct_eq(expected.as_slice())) {
+    let mut ok = subtle::Choice::from(0);
+    for expected in configured {
+        let expected = Sha256::digest(expected.expose().as_bytes());
+        ok |= given.as_slice().ct_eq(expected.as_slice());
+    }
+    if bool::from(ok) {
         Ok(())
     } else {
         Err(AuthError::Wrong)

@@ -1,5 +1,7 @@
 //! `POST /api/v1/deploys/{job}/reports`: a host's result, posted by `corral agent
-//! --report-url` (SPEC §4, §6). The API token is required. The fan-out job waiting on
+//! --report-url` (SPEC §4, §6). `CORRAL_REPORT_TOKEN` (valid on this endpoint only) or
+//! the API token is required; the job must be a deploy that has not ended, and with
+//! `CORRAL_DEPLOY_HOSTS` set the host must be one of them. The fan-out job waiting on
 //! `{job}` picks reports up from the store.
 
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use axum::routing::post;
 use serde_json::json;
 
 use crate::app::App;
-use crate::deploy::agent::Report;
+use crate::deploy::report::Report;
 use crate::store::DeployReport;
 
 pub fn routes() -> Router<Arc<App>> {
@@ -35,7 +37,7 @@ async fn report(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(e) = crate::api::auth::check(&headers, &app.config) {
+    if let Err(e) = crate::api::auth::check_report(&headers, &app.config) {
         return error(StatusCode::UNAUTHORIZED, e);
     }
     let Ok(job_id) = job.parse::<i64>() else {
@@ -72,7 +74,23 @@ async fn report(
             );
         }
     };
+    let expected = &app.config.deploy.hosts;
+    if !expected.is_empty() && !expected.iter().any(|h| h == host) {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "host {} is not one this deploy expects (CORRAL_DEPLOY_HOSTS)",
+                crate::text::sanitize(host)
+            ),
+        );
+    }
     match app.store.job(job_id).await {
+        Ok(Some(j)) if j.kind == crate::job::JobKind::Deploy && j.status.is_final() => {
+            return error(
+                StatusCode::CONFLICT,
+                format!("job {job_id} has ended; reports are no longer taken"),
+            );
+        }
         Ok(Some(j)) if j.kind == crate::job::JobKind::Deploy => {}
         Ok(Some(j)) => {
             return error(

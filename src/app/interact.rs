@@ -116,7 +116,10 @@ impl App {
         tracing::info!(action_id = %click.action_id, user = %click.user, source = click.source.as_str(), "click");
         // Each family of buttons is routed here by `click.family()`; a family this
         // process does not know is a button that no longer does anything.
-        let text = "This button no longer does anything.".to_string();
+        let text = match click.family() {
+            "release" => self.click_release(&click).await,
+            _ => "This button no longer does anything.".to_string(),
+        };
         let now = self.clock.unix_ms();
         if let Some(row) = click.answer(now, text.clone()) {
             self.say(vec![row]).await;

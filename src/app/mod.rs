@@ -14,14 +14,18 @@
 //! in the transaction of the change that causes it, and the [`outbox`] sender (started
 //! with [`App::start_sender`]) delivers it.
 
+pub mod digest;
 pub mod dispatch;
+pub mod freeze;
 pub mod interact;
 pub mod limit;
 pub mod metrics;
 pub mod outbox;
+pub mod remind;
 pub mod replica;
 pub mod reporter;
 pub mod runner;
+pub mod scheduler;
 
 use std::sync::Arc;
 
@@ -31,7 +35,7 @@ use crate::command::{Command, JobCmd, OVERVIEW, ReleaseCmd};
 use crate::config::Config;
 pub use crate::door::{Source, identity};
 use crate::job::JobStatus;
-use crate::lock::{self, Actor, LockAction, LockState, Refusal};
+use crate::lock::{self, Actor, Frozen, LockAction, LockState, Refusal};
 use crate::store::{
     AuditEntry, Effects, JobRecord, LockDecision, LockHistoryEntry, NewJob, NewMessage, Role,
     Store, StoreError, Thread,
@@ -165,6 +169,8 @@ pub struct App {
     pub outbox: Outbox,
     /// Background work `corral serve` waits for at shutdown.
     pub background: tokio_util::task::TaskTracker,
+    /// Wakes the scheduler (a lock change moves the next reminder).
+    pub scheduler: scheduler::Wake,
     /// This process as a replica on the store (heartbeats, job leases).
     pub replica: crate::store::Replica,
     limiter: UserLimiter,
@@ -216,6 +222,7 @@ impl App {
             runner,
             outbox,
             background: tokio_util::task::TaskTracker::new(),
+            scheduler: scheduler::Wake::default(),
             replica,
             limiter,
         })
@@ -333,12 +340,21 @@ impl App {
         let action = match cmd {
             ReleaseCmd::Status => {
                 return match self.store.lock_state().await {
-                    Ok(s) => Reply::new(Outcome::Ok, Visibility::Ephemeral, s.describe()),
+                    Ok(s) => {
+                        let mut text = s.describe();
+                        if let Some(line) =
+                            freeze::freeze_status(&self.config.policy.freezes, self.clock.now())
+                        {
+                            text.push('\n');
+                            text.push_str(&line);
+                        }
+                        Reply::new(Outcome::Ok, Visibility::Ephemeral, text)
+                    }
                     Err(e) => Reply::error(e),
                 };
             }
             ReleaseCmd::History { n } => return self.history(*n).await,
-            ReleaseCmd::Start { reason } => LockAction::Start {
+            ReleaseCmd::Start { reason, .. } => LockAction::Start {
                 reason: reason.clone(),
             },
             ReleaseCmd::Stop { force } => LockAction::Stop { force: *force },
@@ -361,8 +377,9 @@ impl App {
             may_force: self.config.policy.may_force(&req.user),
             holder_only_stop: req.source != Source::ReleaseStatus,
         };
+        let through_freeze = matches!(cmd, ReleaseCmd::Start { force: true, .. });
         match self
-            .change_lock_replying(action, actor, req.source, to)
+            .change_lock_replying(action, actor, req.source, to, through_freeze)
             .await
         {
             Ok(Ok(text)) => {
@@ -384,20 +401,42 @@ impl App {
         actor: Actor,
         source: Source,
     ) -> Result<Result<String, Refusal>, StoreError> {
-        self.change_lock_replying(action, actor, source, None).await
+        self.change_lock_replying(action, actor, source, None, false)
+            .await
     }
 
     /// [`App::change_lock`], also answering in a Slack thread (a mention) in the same
-    /// transaction.
+    /// transaction; `through_freeze`: an admin's `/release start --force`. A start from
+    /// outside Slack is announced under the key [`scheduler::announce_key`] in the first
+    /// channel, so lock reminders thread under it.
     async fn change_lock_replying(
         &self,
         action: LockAction,
         actor: Actor,
         source: Source,
         to: Option<&ReplyTo>,
+        through_freeze: bool,
     ) -> Result<Result<String, Refusal>, StoreError> {
         let now = self.clock.unix();
         let now_ms = self.clock.unix_ms();
+        let frozen = match action {
+            LockAction::Start { .. } => {
+                freeze::frozen_at(&self.config.policy.freezes, self.clock.now())
+            }
+            _ => None,
+        };
+        // The announcement of a start is keyed for its reminders' thread, unless the same
+        // person started a release in this same second already (a key names one post).
+        let announce_key = match action {
+            LockAction::Start { .. } if source != Source::Slack => {
+                let key = scheduler::announce_key(now, &actor.who);
+                match self.store.outbox_get(&key).await {
+                    Ok(None) => Some(key),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
         let decide_action = action.clone();
         let decide_actor = actor.clone();
         // Slack shows changes typed in Slack itself; the others are announced.
@@ -410,14 +449,22 @@ impl App {
         let change = self
             .store
             .change_lock(Box::new(move |state| {
-                let mut d = lock_decision(state, &decide_action, &decide_actor, source, now)?;
+                let gate = Gate {
+                    frozen: frozen.as_ref(),
+                    through_freeze,
+                };
+                let mut d = lock_decision(state, &decide_action, &decide_actor, source, now, gate)?;
                 let text = lock_change_text(&decide_action, &decide_actor.who, state);
-                for ch in &channels {
-                    d.effects.messages.push(NewMessage::post(
+                for (i, ch) in channels.iter().enumerate() {
+                    let mut post = NewMessage::post(
                         now_ms,
                         ch.clone(),
                         Message::text(format!("{text} (via {})", source.as_str())),
-                    ));
+                    );
+                    if let (0, Some(key)) = (i, &announce_key) {
+                        post = post.keyed(key.clone());
+                    }
+                    d.effects.messages.push(post);
                 }
                 if let Some(to) = &to {
                     d.effects.messages.push(NewMessage::reply(
@@ -431,6 +478,7 @@ impl App {
             }))
             .await?;
         self.outbox.wake();
+        self.scheduler.wake();
         let (before, _written) = match change {
             Ok(c) => c,
             Err(r) => {
@@ -529,6 +577,7 @@ impl App {
             forced: req.command.forced(),
             command: req.command.to_text(),
             now,
+            frozen: freeze::frozen_at(&self.config.policy.freezes, self.clock.now()),
         };
         let record = match self
             .store
@@ -555,18 +604,31 @@ impl App {
     }
 }
 
-/// The pure lock decision run inside the store's transaction: the state table, plus the
-/// history row and (for a forced stop of someone else's release) the audit line.
+/// The freeze window a lock change meets, and whether an admin forces through it.
+#[derive(Clone, Copy, Default)]
+struct Gate<'a> {
+    frozen: Option<&'a Frozen>,
+    through_freeze: bool,
+}
+
+/// The pure lock decision run inside the store's transaction: the state table (with the
+/// freeze window open now), plus the history row and the audit line of a forced stop of
+/// someone else's release or a forced start through a freeze window.
 fn lock_decision(
     state: &LockState,
     action: &LockAction,
     actor: &Actor,
     source: Source,
     now: i64,
+    gate: Gate<'_>,
 ) -> Result<LockDecision, Refusal> {
-    let next = lock::apply(state, action, actor, now)?;
+    let next = lock::apply_frozen(state, action, actor, now, gate.frozen, gate.through_freeze)?;
     let forced_over = match (action, &state.running) {
         (LockAction::Stop { force: true }, Some(h)) if h.who != actor.who => Some(h.who.clone()),
+        _ => None,
+    };
+    let through = match action {
+        LockAction::Start { .. } => gate.frozen,
         _ => None,
     };
     let mut effects = Effects::default();
@@ -579,6 +641,18 @@ fn lock_decision(
             source,
         });
     }
+    if let Some(f) = through {
+        effects.audit.push(AuditEntry {
+            at: now,
+            actor: actor.who.clone(),
+            action: "release.start --force".into(),
+            detail: format!(
+                "started a release through the freeze window {} (open until {})",
+                f.name, f.until_shown
+            ),
+            source,
+        });
+    }
     Ok(LockDecision {
         state: next,
         history: LockHistoryEntry {
@@ -587,7 +661,7 @@ fn lock_decision(
             action: action.name().into(),
             reason: action.reason().into(),
             source,
-            forced: forced_over.is_some(),
+            forced: forced_over.is_some() || through.is_some(),
         },
         effects,
     })
@@ -621,13 +695,18 @@ struct GateRequest {
     forced: bool,
     command: String,
     now: i64,
+    /// The freeze window open when the request came, if any.
+    frozen: Option<Frozen>,
 }
 
-/// The lock gate: refuses a job while releases are blocked or someone else holds the
-/// release, unless forced (which is audited). Runs inside the job's transaction.
+/// The lock gate: refuses a job while releases are blocked, a freeze window is open or
+/// someone else holds the release, unless forced (which is audited). Runs inside the
+/// job's transaction.
 fn gate(req: &GateRequest, state: &LockState) -> Result<Effects, String> {
     let refusal = if let Some(b) = &state.blocked {
         Some(Refusal::Blocked(b.clone()).explain())
+    } else if let Some(f) = &req.frozen {
+        Some(Refusal::Frozen(f.clone()).explain())
     } else {
         state
             .running

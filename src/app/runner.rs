@@ -55,6 +55,12 @@ impl Runner {
     }
 
     /// Starts a stored job in the background.
+    /// The domain handles jobs run with (the digest reads Rancher through the same rate
+    /// limits).
+    pub fn domains(&self) -> &dispatch::Domains {
+        &self.deps.domains
+    }
+
     pub fn spawn(&self, job: JobRecord, cmd: JobCmd) {
         let this = self.clone();
         let id = job.id;

@@ -94,7 +94,8 @@ impl Command {
     /// `--force` was given.
     pub fn forced(&self) -> bool {
         match self {
-            Command::Release(ReleaseCmd::Stop { force }) => *force,
+            Command::Release(ReleaseCmd::Stop { force })
+            | Command::Release(ReleaseCmd::Start { force, .. }) => *force,
             Command::Upgrade(UpgradeCmd::Catalog(c)) => c.force,
             Command::Upgrade(UpgradeCmd::Image(i)) => i.force,
             Command::Deploy(d) => d.force,
@@ -432,7 +433,8 @@ mod properties {
     fn command() -> impl Strategy<Value = Command> {
         let name = "[a-z][a-z0-9-]{0,10}";
         prop_oneof![
-            reason().prop_map(|reason| Command::Release(ReleaseCmd::Start { reason })),
+            (reason(), any::<bool>())
+                .prop_map(|(reason, force)| Command::Release(ReleaseCmd::Start { reason, force })),
             any::<bool>().prop_map(|force| Command::Release(ReleaseCmd::Stop { force })),
             Just(Command::Release(ReleaseCmd::Status)),
             reason().prop_map(|reason| Command::Release(ReleaseCmd::Block { reason })),

@@ -3,7 +3,7 @@
 use super::{Args, Family, ParseError};
 
 pub const USAGE: &str = "*Usage:* `/release <start|stop|status|block|unblock|history>`\n\
-• `/release start [reason…]` — take the release lock (e.g. `/release start 1.4.0 hotfix`)\n\
+• `/release start [--force] [reason…]` — take the release lock (e.g. `/release start 1.4.0 hotfix`); `--force` lets an admin start through a freeze window\n\
 • `/release stop [--force]` — give it back; `--force` lets an admin stop someone else's\n\
 • `/release status` — who holds it, since when, why; blocked or not\n\
 • `/release block [reason…]` — no new release may start (e.g. `/release block incident`)\n\
@@ -16,19 +16,38 @@ pub const MAX_REASON: usize = 300;
 /// A release-lock command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReleaseCmd {
-    Start { reason: String },
-    Stop { force: bool },
+    /// `force`: an admin starts through an open freeze window.
+    Start {
+        reason: String,
+        force: bool,
+    },
+    Stop {
+        force: bool,
+    },
     Status,
-    Block { reason: String },
+    Block {
+        reason: String,
+    },
     Unblock,
-    History { n: usize },
+    History {
+        n: usize,
+    },
 }
 
 impl ReleaseCmd {
     pub fn to_text(&self) -> String {
         match self {
-            ReleaseCmd::Start { reason } if reason.is_empty() => "start".into(),
-            ReleaseCmd::Start { reason } => format!("start {reason}"),
+            ReleaseCmd::Start { reason, force } => {
+                let mut t = String::from("start");
+                if *force {
+                    t.push_str(" --force");
+                }
+                if !reason.is_empty() {
+                    t.push(' ');
+                    t.push_str(reason);
+                }
+                t
+            }
             ReleaseCmd::Stop { force: true } => "stop --force".into(),
             ReleaseCmd::Stop { force: false } => "stop".into(),
             ReleaseCmd::Status => "status".into(),
@@ -53,9 +72,17 @@ pub(super) fn parse(words: &[String]) -> Result<ReleaseCmd, ParseError> {
     let rest: Vec<&str> = std::iter::from_fn(|| args.next()).collect();
     let args = Args::new(words, Family::Release);
     match verb.to_ascii_lowercase().as_str() {
-        "start" => Ok(ReleaseCmd::Start {
-            reason: reason(&args, &rest)?,
-        }),
+        "start" => {
+            // SPEC §2: `/release start [--force] [reason…]`.
+            let (force, rest) = match rest.split_first() {
+                Some((first, tail)) if first.eq_ignore_ascii_case("--force") => (true, tail),
+                _ => (false, rest.as_slice()),
+            };
+            Ok(ReleaseCmd::Start {
+                reason: reason(&args, rest)?,
+                force,
+            })
+        }
         "block" => Ok(ReleaseCmd::Block {
             reason: reason(&args, &rest)?,
         }),
@@ -119,13 +146,35 @@ mod tests {
 
     #[test]
     fn every_subcommand() {
-        assert_eq!(p("start").unwrap(), ReleaseCmd::Start { reason: "".into() });
+        assert_eq!(
+            p("start").unwrap(),
+            ReleaseCmd::Start {
+                reason: "".into(),
+                force: false
+            }
+        );
         assert_eq!(
             p("start 1.4.0  hotfix").unwrap(),
             ReleaseCmd::Start {
-                reason: "1.4.0 hotfix".into()
+                reason: "1.4.0 hotfix".into(),
+                force: false
             }
         );
+        assert_eq!(
+            p("start --force 1.4.0 hotfix").unwrap(),
+            ReleaseCmd::Start {
+                reason: "1.4.0 hotfix".into(),
+                force: true
+            }
+        );
+        assert_eq!(
+            p("start --force").unwrap(),
+            ReleaseCmd::Start {
+                reason: "".into(),
+                force: true
+            }
+        );
+        assert_eq!(p("start --force x").unwrap().to_text(), "start --force x");
         assert_eq!(p("STOP").unwrap(), ReleaseCmd::Stop { force: false });
         assert_eq!(p("stop --force").unwrap(), ReleaseCmd::Stop { force: true });
         assert_eq!(p("status").unwrap(), ReleaseCmd::Status);
@@ -153,7 +202,9 @@ mod tests {
             ("history -1", "from 1 to 100"),
             ("history ten", "from 1 to 100"),
             ("history 5 6", "Unexpected word"),
-            ("start --force", "Unknown option"),
+            ("start --forse", "Unknown option"),
+            ("start --force --force", "Unknown option"),
+            ("start hotfix --force", "Unknown option"),
         ] {
             let e = p(text).unwrap_err();
             assert!(e.problem.contains(needle), "{text:?}: {}", e.problem);

@@ -1,6 +1,10 @@
 //! The deploy log: every line is timestamped like stretcher's (`YYYY/MM/DD HH:MM:SS `),
 //! optionally echoed to stderr, and kept in memory, because success and failure
 //! commands read the whole log on stdin and the bot wants its tail.
+//!
+//! Every line is redacted before it is written anywhere: a URL's password becomes `***`
+//! ([`crate::text::redact_credentials_in`]), and so does every value registered with
+//! [`DeployLog::redact`] (the agent registers what `must_env` expands to).
 
 use std::sync::{Arc, Mutex};
 
@@ -12,22 +16,54 @@ const MAX_BYTES: usize = 8 << 20;
 #[derive(Debug, Clone, Default)]
 pub struct DeployLog {
     inner: Arc<Mutex<String>>,
+    secrets: Arc<Mutex<Vec<String>>>,
     echo: bool,
 }
+
+/// Values shorter than this are not redacted: blanking every `1` or `on` of a log would
+/// garble it, and such a value is no secret.
+const MIN_SECRET: usize = 4;
 
 impl DeployLog {
     /// A log; `echo` also writes each line to stderr (the agent).
     pub fn new(echo: bool) -> DeployLog {
         DeployLog {
             inner: Arc::default(),
+            secrets: Arc::default(),
             echo,
         }
+    }
+
+    /// From now on, `value` is shown as `***` in every line (and by [`Self::redacted`]).
+    pub fn redact(&self, value: &str) {
+        if value.len() >= MIN_SECRET {
+            let mut s = self.secrets.lock().unwrap_or_else(|p| p.into_inner());
+            if !s.iter().any(|v| v == value) {
+                s.push(value.to_string());
+                // Longest first, so a secret containing another is replaced whole.
+                s.sort_by_key(|v| std::cmp::Reverse(v.len()));
+            }
+        }
+    }
+
+    /// `text` as the log would write it.
+    pub fn redacted(&self, text: &str) -> String {
+        let mut out = crate::text::redact_credentials_in(text);
+        for v in self
+            .secrets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            out = out.replace(v.as_str(), "***");
+        }
+        out
     }
 
     /// Appends one entry (may span lines); a timestamp goes in front.
     pub fn line(&self, text: impl AsRef<str>) {
         let ts = jiff::Zoned::now().strftime("%Y/%m/%d %H:%M:%S").to_string();
-        let mut entry = format!("{ts} {}", text.as_ref());
+        let mut entry = format!("{ts} {}", self.redacted(text.as_ref()));
         if !entry.ends_with('\n') {
             entry.push('\n');
         }
@@ -87,5 +123,12 @@ mod tests {
         assert!(log.snapshot().contains(" one\n"));
         assert!(log.tail(1, 100).ends_with(" two"));
         assert!(!log.tail(1, 100).contains("one"));
+        log.redact("s3cret-value");
+        log.redact("on");
+        log.line("GET https://u:pw@h/x with s3cret-value, on");
+        assert!(
+            log.tail(1, 200)
+                .ends_with("GET https://u:***@h/x with ***, on")
+        );
     }
 }

@@ -4,7 +4,8 @@
 //! * [`manifest`] parses and validates a manifest; [`source`] fetches URLs;
 //!   [`extract`] unpacks archives safely; [`sync`] puts the tree in place;
 //!   [`hooks`] runs the manifest's commands; [`steps`] is one deploy on one host.
-//! * [`agent`] is `corral agent` (stdin events, replay protection, reports back).
+//! * [`agent`] is `corral agent` (stdin events, replay protection); [`report`] is what
+//!   it posts back to the bot and how.
 //! * [`fanout`] fires a deploy to Serf or Consul hosts and collects their reports;
 //!   [`run`] is the `/deploy` job.
 //!
@@ -29,74 +30,32 @@
 //!   or Consul's catalog nodes. A host that never reports is a failure named in a note.
 
 pub mod agent;
+pub mod allow;
 mod config;
+pub mod dest;
 pub mod extract;
 pub mod fanout;
 pub mod hooks;
+pub mod local;
 pub mod log;
 pub mod manifest;
+pub mod report;
 pub mod source;
 pub mod steps;
 pub mod sync;
+pub mod template;
 
 use std::time::Duration;
 
 use crate::command::{DeployCmd, DeployTarget};
-pub use config::Config;
+pub use config::{Config, own_secret};
 
 use crate::job::{Failure, JobError, Outcome, PlanGroup, PlanItem, Progress, ProgressTx};
 use crate::store::Store;
+pub use allow::{allowed, not_allowed_text};
 
 /// Deadline for fetching a manifest in the bot.
 const MANIFEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Whether `url` is under one of the `allow` prefixes (`CORRAL_DEPLOY_ALLOW`).
-///
-/// Compared as URLs, not strings: same scheme, same host, same port, and the path under
-/// the prefix's path on a segment boundary. So `https://artifacts.example.com` does not
-/// allow `https://artifacts.example.com.evil.net/…` nor `https://artifacts.example.com@evil.net/…`;
-/// URLs carrying credentials are never allowed.
-pub fn allowed(allow: &[String], url: &str) -> bool {
-    let Ok(u) = url::Url::parse(url) else {
-        return false;
-    };
-    if !u.username().is_empty() || u.password().is_some() {
-        return false;
-    }
-    allow.iter().any(|prefix| {
-        let Ok(a) = url::Url::parse(prefix) else {
-            return false;
-        };
-        a.scheme() == u.scheme()
-            && a.host_str() == u.host_str()
-            && a.port_or_known_default() == u.port_or_known_default()
-            && under(a.path(), u.path())
-    })
-}
-
-/// `path` is `prefix` or below it.
-fn under(prefix: &str, path: &str) -> bool {
-    if prefix.ends_with('/') {
-        path.starts_with(prefix)
-    } else {
-        path == prefix
-            || path
-                .strip_prefix(prefix)
-                .is_some_and(|rest| rest.starts_with('/'))
-    }
-}
-
-/// The refusal for a URL outside the allow-list, naming what is allowed.
-pub fn not_allowed_text(what: &str, url: &str, allow: &[String]) -> String {
-    format!(
-        "{what} {url} is not allowed: URLs must start with one of CORRAL_DEPLOY_ALLOW ({})",
-        if allow.is_empty() {
-            "empty: /deploy is off".to_string()
-        } else {
-            allow.join(", ")
-        }
-    )
-}
 
 fn not_allowed(what: &str, url: &str, allow: &[String]) -> JobError {
     JobError::new(not_allowed_text(what, url, allow))
@@ -117,21 +76,26 @@ pub async fn run(
         return Err(not_allowed("manifest", &cmd.manifest_url, allow));
     }
     let log = log::DeployLog::new(false);
-    let text = source::fetch_text(&cmd.manifest_url, MANIFEST_TIMEOUT, &log)
+    let text = source::fetch_text(&cmd.manifest_url, Some(allow), MANIFEST_TIMEOUT, &log)
         .await
         .map_err(|e| JobError::new(format!("cannot fetch the manifest: {e}")))?;
-    // A fanned-out manifest is templated on each host; here only its shape is checked,
-    // with undefined variables read as empty.
-    let lenient = |n: &str| Some(std::env::var(n).unwrap_or_default());
-    let m = match cmd.target {
-        DeployTarget::Local => manifest::parse(&text, &manifest::process_env),
-        _ => manifest::parse(&text, &lenient),
-    }
-    .map_err(|e| JobError::new(format!("manifest {} refused: {e}", cmd.manifest_url)))?;
+    // Templates are expanded where the manifest runs, never with the bot's environment.
+    let m = template::parse_opaque(&text)
+        .map_err(|e| JobError::new(format!("manifest {} refused: {e}", cmd.manifest_url)))?;
     if let Some(src) = &m.src
         && !allowed(allow, src)
     {
         return Err(not_allowed("src", src, allow));
+    }
+    if let Some(d) = &m.dest {
+        // Here, the bot's own directory is protected too: a local deploy's child agent
+        // works in it.
+        let protected = match cmd.target {
+            DeployTarget::Local => std::env::current_dir().into_iter().collect(),
+            _ => Vec::new(),
+        };
+        dest::check(d, &protected)
+            .map_err(|e| JobError::new(format!("manifest {} refused: {e}", cmd.manifest_url)))?;
     }
     let change = match (&m.src, &m.dest) {
         (Some(src), Some(dest)) => {
@@ -140,7 +104,7 @@ pub async fn run(
         _ => "commands only".to_string(),
     };
     match cmd.target {
-        DeployTarget::Local => local(cfg, cmd, &m, change, progress).await,
+        DeployTarget::Local => local(cfg, cmd, change, progress).await,
         target => fan_out(cfg, reports, job_id, cmd, target, change, progress).await,
     }
 }
@@ -156,7 +120,6 @@ fn this_host() -> String {
 async fn local(
     cfg: &Config,
     cmd: &DeployCmd,
-    m: &manifest::Manifest,
     change: String,
     progress: ProgressTx,
 ) -> Result<Outcome, JobError> {
@@ -181,20 +144,19 @@ async fn local(
             ..Outcome::default()
         });
     }
-    let opts = steps::DeployOpts {
-        fetch_timeout: cmd.timeout.or(Some(cfg.report_timeout)),
-        hooks: hooks::HookOpts {
-            timeout: Some(Duration::from_secs(30 * 60)),
-            output: hooks::Output::Null,
-        },
-        ..steps::DeployOpts::default()
-    };
-    let log = log::DeployLog::new(false);
-    let result = steps::run(m, &opts, &log).await;
-    let ok = result.error.is_none();
-    let detail = match &result.error {
-        None => String::new(),
-        Some(e) => format!("{e}\n```\n{}\n```", log.tail(15, 1500)),
+    let fetch_timeout = cmd.timeout.unwrap_or(cfg.report_timeout);
+    let ran = local::run_agent(cfg, &cmd.manifest_url, fetch_timeout)
+        .await
+        .map_err(JobError::new)?;
+    let ok = ran.ok;
+    let detail = if ok {
+        String::new()
+    } else {
+        format!(
+            "{}\n```\n{}\n```",
+            ran.last_line,
+            log::tail(&ran.output, 15, 1500)
+        )
     };
     progress.send(Progress::TargetFinished {
         group: group.clone(),
@@ -220,13 +182,13 @@ async fn local(
         summary: format!(
             "deploy on {host} {} in {}",
             if ok { "succeeded" } else { "failed" },
-            crate::text::format_duration(Duration::from_secs(result.duration.as_secs().max(1)))
+            crate::text::format_duration(Duration::from_secs(ran.duration.as_secs().max(1)))
         ),
         detail: serde_json::json!({
             "host": host,
             "ok": ok,
-            "duration_ms": result.duration.as_millis() as u64,
-            "log_tail": log.tail(agent::TAIL_LINES, agent::TAIL_BYTES),
+            "duration_ms": ran.duration.as_millis() as u64,
+            "log_tail": log::tail(&ran.output, report::TAIL_LINES, report::TAIL_BYTES),
         }),
     })
 }
@@ -281,39 +243,4 @@ async fn fan_out(
     let deadline = cmd.timeout.unwrap_or(cfg.report_timeout);
     let outcome = fanout::collect(reports, job_id, &group, &hosts, deadline, &progress).await;
     Ok(outcome)
-}
-
-#[cfg(test)]
-mod allow_tests {
-    use super::allowed;
-
-    #[test]
-    fn prefixes_are_compared_as_urls() {
-        let allow = vec![
-            "https://artifacts.example.com/app".to_string(),
-            "s3://releases/".to_string(),
-        ];
-        for ok in [
-            "https://artifacts.example.com/app",
-            "https://artifacts.example.com/app/1.2/manifest.yml",
-            "https://ARTIFACTS.example.com:443/app/m.yml",
-            "s3://releases/app/m.yml",
-        ] {
-            assert!(allowed(&allow, ok), "{ok}");
-        }
-        for bad in [
-            "https://artifacts.example.com.evil.net/app/m.yml",
-            "https://artifacts.example.com@evil.net/app/m.yml",
-            "https://user:pw@artifacts.example.com/app/m.yml",
-            "https://artifacts.example.com/application/m.yml",
-            "https://artifacts.example.com/app/../other/m.yml",
-            "http://artifacts.example.com/app/m.yml",
-            "https://artifacts.example.com:8443/app/m.yml",
-            "s3://releases-evil/m.yml",
-            "not a url",
-        ] {
-            assert!(!allowed(&allow, bad), "{bad}");
-        }
-        assert!(!allowed(&[], "https://artifacts.example.com/app/m.yml"));
-    }
 }

@@ -1,5 +1,10 @@
 //! Fetching manifests and archives: `http(s)://`, `file://` (and `s3://`, see
 //! [`open`]). Unlike stretcher, an HTTP error status is a fetch error.
+//!
+//! Redirects are followed here, not by reqwest, so each hop can be judged: with an
+//! allow-list ([`Allow`]) every hop must be under it, as the first URL is; at most
+//! [`MAX_REDIRECTS`] hops; credentials of the first URL (`user:pass@`) are sent to its
+//! origin only, never to another scheme, host or port.
 
 use std::time::Duration;
 
@@ -7,6 +12,13 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 
 use super::log::DeployLog;
+
+/// Where a fetch may go: `None` anywhere (stretcher's agent), `Some(prefixes)` only under
+/// `CORRAL_DEPLOY_ALLOW`'s prefixes, the first URL and every redirect hop alike.
+pub type Allow<'a> = Option<&'a [String]>;
+
+/// Redirect hops followed at most (Go's and reqwest's default).
+pub const MAX_REDIRECTS: usize = 10;
 
 /// Largest manifest accepted.
 pub const MAX_MANIFEST_BYTES: usize = 1 << 20;
@@ -47,25 +59,18 @@ pub fn without_fragment(url: &str) -> &str {
     url.split_once('#').map_or(url, |(u, _)| u)
 }
 
-/// Opens a URL once.
-pub async fn open(url: &str, log: &DeployLog) -> Result<Body, String> {
+/// Opens a URL once; with `allow`, only a URL under it.
+pub async fn open(url: &str, allow: Allow<'_>, log: &DeployLog) -> Result<Body, String> {
     log.line(format!("Loading URL {url}"));
+    if let Some(prefixes) = allow
+        && !super::allowed(prefixes, url)
+    {
+        return Err(super::not_allowed_text("URL", url, prefixes));
+    }
     let parsed =
         url::Url::parse(without_fragment(url)).map_err(|e| format!("{url} is not a URL: {e}"))?;
     match parsed.scheme() {
-        "http" | "https" => {
-            let client = crate::http_client().map_err(|e| format!("HTTP client: {e}"))?;
-            let resp = client
-                .get(parsed)
-                .send()
-                .await
-                .map_err(|e| format!("GET {url}: {e}"))?;
-            let status = resp.status();
-            if !status.is_success() {
-                return Err(format!("GET {url}: HTTP {status}"));
-            }
-            Ok(Body::Http(resp))
-        }
+        "http" | "https" => get_following(url, parsed, allow, log).await.map(Body::Http),
         "file" => {
             // stretcher opens the URL's path and ignores its host.
             let path = url::Url::parse(&format!("file://{}", parsed.path()))
@@ -79,6 +84,70 @@ pub async fn open(url: &str, log: &DeployLog) -> Result<Body, String> {
         }
         "s3" => open_s3(url, &parsed).await,
         _ => Err(format!("URL scheme must be s3, http(s) or file: {url}")),
+    }
+}
+
+/// GET, following redirects hop by hop (see the module's notes).
+async fn get_following(
+    shown: &str,
+    first: url::Url,
+    allow: Allow<'_>,
+    log: &DeployLog,
+) -> Result<reqwest::Response, String> {
+    let client = crate::http_client_builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))?;
+    let origin = first.origin();
+    let user = first.username().to_string();
+    let password = first.password().map(str::to_string);
+    let mut current = first;
+    let _ = current.set_username("");
+    let _ = current.set_password(None);
+    let mut hops = 0;
+    loop {
+        let mut req = client.get(current.clone());
+        if !user.is_empty() && current.origin() == origin {
+            req = req.basic_auth(&user, password.as_deref());
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("GET {shown}: {}", e.without_url()))?;
+        let status = resp.status();
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|l| l.to_str().ok());
+        let follows = matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308);
+        let Some(location) = location.filter(|_| follows) else {
+            if !status.is_success() {
+                return Err(format!("GET {shown}: HTTP {status}"));
+            }
+            return Ok(resp);
+        };
+        hops += 1;
+        if hops > MAX_REDIRECTS {
+            return Err(format!("GET {shown}: more than {MAX_REDIRECTS} redirects"));
+        }
+        let next = current
+            .join(location)
+            .map_err(|e| format!("GET {shown}: redirect to a bad URL: {e}"))?;
+        if !matches!(next.scheme(), "http" | "https") {
+            return Err(format!(
+                "GET {shown}: redirect to {next} refused: only http(s) redirects are followed"
+            ));
+        }
+        if let Some(prefixes) = allow
+            && !super::allowed(prefixes, next.as_str())
+        {
+            return Err(format!(
+                "GET {shown}: redirect refused: {}",
+                super::not_allowed_text("redirect to", next.as_str(), prefixes)
+            ));
+        }
+        log.line(format!("Redirected ({status}) to {next}"));
+        current = next;
     }
 }
 
@@ -123,13 +192,14 @@ async fn open_s3(url: &str, parsed: &url::Url) -> Result<Body, String> {
 /// `retry_wait` apart.
 pub async fn open_with_retry(
     url: &str,
+    allow: Allow<'_>,
     retry: u32,
     retry_wait: Duration,
     log: &DeployLog,
 ) -> Result<Body, String> {
     let mut attempt = 0;
     loop {
-        match open(url, log).await {
+        match open(url, allow, log).await {
             Ok(b) => return Ok(b),
             Err(e) if attempt < retry => {
                 attempt += 1;
@@ -146,9 +216,14 @@ pub async fn open_with_retry(
 }
 
 /// Fetches a small text (a manifest) with a deadline.
-pub async fn fetch_text(url: &str, deadline: Duration, log: &DeployLog) -> Result<String, String> {
+pub async fn fetch_text(
+    url: &str,
+    allow: Allow<'_>,
+    deadline: Duration,
+    log: &DeployLog,
+) -> Result<String, String> {
     let work = async {
-        let mut body = open(url, log).await?;
+        let mut body = open(url, allow, log).await?;
         let mut out = Vec::new();
         while let Some(chunk) = body.chunk().await? {
             out.extend_from_slice(&chunk);

@@ -28,6 +28,9 @@ use super::sync;
 /// Download and command controls (the agent's flags).
 #[derive(Debug, Clone)]
 pub struct DeployOpts {
+    /// `CORRAL_DEPLOY_ALLOW` when set: the source and its every redirect hop must be under
+    /// one of these prefixes. `None`: anywhere, the checksum pins the content.
+    pub allow: Option<Vec<String>>,
     pub retry: u32,
     pub retry_wait: Duration,
     /// Covers opening (with retries), download, checksum and extraction.
@@ -42,6 +45,7 @@ pub struct DeployOpts {
 impl Default for DeployOpts {
     fn default() -> Self {
         DeployOpts {
+            allow: None,
             retry: 0,
             retry_wait: Duration::from_secs(3),
             fetch_timeout: None,
@@ -289,7 +293,9 @@ async fn fetch_and_extract(
     let mut hasher = Hasher::new(checksum.kind);
     let download = async move {
         let mut bytes = 0u64;
-        let mut body = source::open_with_retry(src, opts.retry, opts.retry_wait, log).await?;
+        let mut body =
+            source::open_with_retry(src, opts.allow.as_deref(), opts.retry, opts.retry_wait, log)
+                .await?;
         loop {
             let chunk = match body.chunk().await {
                 Ok(Some(c)) => c,

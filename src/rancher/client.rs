@@ -789,7 +789,7 @@ fn api_error(
     RancherError::Api {
         status: status.as_u16(),
         code,
-        message: truncate(&message, 1000),
+        message: crate::text::truncate(&message, 1000),
         method,
         path,
     }
@@ -807,15 +807,6 @@ pub fn escape(segment: &str) -> String {
         }
     }
     out
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut t: String = s.chars().take(max).collect();
-    t.push('…');
-    t
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod client;
 mod config;
 pub mod image;
 pub mod model;
+pub mod outdated;
 pub mod service;
 pub mod upgrade;
 pub mod version;

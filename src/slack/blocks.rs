@@ -41,6 +41,22 @@ fn extra(block: &Block) -> SlackBlock {
             SlackContextBlock::new(vec![t.into()]).into()
         }
         Block::Divider => SlackDividerBlock::new().into(),
+        Block::Buttons { buttons } => SlackActionsBlock::new(
+            buttons
+                .iter()
+                .take(25)
+                .map(|b| {
+                    let mut e = SlackBlockButtonElement::new(pt!("{}", truncate(&b.text, 75)))
+                        .with_action_id(truncate(&b.action_id, 255).into())
+                        .with_value(truncate(&b.value, 2000));
+                    if b.danger {
+                        e = e.with_style(SlackBlockButtonStyle::Danger);
+                    }
+                    e.into()
+                })
+                .collect(),
+        )
+        .into(),
     }
 }
 

@@ -129,6 +129,34 @@ pub struct LockDecision {
 /// The result of a lock change: the state before and what was written, or the refusal.
 pub type LockChange = std::result::Result<(LockState, LockDecision), Refusal>;
 
+/// One scheduled firing, claimed once for every process sharing the store (a freeze
+/// window's entry or exit, a digest, a lock reminder; keys from [`crate::schedule`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FiringClaim {
+    /// `digest:<channel>:<expr>@<zone>:<unix>`, `freeze:<name>:<start>:enter`, …
+    pub key: String,
+    /// What fired: the key without its time (`digest:…@<zone>`, `freeze:<name>`,
+    /// `remind:<start>`), so the latest firing of one schedule can be found.
+    pub schedule: String,
+    /// The firing's time, Unix seconds.
+    pub at: i64,
+    /// `sent`, `late`, `skipped`, `enter`, `exit`, `reminded`.
+    pub outcome: String,
+    /// When it was claimed, Unix seconds.
+    pub claimed_at: i64,
+}
+
+/// What [`Store::claim_firing`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claimed {
+    /// Claimed now, with its effects.
+    Now,
+    /// Claimed before, by this or another process: nothing written.
+    Before,
+    /// The decider declined (why): nothing written.
+    Declined(String),
+}
+
 /// Which implementation a database URL selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -401,6 +429,19 @@ pub trait Store: Send + Sync + 'static {
     /// Records a delivery key (an Events API `event_id`, a signed hook); false if it was
     /// seen before (a retry or a replay). Keys are forgotten by [`Store::prune`].
     async fn first_delivery(&self, key: &str, now: i64) -> Result<bool>;
+
+    /// Claims a scheduled firing: unless the key was claimed before (by this or another
+    /// process), calls `decide` with the lock as it is in the same transaction and writes
+    /// the claim with the effects it returns (the firing's messages). A decider that
+    /// declines (a reminder for a release stopped meanwhile) writes nothing.
+    async fn claim_firing(
+        &self,
+        claim: FiringClaim,
+        decide: Decide<LockState, Effects, String>,
+    ) -> Result<Claimed>;
+    /// The latest claimed firing of a schedule (greatest `at`; of two at the same time,
+    /// `enter` before `exit`, then by key), if any.
+    async fn latest_firing(&self, schedule: &str) -> Result<Option<FiringClaim>>;
 
     /// Stores a host's deploy report; false if that host already reported for the job
     /// (the first report wins).

@@ -49,9 +49,9 @@ use super::replicas::expired_condition;
 use super::sqlite::{RawJob, typed};
 use super::{Admission, Pruned, Replica};
 use super::{
-    AuditEntry, Backend, Decide, DeployReport, Effects, Enqueued, JobChange, JobRecord, LockChange,
-    LockDecision, LockHistoryEntry, NewJob, NewMessage, OutboxRow, OutboxStats, Result, Settings,
-    Settle, Store, StoreError, StoreInfo,
+    AuditEntry, Backend, Claimed, Decide, DeployReport, Effects, Enqueued, FiringClaim, JobChange,
+    JobRecord, LockChange, LockDecision, LockHistoryEntry, NewJob, NewMessage, OutboxRow,
+    OutboxStats, Result, Settings, Settle, Store, StoreError, StoreInfo,
 };
 use crate::door::Source;
 use crate::job::{JobStatus, Outcome};
@@ -66,8 +66,12 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
     ("0002_deploy", include_str!("migrations/pg/0002_deploy.sql")),
     ("0003_outbox", include_str!("migrations/pg/0003_outbox.sql")),
     (
-        "0004_replicas",
-        include_str!("migrations/pg/0004_replicas.sql"),
+        "0004_firings",
+        include_str!("migrations/pg/0004_firings.sql"),
+    ),
+    (
+        "0005_replicas",
+        include_str!("migrations/pg/0005_replicas.sql"),
     ),
 ];
 
@@ -1029,6 +1033,44 @@ async fn create_job_body(
     Ok(Tx::Commit(Ok(record)))
 }
 
+async fn claim_firing_body(
+    c: &Object,
+    claim: &FiringClaim,
+    decide: &Decide<LockState, Effects, String>,
+) -> PgResult<Tx<Claimed>> {
+    // The primary key decides: of two replicas claiming one firing at once, the second
+    // waits for the first's commit and inserts nothing.
+    let stmt = cached(
+        c,
+        "INSERT INTO firings (key, schedule, at, outcome, claimed_at)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    )
+    .await?;
+    let inserted = c
+        .execute(
+            &stmt,
+            &[
+                &claim.key,
+                &claim.schedule,
+                &claim.at,
+                &claim.outcome,
+                &claim.claimed_at,
+            ],
+        )
+        .await?;
+    if inserted == 0 {
+        return Ok(Tx::Rollback(Claimed::Before));
+    }
+    // FOR SHARE: a lock change (a stop) waits for this firing, or this firing for it.
+    let lock = read_lock(c, "FOR SHARE").await?;
+    let effects = match decide(&lock) {
+        Ok(e) => e,
+        Err(why) => return Ok(Tx::Rollback(Claimed::Declined(why))),
+    };
+    write_effects(c, &effects).await?;
+    Ok(Tx::Commit(Claimed::Now))
+}
+
 async fn insert_report(c: &tokio_postgres::Transaction<'_>, r: &DeployReport) -> PgResult<u64> {
     Ok(c.execute(
         "INSERT INTO deploy_reports (job_id, host, ok, duration_ms, log_tail, error, event_id, at)
@@ -1412,6 +1454,43 @@ impl Store for PostgresStore {
                 )
                 .await?;
                 Ok(c.execute(&insert, &[&key, &now]).await? == 1)
+            })
+        })
+        .await
+    }
+
+    async fn claim_firing(
+        &self,
+        claim: FiringClaim,
+        decide: Decide<LockState, Effects, String>,
+    ) -> Result<Claimed> {
+        self.run(move |c| {
+            Box::pin(async move { in_tx(c, || claim_firing_body(c, &claim, &decide)).await })
+        })
+        .await
+    }
+
+    async fn latest_firing(&self, schedule: &str) -> Result<Option<FiringClaim>> {
+        let schedule = schedule.to_string();
+        self.run(move |c| {
+            Box::pin(async move {
+                let stmt = cached(
+                    c,
+                    "SELECT key, schedule, at, outcome, claimed_at FROM firings WHERE schedule = $1
+                     ORDER BY at DESC, outcome ASC, key DESC LIMIT 1",
+                )
+                .await?;
+                let row = c.query_opt(&stmt, &[&schedule]).await?;
+                row.map(|r| {
+                    Ok(FiringClaim {
+                        key: r.try_get(0)?,
+                        schedule: r.try_get(1)?,
+                        at: r.try_get(2)?,
+                        outcome: r.try_get(3)?,
+                        claimed_at: r.try_get(4)?,
+                    })
+                })
+                .transpose()
             })
         })
         .await

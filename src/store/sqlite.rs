@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::oneshot;
 
 use super::dump::Dump;
@@ -25,9 +25,9 @@ use super::sqlite_outbox as outbox;
 use super::sqlite_replicas as replicas;
 use super::{Admission, Pruned, Replica};
 use super::{
-    AuditEntry, Backend, Decide, DeployReport, Effects, Enqueued, JobChange, JobRecord, LockChange,
-    LockDecision, LockHistoryEntry, NewJob, NewMessage, OutboxRow, OutboxStats, Result, Settle,
-    Store, StoreError, StoreInfo,
+    AuditEntry, Backend, Claimed, Decide, DeployReport, Effects, Enqueued, FiringClaim, JobChange,
+    JobRecord, LockChange, LockDecision, LockHistoryEntry, NewJob, NewMessage, OutboxRow,
+    OutboxStats, Result, Settle, Store, StoreError, StoreInfo,
 };
 use crate::door::Source;
 use crate::job::{JobKind, JobStatus, Outcome};
@@ -39,7 +39,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_deploy.sql"),
     include_str!("migrations/0003_outbox.sql"),
-    include_str!("migrations/0004_replicas.sql"),
+    include_str!("migrations/0004_firings.sql"),
+    include_str!("migrations/0005_replicas.sql"),
 ];
 
 /// How long a statement waits for another process's write lock.
@@ -856,6 +857,65 @@ impl Store for SqliteStore {
                 params![key, now],
             )?;
             Ok(inserted == 1)
+        })
+        .await
+    }
+
+    async fn claim_firing(
+        &self,
+        claim: FiringClaim,
+        decide: Decide<LockState, Effects, String>,
+    ) -> Result<Claimed> {
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let taken: Option<i64> = tx
+                .query_row("SELECT 1 FROM firings WHERE key = ?1", [&claim.key], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if taken.is_some() {
+                return Ok(Claimed::Before);
+            }
+            let lock = read_lock(&tx)?;
+            let effects = match decide(&lock) {
+                Ok(e) => e,
+                Err(why) => return Ok(Claimed::Declined(why)),
+            };
+            tx.execute(
+                "INSERT INTO firings (key, schedule, at, outcome, claimed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    claim.key,
+                    claim.schedule,
+                    claim.at,
+                    claim.outcome,
+                    claim.claimed_at
+                ],
+            )?;
+            write_effects(&tx, &effects)?;
+            tx.commit()?;
+            Ok(Claimed::Now)
+        })
+        .await
+    }
+
+    async fn latest_firing(&self, schedule: &str) -> Result<Option<FiringClaim>> {
+        let schedule = schedule.to_string();
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT key, schedule, at, outcome, claimed_at FROM firings WHERE schedule = ?1
+                 ORDER BY at DESC, outcome ASC, key DESC LIMIT 1",
+            )?;
+            let mut rows = stmt.query_map([schedule], |r| {
+                Ok(FiringClaim {
+                    key: r.get(0)?,
+                    schedule: r.get(1)?,
+                    at: r.get(2)?,
+                    outcome: r.get(3)?,
+                    claimed_at: r.get(4)?,
+                })
+            })?;
+            Ok(rows.next().transpose()?)
         })
         .await
     }

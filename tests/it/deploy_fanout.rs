@@ -72,7 +72,7 @@ async fn serf(args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-async fn command(c: &Corral, text: &str) -> (u16, Value) {
+pub async fn command(c: &Corral, text: &str) -> (u16, Value) {
     let resp = c
         .http
         .post(format!("{}/api/v1/commands", c.url))
@@ -86,7 +86,7 @@ async fn command(c: &Corral, text: &str) -> (u16, Value) {
 }
 
 /// Runs a job command to its end; returns the stored job.
-async fn run_job(c: &Corral, text: &str) -> corral::store::JobRecord {
+pub async fn run_job(c: &Corral, text: &str) -> corral::store::JobRecord {
     let (s, v) = command(c, text).await;
     assert_eq!(s, 202, "{v}");
     let id = v["job"]["id"].as_i64().expect("job id");
@@ -96,14 +96,25 @@ async fn run_job(c: &Corral, text: &str) -> corral::store::JobRecord {
     c.app.store.job(id).await.unwrap().unwrap()
 }
 
+/// A manifest each host runs with its own `CORRAL_TEST_DEST` (the bot never expands a
+/// template, and `dest` must be literal, so the per-host part is in the commands).
 fn manifest_for_hosts(sb: &Sandbox) -> String {
+    let dest = "{{ env \"CORRAL_TEST_DEST\" \"/nonexistent/dest\" }}";
     sb.write_manifest(&format!(
-        "src: file://{d}/testdata/test.tar\nchecksum: {TEST_TAR_SHA1}\ndest: '{{{{ env \"CORRAL_TEST_DEST\" \"/nonexistent/dest\" }}}}'\nsync_strategy: rsync\n",
+        "commands:\n  pre:\n    - 'mkdir -p {dest}/foo && echo baz > {dest}/foo/baz'\n"
+    ))
+}
+
+/// A manifest deploying the test archive to `dest`.
+fn manifest_with_archive(sb: &Sandbox, dest: &Path) -> String {
+    sb.write_manifest(&format!(
+        "src: file://{d}/testdata/test.tar\nchecksum: {TEST_TAR_SHA1}\ndest: {}\nsync_strategy: rsync\n",
+        dest.display(),
         d = sb.dir.display()
     ))
 }
 
-fn texts(c: &Corral) -> Vec<String> {
+pub fn texts(c: &Corral) -> Vec<String> {
     c.slack
         .calls()
         .iter()
@@ -230,7 +241,8 @@ async fn consul_fan_out_names_hosts_that_never_answer() {
         ("CORRAL_DEPLOY_HOSTS", "node-a,ghost"),
     ])
     .await;
-    let url = manifest_for_hosts(&sb);
+    let dest = sb.dir.join("dest-a");
+    let url = manifest_with_archive(&sb, &dest);
     let (s, v) = command(&c, &format!("deploy {url} --target consul --timeout 3s")).await;
     assert_eq!(s, 202, "{v}");
     let id = v["job"]["id"].as_i64().unwrap();
@@ -248,7 +260,6 @@ async fn consul_fan_out_names_hosts_that_never_answer() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(payload, format!("{url}#corral-job={id}"));
-    let dest = sb.dir.join("dest-a");
     let r = agent(
         &sb.dir,
         &consul_events(&[("ev-1", 7, &payload)]),

@@ -450,6 +450,9 @@ async fn a_replica_killed_mid_job_has_its_job_reported_by_another_within_the_lea
         ("RANCHER_SECRET_KEY", SECRET_KEY),
         ("CORRAL_JOB_LEASE", lease.as_str()),
         ("CORRAL_UPGRADE_TIMEOUT", "1h"),
+        // A row the dead replica was sending when killed holds its channel's lane until
+        // the row's lease (Slack timeout + 5 s) is over; kept short here.
+        ("CORRAL_SLACK_TIMEOUT", "2s"),
     ];
     let mut a = Replica::start(&dir, &db.url, Some(&slack), &extra).await;
     let b = Replica::start(&dir, &db.url, Some(&slack), &extra).await;
@@ -502,34 +505,32 @@ async fn a_replica_killed_mid_job_has_its_job_reported_by_another_within_the_lea
     let _ = a.child.wait();
     let killed = Instant::now();
     let bound = lease_d + Duration::from_secs(5);
-    // The decision: B's API says interrupted within the lease + 5 s.
-    let marked = loop {
+    // Reported in the store (the job's status and its thread note are one transaction)
+    // within the lease + 5 s, whichever replica is asked.
+    loop {
         let (_, body) = get(&http, &format!("{}/api/v1/jobs/{job}", b.url)).await;
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         if v["status"] == "interrupted" {
-            break killed.elapsed();
+            break;
         }
         assert!(
             killed.elapsed() < bound,
-            "not interrupted within {bound:?}: {v}"
+            "not reported after {:?}, lease {lease}: {v}",
+            killed.elapsed()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    // The thread: the note reaches Slack through B's sender.
+    }
+    let took = killed.elapsed();
+    eprintln!("kill -9 -> job reported interrupted: {took:?} (lease {lease})");
+    // The note reaches Slack once the channel's lane is free: at once, or after the lease
+    // of a row the dead replica had in flight (2 s timeout + 5 s).
     let calls = slack
-        .wait_for(bound.as_secs() + 25, |c| {
+        .wait_for(bound.as_secs() + 20, |c| {
             c.iter()
                 .any(|c| c.method == "chat.postMessage" && c.text().contains("Interrupted"))
         })
         .await;
-    let told = killed.elapsed();
-    eprintln!(
-        "kill -9 -> job interrupted (API) {marked:?}, note in its thread {told:?} (lease {lease})"
-    );
-    assert!(
-        marked < bound,
-        "interrupted after {marked:?}, lease {lease}"
-    );
+    eprintln!("kill -9 -> note in the thread: {:?}", killed.elapsed());
     let note = calls
         .iter()
         .find(|c| c.method == "chat.postMessage" && c.text().contains("Interrupted"))

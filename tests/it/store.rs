@@ -1283,3 +1283,104 @@ async fn pruning_deletes_old_finished_rows_and_keeps_roots_and_pending() {
         assert!(s.outbox_get("job:1:root").await.unwrap().is_some());
     }
 }
+
+fn firing(key: &str, schedule: &str, at: i64, outcome: &str) -> corral::store::FiringClaim {
+    corral::store::FiringClaim {
+        key: key.into(),
+        schedule: schedule.into(),
+        at,
+        outcome: outcome.into(),
+        claimed_at: at,
+    }
+}
+
+#[tokio::test]
+async fn a_firing_is_claimed_once_with_its_messages_however_many_ask() {
+    use corral::store::{Claimed, NewMessage};
+    let dir = TempDir::new("store-firings");
+    for (url, s, _db) in backends(&dir).await {
+        assert_eq!(s.latest_firing("digest:C1").await.unwrap(), None, "{url}");
+        // Twenty claims of one key at once: one writes its message, the others nothing.
+        let asks: Vec<_> = (0..20)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let claim = firing("digest:C1:100", "digest:C1", 100, "sent");
+                    s.claim_firing(
+                        claim,
+                        Box::new(move |_| {
+                            Ok(Effects::messages(vec![NewMessage::post(
+                                1,
+                                "C1",
+                                corral::chat::Message::text(format!("digest from {i}")),
+                            )]))
+                        }),
+                    )
+                    .await
+                    .unwrap()
+                })
+            })
+            .collect();
+        let mut now = 0;
+        for a in asks {
+            match a.await.unwrap() {
+                Claimed::Now => now += 1,
+                Claimed::Before => {}
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+        assert_eq!(now, 1, "{url}");
+        let rows = s.outbox_rows(None, 100).await.unwrap();
+        assert_eq!(rows.len(), 1, "{url}: {rows:?}");
+        // A declining decider writes neither the claim nor its messages; it sees the lock.
+        let got = s
+            .claim_firing(
+                firing("remind:5:0", "remind:5", 200, "reminded"),
+                Box::new(|lock: &LockState| match &lock.running {
+                    None => Err("no release".to_string()),
+                    Some(_) => Ok(Effects::default()),
+                }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(got, Claimed::Declined("no release".into()), "{url}");
+        assert_eq!(s.latest_firing("remind:5").await.unwrap(), None, "{url}");
+        assert_eq!(s.outbox_rows(None, 100).await.unwrap().len(), 1, "{url}");
+        // The latest firing of a schedule: greatest time; enter before exit at a tie.
+        let ok = |_: &LockState| Ok(Effects::default());
+        for (key, at, outcome) in [
+            ("freeze:w:10:enter", 10, "enter"),
+            ("freeze:w:10:exit", 20, "exit"),
+            ("freeze:w:20:enter", 20, "enter"),
+        ] {
+            let got = s
+                .claim_firing(firing(key, "freeze:w", at, outcome), Box::new(ok))
+                .await
+                .unwrap();
+            assert_eq!(got, Claimed::Now, "{url} {key}");
+        }
+        let latest = s.latest_firing("freeze:w").await.unwrap().unwrap();
+        assert_eq!(
+            (latest.key.as_str(), latest.at, latest.outcome.as_str()),
+            ("freeze:w:20:enter", 20, "enter"),
+            "{url}"
+        );
+        assert_eq!(
+            s.latest_firing("digest:C1").await.unwrap().unwrap().outcome,
+            "sent",
+            "{url}"
+        );
+        // Hostile keys are data.
+        let hostile = "digest:'; DROP TABLE firings; --:1";
+        let got = s
+            .claim_firing(firing(hostile, "x'y", 1, "sent"), Box::new(ok))
+            .await
+            .unwrap();
+        assert_eq!(got, Claimed::Now, "{url}");
+        assert_eq!(
+            s.latest_firing("x'y").await.unwrap().unwrap().key,
+            hostile,
+            "{url}"
+        );
+    }
+}

@@ -21,6 +21,8 @@
 mod execute;
 mod plan;
 
+pub(crate) use plan::revision_of_link;
+
 use std::time::Duration;
 
 use regex::Regex;

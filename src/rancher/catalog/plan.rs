@@ -107,7 +107,7 @@ fn rancher_plan_failure(cmd: &CatalogUpgrade, what: &str, e: &RancherError) -> O
 }
 
 /// The last `:`-separated part of a version link's path (`…/templates/lib:web:12` → `12`).
-fn revision_of_link(link: &str) -> Option<String> {
+pub(crate) fn revision_of_link(link: &str) -> Option<String> {
     let path = url::Url::parse(link)
         .map(|u| u.path().to_string())
         .unwrap_or_else(|_| link.split(['?', '#']).next().unwrap_or("").to_string());

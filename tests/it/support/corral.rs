@@ -48,6 +48,11 @@ pub fn env(slack: &FakeSlack, extra: &[(&str, &str)]) -> Vec<(String, String)> {
         // Slack's pacing, scaled down so tests run fast (pacing tests set their own).
         ("CORRAL_SLACK_POST_INTERVAL".into(), "20ms".into()),
         ("CORRAL_SLACK_UPDATE_INTERVAL".into(), "20ms".into()),
+        // `--target local` runs `<this> agent`; the test binary is not corral.
+        (
+            "CORRAL_DEPLOY_AGENT".into(),
+            env!("CARGO_BIN_EXE_corral").into(),
+        ),
     ];
     for (k, v) in extra {
         pairs.retain(|(pk, _)| pk != k);

