@@ -20,7 +20,7 @@ DURATION=${1:-15}
 CONNS=${CONNS:-20}
 THREADS=${THREADS:-2}
 # The per-user command limit is off by default (one user sends everything); USER_RATE=N
-# (commands a minute, e.g. 100000000) turns it on, so each command also pays its store
+# (commands a minute, at most 10000) turns it on, so each command also pays its store
 # round trip (the limit is a row in the store, shared by replicas).
 USER_RATE=${USER_RATE:-0}
 SECRET=8f742231b10e8888abcd99yyyzzz85a5

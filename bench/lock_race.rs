@@ -51,7 +51,7 @@ async fn start(dir: &std::path::Path, db: &str) -> Replica {
         child,
         url: format!("http://127.0.0.1:{port}"),
     };
-    let http = reqwest::Client::new();
+    let http = corral::http_client().unwrap_or_else(|e| panic!("no HTTP client: {e}"));
     for _ in 0..400 {
         if let Ok(r) = http.get(format!("{}/readyz", replica.url)).send().await
             && r.status() == 200
@@ -99,7 +99,7 @@ async fn race(name: &str, db: &str, rounds: usize) -> Figures {
     for _ in 0..3 {
         replicas.push(start(&dir, db).await);
     }
-    let http = reqwest::Client::new();
+    let http = corral::http_client().unwrap_or_else(|e| panic!("no HTTP client: {e}"));
     let mut latencies = Vec::with_capacity(rounds * 3);
     let (mut doubles, mut none, mut errors) = (0, 0, 0);
     let t = Instant::now();
