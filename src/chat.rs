@@ -99,7 +99,7 @@ pub struct Metadata {
 }
 
 /// The metadata key a post carries its outbox id under (the lookup before a resend).
-pub const OUTBOX_ID_KEY: &str = "corral_outbox_id";
+pub(crate) const OUTBOX_ID_KEY: &str = "corral_outbox_id";
 
 impl Message {
     pub fn text(text: impl Into<String>) -> Self {
@@ -109,19 +109,19 @@ impl Message {
         }
     }
 
-    pub fn with_context(mut self, context: impl Into<String>) -> Self {
+    pub(crate) fn with_context(mut self, context: impl Into<String>) -> Self {
         self.context = Some(context.into());
         self
     }
 
-    pub fn with_block(mut self, block: Block) -> Self {
+    pub(crate) fn with_block(mut self, block: Block) -> Self {
         self.blocks.push(block);
         self
     }
 
     /// This message stamped with an outbox id in its metadata (kept beside any metadata
     /// it already has).
-    pub fn stamped(&self, outbox_id: i64) -> Message {
+    pub(crate) fn stamped(&self, outbox_id: i64) -> Message {
         let mut m = self.clone();
         let meta = m.metadata.get_or_insert_with(|| Metadata {
             event_type: "corral_outbox".into(),
@@ -133,7 +133,7 @@ impl Message {
     }
 
     /// The same message cut to `max` bytes of text, saying so (Slack refused it as too long).
-    pub fn shortened(&self, max: usize) -> Message {
+    pub(crate) fn shortened(&self, max: usize) -> Message {
         let mut m = self.clone();
         if m.text.len() > max {
             let mut cut = max;
@@ -154,7 +154,7 @@ impl Message {
 /// Who is in a Slack user group (`usergroups.users.list`): what roles naming a group
 /// (`S…`) grant. A read, never a delivery (those go through the outbox).
 #[async_trait]
-pub trait Directory: Send + Sync + 'static {
+pub(crate) trait Directory: Send + Sync + 'static {
     /// The user ids of a group's members.
     async fn group_members(&self, group: &str) -> Result<Vec<String>, ChatError>;
 }
@@ -179,7 +179,7 @@ pub enum ChatError {
 
 impl ChatError {
     /// The short name used in metrics and logs.
-    pub fn outcome(&self) -> &'static str {
+    pub(crate) fn outcome(&self) -> &'static str {
         match self {
             ChatError::RateLimited { .. } => "rate_limited",
             ChatError::Permanent(_) => "refused",
@@ -201,7 +201,7 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
-    pub const FULL: Capabilities = Capabilities {
+    pub(crate) const FULL: Capabilities = Capabilities {
         threads: true,
         edits: true,
         ephemeral: true,

@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use tokio::sync::watch;
 
 /// A future that completes at a point in time.
-pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+pub(crate) type Sleep = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 /// Tells the time and waits for it.
 pub trait Clock: Send + Sync + 'static {
@@ -40,13 +40,13 @@ impl dyn Clock {
     }
 
     /// Completes after `d` of this clock's time.
-    pub fn sleep(&self, d: Duration) -> Sleep {
+    pub(crate) fn sleep(&self, d: Duration) -> Sleep {
         self.sleep_until(add(self.now(), d))
     }
 }
 
 /// `t + d`, saturating at the largest timestamp.
-pub fn add(t: Timestamp, d: Duration) -> Timestamp {
+pub(crate) fn add(t: Timestamp, d: Duration) -> Timestamp {
     jiff::SignedDuration::try_from(d)
         .ok()
         .and_then(|d| t.checked_add(d).ok())
@@ -55,7 +55,7 @@ pub fn add(t: Timestamp, d: Duration) -> Timestamp {
 
 /// The system's clock (production).
 #[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {

@@ -26,7 +26,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    pub fn invalid(var: &str, reason: impl Into<String>) -> Self {
+    pub(crate) fn invalid(var: &str, reason: impl Into<String>) -> Self {
         ConfigError::Invalid {
             var: var.to_string(),
             reason: reason.into(),
@@ -48,7 +48,7 @@ impl Env {
     }
 
     /// The process environment, with the dotenv file at `path` filling gaps.
-    pub fn from_process_and_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+    pub(crate) fn from_process_and_file(path: &std::path::Path) -> Result<Self, ConfigError> {
         let mut vars: HashMap<String, String> = HashMap::new();
         match dotenvy::from_path_iter(path) {
             Ok(iter) => {
@@ -86,7 +86,7 @@ impl Env {
 
     /// The first non-empty value among `names` (native name first, then aliases),
     /// with the name it was found under, so errors can name the right variable.
-    pub fn lookup<'a>(&self, names: &[&'a str]) -> Option<(&'a str, &str)> {
+    pub(crate) fn lookup<'a>(&self, names: &[&'a str]) -> Option<(&'a str, &str)> {
         names.iter().find_map(|n| {
             self.vars
                 .get(*n)
@@ -97,17 +97,21 @@ impl Env {
     }
 
     /// A plain string setting.
-    pub fn string(&self, names: &[&str]) -> Option<String> {
+    pub(crate) fn string(&self, names: &[&str]) -> Option<String> {
         self.lookup(names).map(|(_, v)| v.trim().to_string())
     }
 
     /// A secret setting: kept whole (no trimming of inner characters), never printed.
-    pub fn secret(&self, names: &[&str]) -> Option<Secret> {
+    pub(crate) fn secret(&self, names: &[&str]) -> Option<Secret> {
         self.lookup(names).map(|(_, v)| Secret::new(v.trim()))
     }
 
     /// A duration setting (`30s`, `10m`, `1h`, or bare seconds).
-    pub fn duration(&self, names: &[&str], default: Duration) -> Result<Duration, ConfigError> {
+    pub(crate) fn duration(
+        &self,
+        names: &[&str],
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
         match self.lookup(names) {
             None => Ok(default),
             Some((var, v)) => crate::text::parse_duration(v.trim())
@@ -116,7 +120,7 @@ impl Env {
     }
 
     /// A whole number within `range`.
-    pub fn number(
+    pub(crate) fn number(
         &self,
         names: &[&str],
         default: u64,
@@ -140,7 +144,7 @@ impl Env {
     }
 
     /// A boolean (`true/false/1/0/yes/no/on/off`).
-    pub fn boolean(&self, names: &[&str], default: bool) -> Result<bool, ConfigError> {
+    pub(crate) fn boolean(&self, names: &[&str], default: bool) -> Result<bool, ConfigError> {
         match self.lookup(names) {
             None => Ok(default),
             Some((var, v)) => match v.trim().to_ascii_lowercase().as_str() {
@@ -155,7 +159,7 @@ impl Env {
     }
 
     /// An absolute `http(s)` URL.
-    pub fn url(&self, names: &[&str]) -> Result<Option<Url>, ConfigError> {
+    pub(crate) fn url(&self, names: &[&str]) -> Result<Option<Url>, ConfigError> {
         match self.lookup(names) {
             None => Ok(None),
             Some((var, v)) => parse_http_url(v.trim())
@@ -166,7 +170,7 @@ impl Env {
 
     /// A comma-separated list: parts trimmed, empty parts dropped (go-cowpoke's rule
     /// for `SLACK_CHANNELS`).
-    pub fn list(&self, names: &[&str]) -> Vec<String> {
+    pub(crate) fn list(&self, names: &[&str]) -> Vec<String> {
         self.lookup(names)
             .map(|(_, v)| split_list(v))
             .unwrap_or_default()
@@ -174,7 +178,11 @@ impl Env {
 
     /// A comma-separated list of regular expressions; one that does not compile is an
     /// error naming the variable and the pattern.
-    pub fn regex_list(&self, names: &[&str], default: &str) -> Result<Vec<Regex>, ConfigError> {
+    pub(crate) fn regex_list(
+        &self,
+        names: &[&str],
+        default: &str,
+    ) -> Result<Vec<Regex>, ConfigError> {
         let (var, raw) = self.lookup(names).unwrap_or((names[0], default));
         split_list(raw)
             .iter()
@@ -214,7 +222,7 @@ fn dotenv_error(e: &dotenvy::Error) -> String {
 }
 
 /// Splits a comma list, trimming parts and dropping empty ones.
-pub fn split_list(raw: &str) -> Vec<String> {
+pub(crate) fn split_list(raw: &str) -> Vec<String> {
     raw.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -223,7 +231,7 @@ pub fn split_list(raw: &str) -> Vec<String> {
 }
 
 /// Parses an absolute URL and insists on an `http` or `https` scheme and a host.
-pub fn parse_http_url(raw: &str) -> Result<Url, String> {
+pub(crate) fn parse_http_url(raw: &str) -> Result<Url, String> {
     // A value with `@` may hold credentials: errors then do not quote it.
     let shown = if raw.contains('@') {
         "the value".to_string()
@@ -251,7 +259,7 @@ pub fn parse_http_url(raw: &str) -> Result<Url, String> {
 pub struct DatabaseUrl(String);
 
 impl DatabaseUrl {
-    pub fn new(url: impl Into<String>) -> Self {
+    pub(crate) fn new(url: impl Into<String>) -> Self {
         DatabaseUrl(url.into())
     }
 

@@ -22,14 +22,14 @@ pub enum Source {
 }
 
 impl Source {
-    pub const ALL: [Source; 4] = [
+    pub(crate) const ALL: [Source; 4] = [
         Source::Slack,
         Source::Api,
         Source::Cli,
         Source::ReleaseStatus,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Source::Slack => "slack",
             Source::Api => "api",

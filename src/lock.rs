@@ -107,7 +107,7 @@ pub enum Refusal {
 /// [`apply`] with the freeze window open now, if any: `start` is refused inside it
 /// (after the running and blocked checks) unless `through_freeze` is asked by an actor
 /// who may force. Other actions ignore the window.
-pub fn apply_frozen(
+pub(crate) fn apply_frozen(
     state: &LockState,
     action: &LockAction,
     actor: &Actor,
@@ -195,7 +195,7 @@ fn with_reason(reason: &str) -> String {
 
 impl Refusal {
     /// The sentence shown to the person whose request was refused.
-    pub fn explain(&self) -> String {
+    pub(crate) fn explain(&self) -> String {
         match self {
             Refusal::AlreadyRunning(h) => format!(
                 "A release is already running, started by {} at {}{}.",
@@ -234,7 +234,7 @@ impl Refusal {
 
 impl LockState {
     /// The status lines shown for `/release status`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut out = match &self.running {
             Some(h) => format!(
                 "🚀 A release is running: started by {} at {}{}.",

@@ -112,7 +112,7 @@ pub struct Policy {
 
 impl Policy {
     /// Reads and validates a policy file.
-    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+    pub(crate) fn load(path: &Path) -> Result<Policy, PolicyError> {
         let err = |reason: String| PolicyError {
             path: path.to_path_buf(),
             reason,
@@ -276,7 +276,7 @@ impl Policy {
     /// Whether `user` is in `role` (a role name, `everyone`, or a Slack id itself).
     /// User groups (`S…`) match only when the group id is the user's own entry; resolving
     /// group membership through Slack is not built yet.
-    pub fn in_role(&self, user: &str, role: &str) -> bool {
+    pub(crate) fn in_role(&self, user: &str, role: &str) -> bool {
         role == "everyone"
             || (is_member_id(role) && role == user)
             || self
@@ -287,7 +287,7 @@ impl Policy {
 
     /// Whether `role` is `id` itself or a role in `[roles]` that lists `id` by that exact
     /// entry (no `everyone`, no groups): how self-named identities are allowed.
-    pub fn lists(&self, role: &str, id: &str) -> bool {
+    pub(crate) fn lists(&self, role: &str, id: &str) -> bool {
         role == id
             || self
                 .roles
@@ -296,13 +296,13 @@ impl Policy {
     }
 
     /// Whether `user` is an admin (`roles.admins`).
-    pub fn is_admin(&self, user: &str) -> bool {
+    pub(crate) fn is_admin(&self, user: &str) -> bool {
         self.in_role(user, "admins")
     }
 
     /// The Slack user groups (`S…`) whose members are in `role` (the role's own id, or
     /// the groups a `[roles]` entry lists). Membership of these is asked of Slack.
-    pub fn groups_of(&self, role: &str) -> Vec<String> {
+    pub(crate) fn groups_of(&self, role: &str) -> Vec<String> {
         let is_group = |m: &str| m.starts_with('S') && is_member_id(m) && !m.contains(':');
         if is_group(role) {
             return vec![role.to_string()];
@@ -314,12 +314,12 @@ impl Policy {
     }
 
     /// The roles `[permissions]` allows for a family (`None`: everyone).
-    pub fn permitted(&self, family: Family) -> Option<&[String]> {
+    pub(crate) fn permitted(&self, family: Family) -> Option<&[String]> {
         self.permissions.get(&family).map(Vec::as_slice)
     }
 
     /// Whether `user` may run commands of this family.
-    pub fn may_run(&self, user: &str, family: Family) -> bool {
+    pub(crate) fn may_run(&self, user: &str, family: Family) -> bool {
         match self.permissions.get(&family) {
             None => true,
             Some(roles) => roles.iter().any(|r| self.in_role(user, r)) || self.is_admin(user),
@@ -328,12 +328,12 @@ impl Policy {
 
     /// Whether `user` may use `--force`. Without a policy file there are no admins, so
     /// everyone may (and it is audited); with one, admins only.
-    pub fn may_force(&self, user: &str) -> bool {
+    pub(crate) fn may_force(&self, user: &str) -> bool {
         !self.configured || self.is_admin(user)
     }
 
     /// The lock reminders `[lock]` asks for, if any.
-    pub fn reminders(&self) -> Option<Reminders> {
+    pub(crate) fn reminders(&self) -> Option<Reminders> {
         Reminders::from_policy(self.remind_after, self.remind_every)
     }
 

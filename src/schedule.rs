@@ -47,27 +47,27 @@ use jiff::{SignedDuration, Timestamp};
 use crate::text::{format_duration, sanitize};
 
 /// The longest cron expression accepted.
-pub const MAX_EXPR_LEN: usize = 200;
+pub(crate) const MAX_EXPR_LEN: usize = 200;
 
 /// A firing handled within this long of its time is on time: the message does not say
 /// it is late. A minute, the resolution of cron.
-pub const ON_TIME: Duration = Duration::from_secs(60);
+pub(crate) const ON_TIME: Duration = Duration::from_secs(60);
 
 /// Missed firings are counted up to this many (counts saturate here).
-pub const MAX_COUNTED: u32 = 10_000;
+pub(crate) const MAX_COUNTED: u32 = 10_000;
 
 /// The period of a schedule is measured over the civil years 2030 and 2031 in its time
 /// zone (from the first to the second year here, exclusive): a fixed horizon, so whether a
 /// policy is valid does not depend on the day corral starts, and a future one, so the
 /// zone's current daylight-saving rules apply (the time zone database projects them).
-pub const PERIOD_YEARS: (i16, i16) = (2030, 2032);
+pub(crate) const PERIOD_YEARS: (i16, i16) = (2030, 2032);
 
 /// Upper bound on the time-zone segments one search walks (two per year in a zone with
 /// daylight saving time); a schedule whose next firing lies further away has none.
 const MAX_SEGMENTS: usize = 20_000;
 
 /// Looks up an IANA time zone (`Europe/Berlin`, `America/New_York`, `UTC`).
-pub fn time_zone(name: &str) -> Result<TimeZone, String> {
+pub(crate) fn time_zone(name: &str) -> Result<TimeZone, String> {
     let hint = "use an IANA name such as Europe/Berlin, America/New_York or UTC";
     let n = name.trim();
     if n.is_empty() {
@@ -133,7 +133,7 @@ impl Eq for Schedule {}
 impl Schedule {
     /// Parses a 5-field cron expression for a time zone. The error says what is wrong
     /// with the expression (the caller names the key).
-    pub fn new(expr: &str, tz: TimeZone) -> Result<Schedule, String> {
+    pub(crate) fn new(expr: &str, tz: TimeZone) -> Result<Schedule, String> {
         if expr.len() > MAX_EXPR_LEN {
             return Err(format!(
                 "longer than {MAX_EXPR_LEN} characters; a schedule is 5 short fields"
@@ -186,7 +186,7 @@ impl Schedule {
     }
 
     /// Parses an expression and a time zone name (`None`: UTC).
-    pub fn parse(expr: &str, tz: Option<&str>) -> Result<Schedule, ScheduleError> {
+    pub(crate) fn parse(expr: &str, tz: Option<&str>) -> Result<Schedule, ScheduleError> {
         let tz = match tz {
             None => TimeZone::UTC,
             Some(name) => time_zone(name).map_err(ScheduleError::TimeZone)?,
@@ -194,34 +194,37 @@ impl Schedule {
         Schedule::new(expr, tz).map_err(ScheduleError::Cron)
     }
 
+    #[cfg(test)]
     /// The expression, fields joined by single spaces, upper case.
-    pub fn expr(&self) -> &str {
+    pub(crate) fn expr(&self) -> &str {
         &self.expr
     }
 
     /// The time zone.
-    pub fn time_zone(&self) -> &TimeZone {
+    pub(crate) fn time_zone(&self) -> &TimeZone {
         &self.tz
     }
 
+    #[cfg(test)]
     /// The time zone's name (`Europe/Berlin`, `UTC`).
-    pub fn time_zone_name(&self) -> &str {
+    pub(crate) fn time_zone_name(&self) -> &str {
         &self.tz_name
     }
 
+    #[cfg(test)]
     /// Whether this schedule names wall-clock times (no `*` or `/` in its minute and
     /// hour fields), which decides its daylight-saving behaviour (module docs).
-    pub fn is_appointment(&self) -> bool {
+    pub(crate) fn is_appointment(&self) -> bool {
         self.appointments
     }
 
     /// `expr@zone`: the part of a claim key that names this schedule.
-    pub fn key_part(&self) -> String {
+    pub(crate) fn key_part(&self) -> String {
         format!("{}@{}", self.expr, self.tz_name)
     }
 
     /// The first firing strictly after `t`.
-    pub fn next_after(&self, t: Timestamp) -> Option<Timestamp> {
+    pub(crate) fn next_after(&self, t: Timestamp) -> Option<Timestamp> {
         let t = whole_second(t)?;
         let mut seg_start = t;
         let mut inclusive = false;
@@ -259,7 +262,7 @@ impl Schedule {
     }
 
     /// The last firing at or before `t`.
-    pub fn latest_at_or_before(&self, t: Timestamp) -> Option<Timestamp> {
+    pub(crate) fn latest_at_or_before(&self, t: Timestamp) -> Option<Timestamp> {
         let t = whole_second(t)?;
         let mut seg_end = t;
         let mut o = self.tz.to_offset(t);
@@ -297,16 +300,17 @@ impl Schedule {
     }
 
     /// The firings strictly after `t`, in order. Unbounded: take what you need.
-    pub fn firings_after(&self, t: Timestamp) -> Firings<'_> {
+    pub(crate) fn firings_after(&self, t: Timestamp) -> Firings<'_> {
         Firings {
             schedule: self,
             cursor: Some(t),
         }
     }
 
+    #[cfg(test)]
     /// Whether `t` is a firing of this schedule, by the rules in the module docs. The
     /// searches agree with this; it is the definition they are tested against.
-    pub fn is_firing(&self, t: Timestamp) -> bool {
+    pub(crate) fn is_firing(&self, t: Timestamp) -> bool {
         if t.subsec_nanosecond() != 0 {
             return false;
         }
@@ -359,7 +363,7 @@ impl Schedule {
     /// day it matches, so the gaps within a day and between matching days are found from
     /// one day's times and the list of matching days; the gaps around each time-zone
     /// transition are measured with the searches. Computed once, on first use.
-    pub fn period(&self) -> Option<Duration> {
+    pub(crate) fn period(&self) -> Option<Duration> {
         *self.period.get_or_init(|| self.measure_period())
     }
 
@@ -469,6 +473,7 @@ impl Schedule {
         self.cron.find_previous_occurrence(&from, inclusive).ok()
     }
 
+    #[cfg(test)]
     fn civil_matches(&self, c: DateTime) -> bool {
         self.cron.is_time_matching(&c).unwrap_or(false)
     }
@@ -476,7 +481,7 @@ impl Schedule {
 
 /// Which part of a schedule was wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ScheduleError {
+pub(crate) enum ScheduleError {
     #[error("{0}")]
     Cron(String),
     #[error("{0}")]
@@ -484,7 +489,7 @@ pub enum ScheduleError {
 }
 
 /// The firings after an instant; see [`Schedule::firings_after`].
-pub struct Firings<'a> {
+pub(crate) struct Firings<'a> {
     schedule: &'a Schedule,
     cursor: Option<Timestamp>,
 }
@@ -503,6 +508,7 @@ fn whole_second(t: Timestamp) -> Option<Timestamp> {
     Timestamp::from_second(t.as_second()).ok()
 }
 
+#[cfg(test)]
 fn ceil_minute(c: DateTime) -> Option<DateTime> {
     let floor = c.with().second(0).subsec_nanosecond(0).build().ok()?;
     if floor == c {
@@ -549,21 +555,21 @@ pub struct Freeze {
 
 /// One freeze window, `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Window {
+pub(crate) struct Window {
     pub start: Timestamp,
     pub end: Timestamp,
 }
 
 impl Window {
     /// Whether `t` is inside: `start <= t < end`.
-    pub fn contains(&self, t: Timestamp) -> bool {
+    pub(crate) fn contains(&self, t: Timestamp) -> bool {
         self.start <= t && t < self.end
     }
 }
 
 /// What went wrong building a [`Freeze`]; [`FreezeError::field`] names the key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FreezeError {
+pub(crate) enum FreezeError {
     #[error("{0}")]
     Name(String),
     #[error("{0}")]
@@ -572,7 +578,7 @@ pub enum FreezeError {
 
 impl FreezeError {
     /// The policy key at fault: `name` or `duration`.
-    pub fn field(&self) -> &'static str {
+    pub(crate) fn field(&self) -> &'static str {
         match self {
             FreezeError::Name(_) => "name",
             FreezeError::Duration(_) => "duration",
@@ -582,7 +588,7 @@ impl FreezeError {
 
 /// An entry into or exit from a freeze window, to announce once.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Transition {
+pub(crate) enum Transition {
     Entered(Window),
     Exited(Window),
 }
@@ -591,7 +597,11 @@ impl Freeze {
     /// Validates a freeze: a name of 1–64 letters, digits, spaces, `-`, `_` or `.`; a
     /// duration above zero and no longer than the schedule's [`Schedule::period`], so
     /// that two windows never overlap.
-    pub fn new(name: &str, schedule: Schedule, duration: Duration) -> Result<Freeze, FreezeError> {
+    pub(crate) fn new(
+        name: &str,
+        schedule: Schedule,
+        duration: Duration,
+    ) -> Result<Freeze, FreezeError> {
         let ok_name = !name.is_empty()
             && name.len() <= 64
             && name.trim() == name
@@ -625,7 +635,7 @@ impl Freeze {
     }
 
     /// The window that starts at `start`.
-    pub fn window_from(&self, start: Timestamp) -> Window {
+    pub(crate) fn window_from(&self, start: Timestamp) -> Window {
         let end = to_signed(self.duration)
             .and_then(|d| start.checked_add(d).ok())
             .unwrap_or(Timestamp::MAX);
@@ -633,14 +643,14 @@ impl Freeze {
     }
 
     /// The window `t` is in, if any.
-    pub fn window_at(&self, t: Timestamp) -> Option<Window> {
+    pub(crate) fn window_at(&self, t: Timestamp) -> Option<Window> {
         // Only the latest start can cover `t`: an earlier window ends no later.
         let w = self.window_from(self.schedule.latest_at_or_before(t)?);
         w.contains(t).then_some(w)
     }
 
     /// The first window that starts strictly after `t`.
-    pub fn next_window_after(&self, t: Timestamp) -> Option<Window> {
+    pub(crate) fn next_window_after(&self, t: Timestamp) -> Option<Window> {
         Some(self.window_from(self.schedule.next_after(t)?))
     }
 
@@ -654,7 +664,7 @@ impl Freeze {
     ///   corral was down: `Entered` (after the `Exited`, if both).
     ///
     /// A window that opened and closed entirely while corral was down is not announced.
-    pub fn transitions(&self, known: Option<Window>, now: Timestamp) -> Vec<Transition> {
+    pub(crate) fn transitions(&self, known: Option<Window>, now: Timestamp) -> Vec<Transition> {
         let current = self.window_at(now);
         let same = |a: &Option<Window>, b: &Option<Window>| match (a, b) {
             (Some(a), Some(b)) => a.start == b.start,
@@ -675,18 +685,18 @@ impl Freeze {
     }
 
     /// `freeze:<name>`: the prefix of this freeze's claim keys.
-    pub fn id(&self) -> String {
+    pub(crate) fn id(&self) -> String {
         format!("freeze:{}", self.name)
     }
 
     /// `freeze:<name>:<start, unix seconds>`: the key of one window.
-    pub fn window_key(&self, w: &Window) -> String {
+    pub(crate) fn window_key(&self, w: &Window) -> String {
         format!("{}:{}", self.id(), w.start.as_second())
     }
 
     /// The key under which one announcement is claimed:
     /// `freeze:<name>:<start>:enter` or `…:exit`.
-    pub fn transition_key(&self, t: &Transition) -> String {
+    pub(crate) fn transition_key(&self, t: &Transition) -> String {
         match t {
             Transition::Entered(w) => format!("{}:enter", self.window_key(w)),
             Transition::Exited(w) => format!("{}:exit", self.window_key(w)),
@@ -707,7 +717,7 @@ pub struct Digest {
 
 impl Digest {
     /// Validates the channel: a Slack channel id or name, no spaces, at most 80 characters.
-    pub fn new(schedule: Schedule, channel: &str) -> Result<Digest, String> {
+    pub(crate) fn new(schedule: Schedule, channel: &str) -> Result<Digest, String> {
         let ok = !channel.is_empty()
             && channel.len() <= 80
             && !channel.chars().any(|c| c.is_whitespace() || c.is_control());
@@ -726,24 +736,24 @@ impl Digest {
     /// `digest:<channel>:<expr>@<zone>`: the prefix of this digest's claim keys. It comes
     /// from what the digest is, not from its place in the file, so reordering the policy
     /// neither repeats nor loses a digest.
-    pub fn id(&self) -> String {
+    pub(crate) fn id(&self) -> String {
         format!("digest:{}:{}", self.channel, self.schedule.key_part())
     }
 
     /// `<id>:<firing, unix seconds>`: the key under which one firing is claimed.
-    pub fn firing_key(&self, firing: Timestamp) -> String {
+    pub(crate) fn firing_key(&self, firing: Timestamp) -> String {
         format!("{}:{}", self.id(), firing.as_second())
     }
 
     /// What to do about this digest now; see [`catch_up`].
-    pub fn catch_up(&self, last_claimed: Option<Timestamp>, now: Timestamp) -> CatchUp {
+    pub(crate) fn catch_up(&self, last_claimed: Option<Timestamp>, now: Timestamp) -> CatchUp {
         catch_up(&self.schedule, last_claimed, now)
     }
 }
 
 /// What a scheduler does about a schedule's firings at `now`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CatchUp {
+pub(crate) enum CatchUp {
     /// Nothing is due: the latest firing is claimed already, none has come yet, or
     /// nothing was ever claimed and the latest firing is not on time (a fresh store has
     /// missed nothing).
@@ -769,8 +779,9 @@ pub enum CatchUp {
 }
 
 impl CatchUp {
+    #[cfg(test)]
     /// The firing to send and claim, if any.
-    pub fn firing(&self) -> Option<Timestamp> {
+    pub(crate) fn firing(&self) -> Option<Timestamp> {
         match self {
             CatchUp::OnTime { firing, .. } | CatchUp::Late { firing, .. } => Some(*firing),
             _ => None,
@@ -782,7 +793,11 @@ impl CatchUp {
 /// (on time), send once late (missed by less than the schedule's period), or skip (missed
 /// by more). `last_claimed` is the firing time of the last claimed key, if any. A schedule
 /// without a period ([`Schedule::period`] is `None`) is sent late, never skipped.
-pub fn catch_up(schedule: &Schedule, last_claimed: Option<Timestamp>, now: Timestamp) -> CatchUp {
+pub(crate) fn catch_up(
+    schedule: &Schedule,
+    last_claimed: Option<Timestamp>,
+    now: Timestamp,
+) -> CatchUp {
     let Some(latest) = schedule.latest_at_or_before(now) else {
         return CatchUp::Nothing;
     };
@@ -840,7 +855,10 @@ pub struct Reminders {
 impl Reminders {
     /// From the policy's `[lock]`: `remind_after` and `remind_every`. With only
     /// `remind_every`, the first reminder comes after one interval; with neither, none.
-    pub fn from_policy(after: Option<Duration>, every: Option<Duration>) -> Option<Reminders> {
+    pub(crate) fn from_policy(
+        after: Option<Duration>,
+        every: Option<Duration>,
+    ) -> Option<Reminders> {
         match (after, every) {
             (Some(after), every) => Some(Reminders { after, every }),
             (None, Some(every)) => Some(Reminders {
@@ -852,7 +870,7 @@ impl Reminders {
     }
 
     /// When reminder `n` is due for a release started at `started`.
-    pub fn at(&self, started: Timestamp, n: u32) -> Option<Timestamp> {
+    pub(crate) fn at(&self, started: Timestamp, n: u32) -> Option<Timestamp> {
         let offset = match (n, self.every) {
             (0, _) => self.after,
             (_, None) => return None,
@@ -862,7 +880,7 @@ impl Reminders {
     }
 
     /// The number of the latest reminder due at or before `now`.
-    pub fn latest_at_or_before(&self, started: Timestamp, now: Timestamp) -> Option<u32> {
+    pub(crate) fn latest_at_or_before(&self, started: Timestamp, now: Timestamp) -> Option<u32> {
         let first = self.at(started, 0)?;
         if now < first {
             return None;
@@ -875,7 +893,7 @@ impl Reminders {
     }
 
     /// The next reminder strictly after `t`: its number and time.
-    pub fn next_after(&self, started: Timestamp, t: Timestamp) -> Option<(u32, Timestamp)> {
+    pub(crate) fn next_after(&self, started: Timestamp, t: Timestamp) -> Option<(u32, Timestamp)> {
         let n = match self.latest_at_or_before(started, t) {
             None => 0,
             Some(n) => n.checked_add(1)?,
@@ -885,7 +903,12 @@ impl Reminders {
 
     /// The reminder to send now, if any: the latest one due, when it is newer than
     /// `last_sent`. Reminders missed while corral was down collapse into this one.
-    pub fn due(&self, started: Timestamp, last_sent: Option<u32>, now: Timestamp) -> Option<u32> {
+    pub(crate) fn due(
+        &self,
+        started: Timestamp,
+        last_sent: Option<u32>,
+        now: Timestamp,
+    ) -> Option<u32> {
         let n = self.latest_at_or_before(started, now)?;
         match last_sent {
             Some(last) if last >= n => None,
@@ -894,7 +917,7 @@ impl Reminders {
     }
 
     /// `remind:<release start, unix seconds>:<n>`: the claim key of one reminder.
-    pub fn key(started: Timestamp, n: u32) -> String {
+    pub(crate) fn key(started: Timestamp, n: u32) -> String {
         format!("remind:{}:{n}", started.as_second())
     }
 }
@@ -904,7 +927,7 @@ impl Reminders {
 // ---------------------------------------------------------------------------------------
 
 /// `Fri 2025-03-28 16:00 CET (15:00 UTC)`: a time in a zone and in UTC (once for UTC).
-pub fn show_time(t: Timestamp, tz: &TimeZone) -> String {
+pub(crate) fn show_time(t: Timestamp, tz: &TimeZone) -> String {
     let utc = t.strftime("%a %Y-%m-%d %H:%M UTC").to_string();
     if zone_name(tz) == "UTC" {
         return utc;

@@ -13,7 +13,7 @@ impl Secret {
     }
 
     /// The raw value, for the one place that needs it (a header, an HMAC key).
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }

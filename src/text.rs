@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// The longest duration accepted: a year is more than any wait corral has a use for, and
 /// the cap keeps every `Instant + duration` far from overflow.
-pub const MAX_DURATION_SECS: u64 = 366 * 86_400;
+pub(crate) const MAX_DURATION_SECS: u64 = 366 * 86_400;
 
 /// A duration that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,7 +97,7 @@ fn is_bidi_control(c: char) -> bool {
 /// Makes user text safe to quote back in Slack mrkdwn on one line: escapes `&`, `<`, `>`
 /// (so no mention or link can be injected), turns backticks into quotes, control and
 /// bidirectional characters into spaces, and shortens it to 200 characters.
-pub fn sanitize(s: &str) -> String {
+pub(crate) fn sanitize(s: &str) -> String {
     let mut out = String::with_capacity(s.len().min(200));
     for (i, c) in s.chars().enumerate() {
         if i >= 200 {
@@ -119,7 +119,7 @@ pub fn sanitize(s: &str) -> String {
 /// Like [`sanitize`], for many lines (log tails, Rancher's messages): newlines and tabs
 /// are kept, nothing is shortened, backticks stay (the text goes inside a code block
 /// only after [`fence`] made that safe).
-pub fn sanitize_block(s: &str) -> String {
+pub(crate) fn sanitize_block(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -134,15 +134,16 @@ pub fn sanitize_block(s: &str) -> String {
     out
 }
 
+#[cfg(test)]
 /// A block of text from outside (a log tail) as a Slack code block: escaped, and with
 /// any triple backtick broken so the text cannot close the block early.
-pub fn fence(s: &str) -> String {
+pub(crate) fn fence(s: &str) -> String {
     let body = sanitize_block(s).replace("```", "`\u{200B}``");
     format!("```\n{}\n```", body.trim_end_matches('\n'))
 }
 
 /// Shows a person: a Slack user id as a mention, anything else as escaped text.
-pub fn person(who: &str) -> String {
+pub(crate) fn person(who: &str) -> String {
     let looks_like_id = who.len() > 1
         && who.starts_with(['U', 'W'])
         && who
@@ -156,7 +157,7 @@ pub fn person(who: &str) -> String {
 }
 
 /// A timestamp as people read it, in UTC, with Slack's localising date token.
-pub fn when(unix: i64) -> String {
+pub(crate) fn when(unix: i64) -> String {
     format!(
         "<!date^{unix}^{{date_short_pretty}} {{time}}|{}>",
         utc(unix, "%Y-%m-%d %H:%M UTC")
@@ -191,7 +192,7 @@ pub fn redact_url(raw: &str) -> String {
 
 /// `text` with every occurrence of `url` replaced by its [`redact_url`] form (for
 /// messages that quote a URL they were given).
-pub fn redact_secrets_in(text: &str, url: &str) -> String {
+pub(crate) fn redact_secrets_in(text: &str, url: &str) -> String {
     if url.is_empty() {
         return text.to_string();
     }
@@ -202,7 +203,7 @@ pub fn redact_secrets_in(text: &str, url: &str) -> String {
 
 /// `text` with the password of every `scheme://user:password@` in it replaced by `***`
 /// (log lines and errors that quote URLs they were given, whole or not).
-pub fn redact_credentials_in(text: &str) -> String {
+pub(crate) fn redact_credentials_in(text: &str) -> String {
     static CREDENTIALS: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
         regex::Regex::new(r"([A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*):[^@\s/]*@")
             .expect("static regex")
@@ -212,7 +213,7 @@ pub fn redact_credentials_in(text: &str) -> String {
 
 /// Shortens text to at most `max` bytes on a character boundary, marking the cut with `…`
 /// (counted in the `max`).
-pub fn truncate(text: &str, max: usize) -> String {
+pub(crate) fn truncate(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_string();
     }

@@ -11,7 +11,7 @@ use crate::secret::Secret;
 
 /// Why a request was not let in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     #[error(
         "the API is off: set CORRAL_API_TOKEN (or API_KEY) and send it as `Authorization: Bearer <token>`"
     )]
@@ -23,7 +23,7 @@ pub enum AuthError {
 }
 
 /// The token a request carries, from either header form.
-pub fn presented(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn presented(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -40,13 +40,13 @@ pub fn presented(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Checks a request's token against the configured API token, in constant time.
-pub fn check(headers: &HeaderMap, config: &Config) -> Result<(), AuthError> {
+pub(crate) fn check(headers: &HeaderMap, config: &Config) -> Result<(), AuthError> {
     check_against(headers, &[config.api_token.as_ref()])
 }
 
 /// The report endpoint's check: `CORRAL_REPORT_TOKEN` (accepted there and nowhere else)
 /// or the API token.
-pub fn check_report(headers: &HeaderMap, config: &Config) -> Result<(), AuthError> {
+pub(crate) fn check_report(headers: &HeaderMap, config: &Config) -> Result<(), AuthError> {
     check_against(
         headers,
         &[config.report_token.as_ref(), config.api_token.as_ref()],

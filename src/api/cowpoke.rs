@@ -227,7 +227,7 @@ async fn stack(
 }
 
 /// go-cowpoke's reply for a finished catalog upgrade.
-pub fn render(o: &Outcome) -> Response {
+pub(crate) fn render(o: &Outcome) -> Response {
     let Some(detail) = Detail::from_outcome(o) else {
         // The job could not run at all (Rancher not configured).
         return msg(StatusCode::INTERNAL_SERVER_ERROR, &o.summary);

@@ -18,7 +18,7 @@ use crate::app::App;
 use crate::deploy::report::Report;
 use crate::store::DeployReport;
 
-pub fn routes() -> Router<Arc<App>> {
+pub(crate) fn routes() -> Router<Arc<App>> {
     Router::new().route("/api/v1/deploys/{job}/reports", post(report))
 }
 

@@ -13,7 +13,7 @@ use axum::routing::get;
 use crate::app::App;
 use crate::app::metrics::CONTENT_TYPE;
 
-pub fn routes() -> Router<Arc<App>> {
+pub(crate) fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

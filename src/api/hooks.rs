@@ -48,11 +48,11 @@ use crate::config::Config;
 use crate::rancher::image::ImageRef;
 
 /// The signature header.
-pub const SIGNATURE_HEADER: &str = "x-corral-signature";
+pub(crate) const SIGNATURE_HEADER: &str = "x-corral-signature";
 /// The header holding the signed Unix timestamp.
-pub const TIMESTAMP_HEADER: &str = "x-corral-timestamp";
+pub(crate) const TIMESTAMP_HEADER: &str = "x-corral-timestamp";
 /// How far a signed timestamp may be from now.
-pub const MAX_AGE_SECONDS: i64 = 300;
+pub(crate) const MAX_AGE_SECONDS: i64 = 300;
 
 /// The routes of the webhook family.
 pub fn routes() -> Router<Arc<App>> {
@@ -75,7 +75,7 @@ pub fn sign(key: &str, timestamp: &str, body: &[u8]) -> String {
 
 /// Why a hook request was not let in.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HookAuthError {
+pub(crate) enum HookAuthError {
     #[error(transparent)]
     Token(#[from] crate::api::auth::AuthError),
     #[error(
@@ -89,7 +89,7 @@ pub enum HookAuthError {
 }
 
 /// Lets a request in by its API token or by its body signature.
-pub fn authenticate(
+pub(crate) fn authenticate(
     headers: &HeaderMap,
     body: &[u8],
     config: &Config,
@@ -123,7 +123,7 @@ pub fn authenticate(
 }
 
 /// The image a payload names, or why it names none.
-pub fn image_of(body: &[u8]) -> Result<String, String> {
+pub(crate) fn image_of(body: &[u8]) -> Result<String, String> {
     let v: Value =
         serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
     let text = |v: &Value, what: &str| -> Result<String, String> {

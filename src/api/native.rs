@@ -17,7 +17,7 @@ use crate::app::{App, Outcome, Request, Source};
 use crate::command;
 use crate::text::plain;
 
-pub fn routes() -> Router<Arc<App>> {
+pub(crate) fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/api/v1/commands", post(commands))
         .route("/api/v1/jobs", get(jobs))
@@ -27,7 +27,7 @@ pub fn routes() -> Router<Arc<App>> {
 }
 
 /// A JSON error response.
-pub fn error(status: StatusCode, text: impl std::fmt::Display) -> Response {
+pub(crate) fn error(status: StatusCode, text: impl std::fmt::Display) -> Response {
     (status, axum::Json(json!({ "error": text.to_string() }))).into_response()
 }
 

@@ -18,9 +18,9 @@ use crate::app::{App, Source};
 use crate::lock::{Actor, LockAction};
 
 /// The name releasestatus records when `?name=` is missing or empty.
-pub const UNKNOWN_USER: &str = "an unknown user";
+pub(crate) const UNKNOWN_USER: &str = "an unknown user";
 
-pub fn routes() -> Router<Arc<App>> {
+pub(crate) fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/start", any(start))
         .route("/stop", any(stop))
@@ -29,7 +29,7 @@ pub fn routes() -> Router<Arc<App>> {
 }
 
 /// `?name=`: percent-decoded, `+` as space, first value wins, case-sensitive key.
-pub fn name_param(query: Option<&str>) -> String {
+pub(crate) fn name_param(query: Option<&str>) -> String {
     query
         .and_then(|q| {
             url::form_urlencoded::parse(q.as_bytes())

@@ -19,7 +19,7 @@ use crate::app::{App, Source};
 use crate::job::approval::VoteKind;
 use crate::text::plain;
 
-pub fn routes() -> Router<Arc<App>> {
+pub(crate) fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/api/v1/jobs/{id}/votes", post(vote))
         .route("/api/v1/approvals", get(approvals))

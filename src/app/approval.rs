@@ -39,7 +39,7 @@ use crate::text::{format_duration, person, sanitize, when};
 
 /// What the runner does with a job after [`before_run`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Gate {
+pub(crate) enum Gate {
     /// No rule applies, or this exact plan was approved: run it.
     Run,
     /// It waits for approval (or was ended): the runner stops here.
@@ -47,7 +47,7 @@ pub enum Gate {
 }
 
 /// The same command as a dry run: planned, nothing changed.
-pub fn dry(cmd: &JobCmd) -> JobCmd {
+pub(crate) fn dry(cmd: &JobCmd) -> JobCmd {
     let mut cmd = cmd.clone();
     match &mut cmd {
         JobCmd::Catalog(c) => c.dry_run = true,
@@ -66,7 +66,7 @@ fn is_dry(cmd: &JobCmd) -> bool {
 }
 
 /// Plans `cmd` without changing anything: its dry run's plan event.
-pub async fn plan(
+pub(crate) async fn plan(
     domains: &Domains,
     store: &dyn Store,
     job: &JobRecord,
@@ -106,7 +106,7 @@ fn applies(rule: &ApprovalRule, cmd: &JobCmd, plan: &Plan) -> bool {
 
 /// The first rule that applies, with its index (`approval[i]`). Several matching: the one
 /// needing the most approvals wins (the strictest).
-pub fn matching_rule<'p>(
+pub(crate) fn matching_rule<'p>(
     policy: &'p Policy,
     cmd: &JobCmd,
     plan: &Plan,
@@ -128,7 +128,7 @@ fn names_family(policy: &Policy, cmd: &JobCmd) -> bool {
 }
 
 /// What the runner needs to decide about approval before a job's work.
-pub struct Before<'a> {
+pub(crate) struct Before<'a> {
     pub policy: &'a Policy,
     pub domains: &'a Domains,
     pub store: &'a dyn Store,
@@ -138,7 +138,7 @@ pub struct Before<'a> {
 
 /// Decides whether a job may run now, opening (or re-opening) its approval when needed.
 /// Dry runs never wait: they change nothing.
-pub async fn before_run(b: Before<'_>, job: &JobRecord, cmd: &JobCmd) -> Gate {
+pub(crate) async fn before_run(b: Before<'_>, job: &JobRecord, cmd: &JobCmd) -> Gate {
     if is_dry(cmd) || !names_family(b.policy, cmd) {
         return Gate::Run;
     }
@@ -607,7 +607,7 @@ pub fn decide_sweep(ballot: &Ballot, now: i64, now_ms: i64) -> Result<ApprovalDe
 }
 
 /// When the reminder falls due: at 80 % of the time to expiry.
-pub fn remind_at(a: &ApprovalRecord) -> Option<i64> {
+pub(crate) fn remind_at(a: &ApprovalRecord) -> Option<i64> {
     a.expires_at
         .map(|e| a.created_at + (e - a.created_at).max(0) * 4 / 5)
 }
@@ -627,7 +627,7 @@ pub struct VoteReply {
 impl App {
     /// Whether `voter` may approve under a rule's approver list. Self-named identities
     /// (`api:`, `cli:`, `playground:`) only when listed by that exact id.
-    pub async fn may_approve(
+    pub(crate) async fn may_approve(
         &self,
         approvers: &[String],
         rule: &str,

@@ -21,8 +21,8 @@ use crate::text::{person, sanitize, when};
 const CARD_LINES: usize = 12;
 
 /// The `action_id`s of the card's buttons (family `approval`, see `interact.rs`).
-pub const APPROVE: &str = "approval.approve";
-pub const DENY: &str = "approval.deny";
+pub(crate) const APPROVE: &str = "approval.approve";
+pub(crate) const DENY: &str = "approval.deny";
 
 /// The plan an approval shows, and is bound to (its digest).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,17 +33,17 @@ pub struct Plan {
 
 impl Plan {
     /// SHA-256 (hex) of the plan's canonical JSON.
-    pub fn digest(&self) -> String {
+    pub(crate) fn digest(&self) -> String {
         use sha2::Digest;
         let json = serde_json::to_string(self).unwrap_or_default();
         hex::encode(sha2::Sha256::digest(json.as_bytes()))
     }
 
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    pub fn from_json(text: &str) -> Plan {
+    pub(crate) fn from_json(text: &str) -> Plan {
         serde_json::from_str(text).unwrap_or(Plan {
             title: String::new(),
             groups: Vec::new(),
@@ -51,12 +51,12 @@ impl Plan {
     }
 
     /// Targets that will change.
-    pub fn active(&self) -> usize {
+    pub(crate) fn active(&self) -> usize {
         self.groups.iter().map(PlanGroup::active).sum()
     }
 
     /// The lines of what will change, every one of them.
-    pub fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         let mut out = Vec::new();
         for g in &self.groups {
             for i in g.items.iter().filter(|i| i.skipped.is_none()) {
@@ -72,7 +72,7 @@ impl Plan {
     }
 
     /// The full plan, for the thread.
-    pub fn full_text(&self) -> String {
+    pub(crate) fn full_text(&self) -> String {
         let skipped: usize = self.groups.iter().map(|g| g.items.len() - g.active()).sum();
         let mut text = format!(
             "*Plan to approve:* {} — {} to change, {skipped} left alone\n",
@@ -99,7 +99,12 @@ fn state_line(a: &ApprovalRecord) -> String {
 }
 
 /// The card for a job's approval as it is now.
-pub fn card(job: &JobRecord, a: &ApprovalRecord, votes: &[Vote], targets: &[String]) -> Message {
+pub(crate) fn card(
+    job: &JobRecord,
+    a: &ApprovalRecord,
+    votes: &[Vote],
+    targets: &[String],
+) -> Message {
     let plan = Plan::from_json(&a.plan);
     let mut msg = Message::text(format!(
         "*Job #{}* `{}` — {}",
@@ -169,7 +174,7 @@ fn who_may(approvers: &[String]) -> String {
 }
 
 /// Who voted how, for the card and the thread.
-pub fn votes_line(votes: &[Vote]) -> String {
+pub(crate) fn votes_line(votes: &[Vote]) -> String {
     if votes.is_empty() {
         return "No votes yet.".into();
     }
@@ -223,7 +228,7 @@ fn buttons(job: &JobRecord, a: &ApprovalRecord, targets: &[String]) -> Block {
 
 /// The targets the confirm dialog names: the groups (environments, host sets) the rule
 /// matched, else every group that changes.
-pub fn production_targets(plan: &Plan, rule: Option<&regex::Regex>) -> Vec<String> {
+pub(crate) fn production_targets(plan: &Plan, rule: Option<&regex::Regex>) -> Vec<String> {
     plan.groups
         .iter()
         .filter(|g| g.active() > 0)

@@ -26,7 +26,7 @@ const MAX_LISTED: usize = 20;
 
 /// A stack behind its catalog's newest version.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutdatedStack {
+pub(crate) struct OutdatedStack {
     /// `catalog:template`.
     pub template: String,
     pub environment: String,
@@ -37,7 +37,7 @@ pub struct OutdatedStack {
 
 /// What the digest says about Rancher.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RancherPart {
+pub(crate) enum RancherPart {
     /// No Rancher is configured: the digest says nothing about stacks.
     NotConfigured,
     /// Rancher could not be asked (why).
@@ -47,7 +47,7 @@ pub enum RancherPart {
 
 /// Everything but the lock, gathered before the claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DigestParts {
+pub(crate) struct DigestParts {
     /// Jobs awaiting approval, with their card (`channel`, `ts`) when it was posted.
     pub pending: Vec<(JobRecord, Option<(String, String)>)>,
     pub running: Vec<JobRecord>,
@@ -124,7 +124,7 @@ fn held_for(since: i64, now: Timestamp) -> String {
 
 /// The digest message. `firing` is the time it was scheduled for; `late`, how late it is
 /// sent (corral was down at the time).
-pub fn render(
+pub(crate) fn render(
     lock: &LockState,
     parts: &DigestParts,
     firing: Timestamp,

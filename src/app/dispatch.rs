@@ -9,13 +9,13 @@ use crate::store::{JobRecord, Store};
 /// What the domain modules get, built once from [`Config`]: Rancher with its rate
 /// limits (owned here, so two apps in one process never share them), deploy's config.
 #[derive(Debug, Clone)]
-pub struct Domains {
+pub(crate) struct Domains {
     pub rancher: crate::rancher::Rancher,
     pub deploy: crate::deploy::Config,
 }
 
 impl Domains {
-    pub fn new(config: &Config) -> Domains {
+    pub(crate) fn new(config: &Config) -> Domains {
         Domains {
             rancher: crate::rancher::Rancher::new(&config.rancher),
             deploy: config.deploy.clone(),
@@ -24,7 +24,7 @@ impl Domains {
 }
 
 /// Runs `cmd` (stored as `job`) in its domain; domain code reports through `progress`.
-pub async fn run(
+pub(crate) async fn run(
     domains: &Domains,
     store: &dyn Store,
     job: &JobRecord,

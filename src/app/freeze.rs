@@ -8,7 +8,7 @@ use crate::schedule::{Freeze, show_time};
 use crate::text::sanitize;
 
 /// The freeze window open at `now`, if any (of several, the one that ends last).
-pub fn frozen_at(freezes: &[Freeze], now: Timestamp) -> Option<Frozen> {
+pub(crate) fn frozen_at(freezes: &[Freeze], now: Timestamp) -> Option<Frozen> {
     freezes
         .iter()
         .filter_map(|f| f.window_at(now).map(|w| (f, w)))
@@ -22,7 +22,7 @@ pub fn frozen_at(freezes: &[Freeze], now: Timestamp) -> Option<Frozen> {
 
 /// The freeze line of `/release status`: the window open now and its end, or the next
 /// one; `None` without freezes.
-pub fn freeze_status(freezes: &[Freeze], now: Timestamp) -> Option<String> {
+pub(crate) fn freeze_status(freezes: &[Freeze], now: Timestamp) -> Option<String> {
     if let Some(f) = frozen_at(freezes, now) {
         return Some(format!(
             "🧊 Freeze window `{}` is open until {}: releases and jobs need an admin's `--force`.",

@@ -13,7 +13,7 @@ use crate::chat::Directory;
 use crate::clock::SharedClock;
 
 /// How long a group's members are reused (seconds).
-pub const TTL: i64 = 300;
+pub(crate) const TTL: i64 = 300;
 
 pub struct Groups {
     directory: Option<Arc<dyn Directory>>,
@@ -22,7 +22,7 @@ pub struct Groups {
 }
 
 impl Groups {
-    pub fn new(directory: Option<Arc<dyn Directory>>, clock: SharedClock) -> Groups {
+    pub(crate) fn new(directory: Option<Arc<dyn Directory>>, clock: SharedClock) -> Groups {
         Groups {
             directory,
             clock,
@@ -31,7 +31,7 @@ impl Groups {
     }
 
     /// The group's members, or why Slack could not say.
-    pub async fn members(&self, group: &str) -> Result<Vec<String>, String> {
+    pub(crate) async fn members(&self, group: &str) -> Result<Vec<String>, String> {
         let now = self.clock.unix();
         if let Some((at, members)) = self
             .cache
@@ -65,7 +65,7 @@ impl Groups {
     }
 
     /// Whether `user` is in any of `groups`; the reasons of groups that could not be read.
-    pub async fn any_has(&self, groups: &[String], user: &str) -> (bool, Vec<String>) {
+    pub(crate) async fn any_has(&self, groups: &[String], user: &str) -> (bool, Vec<String>) {
         let mut failed = Vec::new();
         for g in groups {
             match self.members(g).await {

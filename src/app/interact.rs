@@ -39,7 +39,7 @@ pub struct Click {
 
 /// Why a click could not even be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ClickError {
+pub(crate) enum ClickError {
     #[error("a click without {0}")]
     Missing(&'static str),
     #[error("{field} is {len} bytes long; Slack's limit is {max}")]
@@ -53,7 +53,7 @@ pub enum ClickError {
 impl Click {
     /// Checks the fields a door filled in against Slack's own limits, so nothing longer
     /// than Slack would ever send reaches a handler.
-    pub fn checked(self) -> Result<Click, ClickError> {
+    pub(crate) fn checked(self) -> Result<Click, ClickError> {
         if self.user.trim().is_empty() {
             return Err(ClickError::Missing("a user"));
         }
@@ -73,7 +73,7 @@ impl Click {
     }
 
     /// The routing family: `approval` for `approval.approve`.
-    pub fn family(&self) -> &str {
+    pub(crate) fn family(&self) -> &str {
         self.action_id
             .split_once('.')
             .map_or(self.action_id.as_str(), |(f, _)| f)
@@ -82,7 +82,7 @@ impl Click {
     /// A message for the clicker alone: through the click's `response_url` when there is
     /// one, else ephemeral in the clicked message's channel. `None` when the door gave
     /// neither (the door's own reply is all the clicker gets).
-    pub fn answer(&self, now_ms: i64, text: impl Into<String>) -> Option<NewMessage> {
+    pub(crate) fn answer(&self, now_ms: i64, text: impl Into<String>) -> Option<NewMessage> {
         let msg = Message::text(text);
         if let Some(url) = &self.response_url {
             return Some(NewMessage::respond(now_ms, url.clone(), false, now_ms, msg));

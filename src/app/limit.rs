@@ -13,9 +13,9 @@ pub use crate::store::Admission;
 use crate::store::Store;
 
 /// The friendly answer to a flood.
-pub const TOO_FAST: &str = "You are sending commands faster than corral takes them. Wait a few seconds and try again; the ones you just sent were not run.";
+pub(crate) const TOO_FAST: &str = "You are sending commands faster than corral takes them. Wait a few seconds and try again; the ones you just sent were not run.";
 
-pub struct UserLimiter {
+pub(crate) struct UserLimiter {
     per_minute: u32,
     store: Arc<dyn Store>,
     clock: SharedClock,
@@ -23,7 +23,7 @@ pub struct UserLimiter {
 
 impl UserLimiter {
     /// `per_minute` commands a minute per user; 0 turns the limit off.
-    pub fn new(per_minute: u32, store: Arc<dyn Store>, clock: SharedClock) -> UserLimiter {
+    pub(crate) fn new(per_minute: u32, store: Arc<dyn Store>, clock: SharedClock) -> UserLimiter {
         UserLimiter {
             per_minute,
             store,
@@ -33,7 +33,7 @@ impl UserLimiter {
 
     /// Whether `user` may run a command now. A store that cannot answer lets the command
     /// through (it will meet the same store and fail with a clear answer if it is away).
-    pub async fn admit(&self, user: &str) -> Admission {
+    pub(crate) async fn admit(&self, user: &str) -> Admission {
         if self.per_minute == 0 {
             return Admission::Allowed;
         }

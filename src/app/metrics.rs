@@ -15,7 +15,7 @@ use crate::lock::LockState;
 use crate::store::OutboxStats;
 
 /// The exposition format's content type (OpenMetrics text, which Prometheus scrapes).
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Every metric corral keeps.
 pub struct Metrics {
@@ -51,7 +51,7 @@ impl Default for Metrics {
 impl Metrics {
     /// Long by design: registers every family, each with its name and help text, in the
     /// order the exposition lists them.
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let mut registry = Registry::default();
         let counter = |registry: &mut Registry, name: &str, help: &str| {
             let c = Counter::default();
@@ -148,7 +148,7 @@ impl Metrics {
     }
 
     /// Counts one call of the outbox.
-    pub fn outbox_send(&self, method: &str, outcome: &str) {
+    pub(crate) fn outbox_send(&self, method: &str, outcome: &str) {
         self.outbox_sends
             .get_or_create(&vec![
                 ("method".to_string(), method.to_string()),
@@ -157,25 +157,15 @@ impl Metrics {
             .inc();
     }
 
-    /// How many calls of `method` ended in `outcome` (tests).
-    pub fn outbox_sent(&self, method: &str, outcome: &str) -> u64 {
-        self.outbox_sends
-            .get_or_create(&vec![
-                ("method".to_string(), method.to_string()),
-                ("outcome".to_string(), outcome.to_string()),
-            ])
-            .get()
-    }
-
     /// Sets the outbox gauges from the store's numbers at `now_ms`.
-    pub fn set_outbox(&self, stats: &OutboxStats, now_ms: i64) {
+    pub(crate) fn set_outbox(&self, stats: &OutboxStats, now_ms: i64) {
         self.outbox_depth.set(stats.depth as i64);
         let age = stats.oldest_ms.map_or(0, |t| ((now_ms - t) / 1000).max(0));
         self.outbox_oldest_seconds.set(age);
     }
 
     /// The exposition text, with the gauges read from the store's answers just now.
-    pub fn render(&self, lock: Option<&LockState>, store_up: bool) -> String {
+    pub(crate) fn render(&self, lock: Option<&LockState>, store_up: bool) -> String {
         if let Some(state) = lock {
             self.release_running.set(i64::from(state.running.is_some()));
             self.release_blocked.set(i64::from(state.blocked.is_some()));

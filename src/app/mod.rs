@@ -40,8 +40,8 @@ pub use crate::door::{Source, identity};
 use crate::job::JobStatus;
 use crate::lock::{self, Actor, Frozen, LockAction, LockState, Refusal};
 use crate::store::{
-    AuditEntry, Effects, JobRecord, LockDecision, LockHistoryEntry, NewJob, NewMessage, Role,
-    Store, StoreError, Thread,
+    AuditEntry, Effects, JobRecord, LockDecision, LockHistoryEntry, NewJob, NewMessage, Store,
+    StoreError, Thread,
 };
 use crate::text::{self, sanitize};
 use limit::{Admission, UserLimiter};
@@ -51,7 +51,7 @@ use runner::Runner;
 
 /// Where the answer to a mention (or a click) goes: its thread, or the person.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplyTo {
+pub(crate) struct ReplyTo {
     pub channel: String,
     /// The thread to answer in-channel replies in.
     pub thread_ts: String,
@@ -141,7 +141,7 @@ impl Reply {
         }
     }
 
-    pub fn invalid(text: impl Into<String>) -> Reply {
+    pub(crate) fn invalid(text: impl Into<String>) -> Reply {
         Reply::new(Outcome::Invalid, Visibility::Ephemeral, text)
     }
 
@@ -273,7 +273,7 @@ impl App {
 
     /// Whether a Slack user may run a command now (the per-user rate limit, shared by
     /// every replica through the store).
-    pub async fn admit(&self, user: &str) -> Admission {
+    pub(crate) async fn admit(&self, user: &str) -> Admission {
         let a = self.limiter.admit(user).await;
         if a != Admission::Allowed {
             self.metrics.slack_rate_limited_commands.inc();
@@ -296,7 +296,7 @@ impl App {
     /// The pipeline, answering in Slack too: the reply goes to `to` (in its thread for
     /// changes, to the person otherwise) through the outbox — in the same transaction as
     /// a lock change it reports.
-    pub async fn handle_replying(&self, req: Request, to: ReplyTo) -> Reply {
+    pub(crate) async fn handle_replying(&self, req: Request, to: ReplyTo) -> Reply {
         let reply = self.handle_inner(req, Some(&to)).await;
         if !reply.written {
             let now = self.clock.unix_ms();
@@ -365,7 +365,11 @@ impl App {
 
     /// Whether `user` may run a family's commands: `[permissions]`, with the members of
     /// Slack user groups the allowed roles name. The refusal names the roles needed.
-    pub async fn may_run(&self, user: &str, family: crate::command::Family) -> Result<(), String> {
+    pub(crate) async fn may_run(
+        &self,
+        user: &str,
+        family: crate::command::Family,
+    ) -> Result<(), String> {
         let policy = &self.config.policy;
         if policy.may_run(user, family) {
             return Ok(());
@@ -559,24 +563,11 @@ impl App {
 
     /// Where announcements and jobs from outside Slack go: `CORRAL_CHANNEL`, or the
     /// incoming webhook's one channel.
-    pub fn announce_channels(&self) -> Vec<String> {
+    pub(crate) fn announce_channels(&self) -> Vec<String> {
         if self.config.channels.is_empty() && self.config.slack.webhook_url.is_some() {
             return vec![WEBHOOK_CHANNEL.to_string()];
         }
         self.config.channels.clone()
-    }
-
-    /// Posts `text` to every notification channel (through the outbox).
-    pub async fn announce(&self, text: String) {
-        let now = self.clock.unix_ms();
-        let rows = self
-            .announce_channels()
-            .into_iter()
-            .map(|ch| {
-                NewMessage::post(now, ch, Message::text(text.clone())).role(Role::Announcement)
-            })
-            .collect();
-        self.say(rows).await;
     }
 
     async fn history(&self, n: usize) -> Reply {

@@ -51,7 +51,7 @@ const LOOKUP_SLACK_S: i64 = 120;
 
 /// The sender's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Rows older than this that still fail are marked dead.
     pub give_up: Duration,
     /// The longest wait between two attempts of a row (before jitter).
@@ -89,7 +89,7 @@ impl Default for Outbox {
 }
 
 impl Outbox {
-    pub fn new() -> Outbox {
+    pub(crate) fn new() -> Outbox {
         // Unique per process and app: a lease held by an older process is not ours.
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -107,12 +107,12 @@ impl Outbox {
     }
 
     /// Tells the sender there may be new rows (call after writing some).
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         self.inner.notify.notify_one();
     }
 
     /// This sender's lease owner name.
-    pub fn owner(&self) -> &str {
+    pub(crate) fn owner(&self) -> &str {
         &self.inner.owner
     }
 
@@ -149,7 +149,7 @@ enum Next {
 }
 
 /// The delivering task.
-pub struct Sender {
+pub(crate) struct Sender {
     pub store: Arc<dyn Store>,
     pub chat: Arc<dyn Chat>,
     pub clock: SharedClock,
@@ -197,7 +197,7 @@ const LOOKUP: &str = "conversations.history";
 
 impl Sender {
     /// Runs until the task is dropped or aborted.
-    pub async fn run(self) {
+    pub(crate) async fn run(self) {
         loop {
             let next = match self.step().await {
                 Ok(n) => n,

@@ -21,10 +21,10 @@ use crate::text::{format_duration, person, sanitize};
 
 /// The Stop release button's `action_id`; its value is the release's start (Unix seconds),
 /// so a button left on an old reminder never stops a newer release.
-pub const STOP_ACTION: &str = "release.stop";
+pub(crate) const STOP_ACTION: &str = "release.stop";
 
 /// The key of the first reminder when no announcement exists to thread under.
-pub fn reminder_key(since: i64, who: &str) -> String {
+pub(crate) fn reminder_key(since: i64, who: &str) -> String {
     format!("release:{since}:{who}:reminder")
 }
 
@@ -196,7 +196,7 @@ impl App {
 
 /// One reminder: the holder mentioned, how long the release has been held, its reason,
 /// and the Stop release button.
-pub fn reminder_message(h: &Holder, now: Timestamp) -> Message {
+pub(crate) fn reminder_message(h: &Holder, now: Timestamp) -> Message {
     let held = now.as_second().saturating_sub(h.since).max(0);
     let held = format_duration(std::time::Duration::from_secs(held as u64));
     let reason = if h.reason.is_empty() {

@@ -25,13 +25,13 @@ use super::runner::millis;
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// The loop's period for a lease: a sixth of it, between 50 ms and 5 s.
-pub fn tick(lease: Duration) -> Duration {
+pub(crate) fn tick(lease: Duration) -> Duration {
     (lease / 6).clamp(Duration::from_millis(50), Duration::from_secs(5))
 }
 
 /// One tick: heartbeat and lease renewal, then the sweep. Returns how many jobs this
 /// replica ended as interrupted.
-pub async fn beat(app: &App) -> usize {
+pub(crate) async fn beat(app: &App) -> usize {
     let now_ms = app.clock.unix_ms();
     let until = now_ms.saturating_add(millis(app.config.replicas.job_lease));
     if let Err(e) = app.store.heartbeat(&app.replica, now_ms, until).await {
@@ -43,7 +43,7 @@ pub async fn beat(app: &App) -> usize {
 /// Deletes what the retention lets go: delivered messages and other finished outbox rows
 /// older than the retention, remembered delivery keys older than the retention but never
 /// inside the dedupe window ([`crate::store::DEDUPE_WINDOW`]).
-pub async fn prune(app: &App) {
+pub(crate) async fn prune(app: &App) {
     let now = app.clock.now();
     let retention = app.config.replicas.retention;
     let before_ms = now.as_millisecond().saturating_sub(millis(retention));

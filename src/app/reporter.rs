@@ -306,13 +306,13 @@ impl Reporter {
     }
 
     /// The root message for a state.
-    pub fn root_message(&self, status: JobStatus) -> Message {
+    pub(crate) fn root_message(&self, status: JobStatus) -> Message {
         root_message(&self.job, status, self.done, self.failed, self.total)
     }
 }
 
 /// The root message of a job's thread.
-pub fn root_message(
+pub(crate) fn root_message(
     job: &JobRecord,
     status: JobStatus,
     done: usize,

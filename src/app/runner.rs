@@ -24,7 +24,7 @@ use crate::store::{Effects, JobRecord, NewMessage, Role, Store, Thread};
 
 /// What the runner needs from the app.
 #[derive(Clone)]
-pub struct Deps {
+pub(crate) struct Deps {
     pub domains: Domains,
     pub store: Arc<dyn Store>,
     pub clock: SharedClock,
@@ -49,7 +49,7 @@ pub struct Runner {
 }
 
 impl Runner {
-    pub fn new(deps: Deps) -> Runner {
+    pub(crate) fn new(deps: Deps) -> Runner {
         Runner {
             deps,
             tasks: Arc::default(),
@@ -59,11 +59,11 @@ impl Runner {
     /// Starts a stored job in the background.
     /// The domain handles jobs run with (the digest reads Rancher through the same rate
     /// limits).
-    pub fn domains(&self) -> &dispatch::Domains {
+    pub(crate) fn domains(&self) -> &dispatch::Domains {
         &self.deps.domains
     }
 
-    pub fn spawn(&self, job: JobRecord, cmd: JobCmd) {
+    pub(crate) fn spawn(&self, job: JobRecord, cmd: JobCmd) {
         let this = self.clone();
         let id = job.id;
         let handle = tokio::spawn(

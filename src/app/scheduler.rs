@@ -27,7 +27,7 @@ use crate::text::{format_duration, person, sanitize};
 
 /// The longest the loop sleeps without looking again (another replica may have started
 /// a release whose reminders this one should also be ready to send).
-pub const RECHECK: Duration = Duration::from_secs(60);
+pub(crate) const RECHECK: Duration = Duration::from_secs(60);
 
 /// After a store failure, the loop tries again this much later.
 const RETRY: Duration = Duration::from_secs(5);
@@ -41,14 +41,14 @@ pub struct Wake {
 
 impl Wake {
     /// Makes the loop look again now (a wake while it is busy is kept for its next wait).
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         self.notify.notify_one();
     }
 }
 
 /// The key of the post announcing a release started by `who` at `since` (Unix seconds)
 /// outside Slack, in the first notification channel: lock reminders thread under it.
-pub fn announce_key(since: i64, who: &str) -> String {
+pub(crate) fn announce_key(since: i64, who: &str) -> String {
     format!("release:{since}:{who}:announce")
 }
 

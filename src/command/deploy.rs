@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::{Args, Family, ParseError, unwrap_link};
 use crate::text::{format_duration, sanitize};
 
-pub const USAGE: &str = "*Usage:* `/deploy &lt;manifest-url&gt; [--target local|serf|consul] [--dry-run] [--timeout DURATION] [--force]`\n\
+pub(crate) const USAGE: &str = "*Usage:* `/deploy &lt;manifest-url&gt; [--target local|serf|consul] [--dry-run] [--timeout DURATION] [--force]`\n\
 • `/deploy https://artifacts.example.com/app/manifest.yml` — run the manifest on the bot's host\n\
 • `/deploy s3://bucket/app/manifest.yml --target serf` — every Serf member runs it and reports back\n\
 • `--dry-run` fetches and validates the manifest and shows the plan; nothing runs\n\
@@ -20,7 +20,7 @@ pub enum DeployTarget {
 }
 
 impl DeployTarget {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             DeployTarget::Local => "local",
             DeployTarget::Serf => "serf",
@@ -40,7 +40,7 @@ pub struct DeployCmd {
 }
 
 impl DeployCmd {
-    pub fn to_text(&self) -> String {
+    pub(crate) fn to_text(&self) -> String {
         let mut s = self.manifest_url.clone();
         if self.target != DeployTarget::Local {
             s.push_str(&format!(" --target {}", self.target.name()));

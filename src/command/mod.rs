@@ -22,7 +22,7 @@ pub use upgrade::{CatalogUpgrade, ImageUpgrade, UpgradeCmd};
 
 /// Longest command text accepted (Slack's own limit on a message is 40k; no sane
 /// command comes near this).
-pub const MAX_TEXT: usize = 4000;
+pub(crate) const MAX_TEXT: usize = 4000;
 
 /// A parsed chat command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +46,7 @@ pub struct VoteCmd {
 }
 
 /// The usage of the vote commands.
-pub const VOTE_USAGE: &str = "*Votes on a job awaiting approval*\n\
+pub(crate) const VOTE_USAGE: &str = "*Votes on a job awaiting approval*\n\
 • `approve <job> [note…]` — approve it (also the Approve button on its card)\n\
 • `deny <job> [reason…]` — deny it; it is cancelled\n\
 Examples: `@corral approve 12 looks good`, `@corral deny 12 not during the sale`";
@@ -83,7 +83,7 @@ pub enum Family {
 }
 
 impl Family {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Family::Release => "release",
             Family::Upgrade => "upgrade",
@@ -91,7 +91,7 @@ impl Family {
         }
     }
 
-    pub fn usage(self) -> &'static str {
+    pub(crate) fn usage(self) -> &'static str {
         match self {
             Family::Release => release::USAGE,
             Family::Upgrade => upgrade::USAGE,
@@ -111,7 +111,7 @@ impl Family {
 
 impl Command {
     /// The family this command belongs to (for permissions and usage).
-    pub fn family(&self) -> Option<Family> {
+    pub(crate) fn family(&self) -> Option<Family> {
         match self {
             Command::Release(_) => Some(Family::Release),
             Command::Upgrade(_) => Some(Family::Upgrade),
@@ -123,7 +123,7 @@ impl Command {
 
     /// The job this command becomes, if it changes something outside corral (and so
     /// passes the lock gate).
-    pub fn job(&self) -> Option<JobCmd> {
+    pub(crate) fn job(&self) -> Option<JobCmd> {
         match self {
             Command::Upgrade(UpgradeCmd::Catalog(c)) => Some(JobCmd::Catalog(c.clone())),
             Command::Upgrade(UpgradeCmd::Image(i)) => Some(JobCmd::Image(i.clone())),
@@ -133,7 +133,7 @@ impl Command {
     }
 
     /// `--force` was given.
-    pub fn forced(&self) -> bool {
+    pub(crate) fn forced(&self) -> bool {
         match self {
             Command::Release(ReleaseCmd::Stop { force })
             | Command::Release(ReleaseCmd::Start { force, .. }) => *force,
@@ -145,7 +145,7 @@ impl Command {
     }
 
     /// The command as a user would type it again (stored with jobs, shown in threads).
-    pub fn to_text(&self) -> String {
+    pub(crate) fn to_text(&self) -> String {
         match self {
             Command::Release(r) => format!("/release {}", r.to_text()),
             Command::Upgrade(u) => format!("/upgrade {}", u.to_text()),
@@ -161,14 +161,14 @@ impl Command {
 /// A command that becomes a job: the one type the runner dispatches on, so a command
 /// that is not a job cannot reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobCmd {
+pub(crate) enum JobCmd {
     Catalog(CatalogUpgrade),
     Image(ImageUpgrade),
     Deploy(DeployCmd),
 }
 
 impl JobCmd {
-    pub fn kind(&self) -> JobKind {
+    pub(crate) fn kind(&self) -> JobKind {
         match self {
             JobCmd::Catalog(_) => JobKind::UpgradeCatalog,
             JobCmd::Image(_) => JobKind::UpgradeImage,
@@ -177,7 +177,7 @@ impl JobCmd {
     }
 
     /// The command it came from (for its text and flags).
-    pub fn command(&self) -> Command {
+    pub(crate) fn command(&self) -> Command {
         match self {
             JobCmd::Catalog(c) => Command::Upgrade(UpgradeCmd::Catalog(c.clone())),
             JobCmd::Image(i) => Command::Upgrade(UpgradeCmd::Image(i.clone())),
@@ -215,7 +215,7 @@ impl fmt::Display for ParseError {
 impl std::error::Error for ParseError {}
 
 /// The overview shown for `help` and for unknown commands.
-pub const OVERVIEW: &str = "corral understands three commands:\n\
+pub(crate) const OVERVIEW: &str = "corral understands three commands:\n\
 • `/release start|stop|status|block|unblock|history` — the release lock\n\
 • `/upgrade &lt;catalog&gt;:&lt;template&gt;:&lt;version&gt;` or `/upgrade image &lt;image-ref&gt;` — Rancher upgrades\n\
 • `/deploy &lt;manifest-url&gt;` — deploy an artifact to hosts\n\

@@ -2,7 +2,7 @@
 
 use super::{Args, Family, ParseError};
 
-pub const USAGE: &str = "*Usage:* `/release <start|stop|status|block|unblock|history>`\n\
+pub(crate) const USAGE: &str = "*Usage:* `/release <start|stop|status|block|unblock|history>`\n\
 • `/release start [--force] [reason…]` — take the release lock (e.g. `/release start 1.4.0 hotfix`); `--force` lets an admin start through a freeze window\n\
 • `/release stop [--force]` — give it back; `--force` lets an admin stop someone else's\n\
 • `/release status` — who holds it, since when, why; blocked or not\n\
@@ -11,7 +11,7 @@ pub const USAGE: &str = "*Usage:* `/release <start|stop|status|block|unblock|his
 • `/release history [N]` — the last N lock changes (default 10, at most 100)";
 
 /// Longest reason kept, in characters.
-pub const MAX_REASON: usize = 300;
+pub(crate) const MAX_REASON: usize = 300;
 
 /// A release-lock command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +35,7 @@ pub enum ReleaseCmd {
 }
 
 impl ReleaseCmd {
-    pub fn to_text(&self) -> String {
+    pub(crate) fn to_text(&self) -> String {
         match self {
             ReleaseCmd::Start { reason, force } => {
                 let mut t = String::from("start");
@@ -56,11 +56,6 @@ impl ReleaseCmd {
             ReleaseCmd::Unblock => "unblock".into(),
             ReleaseCmd::History { n } => format!("history {n}"),
         }
-    }
-
-    /// Whether this command changes the lock.
-    pub fn mutates(&self) -> bool {
-        !matches!(self, ReleaseCmd::Status | ReleaseCmd::History { .. })
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::{Args, Family, ParseError};
 use crate::text::{format_duration, sanitize};
 
-pub const USAGE: &str = "*Usage:*\n\
+pub(crate) const USAGE: &str = "*Usage:*\n\
 • `/upgrade &lt;catalog&gt;:&lt;template&gt;:&lt;version&gt; [--env REGEX] [--dry-run] [--force]` — every stack created from that catalog template at a lower version, in every environment, e.g. `/upgrade library:web:12`\n\
 • `/upgrade image &lt;image-ref&gt; [--env REGEX] [--no-confirm] [--start-first] [--timeout DURATION] [--dry-run] [--force]` — every service labelled for auto-update running that image at a lower tag, e.g. `/upgrade image myorg/api:2.4.1`\n\
 • `/upgrade docker:&lt;image-ref&gt; …` — the same as `image`\n\
@@ -50,7 +50,7 @@ pub struct ImageUpgrade {
 impl ImageUpgrade {
     /// An image upgrade with the chat defaults: confirm, no start-first, no timeout
     /// override, not a dry run, not forced.
-    pub fn new(image: impl Into<String>) -> ImageUpgrade {
+    pub(crate) fn new(image: impl Into<String>) -> ImageUpgrade {
         ImageUpgrade {
             image: image.into(),
             env: None,
@@ -64,7 +64,7 @@ impl ImageUpgrade {
 }
 
 impl UpgradeCmd {
-    pub fn to_text(&self) -> String {
+    pub(crate) fn to_text(&self) -> String {
         match self {
             UpgradeCmd::Catalog(c) => {
                 let mut s = format!("{}:{}:{}", c.catalog, c.template, c.version);

@@ -88,7 +88,7 @@ fn under(prefix: &[String], path: &[String]) -> bool {
 
 /// `CORRAL_DEPLOY_ALLOW` as written on an agent's host: comma-separated `http(s)://`,
 /// `file://` or `s3://` prefixes without credentials.
-pub fn parse_list(raw: &str) -> Result<Vec<String>, String> {
+pub(crate) fn parse_list(raw: &str) -> Result<Vec<String>, String> {
     let list: Vec<String> = raw
         .split(',')
         .map(str::trim)

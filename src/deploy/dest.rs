@@ -8,7 +8,7 @@
 use std::path::{Component, Path, PathBuf};
 
 /// Directories no deploy may be: the file system's root and its standard top levels.
-pub const SYSTEM_DIRS: [&str; 33] = [
+pub(crate) const SYSTEM_DIRS: [&str; 33] = [
     "/",
     "/bin",
     "/boot",
@@ -45,7 +45,7 @@ pub const SYSTEM_DIRS: [&str; 33] = [
 ];
 
 /// Checks `dest` (see the module); the error names the rule.
-pub fn check(dest: &Path, protected: &[PathBuf]) -> Result<(), String> {
+pub(crate) fn check(dest: &Path, protected: &[PathBuf]) -> Result<(), String> {
     let shown = dest.display();
     if !dest.is_absolute() {
         return Err(format!("dest {shown} must be an absolute path"));
@@ -86,7 +86,7 @@ fn judge(path: &Path, dest: &Path, protected: &[PathBuf]) -> Result<(), String> 
 
 /// The directories a deploy on this host must leave alone: the working directory and
 /// the state file's directory.
-pub fn protected(state_file: &Path) -> Vec<PathBuf> {
+pub(crate) fn protected(state_file: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(cwd) = std::env::current_dir() {
         out.push(cwd);

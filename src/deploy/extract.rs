@@ -61,7 +61,7 @@ pub struct Limits {
 }
 
 /// The compression ratio is judged only past this many uncompressed bytes.
-pub const RATIO_FROM: u64 = 64 << 20;
+pub(crate) const RATIO_FROM: u64 = 64 << 20;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -75,7 +75,7 @@ impl Default for Limits {
 }
 
 /// The settings, their defaults' names, as documented.
-pub const LIMIT_VARS: [&str; 4] = [
+pub(crate) const LIMIT_VARS: [&str; 4] = [
     "CORRAL_DEPLOY_MAX_BYTES",
     "CORRAL_DEPLOY_MAX_ENTRIES",
     "CORRAL_DEPLOY_MAX_HEADER_BYTES",
@@ -85,7 +85,7 @@ pub const LIMIT_VARS: [&str; 4] = [
 impl Limits {
     /// The limits from `CORRAL_DEPLOY_MAX_*` (unset: the default). A value is a number of
     /// bytes (entries), optionally with a binary `K`, `M` or `G` suffix.
-    pub fn from_lookup(env: &dyn Fn(&str) -> Option<String>) -> Result<Limits, String> {
+    pub(crate) fn from_lookup(env: &dyn Fn(&str) -> Option<String>) -> Result<Limits, String> {
         let d = Limits::default();
         let get = |name: &str, default: u64| -> Result<u64, String> {
             match env(name).filter(|v| !v.trim().is_empty()) {
@@ -104,7 +104,7 @@ impl Limits {
     }
 
     /// [`Limits::from_lookup`] on the process environment.
-    pub fn from_env() -> Result<Limits, String> {
+    pub(crate) fn from_env() -> Result<Limits, String> {
         Limits::from_lookup(&|n| std::env::var(n).ok())
     }
 }
@@ -159,7 +159,7 @@ fn hostile(entry: &str, reason: &str) -> ExtractError {
 /// staging root starts empty, so this is the whole truth about it: links are judged
 /// against it, not against their text alone.
 #[derive(Debug, Default)]
-pub struct Tree {
+pub(crate) struct Tree {
     dirs: HashSet<PathBuf>,
     files: HashSet<PathBuf>,
     links: HashMap<PathBuf, PathBuf>,
@@ -196,7 +196,7 @@ impl Tree {
     /// the root or cannot be judged: going above the root, an absolute path, going up
     /// (`..`) through something that is not a directory the archive created (it could
     /// become a symlink later), or too many hops.
-    pub fn resolve(&self, base: &Path, target: &Path) -> Result<PathBuf, &'static str> {
+    pub(crate) fn resolve(&self, base: &Path, target: &Path) -> Result<PathBuf, &'static str> {
         let mut hops = 0;
         let mut stack: Vec<OsString> = base.iter().map(|c| c.to_os_string()).collect();
         self.walk(&mut stack, target, &mut hops)?;
@@ -351,8 +351,9 @@ fn is_gzip<R: BufRead>(r: &mut R) -> Result<bool, ExtractError> {
     Ok(head.len() >= 2 && head[0] == 0x1f && head[1] == 0x8b)
 }
 
+#[cfg(test)]
 /// [`unpack_with`] with the limits from the environment (`CORRAL_DEPLOY_MAX_*`).
-pub fn unpack<R: Read>(reader: R, root: &Path) -> Result<(Stats, R), ExtractError> {
+pub(crate) fn unpack<R: Read>(reader: R, root: &Path) -> Result<(Stats, R), ExtractError> {
     let limits = Limits::from_env().map_err(ExtractError::Limit)?;
     unpack_with(reader, root, &limits)
 }

@@ -18,7 +18,7 @@ use crate::job::{Failure, Outcome, Progress, ProgressTx};
 use crate::store::Store;
 
 /// The user-event / Consul event name (stretcher's convention).
-pub const EVENT_NAME: &str = "deploy";
+pub(crate) const EVENT_NAME: &str = "deploy";
 
 /// Deadline of one call to Serf or Consul.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -27,7 +27,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(200);
 
 /// The event payload: the manifest URL with the job marker as its fragment.
-pub fn payload(manifest_url: &str, job: i64) -> String {
+pub(crate) fn payload(manifest_url: &str, job: i64) -> String {
     format!(
         "{}#corral-job={job}",
         super::source::without_fragment(manifest_url)
@@ -96,7 +96,7 @@ fn consul_client(cfg: &DeployConfig) -> Result<reqwest::Client, String> {
 
 /// The hosts that must answer: the configured list, else Serf's alive members or
 /// Consul's catalog nodes.
-pub async fn expected_hosts(
+pub(crate) async fn expected_hosts(
     target: DeployTarget,
     cfg: &DeployConfig,
 ) -> Result<Vec<String>, String> {
@@ -161,7 +161,11 @@ pub async fn expected_hosts(
 }
 
 /// Fires the deploy event.
-pub async fn fire(target: DeployTarget, cfg: &DeployConfig, payload: &str) -> Result<(), String> {
+pub(crate) async fn fire(
+    target: DeployTarget,
+    cfg: &DeployConfig,
+    payload: &str,
+) -> Result<(), String> {
     match target {
         DeployTarget::Serf => {
             run_serf(
@@ -199,7 +203,7 @@ pub async fn fire(target: DeployTarget, cfg: &DeployConfig, payload: &str) -> Re
 }
 
 /// Waits for the hosts' reports until all `expected` answered or `deadline` passed.
-pub async fn collect(
+pub(crate) async fn collect(
     store: &dyn Store,
     job: i64,
     group: &str,

@@ -91,7 +91,7 @@ async fn wait_with_deadline(
 }
 
 /// Runs pre or post commands, stopping at the first failure.
-pub async fn run_captured(
+pub(crate) async fn run_captured(
     lines: &[String],
     dest: Option<&Path>,
     opts: &HookOpts,
@@ -137,7 +137,7 @@ pub async fn run_captured(
 
 /// Runs success or failure commands, each with the log on stdin. Stops at the first
 /// failure and returns its error (the caller only logs it).
-pub async fn run_piped(
+pub(crate) async fn run_piped(
     lines: &[String],
     dest: Option<&Path>,
     opts: &HookOpts,

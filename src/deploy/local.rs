@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use super::Config;
 
 /// Variables of the bot's environment every child gets: none of them is a secret.
-pub const BASE_ENV: [&str; 8] = [
+pub(crate) const BASE_ENV: [&str; 8] = [
     "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR",
 ];
 
@@ -27,7 +27,7 @@ const COMMAND_TIMEOUT: &str = "30m";
 
 /// How a child agent ended.
 #[derive(Debug, Clone)]
-pub struct Ran {
+pub(crate) struct Ran {
     pub ok: bool,
     /// The child's last line (its error, when it failed), without the timestamp.
     pub last_line: String,
@@ -37,7 +37,11 @@ pub struct Ran {
 }
 
 /// Runs `<agent> agent --timeout <fetch_timeout>` with `url` on stdin.
-pub async fn run_agent(cfg: &Config, url: &str, fetch_timeout: Duration) -> Result<Ran, String> {
+pub(crate) async fn run_agent(
+    cfg: &Config,
+    url: &str,
+    fetch_timeout: Duration,
+) -> Result<Ran, String> {
     let program = match &cfg.agent {
         Some(p) => p.clone(),
         None => std::env::current_exe().map_err(|e| format!("cannot find corral itself: {e}"))?,

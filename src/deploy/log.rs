@@ -26,7 +26,7 @@ const MIN_SECRET: usize = 4;
 
 impl DeployLog {
     /// A log; `echo` also writes each line to stderr (the agent).
-    pub fn new(echo: bool) -> DeployLog {
+    pub(crate) fn new(echo: bool) -> DeployLog {
         DeployLog {
             inner: Arc::default(),
             secrets: Arc::default(),
@@ -35,7 +35,7 @@ impl DeployLog {
     }
 
     /// From now on, `value` is shown as `***` in every line (and by [`Self::redacted`]).
-    pub fn redact(&self, value: &str) {
+    pub(crate) fn redact(&self, value: &str) {
         if value.len() >= MIN_SECRET {
             let mut s = self.secrets.lock().unwrap_or_else(|p| p.into_inner());
             if !s.iter().any(|v| v == value) {
@@ -47,7 +47,7 @@ impl DeployLog {
     }
 
     /// `text` as the log would write it.
-    pub fn redacted(&self, text: &str) -> String {
+    pub(crate) fn redacted(&self, text: &str) -> String {
         let mut out = crate::text::redact_credentials_in(text);
         for v in self
             .secrets
@@ -61,7 +61,7 @@ impl DeployLog {
     }
 
     /// Appends one entry (may span lines); a timestamp goes in front.
-    pub fn line(&self, text: impl AsRef<str>) {
+    pub(crate) fn line(&self, text: impl AsRef<str>) {
         let ts = jiff::Zoned::now().strftime("%Y/%m/%d %H:%M:%S").to_string();
         let mut entry = format!("{ts} {}", self.redacted(text.as_ref()));
         if !entry.ends_with('\n') {
@@ -82,18 +82,18 @@ impl DeployLog {
     }
 
     /// The whole log so far.
-    pub fn snapshot(&self) -> String {
+    pub(crate) fn snapshot(&self) -> String {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The last `max_lines` lines, at most `max_bytes` bytes.
-    pub fn tail(&self, max_lines: usize, max_bytes: usize) -> String {
+    pub(crate) fn tail(&self, max_lines: usize, max_bytes: usize) -> String {
         tail(&self.snapshot(), max_lines, max_bytes)
     }
 }
 
 /// The end of a text: at most `max_lines` lines and `max_bytes` bytes.
-pub fn tail(text: &str, max_lines: usize, max_bytes: usize) -> String {
+pub(crate) fn tail(text: &str, max_lines: usize, max_bytes: usize) -> String {
     let lines: Vec<&str> = text.trim_end().lines().collect();
     let joined = lines[lines.len().saturating_sub(max_lines)..].join("\n");
     let mut t = joined.as_str();

@@ -37,16 +37,7 @@ pub enum HashKind {
     Sha512,
 }
 
-impl HashKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            HashKind::Md5 => "md5",
-            HashKind::Sha1 => "sha1",
-            HashKind::Sha256 => "sha256",
-            HashKind::Sha512 => "sha512",
-        }
-    }
-}
+impl HashKind {}
 
 /// An expected digest, lower-case hex.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +47,7 @@ pub struct Checksum {
 }
 
 impl Checksum {
-    pub fn parse(raw: &str) -> Result<Checksum, ManifestError> {
+    pub(crate) fn parse(raw: &str) -> Result<Checksum, ManifestError> {
         let hex = raw.trim().to_ascii_lowercase();
         let kind = match hex.len() {
             32 => HashKind::Md5,
@@ -95,7 +86,7 @@ pub enum SyncStrategy {
 }
 
 impl SyncStrategy {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             SyncStrategy::Rsync => "rsync",
             SyncStrategy::Mv => "mv",
@@ -133,9 +124,9 @@ pub struct Manifest {
 }
 
 /// Default `dest_mode` (0755).
-pub const DEFAULT_DEST_MODE: u32 = 0o755;
+pub(crate) const DEFAULT_DEST_MODE: u32 = 0o755;
 /// Default number of releases kept.
-pub const DEFAULT_KEEP_RELEASES: usize = 5;
+pub(crate) const DEFAULT_KEEP_RELEASES: usize = 5;
 
 #[derive(Debug, Deserialize)]
 struct Raw {
@@ -160,10 +151,10 @@ struct Raw {
 }
 
 /// Looks up an environment variable (`None` = undefined).
-pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+pub(crate) type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// The process environment.
-pub fn process_env(name: &str) -> Option<String> {
+pub(crate) fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
@@ -275,7 +266,7 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Manifest, ManifestError> 
 }
 
 /// The schemes an archive can come from.
-pub const SCHEMES: [&str; 4] = ["http", "https", "file", "s3"];
+pub(crate) const SCHEMES: [&str; 4] = ["http", "https", "file", "s3"];
 
 fn check_src(s: &str) -> Result<(), ManifestError> {
     let url = url::Url::parse(s)

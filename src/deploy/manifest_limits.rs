@@ -12,32 +12,14 @@
 
 use std::collections::HashMap;
 
-use super::manifest::{Manifest, ManifestError};
-
-/// One line about a manifest for the log: what it deploys where and how many commands,
-/// never the commands themselves (a manifest can be large, and its aliases larger).
-pub fn summary(m: &Manifest) -> String {
-    let c = &m.commands;
-    format!(
-        "src={} dest={} sync_strategy={} commands: {} pre, {} post, {} success, {} failure",
-        m.src.as_deref().map_or("-".into(), crate::text::redact_url),
-        m.dest
-            .as_ref()
-            .map_or("-".into(), |d| d.display().to_string()),
-        m.sync_strategy.name(),
-        c.pre.len(),
-        c.post.len(),
-        c.success.len(),
-        c.failure.len()
-    )
-}
+use super::manifest::ManifestError;
 
 /// Deepest nesting of collections (flow brackets plus block levels).
-pub const MAX_DEPTH: usize = 64;
+pub(crate) const MAX_DEPTH: usize = 64;
 /// Most nodes in the document with every alias expanded.
-pub const MAX_NODES: u64 = 100_000;
+pub(crate) const MAX_NODES: u64 = 100_000;
 /// Most bytes of the document with every alias expanded.
-pub const MAX_EXPANDED_BYTES: u64 = 4 << 20;
+pub(crate) const MAX_EXPANDED_BYTES: u64 = 4 << 20;
 
 /// Refuses a manifest over a bound, naming it.
 pub fn check(text: &str) -> Result<(), ManifestError> {
@@ -86,7 +68,7 @@ fn limit(what: String) -> ManifestError {
 /// A parser's message with every quoted part (`"…"`, `'…'`, `` `…` ``) blanked: the YAML
 /// library quotes the offending value (`invalid type: string "…"`), which may be the
 /// first line of a file that is not a manifest.
-pub fn unquoted(msg: &str) -> String {
+pub(crate) fn unquoted(msg: &str) -> String {
     let mut out = String::with_capacity(msg.len());
     let mut quote: Option<char> = None;
     for c in msg.chars() {

@@ -13,7 +13,7 @@ use super::log::DeployLog;
 
 /// What an agent posts to the bot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub host: String,
     /// `succeeded` or `failed`.
     pub status: String,
@@ -27,13 +27,13 @@ pub struct Report {
 }
 
 /// Lines and bytes of log sent with a report.
-pub const TAIL_LINES: usize = 40;
-pub const TAIL_BYTES: usize = 4096;
+pub(crate) const TAIL_LINES: usize = 40;
+pub(crate) const TAIL_BYTES: usize = 4096;
 
 /// The job id corral puts in the URL fragment of a fanned-out manifest URL
 /// (`…/manifest.yml#corral-job=42`). HTTP clients never send the fragment, so stretcher
 /// agents fetch the same manifest.
-pub fn job_of(url: &str) -> Option<i64> {
+pub(crate) fn job_of(url: &str) -> Option<i64> {
     url.split_once('#')?
         .1
         .split('&')
@@ -44,7 +44,7 @@ pub fn job_of(url: &str) -> Option<i64> {
 
 /// Where to post a report for `job`: a base URL gets `/api/v1/deploys/<job>/reports`
 /// appended, `{job}` is replaced, a URL already ending in `/reports` is used as is.
-pub fn endpoint(base: &str, job: Option<i64>) -> Option<String> {
+pub(crate) fn endpoint(base: &str, job: Option<i64>) -> Option<String> {
     if base.contains("{job}") {
         return job.map(|j| base.replace("{job}", &j.to_string()));
     }
@@ -56,7 +56,7 @@ pub fn endpoint(base: &str, job: Option<i64>) -> Option<String> {
 
 /// Posts `report` to `url` with `token`, three attempts on a 5xx or a transport error;
 /// a 4xx is final. Every outcome is a log line; nothing fails the deploy.
-pub async fn post(url: &str, token: Option<&str>, report: &Report, log: &DeployLog) {
+pub(crate) async fn post(url: &str, token: Option<&str>, report: &Report, log: &DeployLog) {
     let client = match crate::http_client() {
         Ok(c) => c,
         Err(e) => {

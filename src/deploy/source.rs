@@ -15,16 +15,16 @@ use super::log::DeployLog;
 
 /// Where a fetch may go: `None` anywhere (stretcher's agent), `Some(prefixes)` only under
 /// `CORRAL_DEPLOY_ALLOW`'s prefixes, the first URL and every redirect hop alike.
-pub type Allow<'a> = Option<&'a [String]>;
+pub(crate) type Allow<'a> = Option<&'a [String]>;
 
 /// Redirect hops followed at most (Go's and reqwest's default).
-pub const MAX_REDIRECTS: usize = 10;
+pub(crate) const MAX_REDIRECTS: usize = 10;
 
 /// Largest manifest accepted.
-pub const MAX_MANIFEST_BYTES: usize = 1 << 20;
+pub(crate) const MAX_MANIFEST_BYTES: usize = 1 << 20;
 
 /// An open source, read chunk by chunk.
-pub enum Body {
+pub(crate) enum Body {
     File(tokio::fs::File),
     Http(reqwest::Response),
     S3(futures::stream::BoxStream<'static, object_store::Result<Bytes>>),
@@ -32,7 +32,7 @@ pub enum Body {
 
 impl Body {
     /// The next chunk; `None` at the end.
-    pub async fn chunk(&mut self) -> Result<Option<Bytes>, String> {
+    pub(crate) async fn chunk(&mut self) -> Result<Option<Bytes>, String> {
         match self {
             Body::File(f) => {
                 let mut buf = BytesMut::with_capacity(256 << 10);
@@ -55,12 +55,12 @@ impl Body {
 }
 
 /// Removes a `#fragment` (corral's job marker travels there; it is never fetched).
-pub fn without_fragment(url: &str) -> &str {
+pub(crate) fn without_fragment(url: &str) -> &str {
     url.split_once('#').map_or(url, |(u, _)| u)
 }
 
 /// Opens a URL once; with `allow`, only a URL under it.
-pub async fn open(url: &str, allow: Allow<'_>, log: &DeployLog) -> Result<Body, String> {
+pub(crate) async fn open(url: &str, allow: Allow<'_>, log: &DeployLog) -> Result<Body, String> {
     log.line(format!("Loading URL {url}"));
     if let Some(prefixes) = allow
         && !super::allowed(prefixes, url)
@@ -190,7 +190,7 @@ async fn open_s3(url: &str, parsed: &url::Url) -> Result<Body, String> {
 
 /// Opens a URL, retrying the opening only (stretcher §7): `1 + retry` attempts,
 /// `retry_wait` apart.
-pub async fn open_with_retry(
+pub(crate) async fn open_with_retry(
     url: &str,
     allow: Allow<'_>,
     retry: u32,
@@ -216,7 +216,7 @@ pub async fn open_with_retry(
 }
 
 /// Fetches a small text (a manifest) with a deadline.
-pub async fn fetch_text(
+pub(crate) async fn fetch_text(
     url: &str,
     allow: Allow<'_>,
     deadline: Duration,

@@ -64,14 +64,14 @@ impl Default for DeployOpts {
 
 /// How a deploy ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunResult {
+pub(crate) struct RunResult {
     /// `None` on success; the error otherwise.
     pub error: Option<String>,
     pub duration: Duration,
 }
 
 /// Runs a manifest: the deploy, then success or failure commands (stretcher's `Run`).
-pub async fn run(m: &Manifest, opts: &DeployOpts, log: &DeployLog) -> RunResult {
+pub(crate) async fn run(m: &Manifest, opts: &DeployOpts, log: &DeployLog) -> RunResult {
     let started = Instant::now();
     let result = deploy(m, opts, log).await;
     let dest = m.dest.as_deref();
@@ -99,7 +99,7 @@ pub async fn run(m: &Manifest, opts: &DeployOpts, log: &DeployLog) -> RunResult 
 }
 
 /// The deploy steps proper (stretcher's `Manifest.Deploy`).
-pub async fn deploy(m: &Manifest, opts: &DeployOpts, log: &DeployLog) -> Result<(), String> {
+pub(crate) async fn deploy(m: &Manifest, opts: &DeployOpts, log: &DeployLog) -> Result<(), String> {
     let dest = m.dest.as_deref();
     let (Some(src), Some(dest_path)) = (m.src.as_deref(), dest) else {
         // Commands-only mode.

@@ -8,12 +8,12 @@ use super::log::DeployLog;
 use super::manifest::Manifest;
 
 /// The directory releases live in.
-pub fn releases_dir(dest: &Path) -> PathBuf {
+pub(crate) fn releases_dir(dest: &Path) -> PathBuf {
     dest.join("releases")
 }
 
 /// `rsync -a --delete <verbose> [--exclude-from …] [--exclude …] <staging>/ <dest>/`.
-pub async fn rsync(
+pub(crate) async fn rsync(
     m: &Manifest,
     staging: &Path,
     dest: &Path,
@@ -66,7 +66,7 @@ pub async fn rsync(
 }
 
 /// Renames the staging directory to `dest` (which must not exist, as in stretcher).
-pub fn mv(staging: &Path, dest: &Path, log: &DeployLog) -> Result<(), String> {
+pub(crate) fn mv(staging: &Path, dest: &Path, log: &DeployLog) -> Result<(), String> {
     log.line(format!("mv {} {}", staging.display(), dest.display()));
     if dest.symlink_metadata().is_ok() {
         return Err(format!(
@@ -81,7 +81,7 @@ pub fn mv(staging: &Path, dest: &Path, log: &DeployLog) -> Result<(), String> {
 
 /// Moves a finished staging directory to `releases/<id>`, switches `current` to it
 /// atomically, and removes the oldest releases beyond `keep`. Returns the release path.
-pub fn release(
+pub(crate) fn release(
     staging: &Path,
     dest: &Path,
     id: &str,
@@ -120,7 +120,7 @@ pub fn switch_current(dest: &Path, id: &str) -> Result<(), String> {
 }
 
 /// Release ids, oldest first (ids sort by time).
-pub fn list_releases(dest: &Path) -> Vec<String> {
+pub(crate) fn list_releases(dest: &Path) -> Vec<String> {
     let mut ids: Vec<String> = std::fs::read_dir(releases_dir(dest))
         .into_iter()
         .flatten()

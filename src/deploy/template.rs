@@ -15,7 +15,7 @@ use super::manifest::{self, Manifest, ManifestError};
 
 /// What an environment-reading action becomes: private-use characters, so it survives
 /// `json_escape` unchanged and cannot be mistaken for text a manifest means.
-pub const PLACEHOLDER: &str = "\u{E000}template\u{E001}";
+pub(crate) const PLACEHOLDER: &str = "\u{E000}template\u{E001}";
 
 /// What [`PLACEHOLDER`] is shown as in a refusal.
 const SHOWN: &str = "{{ … }}";
@@ -35,7 +35,7 @@ fn opaque_env(_: &str) -> Option<String> {
 }
 
 /// Parses `text` the bot's way: templates validated but not expanded (see the module).
-pub fn parse_opaque(text: &str) -> Result<Manifest, ManifestError> {
+pub(crate) fn parse_opaque(text: &str) -> Result<Manifest, ManifestError> {
     let expanded = manifest::expand_template(text, &opaque_env)?;
     let m = match manifest::parse(text, &opaque_env) {
         Ok(m) => m,
@@ -68,7 +68,7 @@ pub fn parse_opaque(text: &str) -> Result<Manifest, ManifestError> {
 
 /// The names `{{ must_env "NAME" }}` actions of `text` read: their values are secrets by
 /// the manifest's own account, redacted from the agent's log and report.
-pub fn must_env_names(text: &str) -> Vec<String> {
+pub(crate) fn must_env_names(text: &str) -> Vec<String> {
     let mut names = Vec::new();
     let mut rest = text;
     while let Some(start) = rest.find("{{") {

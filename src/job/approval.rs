@@ -32,7 +32,7 @@ pub enum ApprovalState {
 }
 
 impl ApprovalState {
-    pub const ALL: [ApprovalState; 5] = [
+    pub(crate) const ALL: [ApprovalState; 5] = [
         ApprovalState::Pending,
         ApprovalState::Approved,
         ApprovalState::Denied,
@@ -40,7 +40,7 @@ impl ApprovalState {
         ApprovalState::Refused,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ApprovalState::Pending => "pending",
             ApprovalState::Approved => "approved",
@@ -76,7 +76,7 @@ pub enum VoteKind {
 }
 
 impl VoteKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             VoteKind::Approve => "approve",
             VoteKind::Deny => "deny",
@@ -144,13 +144,13 @@ pub struct Vote {
 }
 
 /// Whether an identity was named by its caller (any door but Slack's verified ids).
-pub fn is_self_named(id: &str) -> bool {
+pub(crate) fn is_self_named(id: &str) -> bool {
     id.contains(':')
 }
 
 /// What a vote that may be cast does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Judgement {
+pub(crate) struct Judgement {
     /// It counts toward `required`.
     pub counted: bool,
     /// Approvals counted after it.
@@ -165,7 +165,7 @@ pub struct Judgement {
 /// the voter may approve this job at all (the policy's answer, with the reason when not).
 /// `Err` is the refusal to show the voter; nothing is written then.
 #[allow(clippy::too_many_arguments)]
-pub fn judge(
+pub(crate) fn judge(
     approval: &ApprovalRecord,
     votes: &[Vote],
     requester: &str,

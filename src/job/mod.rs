@@ -28,7 +28,7 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             JobStatus::Queued => "queued",
             JobStatus::AwaitingApproval => "awaiting_approval",
@@ -85,13 +85,13 @@ pub enum JobKind {
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 3] = [
+    pub(crate) const ALL: [JobKind; 3] = [
         JobKind::UpgradeCatalog,
         JobKind::UpgradeImage,
         JobKind::Deploy,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             JobKind::UpgradeCatalog => "upgrade-catalog",
             JobKind::UpgradeImage => "upgrade-image",
@@ -119,7 +119,7 @@ impl FromStr for JobKind {
 pub struct JobError(pub String);
 
 impl JobError {
-    pub fn new(text: impl Into<String>) -> Self {
+    pub(crate) fn new(text: impl Into<String>) -> Self {
         JobError(text.into())
     }
 }

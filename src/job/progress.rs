@@ -28,7 +28,7 @@ pub struct PlanGroup {
 
 impl PlanGroup {
     /// Targets that will really be changed (not skipped).
-    pub fn active(&self) -> usize {
+    pub(crate) fn active(&self) -> usize {
         self.items.iter().filter(|i| i.skipped.is_none()).count()
     }
 }
@@ -80,7 +80,7 @@ impl ProgressTx {
         let _ = self.0.send(event);
     }
 
-    pub fn note(&self, text: impl Into<String>) {
+    pub(crate) fn note(&self, text: impl Into<String>) {
         self.send(Progress::Note { text: text.into() });
     }
 }

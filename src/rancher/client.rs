@@ -154,7 +154,7 @@ impl Filter {
 
     /// Whether an item (as JSON) passes. A missing or `null` field is the empty string;
     /// numbers and booleans compare by their JSON text.
-    pub fn matches(&self, item: &Value) -> bool {
+    pub(crate) fn matches(&self, item: &Value) -> bool {
         let (field, want) = match self {
             Filter::Eq(f, v) | Filter::Ne(f, v) | Filter::Prefix(f, v) => (f, v),
         };
@@ -199,7 +199,7 @@ impl Default for ClientOptions {
 }
 
 impl ClientOptions {
-    pub fn from_config(cfg: &RancherConfig) -> ClientOptions {
+    pub(crate) fn from_config(cfg: &RancherConfig) -> ClientOptions {
         ClientOptions {
             request_timeout: cfg.request_timeout,
             rate_limit: cfg.rate_limit,
@@ -238,7 +238,7 @@ impl std::fmt::Debug for Client {
 /// Reduces a Rancher URL as users give it to the server root: drops credentials, query,
 /// fragment and everything from the first `/v1`, `/v2-beta`, `/v2`, `/v3` or
 /// `/v1-catalog` path segment on; keeps a proxy path prefix before it.
-pub fn normalize_base(url: &Url) -> Result<Url, RancherError> {
+pub(crate) fn normalize_base(url: &Url) -> Result<Url, RancherError> {
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
         return Err(RancherError::Invalid(format!(
             "the Rancher URL must be http(s)://host[:port][/path], not {}",
@@ -331,7 +331,7 @@ impl Client {
 
     /// A client whose rate limit is the one `limits` holds for this server: every client
     /// built from the same registry for the same server shares it.
-    pub fn with_limits(
+    pub(crate) fn with_limits(
         base: &Url,
         access_key: Secret,
         secret_key: Secret,
@@ -370,7 +370,10 @@ impl Client {
     }
 
     /// The client for corral's configured Rancher, or why there is none.
-    pub fn from_config(cfg: &RancherConfig, limits: &RateLimits) -> Result<Client, RancherError> {
+    pub(crate) fn from_config(
+        cfg: &RancherConfig,
+        limits: &RateLimits,
+    ) -> Result<Client, RancherError> {
         let (Some(url), Some(ak), Some(sk)) = (&cfg.url, &cfg.access_key, &cfg.secret_key) else {
             return Err(RancherError::Invalid(
                 "Rancher is not configured: set RANCHER_URL, RANCHER_ACCESS_KEY and RANCHER_SECRET_KEY".into(),
@@ -396,12 +399,12 @@ impl Client {
     }
 
     /// `<root>/v2-beta/<path>`.
-    pub fn api_url(&self, path: &str) -> Result<Url, RancherError> {
+    pub(crate) fn api_url(&self, path: &str) -> Result<Url, RancherError> {
         self.join(&format!("v2-beta/{}", path.trim_start_matches('/')))
     }
 
     /// `<root>/v1-catalog/<path>`.
-    pub fn catalog_url(&self, path: &str) -> Result<Url, RancherError> {
+    pub(crate) fn catalog_url(&self, path: &str) -> Result<Url, RancherError> {
         self.join(&format!("v1-catalog/{}", path.trim_start_matches('/')))
     }
 
@@ -414,7 +417,7 @@ impl Client {
     /// Turns a link from an answer into the URL to call: relative links are joined to the
     /// root, absolute ones keep their path and query but get the configured scheme, host
     /// and port.
-    pub fn resolve(&self, link: &str) -> Result<Url, RancherError> {
+    pub(crate) fn resolve(&self, link: &str) -> Result<Url, RancherError> {
         let root = &self.inner.root;
         let mut url = match Url::parse(link) {
             Ok(u) => u,
@@ -552,7 +555,7 @@ impl Client {
 
     /// GETs one resource with the header `X-API-Project-Id: <project>` when given (the
     /// catalog service's view of that environment, §8).
-    pub async fn get_in<T: DeserializeOwned>(
+    pub(crate) async fn get_in<T: DeserializeOwned>(
         &self,
         link: &str,
         project: Option<&str>,
@@ -575,7 +578,7 @@ impl Client {
     /// Like [`Client::list`], but returns everything the server answered: the filters
     /// only narrow the server's side, and the caller must look at each item itself (to
     /// report near misses of a LIKE pattern instead of dropping them).
-    pub async fn list_unchecked<T: DeserializeOwned>(
+    pub(crate) async fn list_unchecked<T: DeserializeOwned>(
         &self,
         link: &str,
         filters: &[Filter],
@@ -682,21 +685,6 @@ impl Client {
         self.post(link, body).await
     }
 
-    /// Follows a named link of a resource.
-    pub async fn follow<R, T>(&self, resource: &R, link: &str) -> Result<T, RancherError>
-    where
-        R: Resource,
-        T: DeserializeOwned,
-    {
-        let Some(url) = resource.link(link) else {
-            return Err(RancherError::Invalid(format!(
-                "resource {} has no `{link}` link",
-                resource.id()
-            )));
-        };
-        self.get(url).await
-    }
-
     /// The environments (projects) the key can see, sorted by name.
     pub async fn projects(&self) -> Result<Vec<Project>, RancherError> {
         let url = self.api_url("projects")?;
@@ -713,7 +701,11 @@ impl Client {
 
     /// The collection URL of a kind (`stacks`, `services`) in an environment: the
     /// project's own link when it has one, else `/v2-beta/projects/<id>/<kind>`.
-    pub fn collection_url(&self, project: &Project, kind: &str) -> Result<String, RancherError> {
+    pub(crate) fn collection_url(
+        &self,
+        project: &Project,
+        kind: &str,
+    ) -> Result<String, RancherError> {
         match project.link(kind) {
             Some(l) => Ok(l.to_string()),
             None => Ok(self
@@ -797,7 +789,7 @@ fn api_error(
 
 /// Percent-escapes one path segment (ids and names come from users and from Rancher).
 /// `*` stays as is: catalog template ids use it (`infra*ipsec`).
-pub fn escape(segment: &str) -> String {
+pub(crate) fn escape(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
     for b in segment.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'*' | b':') {

@@ -19,7 +19,7 @@ use std::cmp::Ordering;
 use std::fmt;
 
 /// Docker Hub's canonical registry name.
-pub const DOCKER_HUB: &str = "docker.io";
+pub(crate) const DOCKER_HUB: &str = "docker.io";
 
 /// The longest repository name Docker accepts (registry included).
 const MAX_NAME: usize = 255;
@@ -28,7 +28,7 @@ const MAX_TAG: usize = 128;
 
 /// Why a string is not an image reference.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ImageError {
+pub(crate) enum ImageError {
     #[error("the image reference is empty")]
     Empty,
     #[error(
@@ -52,7 +52,7 @@ pub enum ImageError {
 
 /// A parsed, normalised image reference.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ImageRef {
+pub(crate) struct ImageRef {
     /// Registry host (and port), lowercased; `docker.io` for Docker Hub.
     pub registry: String,
     /// Repository path; Docker Hub's official images carry `library/`.
@@ -68,7 +68,7 @@ pub struct ImageRef {
 
 impl ImageRef {
     /// Parses a reference, with or without Rancher's `docker:` prefix.
-    pub fn parse(input: &str) -> Result<ImageRef, ImageError> {
+    pub(crate) fn parse(input: &str) -> Result<ImageRef, ImageError> {
         let s = input.trim();
         let s = s.strip_prefix("docker:").unwrap_or(s);
         if s.is_empty() {
@@ -142,13 +142,13 @@ impl ImageRef {
 
     /// True when both name the same image: same registry and repository after
     /// normalisation, whatever their tags and digests.
-    pub fn same_image(&self, other: &ImageRef) -> bool {
+    pub(crate) fn same_image(&self, other: &ImageRef) -> bool {
         self.registry == other.registry && self.repository == other.repository
     }
 
     /// The tag Docker pulls: the written one, or `latest` when neither tag nor digest was
     /// given.
-    pub fn effective_tag(&self) -> Option<&str> {
+    pub(crate) fn effective_tag(&self) -> Option<&str> {
         match (&self.tag, &self.digest) {
             (Some(t), _) => Some(t),
             (None, None) => Some("latest"),
@@ -158,7 +158,7 @@ impl ImageRef {
 
     /// This image under its own written name, with `wanted`'s tag and digest: what goes
     /// into the service's `imageUuid` (with `docker:` in front).
-    pub fn retagged(&self, wanted: &ImageRef) -> String {
+    pub(crate) fn retagged(&self, wanted: &ImageRef) -> String {
         let mut s = self.written_name.clone();
         if let Some(t) = &wanted.tag {
             s.push(':');
@@ -172,7 +172,7 @@ impl ImageRef {
     }
 
     /// The tag and digest as people read them (`2.0`, `2.0@sha256:…`, `@sha256:…`).
-    pub fn version_text(&self) -> String {
+    pub(crate) fn version_text(&self) -> String {
         match (&self.tag, &self.digest) {
             (Some(t), Some(d)) => format!("{t}@{}", short_digest(d)),
             (Some(t), None) => t.clone(),
@@ -315,7 +315,7 @@ fn is_alnum(b: u8) -> bool {
 ///   numeric identifiers numerically, others as text, numbers below text);
 /// * `_N` (Docker tags cannot hold `+`) is a build number: `1.2.3_2 > 1.2.3_1 > 1.2.3`.
 #[derive(Debug, Clone)]
-pub struct Version {
+pub(crate) struct Version {
     core: Vec<String>,
     pre: Vec<String>,
     build: Option<String>,
@@ -324,7 +324,7 @@ pub struct Version {
 impl Version {
     /// Reads a tag as a version, or `None` when it is not one (`latest`, `stable`,
     /// `abc123f`, `1..2`).
-    pub fn parse(tag: &str) -> Option<Version> {
+    pub(crate) fn parse(tag: &str) -> Option<Version> {
         let s = tag
             .strip_prefix('v')
             .or_else(|| tag.strip_prefix('V'))
@@ -452,7 +452,7 @@ impl PartialOrd for Version {
 
 /// What to do with one service.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     Upgrade,
     /// Left alone, with the reason people see in the plan.
     Skip(String),
@@ -468,7 +468,7 @@ pub enum Decision {
 /// the wanted reference pins a different digest. Anything else cannot be compared and is
 /// skipped with that reason, unless `force` — which only overrides "cannot compare",
 /// never a downgrade.
-pub fn decide(current: &ImageRef, wanted: &ImageRef, force: bool) -> Decision {
+pub(crate) fn decide(current: &ImageRef, wanted: &ImageRef, force: bool) -> Decision {
     let cur_tag = current.effective_tag();
     let want_tag = wanted.effective_tag();
     let digest_differs = wanted.digest.is_some() && wanted.digest != current.digest;

@@ -49,7 +49,7 @@ impl Rancher {
         }
     }
 
-    pub fn config(&self) -> &Config {
+    pub(crate) fn config(&self) -> &Config {
         &self.inner.config
     }
 
@@ -74,7 +74,7 @@ impl Rancher {
 /// stacks, and of the plan itself (no such template, no environments), are in the
 /// returned [`Outcome`], with per-stack results as [`catalog::Detail`] in
 /// `Outcome.detail`; `Err` only when Rancher is not configured at all.
-pub async fn run_catalog(
+pub(crate) async fn run_catalog(
     rancher: &Rancher,
     cmd: &CatalogUpgrade,
     progress: ProgressTx,
@@ -85,7 +85,7 @@ pub async fn run_catalog(
 }
 
 /// Runs `/upgrade image <ref>` (see [`service`]).
-pub async fn run_image(
+pub(crate) async fn run_image(
     rancher: &Rancher,
     cmd: &ImageUpgrade,
     progress: ProgressTx,

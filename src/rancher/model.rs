@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 /// Decodes `null` (and a missing field, with `#[serde(default)]`) as `T::default()`.
-pub fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+pub(crate) fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Default + Deserialize<'de>,
@@ -21,7 +21,7 @@ where
 
 /// A string map where non-string values (a number, `null`) are dropped instead of failing
 /// the whole resource: `links` and `actions` are only useful as strings.
-pub fn string_map<'de, D>(d: D) -> Result<BTreeMap<String, String>, D::Error>
+pub(crate) fn string_map<'de, D>(d: D) -> Result<BTreeMap<String, String>, D::Error>
 where
     D: Deserializer<'de>,
 {
@@ -37,7 +37,7 @@ where
 
 /// The envelope of every list reply.
 #[derive(Debug, Clone, Deserialize)]
-pub struct Collection<T> {
+pub(crate) struct Collection<T> {
     #[serde(default = "Vec::new", deserialize_with = "null_default")]
     #[serde(bound(deserialize = "T: Deserialize<'de>"))]
     pub data: Vec<T>,
@@ -48,13 +48,9 @@ pub struct Collection<T> {
 
 /// `pagination` of a collection: follow `next` until it is null.
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct Pagination {
+pub(crate) struct Pagination {
     #[serde(default)]
     pub next: Option<String>,
-    #[serde(default)]
-    pub partial: Option<bool>,
-    #[serde(default)]
-    pub limit: Option<i64>,
 }
 
 /// What every Cattle resource has: an id, a type, links and actions.
@@ -198,11 +194,7 @@ impl TemplateVersion {
 /// in `fieldName` with `message: null`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ErrorBody {
-    #[serde(default, rename = "type")]
-    pub kind: Option<String>,
-    #[serde(default)]
-    pub status: Option<Value>,
+pub(crate) struct ErrorBody {
     #[serde(default)]
     pub code: Option<String>,
     #[serde(default)]
@@ -214,18 +206,9 @@ pub struct ErrorBody {
 }
 
 impl ErrorBody {
-    /// `status` as a number, whichever way it was sent.
-    pub fn status(&self) -> Option<u16> {
-        match self.status.as_ref()? {
-            Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
-            Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        }
-    }
-
     /// The most useful human text in the body: `message`, else `fieldName`, else
     /// `detail`.
-    pub fn text(&self) -> Option<String> {
+    pub(crate) fn text(&self) -> Option<String> {
         let nonempty = |s: &Option<String>| {
             s.as_deref()
                 .map(str::trim)
@@ -283,7 +266,6 @@ mod tests {
         let c: Collection<Stack> =
             serde_json::from_str(&fixture("apache-libcloud-v1/ex_list_stacks.json")).unwrap();
         let p = c.pagination.unwrap();
-        assert_eq!(p.partial, Some(true));
         assert!(p.next.unwrap().contains("marker=m6"));
     }
 
@@ -293,19 +275,17 @@ mod tests {
             r#"{"id":"1d0","type":"error","links":{},"actions":{},"status":422,"code":"ActionNotAvailable","message":null,"detail":null,"fieldName":"action","baseType":"error"}"#,
         )
         .unwrap();
-        assert_eq!(cattle.status(), Some(422));
         assert_eq!(cattle.code.as_deref(), Some("ActionNotAvailable"));
         assert_eq!(cattle.text().as_deref(), Some("action"));
         let catalog: ErrorBody = serde_json::from_str(
             r#"{"type":"error","status":"404","message":"Template not found","links":{"self":"u"},"actions":{}}"#,
         )
         .unwrap();
-        assert_eq!(catalog.status(), Some(404));
         assert_eq!(catalog.code, None);
         assert_eq!(catalog.text().as_deref(), Some("Template not found"));
         let hostile: ErrorBody =
             serde_json::from_str(r#"{"status":[1],"message":7}"#).unwrap_or_default();
-        assert_eq!(hostile.status(), None);
+        assert_eq!(hostile.text(), None);
     }
 
     #[test]

@@ -47,7 +47,7 @@ use crate::text::format_duration;
 
 /// Everything that decides what happens, from the configuration and the command.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     pub label: String,
     pub environments: Vec<Regex>,
     pub env_filter: Option<Regex>,
@@ -64,7 +64,7 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn new(cfg: &RancherConfig, cmd: &ImageUpgrade) -> Result<Settings, JobError> {
+    pub(crate) fn new(cfg: &RancherConfig, cmd: &ImageUpgrade) -> Result<Settings, JobError> {
         let env_filter = match &cmd.env {
             Some(e) => Some(Regex::new(e).map_err(|err| {
                 JobError::new(format!("--env {e:?} is not a valid regex: {err}"))
@@ -89,7 +89,7 @@ impl Settings {
     }
 
     /// True when an environment of this name is in scope.
-    pub fn environment_matches(&self, name: &str) -> bool {
+    pub(crate) fn environment_matches(&self, name: &str) -> bool {
         self.environments.iter().any(|r| r.is_match(name))
             && self.env_filter.as_ref().is_none_or(|r| r.is_match(name))
     }
@@ -106,7 +106,7 @@ impl Settings {
 }
 
 /// True when a launch config carries the enable label with any value but `"false"`.
-pub fn labelled(launch_config: &Value, label: &str) -> bool {
+pub(crate) fn labelled(launch_config: &Value, label: &str) -> bool {
     match launch_config.get("labels").and_then(|l| l.get(label)) {
         None => false,
         Some(Value::String(s)) => s != "false",
@@ -117,7 +117,7 @@ pub fn labelled(launch_config: &Value, label: &str) -> bool {
 
 /// The body of the in-service upgrade: the launch config as Rancher sent it with only
 /// `imageUuid` replaced, and the strategy settings.
-pub fn upgrade_body(launch_config: &Value, image_uuid: &str, s: &Settings) -> Value {
+pub(crate) fn upgrade_body(launch_config: &Value, image_uuid: &str, s: &Settings) -> Value {
     let mut lc = launch_config.clone();
     if let Value::Object(m) = &mut lc {
         m.insert("imageUuid".into(), Value::String(image_uuid.to_string()));
@@ -138,7 +138,7 @@ fn text<'a>(v: &'a Value, key: &str) -> &'a str {
 
 /// One service considered for the upgrade.
 #[derive(Debug, Clone)]
-pub struct Candidate {
+pub(crate) struct Candidate {
     pub environment: String,
     pub environment_id: String,
     /// The environment's services collection (what is read while it waits).
@@ -180,7 +180,7 @@ impl Candidate {
 
 /// What happened to one service (the job's `outcome.detail.services[]`).
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ServiceResult {
+pub(crate) struct ServiceResult {
     pub environment: String,
     pub environment_id: String,
     pub stack: String,
@@ -230,7 +230,7 @@ impl ServiceResult {
 
 /// The services of one environment that run `wanted`'s image and carry the label, each
 /// with its decision. `environment` is (id, name, services collection URL).
-pub fn candidates(
+pub(crate) fn candidates(
     environment: (&str, &str, &str),
     services: &[Value],
     stacks: &HashMap<String, String>,
@@ -387,7 +387,7 @@ async fn execute(
 }
 
 /// Runs `/upgrade image <ref>` end to end.
-pub async fn run(
+pub(crate) async fn run(
     client: &Client,
     cmd: &ImageUpgrade,
     s: &Settings,

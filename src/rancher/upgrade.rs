@@ -51,7 +51,7 @@ use crate::text::format_duration;
 
 /// A Cattle state name the lifecycle acts on (§9, §11); any other is [`Named::Other`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Named {
+pub(crate) enum Named {
     Active,
     Inactive,
     Upgrading,
@@ -66,7 +66,7 @@ pub enum Named {
 }
 
 impl Named {
-    pub fn parse(state: &str) -> Named {
+    pub(crate) fn parse(state: &str) -> Named {
         match state.trim() {
             "active" => Named::Active,
             "inactive" => Named::Inactive,
@@ -82,7 +82,7 @@ impl Named {
         }
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         match self {
             Named::Active => "active",
             Named::Inactive => "inactive",
@@ -122,7 +122,7 @@ impl std::fmt::Display for Named {
 /// `transitioningMessage` (§3: `yes` while a transition runs, `no` at rest, `error` when
 /// it failed, the text in the message).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Status {
+pub(crate) enum Status {
     /// At rest: Rancher waits for the next action.
     Settled(Named),
     /// A transition runs; Rancher's progress text (often `In Progress`).
@@ -132,7 +132,7 @@ pub enum Status {
 }
 
 impl Status {
-    pub fn parse(state: &str, transitioning: &str, message: &str) -> Status {
+    pub(crate) fn parse(state: &str, transitioning: &str, message: &str) -> Status {
         let state = Named::parse(state);
         let message = message.trim().to_string();
         match transitioning.trim() {
@@ -144,7 +144,7 @@ impl Status {
     }
 
     /// The status of a resource as Rancher sent it (missing fields read as empty).
-    pub fn of(resource: &Value) -> Status {
+    pub(crate) fn of(resource: &Value) -> Status {
         Status::parse(
             text(resource, "state"),
             text(resource, "transitioning"),
@@ -152,7 +152,7 @@ impl Status {
         )
     }
 
-    pub fn state(&self) -> &Named {
+    pub(crate) fn state(&self) -> &Named {
         match self {
             Status::Settled(s) => s,
             Status::Transitioning { state, .. } | Status::Error { state, .. } => state,
@@ -176,13 +176,13 @@ fn text<'a>(v: &'a Value, key: &str) -> &'a str {
 
 /// One read of a target: its parsed status and the JSON it came from.
 #[derive(Debug, Clone)]
-pub struct Observed {
+pub(crate) struct Observed {
     pub status: Status,
     pub raw: Arc<Value>,
 }
 
 impl Observed {
-    pub fn new(raw: Arc<Value>) -> Observed {
+    pub(crate) fn new(raw: Arc<Value>) -> Observed {
         Observed {
             status: Status::of(&raw),
             raw,
@@ -190,7 +190,7 @@ impl Observed {
     }
 
     /// The URL of an action Rancher offers in this state (§12).
-    pub fn action(&self, name: &str) -> Option<&str> {
+    pub(crate) fn action(&self, name: &str) -> Option<&str> {
         self.raw
             .get("actions")
             .and_then(|a| a.get(name))
@@ -206,7 +206,7 @@ impl Observed {
 /// How an upgraded target looks: tells a target found `active` at the new version
 /// (someone finished it already) from one not upgraded yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Wanted {
+pub(crate) enum Wanted {
     /// A stack: its new `externalId`.
     ExternalId(String),
     /// A service: its new `launchConfig.imageUuid`.
@@ -227,7 +227,7 @@ impl Wanted {
 
 /// One target, ready to be upgraded.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     /// `stack` or `service`, for messages.
     pub noun: &'static str,
     pub id: String,
@@ -240,7 +240,7 @@ pub struct Target {
 
 /// How every target of one job goes through the lifecycle.
 #[derive(Debug, Clone)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// Deadline of each wait: for `upgraded`, for the undo to settle.
     pub timeout: Duration,
     /// `CORRAL_ROLLBACK_ON_TIMEOUT`: a failed upgrade is rolled back (cancelled when
@@ -254,7 +254,7 @@ pub struct Policy {
 
 /// How a target's lifecycle ended well.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Done {
+pub(crate) enum Done {
     /// Upgraded and finished.
     Finished,
     /// Found `active` at the new version: someone finished it already.
@@ -265,7 +265,7 @@ pub enum Done {
 
 /// What happened to one target.
 #[derive(Debug, Clone)]
-pub struct Report {
+pub(crate) struct Report {
     /// Rancher showed the target `upgraded` (set even when finishing it then failed).
     pub reached: bool,
     /// How it ended, or why it failed (with Rancher's words and what the undo did).
@@ -275,13 +275,13 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         self.result.is_ok()
     }
 }
 
 /// One item of work for [`execute`].
-pub struct Item<T> {
+pub(crate) struct Item<T> {
     /// The progress group (the environment's name).
     pub group: String,
     /// How the target is named in progress events.
@@ -296,7 +296,7 @@ pub struct Item<T> {
 /// Runs every item through the lifecycle, at most [`Policy::parallelism`] at once, and
 /// reports `TargetStarted`/`TargetFinished` for each and `GroupFinished` when a group's
 /// last item ends. Returns the reports in the items' order.
-pub async fn execute<T: Send>(
+pub(crate) async fn execute<T: Send>(
     client: &Client,
     policy: &Policy,
     items: Vec<Item<T>>,
@@ -768,7 +768,7 @@ fn timed_out(w: &Wait, latest: &Observed, unreadable: &str) -> WaitFailure {
 }
 
 /// Rancher's words for an error: `Rancher 422 ActionNotAvailable: action`.
-pub fn rancher_text(e: &RancherError) -> String {
+pub(crate) fn rancher_text(e: &RancherError) -> String {
     match e {
         RancherError::Api {
             status,
@@ -794,7 +794,7 @@ struct Snapshot {
 
 /// The shared view of one collection (an environment's stacks or services) while
 /// targets there wait.
-pub struct Watcher {
+pub(crate) struct Watcher {
     snapshot: watch::Sender<Arc<Snapshot>>,
     waiting: AtomicUsize,
     wake: Notify,
@@ -802,7 +802,7 @@ pub struct Watcher {
 
 /// The watchers of one job: one per collection, each read by its own task every poll
 /// interval while any target waits on it. Dropping the set stops the tasks.
-pub struct Watchers {
+pub(crate) struct Watchers {
     client: Client,
     interval: Duration,
     started: Mutex<Started>,
@@ -813,7 +813,7 @@ type Started = (HashMap<String, Arc<Watcher>>, JoinSet<()>);
 
 impl Watchers {
     /// `interval` is `CORRAL_RANCHER_POLL`; zero is read as 10 ms, never a busy loop.
-    pub fn new(client: &Client, interval: Duration) -> Watchers {
+    pub(crate) fn new(client: &Client, interval: Duration) -> Watchers {
         Watchers {
             client: client.clone(),
             interval: interval.max(Duration::from_millis(10)),
@@ -823,7 +823,7 @@ impl Watchers {
 
     /// The watcher of the collection at `url` read with `filters` (re-checked on every
     /// item, [`Client::list`]); started on first use.
-    pub fn collection(&self, url: &str, filters: &[Filter]) -> Arc<Watcher> {
+    pub(crate) fn collection(&self, url: &str, filters: &[Filter]) -> Arc<Watcher> {
         let key = format!("{url} {filters:?}");
         let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
         let (map, tasks) = &mut *started;

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 /// `<catalog>:<template>:<revision>`, from a template-version id or a stack externalId.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CatalogId {
+pub(crate) struct CatalogId {
     pub catalog: String,
     pub template: String,
     pub revision: String,
@@ -27,7 +27,7 @@ pub struct CatalogId {
 
 impl CatalogId {
     /// Parses a template-version id `catalog:template:revision` (three non-empty parts).
-    pub fn parse(id: &str) -> Option<CatalogId> {
+    pub(crate) fn parse(id: &str) -> Option<CatalogId> {
         let mut parts = id.split(':');
         let (Some(c), Some(t), Some(r), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -48,7 +48,7 @@ impl CatalogId {
     }
 
     /// The stack externalId for this version: `catalog://<id>`.
-    pub fn external_id(&self) -> String {
+    pub(crate) fn external_id(&self) -> String {
         format!("catalog://{}", self)
     }
 }
@@ -61,7 +61,7 @@ impl std::fmt::Display for CatalogId {
 
 /// What a stack's externalId says about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// `""`: made by hand.
     Handmade,
     /// Another scheme (`system://`, `kubernetes://`, no `://` at all).
@@ -72,7 +72,7 @@ pub enum Origin {
 }
 
 /// Reads a stack's externalId.
-pub fn origin(external_id: &str) -> Origin {
+pub(crate) fn origin(external_id: &str) -> Origin {
     let e = external_id.trim();
     if e.is_empty() {
         return Origin::Handmade;
@@ -88,7 +88,7 @@ pub fn origin(external_id: &str) -> Origin {
 
 /// A semantic version read leniently: a leading `v` is dropped and a missing minor or
 /// patch is zero (`v1.2-rc1` is `1.2.0-rc1`).
-pub fn lenient_semver(s: &str) -> Option<semver::Version> {
+pub(crate) fn lenient_semver(s: &str) -> Option<semver::Version> {
     let s = s.trim();
     let s = s.strip_prefix(['v', 'V']).unwrap_or(s);
     if let Ok(v) = semver::Version::parse(s) {
@@ -115,7 +115,7 @@ pub fn lenient_semver(s: &str) -> Option<semver::Version> {
 /// Orders two versions of one template: integer revisions by number; otherwise their
 /// semantic versions (`*_version` when known, else the revision). `None` when they
 /// cannot be compared.
-pub fn compare(
+pub(crate) fn compare(
     have_rev: &str,
     have_version: Option<&str>,
     want_rev: &str,
@@ -142,7 +142,7 @@ pub fn compare(
 
 /// The target of a catalog upgrade.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     /// The template-version id (`library:web:12`).
     pub id: CatalogId,
     /// Its version string (`2.0.0`).
@@ -154,7 +154,7 @@ pub struct Target {
 
 impl Target {
     /// The version string of a revision, or `rev N` when the catalog does not list it.
-    pub fn label(&self, revision: &str) -> String {
+    pub(crate) fn label(&self, revision: &str) -> String {
         match self.versions.get(revision) {
             Some(v) if !v.is_empty() => v.clone(),
             _ => format!("rev {revision}"),
@@ -164,7 +164,7 @@ impl Target {
 
 /// Whether a stack is upgraded, and if not, why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Upgrade it, from this version (a label for people).
     Upgrade {
         from: String,
@@ -173,7 +173,7 @@ pub enum Verdict {
 }
 
 /// Decides for one stack.
-pub fn classify(external_id: &str, target: &Target) -> Verdict {
+pub(crate) fn classify(external_id: &str, target: &Target) -> Verdict {
     let id = match origin(external_id) {
         Origin::Handmade => return Verdict::Skip("not created from a catalog template".into()),
         Origin::NotCatalog(e) => {

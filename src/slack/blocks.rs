@@ -15,7 +15,7 @@ use crate::text::truncate;
 const FALLBACK_MAX: usize = 3900;
 
 /// The top-level `text` of a message.
-pub fn fallback(msg: &Message) -> String {
+pub(crate) fn fallback(msg: &Message) -> String {
     if msg.text.len() <= FALLBACK_MAX {
         return msg.text.clone();
     }
@@ -103,7 +103,7 @@ const SECTION_MAX: usize = 3000;
 const BLOCKS_MAX: usize = 50;
 
 /// The Block Kit blocks for a message.
-pub fn blocks(msg: &Message) -> Vec<SlackBlock> {
+pub(crate) fn blocks(msg: &Message) -> Vec<SlackBlock> {
     let own = msg.blocks.len().min(BLOCKS_MAX - 2);
     let room = BLOCKS_MAX - 1 - own;
     let mut parts = chunks(&msg.text, SECTION_MAX);
@@ -128,7 +128,7 @@ pub fn blocks(msg: &Message) -> Vec<SlackBlock> {
 
 /// Splits text into pieces of at most `max` bytes, at line ends where possible, never
 /// inside a character.
-pub fn chunks(text: &str, max: usize) -> Vec<String> {
+pub(crate) fn chunks(text: &str, max: usize) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     for line in text.split_inclusive('\n') {

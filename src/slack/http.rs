@@ -83,7 +83,11 @@ fn is_ssl_check(body: &[u8]) -> bool {
 }
 
 /// `POST /slack/commands`.
-pub async fn commands(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn commands(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     app.metrics.slack_commands.inc();
     if let Err(resp) = check_signature(&app, &headers, &body) {
         // Slack's SSL check may come unsigned and carries no command: answer 200 and do
@@ -134,7 +138,11 @@ pub async fn commands(State(app): State<Arc<App>>, headers: HeaderMap, body: Byt
 }
 
 /// `POST /slack/events`.
-pub async fn events(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn events(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     app.metrics.slack_events.inc();
     if let Err(resp) = check_signature(&app, &headers, &body) {
         return resp;
@@ -186,7 +194,7 @@ pub async fn events(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes
 
 /// A mention: the same grammar, answered in the mention's thread (changes) or to the
 /// person (refusals, errors, status, help), through the outbox.
-pub async fn handle_mention(app: Arc<App>, m: SlackAppMentionEvent) {
+pub(crate) async fn handle_mention(app: Arc<App>, m: SlackAppMentionEvent) {
     let channel = m.channel.to_string();
     let thread = m
         .origin
@@ -245,7 +253,7 @@ pub async fn handle_mention(app: Arc<App>, m: SlackAppMentionEvent) {
 
 /// `POST /slack/interactions`: routed by `action_id`. No buttons exist yet, so every
 /// action is acknowledged and logged; the approval flow will hang here.
-pub async fn interactions(
+pub(crate) async fn interactions(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     body: Bytes,
@@ -278,7 +286,7 @@ pub async fn interactions(
 
 /// The clicks in an interaction payload, as the app's [`Click`]s (shared with Socket
 /// Mode). Interactions that are not button clicks are logged and ignored.
-pub fn clicks(event: &SlackInteractionEvent) -> Vec<Click> {
+pub(crate) fn clicks(event: &SlackInteractionEvent) -> Vec<Click> {
     let SlackInteractionEvent::BlockActions(b) = event else {
         tracing::info!(kind = ?std::mem::discriminant(event), "interaction ignored");
         return Vec::new();
@@ -317,13 +325,13 @@ pub fn clicks(event: &SlackInteractionEvent) -> Vec<Click> {
 }
 
 /// Hands every click of an interaction to the app.
-pub async fn route_interaction(app: &App, event: &SlackInteractionEvent) {
+pub(crate) async fn route_interaction(app: &App, event: &SlackInteractionEvent) {
     for click in clicks(event) {
         app.click(click).await;
     }
 }
 
 /// Turns a parsed command text into a [`Command`] (used by Socket Mode).
-pub fn parse_command(name: &str, text: &str) -> Result<Command, String> {
+pub(crate) fn parse_command(name: &str, text: &str) -> Result<Command, String> {
     command::parse_slash(name, text).map_err(|e| e.to_string())
 }

@@ -9,7 +9,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 /// Slack's replay window.
-pub const MAX_AGE_SECONDS: i64 = 300;
+pub(crate) const MAX_AGE_SECONDS: i64 = 300;
 
 /// Why a request's signature was not accepted. The text is safe to log: it never holds
 /// the secret or the expected signature.

@@ -138,7 +138,7 @@ fn classify(e: SlackClientError, call: Call) -> ChatError {
 }
 
 /// Slack's limits (reference/slack.md §e, approvals-schedules-replicas.md §d).
-pub fn slack_limits(post_per_channel: Duration, update: Duration) -> Limits {
+pub(crate) fn slack_limits(post_per_channel: Duration, update: Duration) -> Limits {
     Limits {
         post_per_channel,
         // "several hundred per minute" per workspace.
@@ -152,7 +152,7 @@ pub fn slack_limits(post_per_channel: Duration, update: Duration) -> Limits {
 }
 
 /// The Slack Web API, through slack-morphism.
-pub struct SlackChat {
+pub(crate) struct SlackChat {
     client: Arc<SlackHyperClient>,
     token: SlackApiToken,
     deadline: Duration,
@@ -162,7 +162,7 @@ pub struct SlackChat {
 
 /// Builds slack-morphism's client for `api_url`. `http://` URLs (tests' fake Slack) need
 /// a connector that allows plain HTTP: slack-morphism's default one is https-only.
-pub fn slack_client(api_url: &url::Url) -> std::io::Result<Arc<SlackHyperClient>> {
+pub(crate) fn slack_client(api_url: &url::Url) -> std::io::Result<Arc<SlackHyperClient>> {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_native_roots()?
         .https_or_http()
@@ -202,7 +202,7 @@ fn stamped_ts(messages: &[serde_json::Value], outbox_id: i64) -> Option<String> 
 }
 
 impl SlackChat {
-    pub fn new(api_url: &url::Url, token: &Secret) -> std::io::Result<SlackChat> {
+    pub(crate) fn new(api_url: &url::Url, token: &Secret) -> std::io::Result<SlackChat> {
         Ok(SlackChat {
             client: slack_client(api_url)?,
             token: SlackApiToken::new(token.expose().to_string().into()),
@@ -213,12 +213,12 @@ impl SlackChat {
     }
 
     /// The deadline of one call.
-    pub fn with_deadline(mut self, deadline: Duration) -> SlackChat {
+    pub(crate) fn with_deadline(mut self, deadline: Duration) -> SlackChat {
         self.deadline = deadline;
         self
     }
 
-    pub fn with_limits(mut self, limits: Limits) -> SlackChat {
+    pub(crate) fn with_limits(mut self, limits: Limits) -> SlackChat {
         self.limits = limits;
         self
     }
@@ -421,7 +421,7 @@ impl Chat for SlackChat {
 }
 
 /// A `Retry-After` header in seconds (3 s when absent or unreadable).
-pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Duration {
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Duration {
     headers
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use crate::chat::{Capabilities, Chat, ChatError, Limits, Message};
 use crate::secret::Secret;
 
-pub struct WebhookChat {
+pub(crate) struct WebhookChat {
     url: Secret,
     username: Option<String>,
     http: reqwest::Client,
@@ -26,7 +26,11 @@ pub struct WebhookChat {
 }
 
 impl WebhookChat {
-    pub fn new(url: Secret, username: Option<String>, deadline: Duration) -> std::io::Result<Self> {
+    pub(crate) fn new(
+        url: Secret,
+        username: Option<String>,
+        deadline: Duration,
+    ) -> std::io::Result<Self> {
         Ok(WebhookChat {
             url,
             username,

@@ -55,7 +55,7 @@ use crate::lock::{LockState, Refusal};
 /// How long delivery keys (Events API ids, signed hooks) are remembered at least, whatever
 /// the retention: Slack retries an event for about five minutes, and Delayed Events for up
 /// to 24 hours.
-pub const DEDUPE_WINDOW: Duration = Duration::from_secs(25 * 3600);
+pub(crate) const DEDUPE_WINDOW: Duration = Duration::from_secs(25 * 3600);
 
 /// A store failure. Carries the driver's message; never a secret.
 #[derive(Debug, thiserror::Error)]
@@ -79,11 +79,11 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-pub type Result<T> = std::result::Result<T, StoreError>;
+pub(crate) type Result<T> = std::result::Result<T, StoreError>;
 
 /// A pure decision over the current state `S`: what to write (`T`), or why not (`R`).
 /// Called again when a transaction is retried, so it must not have side effects.
-pub type Decide<S, T, R> = Box<dyn Fn(&S) -> std::result::Result<T, R> + Send + Sync>;
+pub(crate) type Decide<S, T, R> = Box<dyn Fn(&S) -> std::result::Result<T, R> + Send + Sync>;
 
 /// Rows a decision writes beside its own, in the same transaction.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -130,7 +130,7 @@ pub struct LockDecision {
 }
 
 /// The result of a lock change: the state before and what was written, or the refusal.
-pub type LockChange = std::result::Result<(LockState, LockDecision), Refusal>;
+pub(crate) type LockChange = std::result::Result<(LockState, LockDecision), Refusal>;
 
 /// What an approval decision sees, read in its transaction: the job, its approval (if
 /// one was opened), the current round's votes, and the lock (for the gate the completing
@@ -201,7 +201,7 @@ pub enum Backend {
 
 impl Backend {
     /// The backend a URL's scheme names: `sqlite:`, or `postgres://` / `postgresql://`.
-    pub fn of(url: &str) -> std::result::Result<Backend, String> {
+    pub(crate) fn of(url: &str) -> std::result::Result<Backend, String> {
         let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
         match scheme.as_deref() {
             Some("sqlite") => Ok(Backend::Sqlite),
@@ -247,7 +247,7 @@ impl Default for Settings {
 }
 
 /// Checks a `CORRAL_DATABASE_URL` without opening it.
-pub fn validate_url(url: &str) -> std::result::Result<(), String> {
+pub(crate) fn validate_url(url: &str) -> std::result::Result<(), String> {
     match Backend::of(url)? {
         Backend::Sqlite => sqlite::path_of(url).map(|_| ()),
         Backend::Postgres => postgres::Target::parse(url).map(|_| ()),

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::chat::Message;
 
 /// The key of a job's thread root.
-pub fn root_key(job: i64) -> String {
+pub(crate) fn root_key(job: i64) -> String {
     format!("job:{job}:root")
 }
 
@@ -80,7 +80,7 @@ pub enum Role {
 }
 
 impl Role {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Role::Root => "root",
             Role::Plan => "plan",
@@ -93,7 +93,7 @@ impl Role {
     }
 
     /// Whether a destination without threads still posts it.
-    pub fn standalone(self) -> bool {
+    pub(crate) fn standalone(self) -> bool {
         matches!(
             self,
             Role::Plan | Role::Summary | Role::Announcement | Role::Reply
@@ -224,7 +224,7 @@ impl NewMessage {
         self
     }
 
-    pub fn role(mut self, role: Role) -> NewMessage {
+    pub(crate) fn role(mut self, role: Role) -> NewMessage {
         self.role = role;
         self
     }
@@ -257,7 +257,7 @@ pub enum RowKind {
 }
 
 impl RowKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RowKind::Post => "post",
             RowKind::Ephemeral => "ephemeral",
@@ -298,7 +298,7 @@ pub enum RowState {
 }
 
 impl RowState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RowState::Pending => "pending",
             RowState::Edit => "edit",
@@ -361,7 +361,7 @@ pub struct OutboxRow {
 
 impl OutboxRow {
     /// The key, or `outbox:<id>` for an unnamed row (logs).
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         self.key
             .clone()
             .unwrap_or_else(|| format!("outbox:{}", self.id))

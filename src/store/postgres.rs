@@ -369,7 +369,7 @@ fn millis(d: Duration) -> u128 {
 impl PostgresStore {
     /// Connects to the database at `url` and migrates it. Fails if it cannot be reached
     /// within the connect timeout.
-    pub async fn open(url: &str, settings: &Settings) -> Result<PostgresStore> {
+    pub(crate) async fn open(url: &str, settings: &Settings) -> Result<PostgresStore> {
         let shown = redact_url(url);
         let open_err = |reason: String| StoreError::Open {
             url: shown.clone(),

@@ -13,9 +13,9 @@ use super::{Result, StoreError};
 use crate::chat::Message;
 
 /// How long an ephemeral message stays worth showing, and a response_url valid.
-pub const REPLY_TTL_MS: i64 = 30 * 60 * 1000;
+pub(crate) const REPLY_TTL_MS: i64 = 30 * 60 * 1000;
 /// Slack's limit on uses of one response_url.
-pub const RESPONSE_URL_USES: i64 = 5;
+pub(crate) const RESPONSE_URL_USES: i64 = 5;
 
 pub(super) const COLUMNS: &str = "o.id, o.key, o.kind, o.lane, o.seq, o.channel, o.thread_key, o.thread_ts, o.user_id, o.url,
     o.in_channel, o.role, o.job_id, o.body, o.version, o.sent_version, o.state, o.ts, o.attempts, o.unknown,
@@ -165,7 +165,7 @@ fn next_seq(conn: &Connection, lane: &str) -> Result<i64> {
 }
 
 /// Writes messages (inside the caller's transaction).
-pub fn insert(conn: &Connection, messages: &[NewMessage]) -> Result<Vec<Enqueued>> {
+pub(crate) fn insert(conn: &Connection, messages: &[NewMessage]) -> Result<Vec<Enqueued>> {
     messages.iter().map(|m| insert_one(conn, m)).collect()
 }
 
@@ -334,7 +334,7 @@ fn rows_where(conn: &Connection, tail: &str, p: &[&dyn rusqlite::ToSql]) -> Resu
 /// Lane heads and edits, oldest wish first. The heads come from a loose index scan
 /// (a recursive walk from one pending lane to the next, then the lowest `seq` of each):
 /// one index seek per lane with work, however many rows wait behind the heads.
-pub fn work(conn: &Connection, now_ms: i64, limit: usize) -> Result<Vec<OutboxRow>> {
+pub(crate) fn work(conn: &Connection, now_ms: i64, limit: usize) -> Result<Vec<OutboxRow>> {
     rows_where(
         conn,
         "WHERE o.id IN (
@@ -358,7 +358,7 @@ pub fn work(conn: &Connection, now_ms: i64, limit: usize) -> Result<Vec<OutboxRo
     )
 }
 
-pub fn claim(
+pub(crate) fn claim(
     conn: &Connection,
     id: i64,
     owner: &str,
@@ -410,7 +410,7 @@ fn note_on_job(conn: &Connection, id: i64, error: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn settle(conn: &Connection, id: i64, owner: &str, s: &Settle) -> Result<()> {
+pub(crate) fn settle(conn: &Connection, id: i64, owner: &str, s: &Settle) -> Result<()> {
     let held = "WHERE id = ?1 AND lease_owner = ?2";
     match s {
         Settle::Delivered { version, ts } => {
@@ -485,7 +485,7 @@ pub fn settle(conn: &Connection, id: i64, owner: &str, s: &Settle) -> Result<()>
 }
 
 /// How many answers were already delivered through a response_url.
-pub fn response_url_uses(conn: &Connection, url: &str) -> Result<i64> {
+pub(crate) fn response_url_uses(conn: &Connection, url: &str) -> Result<i64> {
     Ok(conn.query_row(
         "SELECT COUNT(*) FROM outbox WHERE url = ?1 AND kind = 'respond' AND state = 'done'",
         [url],
@@ -493,11 +493,11 @@ pub fn response_url_uses(conn: &Connection, url: &str) -> Result<i64> {
     )?)
 }
 
-pub fn get(conn: &Connection, key: &str) -> Result<Option<OutboxRow>> {
+pub(crate) fn get(conn: &Connection, key: &str) -> Result<Option<OutboxRow>> {
     Ok(rows_where(conn, "WHERE o.key = ?1", &[&key])?.pop())
 }
 
-pub fn rows(conn: &Connection, job: Option<i64>, limit: usize) -> Result<Vec<OutboxRow>> {
+pub(crate) fn rows(conn: &Connection, job: Option<i64>, limit: usize) -> Result<Vec<OutboxRow>> {
     match job {
         Some(j) => rows_where(
             conn,
@@ -508,7 +508,7 @@ pub fn rows(conn: &Connection, job: Option<i64>, limit: usize) -> Result<Vec<Out
     }
 }
 
-pub fn stats(conn: &Connection) -> Result<OutboxStats> {
+pub(crate) fn stats(conn: &Connection) -> Result<OutboxStats> {
     let (depth, oldest): (i64, Option<i64>) = conn.query_row(
         "SELECT COUNT(*), MIN(CASE WHEN state = 'edit' THEN updated_at ELSE created_at END)
          FROM outbox WHERE state IN ('pending', 'edit')",
@@ -530,13 +530,13 @@ pub fn stats(conn: &Connection) -> Result<OutboxStats> {
     })
 }
 
-pub fn pacing(conn: &Connection) -> Result<Vec<(String, i64)>> {
+pub(crate) fn pacing(conn: &Connection) -> Result<Vec<(String, i64)>> {
     let mut stmt = conn.prepare_cached("SELECT scope, not_before FROM outbox_pacing")?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-pub fn push_pacing(conn: &Connection, scope: &str, not_before: i64) -> Result<()> {
+pub(crate) fn push_pacing(conn: &Connection, scope: &str, not_before: i64) -> Result<()> {
     exec(
         conn,
         "INSERT INTO outbox_pacing (scope, not_before) VALUES (?1, ?2)
@@ -550,7 +550,7 @@ pub fn push_pacing(conn: &Connection, scope: &str, not_before: i64) -> Result<()
 
 /// Grants a call slot in every scope at once (inside the caller's IMMEDIATE transaction,
 /// which holds the write lock): see `Store::take_pacing`.
-pub fn take_pacing(
+pub(crate) fn take_pacing(
     conn: &Connection,
     scopes: &[(String, i64)],
     now_ms: i64,
@@ -573,7 +573,7 @@ pub fn take_pacing(
 }
 
 /// A root posted outside the outbox (or before it existed): a delivered row.
-pub fn set_root(conn: &Connection, job: i64, channel: &str, ts: &str) -> Result<()> {
+pub(crate) fn set_root(conn: &Connection, job: i64, channel: &str, ts: &str) -> Result<()> {
     exec(
         conn,
         "INSERT INTO outbox (key, kind, lane, seq, channel, role, job_id, body, version,
@@ -586,7 +586,7 @@ pub fn set_root(conn: &Connection, job: i64, channel: &str, ts: &str) -> Result<
     Ok(())
 }
 
-pub fn roots(conn: &Connection, job: i64) -> Result<Vec<(String, String)>> {
+pub(crate) fn roots(conn: &Connection, job: i64) -> Result<Vec<(String, String)>> {
     let mut stmt =
         conn.prepare_cached("SELECT channel, ts FROM outbox WHERE key = ?1 AND ts IS NOT NULL")?;
     let rows = stmt.query_map([root_key(job)], |r| Ok((r.get(0)?, r.get(1)?)))?;

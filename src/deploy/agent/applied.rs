@@ -12,7 +12,7 @@ pub struct AppliedEvents {
 const KEEP_IDS: usize = 1000;
 
 impl AppliedEvents {
-    pub fn new(path: PathBuf) -> AppliedEvents {
+    pub(crate) fn new(path: PathBuf) -> AppliedEvents {
         AppliedEvents { path }
     }
 
@@ -27,13 +27,13 @@ impl AppliedEvents {
             .unwrap_or_default()
     }
 
-    pub fn contains(&self, id: &str) -> bool {
+    pub(crate) fn contains(&self, id: &str) -> bool {
         self.ids().iter().any(|i| i == id)
     }
 
     /// Records an id (written to a temp file and renamed, so a crash never leaves half a
     /// file).
-    pub fn record(&self, id: &str) -> Result<(), String> {
+    pub(crate) fn record(&self, id: &str) -> Result<(), String> {
         let mut ids = self.ids();
         ids.retain(|i| i != id);
         ids.push(id.to_string());

@@ -89,7 +89,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
 }
 
 /// The whole agent run after flags: delay, event, replay check, manifest, deploy, report.
-pub async fn run<R: BufRead + Send + 'static>(
+pub(crate) async fn run<R: BufRead + Send + 'static>(
     opts: &AgentOpts,
     log: &DeployLog,
     stdin: R,

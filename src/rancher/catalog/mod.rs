@@ -35,7 +35,7 @@ use crate::job::{Outcome, ProgressTx};
 
 /// Settings of one run (from [`super::Config`]).
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Environments whose name matches one of these (CORRAL_ENVIRONMENTS).
     pub environments: Vec<Regex>,
     /// Stacks upgraded at once, over all environments.
@@ -49,7 +49,7 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn new(cfg: &RancherConfig) -> Settings {
+    pub(crate) fn new(cfg: &RancherConfig) -> Settings {
         Settings {
             environments: cfg.environments.clone(),
             parallelism: cfg.parallelism,
@@ -111,7 +111,7 @@ impl Detail {
 }
 
 /// Runs one catalog upgrade: plans, reports the plan, and (unless dry run) executes it.
-pub async fn run(
+pub(crate) async fn run(
     client: &Client,
     settings: &Settings,
     cmd: &CatalogUpgrade,
