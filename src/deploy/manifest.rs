@@ -164,7 +164,8 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Manifest, ManifestError> 
     let raw: Raw = if text.trim().is_empty() {
         return Err(ManifestError::new("manifest", "is empty"));
     } else {
-        super::manifest_limits::check(&text)?;
+        super::manifest_limits::check(&text)
+            .map_err(|e| ManifestError::new("manifest", e.reason))?;
         serde_norway::from_str(&text).map_err(|e| yaml_error(&e))?
     };
 

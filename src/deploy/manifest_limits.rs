@@ -12,8 +12,6 @@
 
 use std::collections::HashMap;
 
-use super::manifest::ManifestError;
-
 /// Deepest nesting of collections (flow brackets plus block levels).
 pub(crate) const MAX_DEPTH: usize = 64;
 /// Most nodes in the document with every alias expanded.
@@ -22,7 +20,7 @@ pub(crate) const MAX_NODES: u64 = 100_000;
 pub(crate) const MAX_EXPANDED_BYTES: u64 = 4 << 20;
 
 /// Refuses a manifest over a bound, naming it.
-pub fn check(text: &str) -> Result<(), ManifestError> {
+pub fn check(text: &str) -> Result<(), LimitError> {
     Scan::new(text).run()
 }
 
@@ -58,11 +56,14 @@ struct Scan<'a> {
     open: Vec<Open>,
 }
 
-fn limit(what: String) -> ManifestError {
-    ManifestError {
-        field: "manifest".into(),
-        reason: what,
-    }
+/// A bound crossed: which, and by what (the manifest reports it as its own error).
+#[derive(Debug)]
+pub struct LimitError {
+    pub reason: String,
+}
+
+fn limit(what: String) -> LimitError {
+    LimitError { reason: what }
 }
 
 /// A parser's message with every quoted part (`"…"`, `'…'`, `` `…` ``) blanked: the YAML
@@ -111,7 +112,7 @@ impl<'a> Scan<'a> {
         self.b.get(self.i + k).copied().unwrap_or(0)
     }
 
-    fn add(&mut self, nodes: u64, bytes: u64) -> Result<(), ManifestError> {
+    fn add(&mut self, nodes: u64, bytes: u64) -> Result<(), LimitError> {
         self.nodes = self.nodes.saturating_add(nodes);
         self.bytes = self.bytes.saturating_add(bytes);
         if self.nodes > MAX_NODES {
@@ -127,7 +128,7 @@ impl<'a> Scan<'a> {
         Ok(())
     }
 
-    fn depth(&self) -> Result<(), ManifestError> {
+    fn depth(&self) -> Result<(), LimitError> {
         if self.flow + self.indents.len() > MAX_DEPTH {
             return Err(limit(format!(
                 "nesting depth over {MAX_DEPTH} (the manifest nesting limit)"
@@ -165,7 +166,7 @@ impl<'a> Scan<'a> {
         self.close(|e| e == End::Scalar);
     }
 
-    fn run(mut self) -> Result<(), ManifestError> {
+    fn run(mut self) -> Result<(), LimitError> {
         let mut line_start = true;
         while self.i < self.b.len() {
             if line_start {
@@ -402,7 +403,7 @@ mod tests {
             "base: &cmds\n  - echo one\n  - echo two\ncommands:\n  pre: *cmds\n  post: *cmds\n",
             "a: &a {x: 1, y: [1, 2]}\nb: [*a, *a, *a]\n",
         ] {
-            check(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            check(text).unwrap_or_else(|e| panic!("{text}: {}", e.reason));
         }
     }
 
