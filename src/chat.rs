@@ -54,12 +54,16 @@ pub enum Block {
     /// A row of buttons (Slack's `actions` block; at most 25 are shown). A click comes
     /// back to [`crate::app::App::click`] with the button's `action_id` and `value`.
     Buttons {
+        /// Names this rendering of the message (an approval card: `appr:<job>:r<rev>`), so
+        /// a click on a stale one can be told apart. Slack's limit: 255.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        block_id: Option<String>,
         buttons: Vec<Button>,
     },
 }
 
 /// One button.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Button {
     /// `<family>.<action>`, e.g. `release.stop`: how a click is routed.
     pub action_id: String,
@@ -69,6 +73,21 @@ pub struct Button {
     /// Shown as a dangerous action (red).
     #[serde(default)]
     pub danger: bool,
+    /// Shown as the primary action (green; one per row).
+    #[serde(default)]
+    pub primary: bool,
+    /// A dialog Slack shows before the click is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm: Option<Confirm>,
+}
+
+/// A confirm dialog shown before a button's click is sent (plain text).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirm {
+    pub title: String,
+    pub text: String,
+    pub confirm: String,
+    pub deny: String,
 }
 
 /// Slack message metadata: an event type and a flat string payload.
@@ -130,6 +149,14 @@ impl Message {
         m.blocks.truncate(5);
         m
     }
+}
+
+/// Who is in a Slack user group (`usergroups.users.list`): what roles naming a group
+/// (`S…`) grant. A read, never a delivery (those go through the outbox).
+#[async_trait]
+pub trait Directory: Send + Sync + 'static {
+    /// The user ids of a group's members.
+    async fn group_members(&self, group: &str) -> Result<Vec<String>, ChatError>;
 }
 
 /// What went wrong delivering a message, classified for the sender.

@@ -329,6 +329,39 @@ pub struct SlackConfig {
     pub user_rate: u32,
 }
 
+/// The HTTP server's bounds on slow clients (`CORRAL_HTTP_*`, see `api::serve`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Time to deliver a request's headers once the connection is ready for one (also
+    /// how long an idle keep-alive connection is kept).
+    pub header_timeout: Duration,
+    /// Time to deliver a whole request body.
+    pub body_timeout: Duration,
+    /// Connections open at once.
+    pub max_connections: usize,
+}
+
+impl HttpConfig {
+    fn from_env(env: &Env) -> Result<HttpConfig, ConfigError> {
+        let http = HttpConfig {
+            header_timeout: env
+                .duration(&["CORRAL_HTTP_HEADER_TIMEOUT"], Duration::from_secs(10))?,
+            body_timeout: env.duration(&["CORRAL_HTTP_BODY_TIMEOUT"], Duration::from_secs(30))?,
+            max_connections: env.number(&["CORRAL_HTTP_MAX_CONNECTIONS"], 1024, 1..=1_000_000)?
+                as usize,
+        };
+        for (var, d) in [
+            ("CORRAL_HTTP_HEADER_TIMEOUT", http.header_timeout),
+            ("CORRAL_HTTP_BODY_TIMEOUT", http.body_timeout),
+        ] {
+            if d < Duration::from_millis(100) {
+                return Err(ConfigError::invalid(var, "must be at least 100ms"));
+            }
+        }
+        Ok(http)
+    }
+}
+
 /// The outbox's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutboxConfig {
@@ -396,6 +429,7 @@ pub struct Config {
     pub outbox: OutboxConfig,
     pub log_format: LogFormat,
     pub replicas: ReplicaConfig,
+    pub http: HttpConfig,
 }
 
 impl Config {
@@ -428,6 +462,7 @@ impl Config {
             outbox: outbox_settings(env)?,
             replicas: replica_settings(env)?,
             log_format: LogFormat::from_env(env)?,
+            http: HttpConfig::from_env(env)?,
         })
     }
 
@@ -596,17 +631,24 @@ fn deploy_settings(env: &Env) -> Result<crate::deploy::Config, ConfigError> {
         allow: env.list(&["CORRAL_DEPLOY_ALLOW"]),
         hosts: env.list(&["CORRAL_DEPLOY_HOSTS"]),
         serf_rpc: env
-            .string(&["CORRAL_SERF_RPC"])
+            .string(&["CORRAL_SERF_RPC", "SERF_RPC_ADDR"])
             .unwrap_or_else(|| "127.0.0.1:7373".to_string()),
-        consul_url: env
-            .url(&["CORRAL_CONSUL_URL"])?
-            .unwrap_or_else(|| Url::parse("http://127.0.0.1:8500").expect("static URL")),
+        serf_rpc_auth: env.secret(&["CORRAL_SERF_RPC_AUTH", "SERF_RPC_AUTH"]),
+        consul_url: consul_url(env)?,
+        consul_token: env.secret(&["CORRAL_CONSUL_TOKEN", "CONSUL_HTTP_TOKEN"]),
+        consul_ca: consul_ca(env)?,
         report_timeout: env.duration(&["CORRAL_DEPLOY_TIMEOUT"], Duration::from_secs(600))?,
         reports_authenticated: env
             .lookup(&["CORRAL_REPORT_TOKEN", "CORRAL_API_TOKEN", "API_KEY"])
             .is_some(),
         agent: env.string(&["CORRAL_DEPLOY_AGENT"]).map(PathBuf::from),
         env: deploy_env(env)?,
+        limits: crate::deploy::extract::Limits::from_lookup(&|n| env.string(&[n])).map_err(
+            |e| match e.split_once(": ") {
+                Some((var, why)) => ConfigError::invalid(var, why),
+                None => ConfigError::invalid("CORRAL_DEPLOY_MAX_BYTES", e.clone()),
+            },
+        )?,
     };
 
     for prefix in &deploy.allow {
@@ -624,6 +666,39 @@ fn deploy_settings(env: &Env) -> Result<crate::deploy::Config, ConfigError> {
     }
 
     Ok(deploy)
+}
+
+/// `CORRAL_CONSUL_URL` (alias `CONSUL_HTTP_ADDR`): a URL, or a bare `host:port` as the
+/// Consul CLI takes it (`http://`); `CORRAL_CONSUL_SSL` (alias `CONSUL_HTTP_SSL`) `true`
+/// makes it `https://`.
+fn consul_url(env: &Env) -> Result<Url, ConfigError> {
+    let ssl = env.boolean(&["CORRAL_CONSUL_SSL", "CONSUL_HTTP_SSL"], false)?;
+    let (var, raw) = env
+        .lookup(&["CORRAL_CONSUL_URL", "CONSUL_HTTP_ADDR"])
+        .unwrap_or(("CORRAL_CONSUL_URL", "http://127.0.0.1:8500"));
+    let raw = raw.trim();
+    let full = if raw.contains("://") {
+        raw.to_string()
+    } else {
+        format!("http://{raw}")
+    };
+    let mut url = parse_http_url(&full).map_err(|e| ConfigError::invalid(var, e))?;
+    if ssl && url.scheme() == "http" {
+        let _ = url.set_scheme("https");
+    }
+    Ok(url)
+}
+
+/// `CORRAL_CONSUL_CACERT` (alias `CONSUL_CACERT`): a PEM file, read and checked at start.
+fn consul_ca(env: &Env) -> Result<Option<Vec<u8>>, ConfigError> {
+    let Some((var, path)) = env.lookup(&["CORRAL_CONSUL_CACERT", "CONSUL_CACERT"]) else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(path.trim())
+        .map_err(|e| ConfigError::invalid(var, format!("cannot read {}: {e}", path.trim())))?;
+    reqwest::Certificate::from_pem(&pem)
+        .map_err(|e| ConfigError::invalid(var, format!("not a PEM certificate: {e}")))?;
+    Ok(Some(pem))
 }
 
 /// `CORRAL_DEPLOY_ENV`: the names of the variables a deploy on the bot's host gets (their

@@ -35,6 +35,19 @@ enum Cmd {
     Check,
     /// Print the next firings of every schedule in the policy file (CORRAL_POLICY).
     Schedule,
+    /// Print the audit log, newest first: commands, refusals, votes, forces, lock changes,
+    /// job outcomes.
+    Audit {
+        /// Only lines at or after this: Unix seconds, an RFC 3339 time, or a duration ago (2h).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only lines of this identity (U0ALICE, api:ci, cli:bob).
+        #[arg(long)]
+        user: Option<String>,
+        /// At most this many lines.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
     /// Copy a SQLite store into an empty PostgreSQL one: the lock, its history, the audit
     /// log, jobs and their Slack message ids, deploy reports, delivery keys.
     Migrate {
@@ -76,6 +89,7 @@ fn main() -> ExitCode {
             Cmd::Exec { text } => exec(text.join(" ")).await,
             Cmd::Check => check().await,
             Cmd::Schedule => schedule(),
+            Cmd::Audit { since, user, limit } => audit(since, user, limit).await,
             Cmd::Migrate { from, to } => migrate(&from, &to).await,
             Cmd::Agent { .. } => Ok(ExitCode::SUCCESS),
         }
@@ -151,6 +165,8 @@ async fn serve() -> anyhow::Result<ExitCode> {
     // Heartbeat, job leases, and reporting the jobs of replicas that died (a crash of
     // this one included, once its leases are over); the first tick runs now.
     app.start_replica();
+    // Pending approvals survive a restart: the sweeper expires and reminds them.
+    tokio::spawn(app.clone().run_approval_sweeper());
     let socket = match &config.slack.app_token {
         None => None,
         Some(token) => match corral::slack::socket::SocketMode::start(app.clone(), token).await {
@@ -165,10 +181,13 @@ async fn serve() -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, store = %config.database_url, "corral is serving");
-    axum::serve(listener, corral::api::router(app.clone()))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("HTTP server")?;
+    corral::api::serve::serve(
+        listener,
+        corral::api::router(app.clone()),
+        config.http,
+        shutdown_signal(),
+    )
+    .await;
     if let Some(s) = socket {
         s.shutdown().await;
     }
@@ -273,6 +292,45 @@ fn schedule() -> anyhow::Result<ExitCode> {
         "{}",
         config.policy.schedule_report(jiff::Timestamp::now(), 5)
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `corral audit [--since T] [--user U] [--limit N]`: the audit log from the store.
+async fn audit(
+    since: Option<String>,
+    user: Option<String>,
+    limit: usize,
+) -> anyhow::Result<ExitCode> {
+    let config = load_config()?;
+    let now = jiff::Timestamp::now().as_second();
+    let since = match since.as_deref().map(|s| corral::text::parse_since(s, now)) {
+        None => 0,
+        Some(Ok(t)) => t,
+        Some(Err(e)) => {
+            eprintln!("corral audit: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let store = corral::store::open_with(config.database_url.expose(), &config.database)
+        .await
+        .context("store")?;
+    let rows = store
+        .audit_query(since, user, limit.clamp(1, 100_000))
+        .await
+        .context("audit log")?;
+    if rows.is_empty() {
+        println!("No audit lines.");
+    }
+    for r in rows {
+        println!(
+            "{}  {:<14} {:<8} {}  {}",
+            corral::text::when_plain(r.at),
+            r.actor,
+            r.source,
+            r.action,
+            r.detail
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -285,9 +285,37 @@ impl Policy {
                 .is_some_and(|members| members.iter().any(|m| m == user))
     }
 
+    /// Whether `role` is `id` itself or a role in `[roles]` that lists `id` by that exact
+    /// entry (no `everyone`, no groups): how self-named identities are allowed.
+    pub fn lists(&self, role: &str, id: &str) -> bool {
+        role == id
+            || self
+                .roles
+                .get(role)
+                .is_some_and(|members| members.iter().any(|m| m == id))
+    }
+
     /// Whether `user` is an admin (`roles.admins`).
     pub fn is_admin(&self, user: &str) -> bool {
         self.in_role(user, "admins")
+    }
+
+    /// The Slack user groups (`S…`) whose members are in `role` (the role's own id, or
+    /// the groups a `[roles]` entry lists). Membership of these is asked of Slack.
+    pub fn groups_of(&self, role: &str) -> Vec<String> {
+        let is_group = |m: &str| m.starts_with('S') && is_member_id(m) && !m.contains(':');
+        if is_group(role) {
+            return vec![role.to_string()];
+        }
+        self.roles
+            .get(role)
+            .map(|ms| ms.iter().filter(|m| is_group(m)).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The roles `[permissions]` allows for a family (`None`: everyone).
+    pub fn permitted(&self, family: Family) -> Option<&[String]> {
+        self.permissions.get(&family).map(Vec::as_slice)
     }
 
     /// Whether `user` may run commands of this family.

@@ -400,3 +400,37 @@ mod properties {
         }
     }
 }
+
+/// A `since` as people write it (`corral audit --since`, `GET /api/v1/audit?since=`): Unix
+/// seconds, an RFC 3339 time (`2026-12-01T09:00:00Z`), or a duration meaning that long
+/// before `now` (`2h`, `30m`). Answers Unix seconds.
+pub fn parse_since(text: &str, now: i64) -> Result<i64, String> {
+    let t = text.trim();
+    if let Ok(n) = t.parse::<i64>() {
+        return Ok(n);
+    }
+    if let Ok(ts) = t.parse::<jiff::Timestamp>() {
+        return Ok(ts.as_second());
+    }
+    match parse_duration(t) {
+        Ok(d) => Ok(now - i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2)),
+        Err(_) => Err(format!(
+            "since {:?} is neither Unix seconds, an RFC 3339 time (2026-12-01T09:00:00Z) nor a duration (2h)",
+            truncate(t, 40)
+        )),
+    }
+}
+
+#[cfg(test)]
+mod since_tests {
+    use super::parse_since;
+
+    #[test]
+    fn since_takes_seconds_times_and_durations() {
+        assert_eq!(parse_since("100", 5000), Ok(100));
+        assert_eq!(parse_since("1970-01-01T00:01:40Z", 5000), Ok(100));
+        assert_eq!(parse_since("1h", 5000), Ok(1400));
+        assert!(parse_since("yesterday", 5000).is_err());
+        assert!(parse_since("", 5000).is_err());
+    }
+}

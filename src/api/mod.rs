@@ -11,7 +11,9 @@ pub mod health;
 pub mod hooks;
 pub mod native;
 pub mod releasestatus;
+pub mod serve;
 pub mod updater;
+pub mod votes;
 
 use std::sync::Arc;
 
@@ -39,6 +41,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(updater::routes())
         .merge(hooks::routes())
         .merge(native::routes())
+        .merge(votes::routes())
         .merge(deploys::routes())
         .merge(health::routes())
         .fallback(not_found)

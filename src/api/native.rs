@@ -134,11 +134,50 @@ async fn jobs(State(app): State<Arc<App>>, headers: HeaderMap, q: LimitQuery) ->
     }
 }
 
-async fn audit(State(app): State<Arc<App>>, headers: HeaderMap, q: LimitQuery) -> Response {
-    match listing(&app, &headers, q) {
-        Ok(n) => stored("audit", app.store.audit_log(n).await),
-        Err(r) => r,
+#[derive(Deserialize)]
+struct AuditFilter {
+    since: Option<String>,
+    user: Option<String>,
+}
+
+/// `GET /api/v1/audit?since=&user=&limit=`: `since` is Unix seconds, an RFC 3339 time or
+/// a duration ago (`2h`); `user` an identity as stored (`U0ALICE`, `api:ci`).
+async fn audit(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    q: LimitQuery,
+    f: Result<Query<AuditFilter>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let n = match listing(&app, &headers, q) {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    let Ok(Query(f)) = f else {
+        return error(StatusCode::BAD_REQUEST, "since and user must be text");
+    };
+    if f.since.is_none() && f.user.is_none() {
+        return stored("audit", app.store.audit_log(n).await);
     }
+    let since = match f
+        .since
+        .as_deref()
+        .map(|s| crate::text::parse_since(s, app.clock.unix()))
+    {
+        None => 0,
+        Some(Ok(t)) => t,
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let user = f
+        .user
+        .map(|u| u.trim().to_string())
+        .filter(|u| !u.is_empty());
+    if user.as_ref().is_some_and(|u| u.len() > MAX_USER) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("user is longer than {MAX_USER}"),
+        );
+    }
+    stored("audit", app.store.audit_query(since, user, n).await)
 }
 
 async fn job(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Response {

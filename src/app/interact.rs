@@ -118,6 +118,7 @@ impl App {
         // process does not know is a button that no longer does anything.
         let text = match click.family() {
             "release" => self.click_release(&click).await,
+            "approval" => self.approval_click(&click).await,
             _ => "This button no longer does anything.".to_string(),
         };
         let now = self.clock.unix_ms();
@@ -125,6 +126,35 @@ impl App {
             self.say(vec![row]).await;
         }
         ClickAck { text }
+    }
+}
+
+impl App {
+    /// An Approve or Deny click on an approval card: the value names the job and round.
+    async fn approval_click(&self, click: &Click) -> String {
+        let kind = match click.action_id.as_str() {
+            super::card::APPROVE => crate::job::approval::VoteKind::Approve,
+            super::card::DENY => crate::job::approval::VoteKind::Deny,
+            _ => return "This button no longer does anything.".to_string(),
+        };
+        let Some((job, round)) = click
+            .value
+            .split_once(':')
+            .and_then(|(j, r)| Some((j.parse::<i64>().ok()?, r.parse::<u32>().ok()?)))
+        else {
+            return "That button's value could not be read; nothing was recorded.".to_string();
+        };
+        match self.store.approval(job).await {
+            Ok(Some((a, _))) if a.round != round => {
+                return format!(
+                    "That card is out of date: the plan of job #{job} changed and it asks again in its thread. Nothing was recorded."
+                );
+            }
+            _ => {}
+        }
+        self.vote(job, &click.user, click.source, kind, "")
+            .await
+            .text
     }
 }
 

@@ -14,9 +14,12 @@
 //! in the transaction of the change that causes it, and the [`outbox`] sender (started
 //! with [`App::start_sender`]) delivers it.
 
+pub mod approval;
+pub mod card;
 pub mod digest;
 pub mod dispatch;
 pub mod freeze;
+pub mod groups;
 pub mod interact;
 pub mod limit;
 pub mod metrics;
@@ -174,6 +177,8 @@ pub struct App {
     /// This process as a replica on the store (heartbeats, job leases).
     pub replica: crate::store::Replica,
     limiter: UserLimiter,
+    /// Slack user groups' members (roles naming `S…`).
+    pub groups: groups::Groups,
 }
 
 impl App {
@@ -209,10 +214,18 @@ impl App {
             clock: clock.clone(),
             outbox: outbox.clone(),
             printer,
+            policy: Arc::new(config.policy.clone()),
             replica: replica.id.clone(),
             lease: config.replicas.job_lease,
         });
         let limiter = UserLimiter::new(config.slack.user_rate, store.clone(), clock.clone());
+        let directory: Option<Arc<dyn crate::chat::Directory>> =
+            config.slack.bot_token.as_ref().and_then(|token| {
+                crate::slack::web::SlackChat::new(&config.slack.api_url, token)
+                    .map(|c| Arc::new(c.with_deadline(config.slack.timeout)) as _)
+                    .ok()
+            });
+        let groups = groups::Groups::new(directory, clock.clone());
         Arc::new(App {
             config,
             store,
@@ -225,6 +238,7 @@ impl App {
             scheduler: scheduler::Wake::default(),
             replica,
             limiter,
+            groups,
         })
     }
 
@@ -310,6 +324,13 @@ impl App {
 
     async fn handle_inner(&self, mut req: Request, to: Option<&ReplyTo>) -> Reply {
         req.user = identity(req.source, &req.user);
+        if let Command::Vote(v) = &req.command {
+            let r = self
+                .vote(v.job, &req.user, req.source, v.kind, &v.note)
+                .await;
+            let outcome = if r.ok { Outcome::Ok } else { Outcome::Refused };
+            return Reply::new(outcome, Visibility::Ephemeral, r.text);
+        }
         let Some(family) = req.command.family() else {
             return Reply::new(Outcome::Ok, Visibility::Ephemeral, OVERVIEW);
         };
@@ -317,12 +338,18 @@ impl App {
             return Reply::new(Outcome::Ok, Visibility::Ephemeral, family.usage());
         }
         let policy = &self.config.policy;
-        if !policy.may_run(&req.user, family) {
-            return Reply::refused(format!(
-                "You are not allowed to run `/{}` (policy file: permissions.{}).",
-                family.name(),
-                family.name()
-            ));
+        if let Err(why) = self.may_run(&req.user, family).await {
+            let _ = self
+                .store
+                .audit(&AuditEntry {
+                    at: self.clock.unix(),
+                    actor: req.user.clone(),
+                    action: format!("/{} refused", family.name()),
+                    detail: format!("{}: {why}", req.command.to_text()),
+                    source: req.source,
+                })
+                .await;
+            return Reply::refused(why);
         }
         if req.command.forced() && !policy.may_force(&req.user) {
             return Reply::refused("Only admins may use `--force`.");
@@ -334,6 +361,35 @@ impl App {
             Command::Release(r) => self.release(&req, r, to).await,
             _ => Reply::new(Outcome::Ok, Visibility::Ephemeral, family.usage()),
         }
+    }
+
+    /// Whether `user` may run a family's commands: `[permissions]`, with the members of
+    /// Slack user groups the allowed roles name. The refusal names the roles needed.
+    pub async fn may_run(&self, user: &str, family: crate::command::Family) -> Result<(), String> {
+        let policy = &self.config.policy;
+        if policy.may_run(user, family) {
+            return Ok(());
+        }
+        let roles = policy.permitted(family).unwrap_or_default();
+        let groups: Vec<String> = if crate::job::approval::is_self_named(user) {
+            Vec::new()
+        } else {
+            roles.iter().flat_map(|r| policy.groups_of(r)).collect()
+        };
+        let (member, failed) = self.groups.any_has(&groups, user).await;
+        if member {
+            return Ok(());
+        }
+        let mut why = format!(
+            "You are not allowed to run `/{}`: it needs the role {} (policy file: permissions.{}).",
+            family.name(),
+            roles.join(" or "),
+            family.name()
+        );
+        for f in failed {
+            why.push_str(&format!(" Note: {f}."));
+        }
+        Err(why)
     }
 
     async fn release(&self, req: &Request, cmd: &ReleaseCmd, to: Option<&ReplyTo>) -> Reply {
@@ -482,6 +538,16 @@ impl App {
         let (before, _written) = match change {
             Ok(c) => c,
             Err(r) => {
+                let _ = self
+                    .store
+                    .audit(&AuditEntry {
+                        at: now,
+                        actor: actor.who.clone(),
+                        action: format!("release.{} refused", action.name()),
+                        detail: crate::text::plain(&r.explain()),
+                        source,
+                    })
+                    .await;
                 tracing::info!(action = action.name(), who = %actor.who, refusal = ?r, "lock change refused");
                 return Ok(Err(r));
             }
@@ -632,6 +698,14 @@ fn lock_decision(
         _ => None,
     };
     let mut effects = Effects::default();
+    // Every lock change is in the audit log too (the history keeps the lock's own view).
+    effects.audit.push(AuditEntry {
+        at: now,
+        actor: actor.who.clone(),
+        action: format!("release.{}", action.name()),
+        detail: action.reason().to_string(),
+        source,
+    });
     if let Some(holder) = &forced_over {
         effects.audit.push(AuditEntry {
             at: now,

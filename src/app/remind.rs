@@ -210,11 +210,13 @@ pub fn reminder_message(h: &Holder, now: Timestamp) -> Message {
         person(&h.who)
     ))
     .with_block(Block::Buttons {
+        block_id: None,
         buttons: vec![Button {
             action_id: STOP_ACTION.into(),
             text: "Stop release".into(),
             value: h.since.to_string(),
             danger: true,
+            ..Button::default()
         }],
     })
 }
@@ -237,11 +239,13 @@ mod tests {
         assert_eq!(
             m.blocks,
             vec![Block::Buttons {
+                block_id: None,
                 buttons: vec![Button {
                     action_id: "release.stop".into(),
                     text: "Stop release".into(),
                     value: "1000".into(),
                     danger: true,
+                    ..Button::default()
                 }]
             }]
         );

@@ -276,14 +276,32 @@ impl Reporter {
                 let _ = p.post("", Some("thread"), m).await;
             }
         }
-        self.write(
-            JobChange::Finish {
-                status,
-                outcome: outcome.clone(),
-            },
-            rows,
-        )
-        .await;
+        let effects = Effects {
+            audit: vec![crate::store::AuditEntry {
+                at: self.clock.unix(),
+                actor: "corral".into(),
+                action: format!("job {} {status}", self.job.id),
+                detail: outcome.summary.clone(),
+                source: self.job.source,
+            }],
+            messages: rows,
+        };
+        if let Err(e) = self
+            .store
+            .change_job(
+                self.job.id,
+                JobChange::Finish {
+                    status,
+                    outcome: outcome.clone(),
+                },
+                self.clock.unix(),
+                effects,
+            )
+            .await
+        {
+            tracing::error!(job = self.job.id, error = %e, "job outcome and its messages not stored");
+        }
+        self.outbox.wake();
         self.print_root(status).await;
     }
 

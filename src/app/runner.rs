@@ -31,6 +31,8 @@ pub struct Deps {
     pub outbox: Outbox,
     /// Prints threads as they are written (`corral exec`).
     pub printer: Option<Arc<dyn Chat>>,
+    /// The approval rules a job is checked against before its work.
+    pub policy: Arc<crate::policy::Policy>,
     /// This process's replica id: the owner of the leases of the jobs it runs.
     pub replica: String,
     /// How long a job's lease holds without a heartbeat (`CORRAL_JOB_LEASE`).
@@ -106,6 +108,17 @@ impl Runner {
                 tracing::error!(job = id, error = %e, "cannot claim the job; not run");
                 return;
             }
+        }
+        let before = super::approval::Before {
+            policy: &d.policy,
+            domains: &d.domains,
+            store: d.store.as_ref(),
+            now: d.clock.unix(),
+            now_ms: d.clock.unix_ms(),
+        };
+        if super::approval::before_run(before, &job, &cmd).await == super::approval::Gate::Wait {
+            d.outbox.wake();
+            return;
         }
         let mut reporter = Reporter::open(
             d.store.clone(),

@@ -32,6 +32,46 @@ pub enum Command {
     Deploy(DeployCmd),
     /// `/<command> help`, or `help` alone (`None`: the overview).
     Help(Option<Family>),
+    /// `approve <job> [note…]` / `deny <job> [reason…]`: a vote on a job awaiting approval
+    /// (mentions, `corral exec`, `POST /api/v1/commands`).
+    Vote(VoteCmd),
+}
+
+/// A vote typed as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoteCmd {
+    pub job: i64,
+    pub kind: crate::job::approval::VoteKind,
+    pub note: String,
+}
+
+/// The usage of the vote commands.
+pub const VOTE_USAGE: &str = "*Votes on a job awaiting approval*\n\
+• `approve <job> [note…]` — approve it (also the Approve button on its card)\n\
+• `deny <job> [reason…]` — deny it; it is cancelled\n\
+Examples: `@corral approve 12 looks good`, `@corral deny 12 not during the sale`";
+
+fn parse_vote(kind: crate::job::approval::VoteKind, rest: &str) -> Result<Command, ParseError> {
+    let err = |problem: String| ParseError {
+        problem: format!("{problem}\n\n{VOTE_USAGE}"),
+        family: None,
+    };
+    let (id, note) = split_first_word(rest);
+    let id = id.trim_start_matches('#');
+    if id.is_empty() {
+        return Err(err(format!("`{kind}` needs the job's number.")));
+    }
+    let job = match id.parse::<i64>() {
+        Ok(n) if n > 0 => n,
+        _ => {
+            return Err(err(format!("`{}` is not a job number.", sanitize(id))));
+        }
+    };
+    Ok(Command::Vote(VoteCmd {
+        job,
+        kind,
+        note: note.trim().to_string(),
+    }))
 }
 
 /// The three command families.
@@ -77,6 +117,7 @@ impl Command {
             Command::Upgrade(_) => Some(Family::Upgrade),
             Command::Deploy(_) => Some(Family::Deploy),
             Command::Help(f) => *f,
+            Command::Vote(_) => None,
         }
     }
 
@@ -87,7 +128,7 @@ impl Command {
             Command::Upgrade(UpgradeCmd::Catalog(c)) => Some(JobCmd::Catalog(c.clone())),
             Command::Upgrade(UpgradeCmd::Image(i)) => Some(JobCmd::Image(i.clone())),
             Command::Deploy(d) => Some(JobCmd::Deploy(d.clone())),
-            Command::Release(_) | Command::Help(_) => None,
+            Command::Release(_) | Command::Help(_) | Command::Vote(_) => None,
         }
     }
 
@@ -111,6 +152,8 @@ impl Command {
             Command::Deploy(d) => format!("/deploy {}", d.to_text()),
             Command::Help(Some(f)) => format!("/{} help", f.name()),
             Command::Help(None) => "help".to_string(),
+            Command::Vote(v) if v.note.is_empty() => format!("{} {}", v.kind, v.job),
+            Command::Vote(v) => format!("{} {} {}", v.kind, v.job, v.note),
         }
     }
 }
@@ -204,6 +247,13 @@ pub fn parse_text(text: &str) -> Result<Command, ParseError> {
     let (first, tail) = split_first_word(rest);
     if first.is_empty() || first.eq_ignore_ascii_case("help") {
         return Ok(Command::Help(None));
+    }
+    use crate::job::approval::VoteKind;
+    if first.eq_ignore_ascii_case("approve") {
+        return parse_vote(VoteKind::Approve, tail);
+    }
+    if first.eq_ignore_ascii_case("deny") {
+        return parse_vote(VoteKind::Deny, tail);
     }
     parse_slash(first, tail)
 }

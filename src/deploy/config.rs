@@ -17,12 +17,22 @@ pub struct Config {
     pub hosts: Vec<String>,
     /// Serf agent RPC address used by `--target serf`.
     pub serf_rpc: String,
+    /// The Serf agent's RPC auth key, handed to `serf` through its environment only
+    /// (`SERF_RPC_AUTH`), never as an argument the process list would show.
+    pub serf_rpc_auth: Option<Secret>,
     /// Consul agent HTTP base used by `--target consul`.
     pub consul_url: Url,
+    /// Consul ACL token, sent as `X-Consul-Token`.
+    pub consul_token: Option<Secret>,
+    /// A PEM CA certificate to trust for Consul (besides the system's roots).
+    pub consul_ca: Option<Vec<u8>>,
     /// How long a fan-out waits for host reports.
     pub report_timeout: Duration,
     /// Whether hosts have a token to report with (`CORRAL_API_TOKEN`); a fan-out needs it.
     pub reports_authenticated: bool,
+    /// Bounds on extracting an archive here (`--target local`; agents read their own
+    /// `CORRAL_DEPLOY_MAX_*`).
+    pub limits: super::extract::Limits,
     /// The program `--target local` runs as `<program> agent` (`CORRAL_DEPLOY_AGENT`;
     /// `None`: this very binary).
     pub agent: Option<PathBuf>,

@@ -47,11 +47,17 @@ struct SerfMember {
     status: String,
 }
 
-async fn run_serf(args: &[String]) -> Result<String, String> {
+/// Runs the `serf` CLI; the RPC auth key goes in its environment (`SERF_RPC_AUTH`, which
+/// serf reads), never on its command line.
+async fn run_serf(cfg: &DeployConfig, args: &[String]) -> Result<String, String> {
+    let mut cmd = tokio::process::Command::new("serf");
+    cmd.env_remove("SERF_RPC_AUTH");
+    if let Some(key) = &cfg.serf_rpc_auth {
+        cmd.env("SERF_RPC_AUTH", key.expose());
+    }
     let out = tokio::time::timeout(
         CALL_TIMEOUT,
-        tokio::process::Command::new("serf")
-            .args(args)
+        cmd.args(args)
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true)
             .output(),
@@ -70,6 +76,24 @@ async fn run_serf(args: &[String]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// A client for Consul: its CA trusted when one is set, its ACL token on every request.
+fn consul_client(cfg: &DeployConfig) -> Result<reqwest::Client, String> {
+    let mut b = crate::http_client_builder();
+    if let Some(pem) = &cfg.consul_ca {
+        let cert = reqwest::Certificate::from_pem(pem).map_err(|e| format!("Consul CA: {e}"))?;
+        b = b.add_root_certificate(cert);
+    }
+    if let Some(token) = &cfg.consul_token {
+        let mut h = reqwest::header::HeaderMap::new();
+        let mut v = reqwest::header::HeaderValue::from_str(token.expose())
+            .map_err(|_| "the Consul token is not a valid header value".to_string())?;
+        v.set_sensitive(true);
+        h.insert("x-consul-token", v);
+        b = b.default_headers(h);
+    }
+    b.build().map_err(|e| format!("HTTP client: {e}"))
+}
+
 /// The hosts that must answer: the configured list, else Serf's alive members or
 /// Consul's catalog nodes.
 pub async fn expected_hosts(
@@ -81,11 +105,14 @@ pub async fn expected_hosts(
     }
     let mut hosts = match target {
         DeployTarget::Serf => {
-            let out = run_serf(&[
-                "members".into(),
-                format!("-rpc-addr={}", cfg.serf_rpc),
-                "-format=json".into(),
-            ])
+            let out = run_serf(
+                cfg,
+                &[
+                    "members".into(),
+                    format!("-rpc-addr={}", cfg.serf_rpc),
+                    "-format=json".into(),
+                ],
+            )
             .await?;
             let m: SerfMembers = serde_json::from_str(&out)
                 .map_err(|e| format!("serf members answered something unexpected: {e}"))?;
@@ -105,8 +132,7 @@ pub async fn expected_hosts(
                 .consul_url
                 .join("v1/catalog/nodes")
                 .map_err(|e| format!("Consul URL: {e}"))?;
-            let client = crate::http_client().map_err(|e| e.to_string())?;
-            let resp = client
+            let resp = consul_client(cfg)?
                 .get(url.clone())
                 .timeout(CALL_TIMEOUT)
                 .send()
@@ -138,13 +164,16 @@ pub async fn expected_hosts(
 pub async fn fire(target: DeployTarget, cfg: &DeployConfig, payload: &str) -> Result<(), String> {
     match target {
         DeployTarget::Serf => {
-            run_serf(&[
-                "event".into(),
-                format!("-rpc-addr={}", cfg.serf_rpc),
-                "-coalesce=false".into(),
-                EVENT_NAME.into(),
-                payload.into(),
-            ])
+            run_serf(
+                cfg,
+                &[
+                    "event".into(),
+                    format!("-rpc-addr={}", cfg.serf_rpc),
+                    "-coalesce=false".into(),
+                    EVENT_NAME.into(),
+                    payload.into(),
+                ],
+            )
             .await?;
             Ok(())
         }
@@ -153,8 +182,7 @@ pub async fn fire(target: DeployTarget, cfg: &DeployConfig, payload: &str) -> Re
                 .consul_url
                 .join(&format!("v1/event/fire/{EVENT_NAME}"))
                 .map_err(|e| format!("Consul URL: {e}"))?;
-            let client = crate::http_client().map_err(|e| e.to_string())?;
-            let resp = client
+            let resp = consul_client(cfg)?
                 .put(url.clone())
                 .body(payload.to_string())
                 .timeout(CALL_TIMEOUT)

@@ -60,6 +60,16 @@ pub async fn run_agent(cfg: &Config, url: &str, fetch_timeout: Duration) -> Resu
         cmd.env(name, value.expose());
     }
     cmd.env("CORRAL_DEPLOY_ALLOW", cfg.allow.join(","));
+    // The bot's extraction bounds (its environment or .env) apply to the child too.
+    let l = cfg.limits;
+    for (name, v) in super::extract::LIMIT_VARS.iter().zip([
+        l.max_bytes,
+        l.max_entries,
+        l.max_header_bytes,
+        l.max_ratio,
+    ]) {
+        cmd.env(name, v.to_string());
+    }
     let (reader, writer) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
     let writer2 = writer.try_clone().map_err(|e| format!("pipe: {e}"))?;
     cmd.stdout(Stdio::from(writer)).stderr(Stdio::from(writer2));

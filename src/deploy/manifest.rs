@@ -173,6 +173,7 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Manifest, ManifestError> 
     let raw: Raw = if text.trim().is_empty() {
         return Err(ManifestError::new("manifest", "is empty"));
     } else {
+        super::manifest_limits::check(&text)?;
         serde_norway::from_str(&text).map_err(|e| yaml_error(&e))?
     };
 
@@ -289,7 +290,7 @@ fn check_src(s: &str) -> Result<(), ManifestError> {
 }
 
 fn yaml_error(e: &serde_norway::Error) -> ManifestError {
-    let text = e.to_string();
+    let text = super::manifest_limits::unquoted(&e.to_string());
     // serde_norway prefixes the path of the offending field (`commands.pre[0]: …`).
     match text.split_once(": ") {
         Some((path, reason)) if !path.contains(' ') && !path.is_empty() && path != "." => {

@@ -39,6 +39,7 @@ pub mod hooks;
 pub mod local;
 pub mod log;
 pub mod manifest;
+pub mod manifest_limits;
 pub mod report;
 pub mod source;
 pub mod steps;
@@ -80,7 +81,11 @@ pub async fn run(
         .await
         .map_err(|e| JobError::new(format!("cannot fetch the manifest: {e}")))?;
     // Templates are expanded where the manifest runs, never with the bot's environment.
-    let m = template::parse_opaque(&text)
+    // Parsed on a blocking thread: never on the async workers that answer `/healthz` and
+    // Slack.
+    let m = tokio::task::spawn_blocking(move || template::parse_opaque(&text))
+        .await
+        .map_err(|e| JobError::new(format!("the manifest parser crashed: {e}")))?
         .map_err(|e| JobError::new(format!("manifest {} refused: {e}", cmd.manifest_url)))?;
     if let Some(src) = &m.src
         && !allowed(allow, src)

@@ -40,6 +40,8 @@ pub struct DeployOpts {
     /// `-v` by default; empty leaves the flag out.
     pub rsync_verbose: String,
     pub hooks: HookOpts,
+    /// Extraction bounds; `None`: `CORRAL_DEPLOY_MAX_*` from the environment.
+    pub limits: Option<extract::Limits>,
 }
 
 impl Default for DeployOpts {
@@ -55,6 +57,7 @@ impl Default for DeployOpts {
                 timeout: Some(Duration::from_secs(30 * 60)),
                 output: hooks::Output::Inherit,
             },
+            limits: None,
         }
     }
 }
@@ -275,10 +278,15 @@ async fn fetch_and_extract(
         ended: false,
     };
     let root = staging.to_path_buf();
+    let limits = match opts.limits {
+        Some(l) => l,
+        None => extract::Limits::from_env()?,
+    };
     log.line(format!("Extract archive: {src} to {}", staging.display()));
     let extractor = tokio::task::spawn_blocking(move || {
-        let (stats, rest) = extract::unpack(reader, &root).map_err(|e| e.to_string())?;
-        let mut reader = rest.into_inner();
+        let (stats, rest) =
+            extract::unpack_with(reader, &root, &limits).map_err(|e| e.to_string())?;
+        let mut reader = rest;
         std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| e.to_string())?;
         Ok::<_, String>(stats)
     });

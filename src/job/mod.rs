@@ -3,6 +3,7 @@
 //! ([`Outcome`]). Every mutating command becomes a job, stored before Slack is
 //! acknowledged (SPEC §3); `app::runner` runs it and `app::reporter` tells its story.
 
+pub mod approval;
 pub mod progress;
 
 use std::fmt;

@@ -8,7 +8,7 @@
 
 use slack_morphism::prelude::*;
 
-use crate::chat::{Block, Message};
+use crate::chat::{Block, Button, Message};
 use crate::text::truncate;
 
 /// The notification fallback's length.
@@ -41,23 +41,60 @@ fn extra(block: &Block) -> SlackBlock {
             SlackContextBlock::new(vec![t.into()]).into()
         }
         Block::Divider => SlackDividerBlock::new().into(),
-        Block::Buttons { buttons } => SlackActionsBlock::new(
-            buttons
-                .iter()
-                .take(25)
-                .map(|b| {
-                    let mut e = SlackBlockButtonElement::new(pt!("{}", truncate(&b.text, 75)))
-                        .with_action_id(truncate(&b.action_id, 255).into())
-                        .with_value(truncate(&b.value, 2000));
-                    if b.danger {
-                        e = e.with_style(SlackBlockButtonStyle::Danger);
-                    }
-                    e.into()
-                })
-                .collect(),
-        )
+        Block::Buttons { block_id, buttons } => SlackActionsBlock {
+            block_id: block_id.as_ref().map(|b| SlackBlockId(cut(b, ID_MAX))),
+            elements: buttons.iter().take(25).map(button).collect(),
+        }
         .into(),
     }
+}
+
+/// Slack's limits on buttons and confirm dialogs (Block Kit reference).
+const ID_MAX: usize = 255;
+const BUTTON_TEXT_MAX: usize = 75;
+const VALUE_MAX: usize = 2000;
+const CONFIRM_TITLE_MAX: usize = 100;
+const CONFIRM_TEXT_MAX: usize = 300;
+const CONFIRM_BUTTON_MAX: usize = 30;
+
+/// `text` cut to `max` characters (Slack counts characters in plain_text limits).
+fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+fn plain(text: &str, max: usize) -> SlackBlockPlainTextOnly {
+    SlackBlockPlainText::new(cut(text, max)).into()
+}
+
+fn button(b: &Button) -> SlackActionBlockElement {
+    let style = if b.danger {
+        Some(SlackBlockButtonStyle::Danger)
+    } else if b.primary {
+        Some(SlackBlockButtonStyle::Primary)
+    } else {
+        None
+    };
+    SlackActionBlockElement::Button(SlackBlockButtonElement {
+        action_id: Some(cut(&b.action_id, ID_MAX).into()),
+        text: plain(&b.text, BUTTON_TEXT_MAX),
+        url: None,
+        // A value is an id, never cut into something else: one too long is dropped.
+        value: (b.value.len() <= VALUE_MAX).then(|| b.value.clone()),
+        style,
+        confirm: b.confirm.as_ref().map(|c| SlackBlockConfirmItem {
+            title: plain(&c.title, CONFIRM_TITLE_MAX),
+            text: SlackBlockText::Plain(SlackBlockPlainText::new(cut(&c.text, CONFIRM_TEXT_MAX))),
+            confirm: plain(&c.confirm, CONFIRM_BUTTON_MAX),
+            deny: plain(&c.deny, CONFIRM_BUTTON_MAX),
+            style: Some(if b.danger { "danger" } else { "primary" }.to_string()),
+        }),
+        accessibility_label: None,
+    })
 }
 
 /// Slack's limit on one section's text.
@@ -141,5 +178,52 @@ mod tests {
             "the cut is said"
         );
         assert!(fallback(&m).len() <= FALLBACK_MAX + 4);
+    }
+
+    #[test]
+    fn buttons_respect_slacks_limits() {
+        let b = Button {
+            action_id: "approval.approve".into(),
+            text: "A".repeat(200),
+            value: "12:1".into(),
+            primary: true,
+            confirm: Some(crate::chat::Confirm {
+                title: "T".repeat(300),
+                text: "x".repeat(1000),
+                confirm: "Approve".into(),
+                deny: "Cancel".into(),
+            }),
+            ..Button::default()
+        };
+        let m = Message::text("card").with_block(Block::Buttons {
+            block_id: Some("appr:12:r3".into()),
+            buttons: vec![b],
+        });
+        let json = serde_json::to_value(blocks(&m)).unwrap();
+        let actions = &json[1];
+        assert_eq!(actions["type"], "actions");
+        assert_eq!(actions["block_id"], "appr:12:r3");
+        let el = &actions["elements"][0];
+        assert_eq!(el["type"], "button");
+        assert_eq!(el["style"], "primary");
+        assert_eq!(el["value"], "12:1");
+        assert_eq!(el["text"]["type"], "plain_text");
+        assert_eq!(el["text"]["text"].as_str().unwrap().chars().count(), 75);
+        assert_eq!(
+            el["confirm"]["title"]["text"]
+                .as_str()
+                .unwrap()
+                .chars()
+                .count(),
+            100
+        );
+        assert_eq!(
+            el["confirm"]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .chars()
+                .count(),
+            300
+        );
     }
 }

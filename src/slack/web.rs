@@ -274,6 +274,22 @@ impl SlackChat {
 }
 
 #[async_trait]
+impl crate::chat::Directory for SlackChat {
+    async fn group_members(&self, group: &str) -> Result<Vec<String>, ChatError> {
+        let req = SlackApiUserGroupsUsersListRequest {
+            usergroup: group.to_string().into(),
+            include_disabled: None,
+            team_id: None,
+        };
+        let session = self.client.open_session(&self.token);
+        let resp = self
+            .call(Call::Idempotent, session.usergroups_users_list(&req))
+            .await?;
+        Ok(resp.users.into_iter().map(|u| u.to_string()).collect())
+    }
+}
+
+#[async_trait]
 impl Chat for SlackChat {
     async fn post(
         &self,

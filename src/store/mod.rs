@@ -22,12 +22,14 @@
 mod copy;
 mod dump;
 pub mod outbox;
+mod pg_approval;
 mod pg_error;
 mod pg_outbox;
 mod pg_replicas;
 mod postgres;
 pub mod replicas;
 mod sqlite;
+mod sqlite_approval;
 mod sqlite_outbox;
 mod sqlite_replicas;
 
@@ -46,6 +48,7 @@ pub use replicas::{Admission, Pruned, Replica};
 pub use sqlite::SqliteStore;
 
 use crate::door::Source;
+use crate::job::approval::{ApprovalRecord, Vote};
 use crate::job::{JobKind, JobStatus, Outcome};
 use crate::lock::{LockState, Refusal};
 
@@ -128,6 +131,38 @@ pub struct LockDecision {
 
 /// The result of a lock change: the state before and what was written, or the refusal.
 pub type LockChange = std::result::Result<(LockState, LockDecision), Refusal>;
+
+/// What an approval decision sees, read in its transaction: the job, its approval (if
+/// one was opened), the current round's votes, and the lock (for the gate the completing
+/// vote re-applies).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ballot {
+    pub job: JobRecord,
+    pub approval: Option<ApprovalRecord>,
+    pub votes: Vec<Vote>,
+    pub lock: LockState,
+}
+
+/// What an approval decision writes: the approval's new row (inserted or replaced), the
+/// vote (keyed by job, round and voter), a change to the job, and the effects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalDecision {
+    /// When it was made (Unix seconds): the job's `updated_at` if it changes the job.
+    pub at: i64,
+    pub approval: ApprovalRecord,
+    pub vote: Option<Vote>,
+    pub job: Option<JobChange>,
+    pub effects: Effects,
+}
+
+/// A decision that was written: what it saw, what it wrote, and how many times the
+/// transaction ran (more than 1: it met a conflict and was decided again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    pub before: Ballot,
+    pub decision: ApprovalDecision,
+    pub attempts: u32,
+}
 
 /// One scheduled firing, claimed once for every process sharing the store (a freeze
 /// window's entry or exit, a digest, a lock reminder; keys from [`crate::schedule`]).
@@ -422,9 +457,31 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<std::result::Result<(), i64>>;
 
+    /// Decides about a job's approval in one transaction keyed by the job (opening it,
+    /// a vote, expiry, a reminder, asking again): reads the [`Ballot`], calls `decide`,
+    /// writes its [`ApprovalDecision`]. `Ok(Err(_))`: refused (or no such job), nothing
+    /// written.
+    async fn decide_approval(
+        &self,
+        job: i64,
+        decide: Decide<Ballot, ApprovalDecision, String>,
+    ) -> Result<std::result::Result<Decided, String>>;
+    /// A job's approval and its current round's votes (oldest first).
+    async fn approval(&self, job: i64) -> Result<Option<(ApprovalRecord, Vec<Vote>)>>;
+    /// Approvals still pending, oldest first.
+    async fn pending_approvals(&self) -> Result<Vec<ApprovalRecord>>;
+
     async fn audit(&self, entry: &AuditEntry) -> Result<()>;
     /// The newest `limit` audit lines, newest first.
     async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>>;
+    /// Audit lines at or after `since` (Unix seconds) and, if given, of one actor; newest
+    /// first, at most `limit`.
+    async fn audit_query(
+        &self,
+        since: i64,
+        actor: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>>;
 
     /// Records a delivery key (an Events API `event_id`, a signed hook); false if it was
     /// seen before (a retry or a replay). Keys are forgotten by [`Store::prune`].

@@ -42,6 +42,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 use super::dump::{CopyReport, Dump};
+use super::pg_approval as approval;
 use super::pg_error::{PgError, PgResult, cached};
 use super::pg_outbox as outbox;
 use super::pg_replicas as replicas;
@@ -49,11 +50,13 @@ use super::replicas::expired_condition;
 use super::sqlite::{RawJob, typed};
 use super::{Admission, Pruned, Replica};
 use super::{
-    AuditEntry, Backend, Claimed, Decide, DeployReport, Effects, Enqueued, FiringClaim, JobChange,
-    JobRecord, LockChange, LockDecision, LockHistoryEntry, NewJob, NewMessage, OutboxRow,
-    OutboxStats, Result, Settings, Settle, Store, StoreError, StoreInfo,
+    ApprovalDecision, AuditEntry, Backend, Ballot, Claimed, Decide, Decided, DeployReport, Effects,
+    Enqueued, FiringClaim, JobChange, JobRecord, LockChange, LockDecision, LockHistoryEntry,
+    NewJob, NewMessage, OutboxRow, OutboxStats, Result, Settings, Settle, Store, StoreError,
+    StoreInfo,
 };
 use crate::door::Source;
+use crate::job::approval::{ApprovalRecord, Vote};
 use crate::job::{JobStatus, Outcome};
 use crate::lock::{Holder, LockState, Refusal};
 use crate::text::{format_duration, redact_secrets_in, redact_url};
@@ -72,6 +75,10 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0005_replicas",
         include_str!("migrations/pg/0005_replicas.sql"),
+    ),
+    (
+        "0006_approvals",
+        include_str!("migrations/pg/0006_approvals.sql"),
     ),
 ];
 
@@ -731,12 +738,12 @@ async fn load(client: &mut Object, dump: &Dump) -> PgResult<CopyReport> {
 
 /// Runs `body` in a transaction: commits on `Commit`, rolls back on `Rollback`, and on
 /// a serialisation failure or deadlock rolls back and runs it again.
-enum Tx<T> {
+pub(super) enum Tx<T> {
     Commit(T),
     Rollback(T),
 }
 
-async fn in_tx<T, Fut>(c: &Object, body: impl Fn() -> Fut) -> PgResult<T>
+pub(super) async fn in_tx<T, Fut>(c: &Object, body: impl Fn() -> Fut) -> PgResult<T>
 where
     Fut: std::future::Future<Output = PgResult<Tx<T>>>,
 {
@@ -798,7 +805,7 @@ fn lock_row(r: &Row) -> PgResult<LockState> {
 }
 
 /// The lock row; `lock` is `""`, `"FOR UPDATE"` or `"FOR SHARE"`.
-async fn read_lock(c: &Object, lock: &str) -> PgResult<LockState> {
+pub(super) async fn read_lock(c: &Object, lock: &str) -> PgResult<LockState> {
     let sql = format!("SELECT {LOCK_COLUMNS} FROM lock_state WHERE id = 1 {lock}");
     let stmt = cached(c, &sql).await?;
     let row = c
@@ -840,14 +847,19 @@ async fn insert_audit(c: &Object, e: &AuditEntry) -> PgResult<()> {
     Ok(())
 }
 
-async fn write_effects(c: &Object, effects: &Effects) -> PgResult<Vec<Enqueued>> {
+pub(super) async fn write_effects(c: &Object, effects: &Effects) -> PgResult<Vec<Enqueued>> {
     for e in &effects.audit {
         insert_audit(c, e).await?;
     }
     outbox::insert(c, &effects.messages).await
 }
 
-async fn apply_job_change(c: &Object, id: i64, change: &JobChange, now: i64) -> PgResult<()> {
+pub(super) async fn apply_job_change(
+    c: &Object,
+    id: i64,
+    change: &JobChange,
+    now: i64,
+) -> PgResult<()> {
     match change {
         JobChange::Status(status) => {
             let stmt = cached(
@@ -922,7 +934,7 @@ fn job_row(r: &Row) -> PgResult<JobRecord> {
     .typed()?)
 }
 
-async fn jobs_where(
+pub(super) async fn jobs_where(
     c: &Object,
     tail: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -1069,6 +1081,82 @@ async fn claim_firing_body(
     };
     write_effects(c, &effects).await?;
     Ok(Tx::Commit(Claimed::Now))
+}
+
+async fn decide_approval_body(
+    c: &Object,
+    job: i64,
+    decide: &Decide<Ballot, ApprovalDecision, String>,
+) -> PgResult<Tx<std::result::Result<(Ballot, ApprovalDecision), String>>> {
+    approval::lock(c, job).await?;
+    let Some(record) = jobs_where(c, "WHERE id = $1", &[&job]).await?.pop() else {
+        return Ok(Tx::Rollback(Err(format!("There is no job #{job}."))));
+    };
+    let current = approval::read_approval(c, job).await?;
+    let votes = match &current {
+        Some(a) => approval::read_votes(c, job, a.round).await?,
+        None => Vec::new(),
+    };
+    // FOR SHARE: the lock gate the completing vote re-applies, never beside a lock change.
+    let before = Ballot {
+        job: record,
+        approval: current,
+        votes,
+        lock: read_lock(c, "FOR SHARE").await?,
+    };
+    let decision = match decide(&before) {
+        Ok(d) => d,
+        Err(refusal) => return Ok(Tx::Rollback(Err(refusal))),
+    };
+    if decision.approval.job_id != job {
+        return Err(StoreError::Db(format!(
+            "an approval decision for job {job} wrote job {}",
+            decision.approval.job_id
+        ))
+        .into());
+    }
+    approval::write_approval(c, &decision.approval).await?;
+    if let Some(v) = &decision.vote {
+        approval::insert_vote(c, v).await?;
+    }
+    // Messages before the job's row: outbox first, jobs second, as everywhere.
+    write_effects(c, &decision.effects).await?;
+    if let Some(change) = &decision.job {
+        apply_job_change(c, job, change, decision.at).await?;
+        // A job that waits for people (or was just approved) is nobody's: whichever
+        // replica starts it next claims it.
+        if matches!(
+            change,
+            JobChange::Status(JobStatus::AwaitingApproval | JobStatus::Queued)
+        ) {
+            let stmt = cached(
+                c,
+                "UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE id = $1",
+            )
+            .await?;
+            c.execute(&stmt, &[&job]).await?;
+        }
+    }
+    Ok(Tx::Commit(Ok((before, decision))))
+}
+
+/// An approval decision's transaction, run again on a conflict; counts the attempts.
+async fn decide_approval(
+    c: &Object,
+    job: i64,
+    decide: &Decide<Ballot, ApprovalDecision, String>,
+) -> PgResult<std::result::Result<Decided, String>> {
+    let attempts = std::sync::atomic::AtomicU32::new(0);
+    let out = in_tx(c, || {
+        attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        decide_approval_body(c, job, decide)
+    })
+    .await?;
+    Ok(out.map(|(before, decision)| Decided {
+        before,
+        decision,
+        attempts: attempts.load(std::sync::atomic::Ordering::Relaxed),
+    }))
 }
 
 async fn insert_report(c: &tokio_postgres::Transaction<'_>, r: &DeployReport) -> PgResult<u64> {
@@ -1403,6 +1491,25 @@ impl Store for PostgresStore {
         self.run(move |c| Box::pin(outbox::roots(c, job))).await
     }
 
+    async fn decide_approval(
+        &self,
+        job: i64,
+        decide: Decide<Ballot, ApprovalDecision, String>,
+    ) -> Result<std::result::Result<Decided, String>> {
+        self.run(move |c| Box::pin(async move { decide_approval(c, job, &decide).await }))
+            .await
+    }
+
+    async fn approval(&self, job: i64) -> Result<Option<(ApprovalRecord, Vec<Vote>)>> {
+        self.run(move |c| Box::pin(async move { approval::approval(c, job).await }))
+            .await
+    }
+
+    async fn pending_approvals(&self) -> Result<Vec<ApprovalRecord>> {
+        self.run(|c| Box::pin(async move { approval::pending(c).await }))
+            .await
+    }
+
     async fn audit(&self, e: &AuditEntry) -> Result<()> {
         let e = e.clone();
         self.run(move |c| Box::pin(async move { insert_audit(c, &e).await }))
@@ -1419,6 +1526,45 @@ impl Store for PostgresStore {
                 )
                 .await?;
                 c.query(&stmt, &[&limit])
+                    .await?
+                    .iter()
+                    .map(|r| {
+                        let at: i64 = r.try_get(0)?;
+                        let source: String = r.try_get(4)?;
+                        Ok(AuditEntry {
+                            at,
+                            actor: r.try_get(1)?,
+                            action: r.try_get(2)?,
+                            detail: r.try_get(3)?,
+                            source: typed::<Source>(
+                                "source",
+                                format!("audit line at {at}"),
+                                &source,
+                            )?,
+                        })
+                    })
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    async fn audit_query(
+        &self,
+        since: i64,
+        actor: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run(move |c| {
+            Box::pin(async move {
+                let stmt = cached(
+                    c,
+                    "SELECT at, actor, action, detail, source FROM audit
+                     WHERE at >= $1 AND ($2::text IS NULL OR actor = $2) ORDER BY id DESC LIMIT $3",
+                )
+                .await?;
+                c.query(&stmt, &[&since, &actor, &limit])
                     .await?
                     .iter()
                     .map(|r| {

@@ -21,15 +21,17 @@ use tokio::sync::oneshot;
 
 use super::dump::Dump;
 use super::replicas::expired_condition;
+use super::sqlite_approval as approval;
 use super::sqlite_outbox as outbox;
 use super::sqlite_replicas as replicas;
 use super::{Admission, Pruned, Replica};
 use super::{
-    AuditEntry, Backend, Claimed, Decide, DeployReport, Effects, Enqueued, FiringClaim, JobChange,
-    JobRecord, LockChange, LockDecision, LockHistoryEntry, NewJob, NewMessage, OutboxRow,
-    OutboxStats, Result, Settle, Store, StoreError, StoreInfo,
+    ApprovalDecision, AuditEntry, Backend, Ballot, Claimed, Decide, Decided, DeployReport, Effects,
+    Enqueued, FiringClaim, JobChange, JobRecord, LockChange, LockDecision, LockHistoryEntry,
+    NewJob, NewMessage, OutboxRow, OutboxStats, Result, Settle, Store, StoreError, StoreInfo,
 };
 use crate::door::Source;
+use crate::job::approval::{ApprovalRecord, Vote};
 use crate::job::{JobKind, JobStatus, Outcome};
 use crate::lock::{Holder, LockState, Refusal};
 
@@ -41,6 +43,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_outbox.sql"),
     include_str!("migrations/0004_firings.sql"),
     include_str!("migrations/0005_replicas.sql"),
+    include_str!("migrations/0006_approvals.sql"),
 ];
 
 /// How long a statement waits for another process's write lock.
@@ -170,7 +173,7 @@ fn holder(by: Option<String>, reason: Option<String>, since: Option<i64>) -> Opt
     })
 }
 
-fn read_lock(conn: &Connection) -> Result<LockState> {
+pub(super) fn read_lock(conn: &Connection) -> Result<LockState> {
     Ok(conn.query_row(
         "SELECT running_by, running_reason, running_since, blocked_by, blocked_reason, blocked_since
          FROM lock_state WHERE id = 1",
@@ -209,14 +212,19 @@ fn insert_audit(conn: &Connection, e: &AuditEntry) -> Result<()> {
     Ok(())
 }
 
-fn write_effects(conn: &Connection, effects: &Effects) -> Result<Vec<Enqueued>> {
+pub(super) fn write_effects(conn: &Connection, effects: &Effects) -> Result<Vec<Enqueued>> {
     for e in &effects.audit {
         insert_audit(conn, e)?;
     }
     outbox::insert(conn, &effects.messages)
 }
 
-fn apply_job_change(conn: &Connection, id: i64, change: &JobChange, now: i64) -> Result<()> {
+pub(super) fn apply_job_change(
+    conn: &Connection,
+    id: i64,
+    change: &JobChange,
+    now: i64,
+) -> Result<()> {
     match change {
         JobChange::Status(status) => {
             conn.execute(
@@ -325,7 +333,7 @@ impl RawJob {
     }
 }
 
-fn jobs_where(conn: &Connection, tail: &str, param: i64) -> Result<Vec<JobRecord>> {
+pub(super) fn jobs_where(conn: &Connection, tail: &str, param: i64) -> Result<Vec<JobRecord>> {
     let mut stmt = conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs {tail}"))?;
     let rows = stmt.query_map([param], job_row)?;
     rows.map(|r| r?.typed()).collect()
@@ -395,6 +403,64 @@ fn create_job(
         .ok_or_else(|| StoreError::Corrupt(format!("job {id} vanished after insert")))?;
     tx.commit()?;
     Ok(Ok(record))
+}
+
+/// An approval decision's transaction: read the ballot, decide, write.
+fn decide_approval(
+    conn: &mut Connection,
+    job: i64,
+    decide: &Decide<Ballot, ApprovalDecision, String>,
+) -> Result<std::result::Result<Decided, String>> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let Some(record) = jobs_where(&tx, "WHERE id = ?1", job)?.pop() else {
+        return Ok(Err(format!("There is no job #{job}.")));
+    };
+    let current = approval::read_approval(&tx, job)?;
+    let votes = match &current {
+        Some(a) => approval::read_votes(&tx, job, a.round)?,
+        None => Vec::new(),
+    };
+    let before = Ballot {
+        job: record,
+        approval: current,
+        votes,
+        lock: read_lock(&tx)?,
+    };
+    let decision = match decide(&before) {
+        Ok(d) => d,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    if decision.approval.job_id != job {
+        return Err(StoreError::Db(format!(
+            "an approval decision for job {job} wrote job {}",
+            decision.approval.job_id
+        )));
+    }
+    approval::write_approval(&tx, &decision.approval)?;
+    if let Some(v) = &decision.vote {
+        approval::insert_vote(&tx, v)?;
+    }
+    write_effects(&tx, &decision.effects)?;
+    if let Some(change) = &decision.job {
+        apply_job_change(&tx, job, change, decision.at)?;
+        // A job that waits for people (or was just approved) is nobody's: whichever
+        // replica starts it next claims it.
+        if matches!(
+            change,
+            JobChange::Status(JobStatus::AwaitingApproval | JobStatus::Queued)
+        ) {
+            tx.execute(
+                "UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE id = ?1",
+                [job],
+            )?;
+        }
+    }
+    tx.commit()?;
+    Ok(Ok(Decided {
+        before,
+        decision,
+        attempts: 1,
+    }))
 }
 
 /// Jobs whose lease ran out (see [`super::replicas`]).
@@ -828,6 +894,22 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn decide_approval(
+        &self,
+        job: i64,
+        decide: Decide<Ballot, ApprovalDecision, String>,
+    ) -> Result<std::result::Result<Decided, String>> {
+        self.call(move |c| decide_approval(c, job, &decide)).await
+    }
+
+    async fn approval(&self, job: i64) -> Result<Option<(ApprovalRecord, Vec<Vote>)>> {
+        self.call(move |c| approval::approval(c, job)).await
+    }
+
+    async fn pending_approvals(&self) -> Result<Vec<ApprovalRecord>> {
+        self.call(|c| approval::pending(c)).await
+    }
+
     async fn audit(&self, e: &AuditEntry) -> Result<()> {
         let e = e.clone();
         self.call(move |c| insert_audit(c, &e)).await
@@ -839,6 +921,28 @@ impl Store for SqliteStore {
                 "SELECT at, actor, action, detail, source FROM audit ORDER BY id DESC LIMIT ?1",
             )?;
             let rows = stmt.query_map([limit as i64], audit_row)?;
+            rows.map(|r| {
+                let (mut e, source) = r?;
+                e.source = typed("source", format!("audit line at {}", e.at), &source)?;
+                Ok(e)
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn audit_query(
+        &self,
+        since: i64,
+        actor: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>> {
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT at, actor, action, detail, source FROM audit
+                 WHERE at >= ?1 AND (?2 IS NULL OR actor = ?2) ORDER BY id DESC LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![since, actor, limit as i64], audit_row)?;
             rows.map(|r| {
                 let (mut e, source) = r?;
                 e.source = typed("source", format!("audit line at {}", e.at), &source)?;

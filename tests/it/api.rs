@@ -92,8 +92,10 @@ async fn commands_run_through_the_pipeline() {
     assert_eq!(v["jobs"].as_array().unwrap().len(), 1);
     let (s, v) = get(&c, "/api/v1/audit").await;
     assert_eq!(s, 200);
+    // Newest first: the job's outcome, then its creation.
+    assert_eq!(v["audit"][0]["action"], "job 1 failed", "{v}");
     assert!(
-        v["audit"][0]["action"]
+        v["audit"][1]["action"]
             .as_str()
             .unwrap()
             .contains("job 1 created")

@@ -386,3 +386,42 @@ async fn json_logs_are_one_object_a_line_with_the_job() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stdout).contains("CORRAL_LOG_FORMAT"));
 }
+
+#[tokio::test]
+async fn corral_audit_prints_the_log_filtered_by_user_and_time() {
+    let dir = TempDir::new("audit-cli");
+    let out = corral(&dir, None, &["exec", "release", "start", "1.2.3"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let out = corral(&dir, None, &["exec", "release", "stop"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let out = corral(&dir, None, &["audit", "--user", "cli:tester"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("release.start") && stdout.contains("release.stop"),
+        "{stdout}"
+    );
+    let out = corral(&dir, None, &["audit", "--user", "U0NOBODY"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("No audit lines."));
+    let out = corral(&dir, None, &["audit", "--since", "2h"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("release.start"));
+    let out = corral(&dir, None, &["audit", "--since", "2099-01-01T00:00:00Z"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("No audit lines."));
+    let out = corral(&dir, None, &["audit", "--since", "yesterday"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("neither Unix seconds"));
+}

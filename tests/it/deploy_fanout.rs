@@ -13,7 +13,7 @@ use crate::support::files::Files;
 
 const TEST_TAR_SHA1: &str = "7b57db167410e46720b1d636ee6cb6c147efac3a";
 
-fn free_port(ip: &str) -> u16 {
+pub fn free_port(ip: &str) -> u16 {
     // TCP and UDP both: Serf's gossip uses the same port for each.
     loop {
         let t = std::net::TcpListener::bind((ip, 0)).unwrap();

@@ -624,3 +624,140 @@ async fn agent_logs_and_reports_redact_credentials_and_must_env_values() {
     assert!(r.stderr.contains("deployer:***@"), "{}", r.stderr);
     assert!(report.contains("using ***"), "{report}");
 }
+
+/// Real clusters have auth: a Serf agent with an RPC auth key refuses the bot without
+/// the key (`CORRAL_SERF_RPC_AUTH`, alias `SERF_RPC_AUTH`, handed to `serf` through its
+/// environment only) and answers with it; `SERF_RPC_ADDR` is `CORRAL_SERF_RPC`'s alias.
+#[tokio::test]
+async fn serf_with_an_rpc_auth_key() {
+    use crate::deploy_fanout::free_port;
+    let rpc = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let bind = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let sb = Sandbox::new("serf-auth");
+    // The agent's key comes from its configuration file (`rpc_auth`).
+    let conf = sb.dir.join("serf.json");
+    std::fs::write(&conf, r#"{"rpc_auth": "rpc-key-5150"}"#).unwrap();
+    let mut serf = tokio::process::Command::new("serf")
+        .args([
+            "agent",
+            "-node=authed-1",
+            &format!("-bind={bind}"),
+            &format!("-rpc-addr={rpc}"),
+            &format!("-config-file={}", conf.display()),
+            "-log-level=warn",
+        ])
+        .env_remove("SERF_RPC_AUTH")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("serf is installed");
+    // Wait for its RPC.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while std::net::TcpStream::connect(&rpc).is_err() {
+        assert!(std::time::Instant::now() < deadline, "serf did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let url = sb.write_manifest("commands:\n  pre:\n    - 'true'\n");
+    let allow = format!("file://{}/", sb.dir.display());
+    for (settings, ok) in [
+        (vec![("CORRAL_SERF_RPC", rpc.as_str())], false),
+        (
+            vec![
+                ("SERF_RPC_ADDR", rpc.as_str()),
+                ("SERF_RPC_AUTH", "rpc-key-5150"),
+            ],
+            true,
+        ),
+        (
+            vec![
+                ("CORRAL_SERF_RPC", rpc.as_str()),
+                ("CORRAL_SERF_RPC_AUTH", "rpc-key-5150"),
+            ],
+            true,
+        ),
+        (
+            vec![
+                ("CORRAL_SERF_RPC", rpc.as_str()),
+                ("CORRAL_SERF_RPC_AUTH", "wrong-key"),
+            ],
+            false,
+        ),
+    ] {
+        let mut env = settings.clone();
+        env.push(("CORRAL_DEPLOY_ALLOW", &allow));
+        let c = Corral::start_with(&env).await;
+        let job = run_job(&c, &format!("deploy {url} --target serf --dry-run")).await;
+        let o = job.outcome.unwrap();
+        assert_eq!(
+            job.status.to_string() == "succeeded",
+            ok,
+            "{settings:?}: {}",
+            o.summary
+        );
+        if ok {
+            assert_eq!(o.skipped, 1, "the one member is planned: {o:?}");
+        } else {
+            assert!(o.summary.contains("serf members failed"), "{}", o.summary);
+            assert!(!o.summary.contains("rpc-key-5150"), "{}", o.summary);
+        }
+    }
+    let _ = serf.start_kill();
+}
+
+/// Consul with ACLs: `CONSUL_HTTP_ADDR` (a bare `host:port` is `http://`) and
+/// `CONSUL_HTTP_TOKEN`, sent as `X-Consul-Token` on the catalog read and the event fire.
+#[tokio::test]
+async fn consul_with_an_acl_token() {
+    let consul = Files::start().await;
+    consul.add(
+        "v1/catalog/nodes",
+        r#"[{"Node":"node-a","Address":"10.0.0.1"}]"#,
+    );
+    consul.require_token("acl-token-8080");
+    let sb = Sandbox::new("consul-acl");
+    let url = sb.write_manifest("commands:\n  pre:\n    - 'true'\n");
+    let allow = format!("file://{}/", sb.dir.display());
+    let bare = consul.url.trim_start_matches("http://").to_string();
+    // Without the token: Consul's refusal, named.
+    let c =
+        Corral::start_with(&[("CORRAL_DEPLOY_ALLOW", &allow), ("CONSUL_HTTP_ADDR", &bare)]).await;
+    let job = run_job(&c, &format!("deploy {url} --target consul --dry-run")).await;
+    let summary = job.outcome.unwrap().summary;
+    assert!(summary.contains("HTTP 403"), "{summary}");
+    // With it: the catalog is read and the event fired, each with the header.
+    let c = Corral::start_with(&[
+        ("CORRAL_DEPLOY_ALLOW", &allow),
+        ("CONSUL_HTTP_ADDR", &bare),
+        ("CONSUL_HTTP_TOKEN", "acl-token-8080"),
+    ])
+    .await;
+    let job = run_job(&c, &format!("deploy {url} --target consul --timeout 1s")).await;
+    let o = job.outcome.unwrap();
+    assert_eq!(o.failed.len(), 1, "node-a never reports here: {o:?}");
+    assert_eq!(o.failed[0].target, "node-a");
+    let puts = consul.puts();
+    assert_eq!(puts.len(), 1, "{puts:?}");
+    assert_eq!(puts[0].0, "v1/event/fire/deploy");
+    // Bad values are refused at start-up, naming the variable.
+    use corral::config::{Config, Env};
+    let e = Config::from_env(&Env::from_pairs([("CONSUL_CACERT", "/nonexistent/ca.pem")]))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("CONSUL_CACERT"), "{e}");
+    let e = Config::from_env(&Env::from_pairs([("CONSUL_HTTP_SSL", "maybe")]))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("CONSUL_HTTP_SSL"), "{e}");
+    let c = Config::from_env(&Env::from_pairs([
+        ("CONSUL_HTTP_ADDR", "consul.internal:8501"),
+        ("CONSUL_HTTP_SSL", "true"),
+    ]))
+    .unwrap();
+    assert_eq!(
+        c.deploy.consul_url.as_str(),
+        "https://consul.internal:8501/"
+    );
+}

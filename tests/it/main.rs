@@ -3,11 +3,15 @@
 //! from shared/reference.
 
 mod api;
+mod approvals;
 mod binary;
 mod deploy;
 mod deploy_fanout;
+mod deploy_hostile;
 mod deploy_security;
+mod fuzz;
 mod layers;
+mod manifest;
 mod outbox;
 mod rancher_catalog;
 mod rancher_client;
@@ -17,6 +21,7 @@ mod releasestatus;
 mod replicas;
 mod schedule;
 mod scheduler;
+mod server_limits;
 mod slack_ingress;
 mod socket_mode;
 mod store;

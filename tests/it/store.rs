@@ -1054,6 +1054,276 @@ async fn writers_on_three_replicas_give_a_lane_one_sequence() {
     );
 }
 
+mod approvals {
+    //! Approvals and votes: one decision per approval, in one transaction, on every backend.
+
+    use super::*;
+    use corral::app::approval::{Cast, Open, decide_open, decide_sweep, decide_vote};
+    use corral::app::card::Plan;
+    use corral::job::approval::{ApprovalState, VoteKind};
+    use corral::job::{PlanGroup, PlanItem};
+    use corral::store::Decided;
+
+    fn plan() -> Plan {
+        Plan {
+            title: "library:web:2.0.0".into(),
+            groups: vec![PlanGroup {
+                name: "prod".into(),
+                items: vec![PlanItem {
+                    target: "web".into(),
+                    change: "1.0.0 → 2.0.0".into(),
+                    skipped: None,
+                }],
+            }],
+        }
+    }
+
+    /// A job awaiting `required` approvals that expire at 100 + 3600.
+    async fn awaiting(s: &dyn Store, required: u32) -> i64 {
+        let j = s
+            .create_job(new_job(100), Box::new(|_| Ok(Effects::default())))
+            .await
+            .unwrap()
+            .unwrap();
+        let open = Open {
+            rule: "approval[0]".into(),
+            required,
+            approvers: vec!["approvers".into()],
+            expires: Some(std::time::Duration::from_secs(3600)),
+            targets: vec!["prod".into()],
+            plan: plan(),
+            now: 100,
+            now_ms: 100_000,
+        };
+        s.decide_approval(j.id, Box::new(move |b| decide_open(b, &open)))
+            .await
+            .unwrap()
+            .unwrap();
+        j.id
+    }
+
+    async fn vote(
+        s: &dyn Store,
+        job: i64,
+        voter: &str,
+        kind: VoteKind,
+        eligible: bool,
+        now: i64,
+    ) -> Result<Decided, String> {
+        let cast = Cast {
+            voter: voter.into(),
+            kind,
+            note: String::new(),
+            source: Source::Slack,
+            eligible: if eligible {
+                Ok(())
+            } else {
+                Err(format!("{voter} is not an approver"))
+            },
+            targets: Vec::new(),
+            frozen: None,
+            now,
+            now_ms: now * 1000,
+        };
+        s.decide_approval(job, Box::new(move |b| decide_vote(b, &cast)))
+            .await
+            .expect("store answers")
+    }
+
+    fn completed(d: &Decided) -> bool {
+        d.before.approval.as_ref().map(|a| a.state) == Some(ApprovalState::Pending)
+            && d.decision.approval.state == ApprovalState::Approved
+    }
+
+    #[tokio::test]
+    async fn votes_are_judged_in_one_transaction_and_complete_once() {
+        let dir = TempDir::new("store-approvals");
+        for (url, s, _db) in backends(&dir).await {
+            let s = s.as_ref();
+            let job = awaiting(s, 2).await;
+            let j = s.job(job).await.unwrap().unwrap();
+            assert_eq!(j.status, JobStatus::AwaitingApproval, "{url}");
+            let (a, votes) = s.approval(job).await.unwrap().unwrap();
+            assert_eq!(
+                (a.state, a.round, a.required, votes.len()),
+                (ApprovalState::Pending, 1, 2, 0)
+            );
+            assert_eq!(a.expires_at, Some(3700));
+            assert_eq!(s.pending_approvals().await.unwrap().len(), 1, "{url}");
+            // The card is the job's root; the plan is in its thread.
+            let rows = s.outbox_rows(Some(job), 10).await.unwrap();
+            assert!(
+                rows.iter()
+                    .any(|r| r.key.as_deref() == Some(&format!("job:{job}:root"))),
+                "{url}: {rows:?}"
+            );
+            // The requester (U1), an outsider and a repeat are refused; nothing is written.
+            let e = vote(s, job, "U1", VoteKind::Approve, true, 110)
+                .await
+                .unwrap_err();
+            assert!(e.contains("requester"), "{url}: {e}");
+            let e = vote(s, job, "U9", VoteKind::Approve, false, 110)
+                .await
+                .unwrap_err();
+            assert!(e.contains("not an approver"), "{url}: {e}");
+            let first = vote(s, job, "U2", VoteKind::Approve, true, 111)
+                .await
+                .unwrap();
+            assert!(!completed(&first));
+            let e = vote(s, job, "U2", VoteKind::Approve, true, 112)
+                .await
+                .unwrap_err();
+            assert!(e.contains("already voted"), "{url}: {e}");
+            assert_eq!(s.approval(job).await.unwrap().unwrap().1.len(), 1, "{url}");
+            // One self-named identity counts; a second does not.
+            let api = vote(s, job, "api:ci", VoteKind::Approve, true, 113)
+                .await
+                .unwrap();
+            assert!(completed(&api), "{url}");
+            assert_eq!(s.job(job).await.unwrap().unwrap().status, JobStatus::Queued);
+            // A vote on a decided approval changes nothing.
+            let e = vote(s, job, "U3", VoteKind::Deny, true, 114)
+                .await
+                .unwrap_err();
+            assert!(e.contains("already approved"), "{url}: {e}");
+            let (a, votes) = s.approval(job).await.unwrap().unwrap();
+            assert_eq!(
+                (a.state, votes.len()),
+                (ApprovalState::Approved, 2),
+                "{url}"
+            );
+            assert!(s.pending_approvals().await.unwrap().is_empty());
+            let bob = s.audit_query(0, Some("U2".into()), 50).await.unwrap();
+            assert!(
+                !bob.is_empty() && bob.iter().all(|a| a.actor == "U2"),
+                "{url}: {bob:?}"
+            );
+            assert!(
+                s.audit_query(10_000, None, 50).await.unwrap().is_empty(),
+                "{url}"
+            );
+            assert_eq!(s.audit_query(0, None, 2).await.unwrap().len(), 2, "{url}");
+            let audit: Vec<String> = s
+                .audit_log(20)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|a| a.action)
+                .collect();
+            assert!(
+                audit.contains(&format!("vote approve job {job}")),
+                "{url}: {audit:?}"
+            );
+
+            // Deny cancels.
+            let denied = awaiting(s, 1).await;
+            let d = vote(s, denied, "U2", VoteKind::Deny, true, 120)
+                .await
+                .unwrap();
+            assert_eq!(d.decision.approval.state, ApprovalState::Denied);
+            let j = s.job(denied).await.unwrap().unwrap();
+            assert_eq!(j.status, JobStatus::Cancelled, "{url}");
+            assert!(j.outcome.unwrap().summary.contains("denied by U2"));
+
+            // Two self-named identities never make two approvals.
+            let two = awaiting(s, 2).await;
+            vote(s, two, "api:a", VoteKind::Approve, true, 130)
+                .await
+                .unwrap();
+            let d = vote(s, two, "api:b", VoteKind::Approve, true, 131)
+                .await
+                .unwrap();
+            assert!(!completed(&d) && !d.decision.vote.unwrap().counted, "{url}");
+
+            // Expiry: the sweep at 80 % reminds once, at the deadline cancels; a late vote
+            // changes nothing.
+            let late = awaiting(s, 1).await;
+            assert!(
+                s.decide_approval(late, Box::new(|b| decide_sweep(b, 200, 0)))
+                    .await
+                    .unwrap()
+                    .is_err()
+            );
+            let r = s
+                .decide_approval(late, Box::new(|b| decide_sweep(b, 100 + 2880, 0)))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(r.decision.approval.reminded);
+            assert!(
+                s.decide_approval(late, Box::new(|b| decide_sweep(b, 100 + 2881, 0)))
+                    .await
+                    .unwrap()
+                    .is_err()
+            );
+            let x = s
+                .decide_approval(late, Box::new(|b| decide_sweep(b, 3700, 0)))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(x.decision.approval.state, ApprovalState::Expired);
+            assert_eq!(
+                s.job(late).await.unwrap().unwrap().status,
+                JobStatus::Cancelled
+            );
+            let e = vote(s, late, "U2", VoteKind::Approve, true, 3701)
+                .await
+                .unwrap_err();
+            assert!(e.contains("already expired"), "{url}: {e}");
+            // No such job.
+            let e = vote(s, 9999, "U2", VoteKind::Approve, true, 1)
+                .await
+                .unwrap_err();
+            assert!(e.contains("no job #9999"), "{url}: {e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn many_simultaneous_votes_complete_an_approval_exactly_once() {
+        let dir = TempDir::new("store-votes-race");
+        for (url, s, _db) in backends(&dir).await {
+            let job = awaiting(s.as_ref(), 3).await;
+            let tasks: Vec<_> = (0..40)
+                .map(|i| {
+                    let s = s.clone();
+                    tokio::spawn(async move {
+                        vote(
+                            s.as_ref(),
+                            job,
+                            &format!("U{}", i + 10),
+                            VoteKind::Approve,
+                            true,
+                            150,
+                        )
+                        .await
+                    })
+                })
+                .collect();
+            let (mut completions, mut recorded, mut attempts) = (0, 0, 0);
+            for t in tasks {
+                if let Ok(d) = t.await.unwrap() {
+                    recorded += 1;
+                    attempts += d.attempts;
+                    completions += usize::from(completed(&d));
+                }
+            }
+            assert_eq!(completions, 1, "{url}");
+            assert_eq!(recorded, 3, "{url}: votes after the third find it decided");
+            assert!(attempts >= 3, "{url}");
+            eprintln!(
+                "{url}: 40 simultaneous votes, {attempts} transaction attempts for 3 recorded"
+            );
+            let (a, votes) = s.approval(job).await.unwrap().unwrap();
+            assert_eq!(
+                (a.state, votes.len()),
+                (ApprovalState::Approved, 3),
+                "{url}"
+            );
+            assert_eq!(s.job(job).await.unwrap().unwrap().status, JobStatus::Queued);
+        }
+    }
+}
+
 /// Job leases (issue 13): a claimed job is renewed by its replica's heartbeat; once the
 /// heartbeats stop and the lease runs out it is expired, and of two replicas ending it
 /// one does, with its thread note, in one transaction. A job without a lease (an older

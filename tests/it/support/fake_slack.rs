@@ -92,6 +92,8 @@ struct Inner {
     post_rate: Mutex<Option<(i64, std::collections::HashMap<String, i64>)>>,
     /// What `apps.connections.open` hands out (Socket Mode tests).
     socket_url: Mutex<Option<String>>,
+    /// User groups' members (`usergroups.users.list`).
+    groups: Mutex<std::collections::HashMap<String, Vec<String>>>,
     seq: AtomicU64,
     clock: SharedClock,
 }
@@ -295,6 +297,16 @@ async fn api(
             }
         }
         "chat.postEphemeral" => axum::Json(fixture("chat.postEphemeral.ok.json")).into_response(),
+        // Slack's answer: `{"ok": true, "users": [ids]}`; an unknown group is `no_such_subteam`.
+        "usergroups.users.list" => {
+            let group = body["usergroup"].as_str().unwrap_or("").to_string();
+            match inner.groups.lock().unwrap().get(&group) {
+                Some(users) => axum::Json(json!({"ok": true, "users": users})).into_response(),
+                None => {
+                    axum::Json(json!({"ok": false, "error": "no_such_subteam"})).into_response()
+                }
+            }
+        }
         "auth.test" => axum::Json(json!({
             "ok": true, "url": "https://fake.slack.com/", "team": "Fake", "user": "corral",
             "team_id": "T0FAKE", "user_id": "U0BOT", "bot_id": "B0BOT"
@@ -407,6 +419,7 @@ impl FakeSlack {
             posted: Mutex::default(),
             post_rate: Mutex::default(),
             socket_url: Mutex::default(),
+            groups: Mutex::default(),
             seq: AtomicU64::new(0),
             clock,
         });
@@ -443,6 +456,14 @@ impl FakeSlack {
     }
 
     /// Makes `apps.connections.open` answer with this WebSocket URL.
+    /// A user group and its members, as `usergroups.users.list` answers.
+    pub fn set_group(&self, group: &str, members: &[&str]) {
+        self.inner.groups.lock().unwrap().insert(
+            group.to_string(),
+            members.iter().map(|m| m.to_string()).collect(),
+        );
+    }
+
     pub fn set_socket_url(&self, url: &str) {
         *self.inner.socket_url.lock().unwrap() = Some(url.to_string());
     }

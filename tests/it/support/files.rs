@@ -21,6 +21,8 @@ pub struct Files {
     puts: Arc<Mutex<Vec<(String, String)>>>,
     redirects: Arc<Mutex<HashMap<String, String>>>,
     gets: Arc<Mutex<Vec<Get>>>,
+    /// When set, every request must carry it as `X-Consul-Token` (Consul with ACLs).
+    token: Arc<Mutex<Option<String>>>,
     pub url: String,
 }
 
@@ -56,6 +58,22 @@ impl Files {
         format!("{}/{}", self.url, path.trim_start_matches('/'))
     }
 
+    /// Requires `X-Consul-Token: <token>` on every request from now on; without it Consul
+    /// answers `403 Permission denied` (its ACL refusal).
+    pub fn require_token(&self, token: &str) {
+        *self.token.lock().unwrap() = Some(token.to_string());
+    }
+
+    fn authorized(&self, headers: &axum::http::HeaderMap) -> bool {
+        match &*self.token.lock().unwrap() {
+            None => true,
+            Some(t) => headers
+                .get("x-consul-token")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v == t),
+        }
+    }
+
     /// The GET requests received: (path, `Authorization` header).
     pub fn gets(&self) -> Vec<Get> {
         self.gets.lock().unwrap().clone()
@@ -78,6 +96,9 @@ async fn serve(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     f.gets.lock().unwrap().push((path.clone(), auth));
+    if !f.authorized(&headers) {
+        return (StatusCode::FORBIDDEN, "Permission denied").into_response();
+    }
     if let Some(to) = f.redirects.lock().unwrap().get(&path) {
         return (StatusCode::FOUND, [("location", to.clone())], "").into_response();
     }
@@ -87,10 +108,18 @@ async fn serve(
     }
 }
 
-async fn put(State(f): State<Files>, Path(path): Path<String>, body: Bytes) -> &'static str {
+async fn put(
+    State(f): State<Files>,
+    Path(path): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
+    if !f.authorized(&headers) {
+        return (StatusCode::FORBIDDEN, "Permission denied");
+    }
     f.puts
         .lock()
         .unwrap()
         .push((path, String::from_utf8_lossy(&body).into_owned()));
-    "true"
+    (StatusCode::OK, "true")
 }
