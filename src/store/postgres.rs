@@ -786,6 +786,19 @@ async fn query(
     Ok(c.query(&stmt, params).await?)
 }
 
+/// An audit line as `SELECT at, actor, action, detail, source` reads it.
+fn audit_row(r: &Row) -> PgResult<AuditEntry> {
+    let at: i64 = r.try_get(0)?;
+    let source: String = r.try_get(4)?;
+    Ok(AuditEntry {
+        at,
+        actor: r.try_get(1)?,
+        action: r.try_get(2)?,
+        detail: r.try_get(3)?,
+        source: typed::<Source>("source", format!("audit line at {at}"), &source)?,
+    })
+}
+
 fn holder(by: Option<String>, reason: Option<String>, since: Option<i64>) -> Option<Holder> {
     by.map(|who| Holder {
         who,
@@ -1528,21 +1541,7 @@ impl Store for PostgresStore {
                 c.query(&stmt, &[&limit])
                     .await?
                     .iter()
-                    .map(|r| {
-                        let at: i64 = r.try_get(0)?;
-                        let source: String = r.try_get(4)?;
-                        Ok(AuditEntry {
-                            at,
-                            actor: r.try_get(1)?,
-                            action: r.try_get(2)?,
-                            detail: r.try_get(3)?,
-                            source: typed::<Source>(
-                                "source",
-                                format!("audit line at {at}"),
-                                &source,
-                            )?,
-                        })
-                    })
+                    .map(audit_row)
                     .collect()
             })
         })
@@ -1567,21 +1566,7 @@ impl Store for PostgresStore {
                 c.query(&stmt, &[&since, &actor, &limit])
                     .await?
                     .iter()
-                    .map(|r| {
-                        let at: i64 = r.try_get(0)?;
-                        let source: String = r.try_get(4)?;
-                        Ok(AuditEntry {
-                            at,
-                            actor: r.try_get(1)?,
-                            action: r.try_get(2)?,
-                            detail: r.try_get(3)?,
-                            source: typed::<Source>(
-                                "source",
-                                format!("audit line at {at}"),
-                                &source,
-                            )?,
-                        })
-                    })
+                    .map(audit_row)
                     .collect()
             })
         })
