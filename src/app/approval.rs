@@ -415,7 +415,9 @@ pub fn decide_vote(ballot: &Ballot, c: &Cast) -> Result<ApprovalDecision, String
         }
         None => (job.status, None),
     };
-    effects.audit.push(vote_audit(c, a, &next, j.counted, job.id));
+    effects
+        .audit
+        .push(vote_audit(c, a, &next, j.counted, job.id));
     let mut shown = job.clone();
     shown.status = status;
     effects.messages.push(
