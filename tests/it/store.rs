@@ -1322,6 +1322,136 @@ mod approvals {
             assert_eq!(s.job(job).await.unwrap().unwrap().status, JobStatus::Queued);
         }
     }
+
+    /// `corral migrate` from a store of this version: an approval halfway through its
+    /// votes, the outbox (a delivered root, a message not sent yet, one a sender was in
+    /// the middle of), the pacing and a digest already sent all arrive, so after the move
+    /// the vote goes on counting, nothing is said twice and nothing is lost.
+    #[tokio::test]
+    async fn a_store_of_this_version_moves_to_postgres_with_approvals_outbox_and_firings() {
+        use corral::chat::Message;
+        use corral::store::{Claimed, NewMessage};
+        let dir = TempDir::new("store-copy-now");
+        let from = format!("sqlite://{}/now.db", dir.0.display());
+        let lite = corral::store::open(&from).await.unwrap();
+        let job = awaiting(lite.as_ref(), 2).await;
+        vote(lite.as_ref(), job, "U0BOB", VoteKind::Approve, true, 110)
+            .await
+            .unwrap();
+        lite.set_message(job, "C1", "1700000000.000100")
+            .await
+            .unwrap();
+        lite.enqueue(vec![
+            NewMessage::post(1_000, "C2", Message::text("not sent yet")),
+            NewMessage::post(1_001, "C3", Message::text("being sent when it stopped")),
+        ])
+        .await
+        .unwrap();
+        let mid_call = lite
+            .outbox_rows(None, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r.message.text.contains("being sent"))
+            .unwrap();
+        assert!(
+            lite.outbox_claim(mid_call.id, "old:1:1", 2_000, 1_000)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        lite.push_pacing("chat.postMessage", 5_000).await.unwrap();
+        let sent = || {
+            firing(
+                "digest:C1:0 9 * * *@UTC:86400",
+                "digest:C1:0 9 * * *@UTC",
+                86_400,
+                "sent",
+            )
+        };
+        assert_eq!(
+            lite.claim_firing(sent(), Box::new(|_| Ok(Effects::default())))
+                .await
+                .unwrap(),
+            Claimed::Now
+        );
+        let rows = lite.outbox_rows(None, 1000).await.unwrap();
+
+        let db = TestDb::new("copynow").await;
+        let report = corral::store::copy(&from, &db.url, &corral::store::Settings::default())
+            .await
+            .expect("copies");
+        assert_eq!(
+            (report.approvals, report.votes, report.firings, report.jobs),
+            (1, 1, 1, 1)
+        );
+        assert_eq!(report.outbox, rows.len());
+        assert!(report.outbox_pending >= 2, "{report:?}");
+        let text = report.to_string();
+        for line in [
+            "approvals: 1",
+            "votes: 1",
+            "scheduled firings: 1",
+            "not copied",
+        ] {
+            assert!(text.contains(line), "{line:?} in {text}");
+        }
+
+        let pg = corral::store::open(&db.url).await.unwrap();
+        assert_eq!(
+            pg.approval(job).await.unwrap(),
+            lite.approval(job).await.unwrap()
+        );
+        assert_eq!(
+            pg.pending_approvals().await.unwrap(),
+            lite.pending_approvals().await.unwrap()
+        );
+        assert_eq!(pg.outbox_rows(None, 1000).await.unwrap(), rows);
+        assert_eq!(
+            pg.messages(job).await.unwrap(),
+            lite.messages(job).await.unwrap()
+        );
+        assert_eq!(pg.pacing().await.unwrap(), lite.pacing().await.unwrap());
+        assert_eq!(
+            pg.latest_firing("digest:C1:0 9 * * *@UTC").await.unwrap(),
+            Some(sent())
+        );
+        // The digest sent before the move is not sent again after it.
+        assert_eq!(
+            pg.claim_firing(sent(), Box::new(|_| Ok(Effects::default())))
+                .await
+                .unwrap(),
+            Claimed::Before
+        );
+        // The row a sender held when the old process stopped comes back "unknown": the
+        // next sender looks for it in Slack before posting it again.
+        let row = pg
+            .outbox_claim(mid_call.id, "new:1:1", 10_000, 1_000)
+            .await
+            .unwrap()
+            .expect("claimable once the old lease is over");
+        assert!(row.unknown, "{row:?}");
+        // The votes carried count: Bob again is refused, Carol completes it.
+        assert!(
+            vote(pg.as_ref(), job, "U0BOB", VoteKind::Approve, true, 120)
+                .await
+                .is_err()
+        );
+        let d = vote(pg.as_ref(), job, "U0CAROL", VoteKind::Approve, true, 121)
+            .await
+            .unwrap();
+        assert!(completed(&d));
+        // New rows continue after the copied ids.
+        let max = rows.iter().map(|r| r.id).max().unwrap();
+        let after = pg
+            .enqueue(vec![NewMessage::post(20_000, "C2", Message::text("after"))])
+            .await
+            .unwrap();
+        assert!(
+            matches!(after[..], [corral::store::Enqueued::New(id)] if id > max),
+            "{after:?} after {max}"
+        );
+    }
 }
 
 /// Job leases (issue 13): a claimed job is renewed by its replica's heartbeat; once the
