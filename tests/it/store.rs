@@ -1073,6 +1073,8 @@ mod approvals {
                     target: "web".into(),
                     change: "1.0.0 → 2.0.0".into(),
                     skipped: None,
+                    details: Vec::new(),
+                    binds: String::new(),
                 }],
             }],
         }
