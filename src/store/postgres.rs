@@ -46,7 +46,7 @@ use super::pg_approval as approval;
 use super::pg_error::{PgError, PgResult, cached};
 use super::pg_outbox as outbox;
 use super::pg_replicas as replicas;
-use super::replicas::expired_condition;
+use super::replicas::{expired_condition, held_condition};
 use super::sqlite::{RawJob, typed};
 use super::{Admission, Pruned, Replica};
 use super::{
@@ -1410,6 +1410,39 @@ impl Store for PostgresStore {
                     write_effects(c, &effects).await?;
                     apply_job_change(c, id, &change, now).await?;
                     Ok(Tx::Commit(()))
+                })
+                .await
+            })
+        })
+        .await
+    }
+
+    async fn change_leased_job(
+        &self,
+        id: i64,
+        owner: &str,
+        change: JobChange,
+        now: i64,
+        effects: Effects,
+    ) -> Result<bool> {
+        let owner = owner.to_string();
+        let guard = format!(
+            "SELECT 1 FROM jobs WHERE id = $1 AND {} FOR UPDATE",
+            held_condition("$2")
+        );
+        self.run(move |c| {
+            Box::pin(async move {
+                in_tx(c, || async {
+                    // Messages first, the job's row second, as in `change_job`; the row
+                    // lock is held to the commit, so a replica ending the job meanwhile
+                    // waits and then finds it finished (or this one finds it ended).
+                    write_effects(c, &effects).await?;
+                    let stmt = cached(c, &guard).await?;
+                    if c.query_opt(&stmt, &[&id, &owner]).await?.is_none() {
+                        return Ok(Tx::Rollback(false));
+                    }
+                    apply_job_change(c, id, &change, now).await?;
+                    Ok(Tx::Commit(true))
                 })
                 .await
             })

@@ -20,7 +20,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::oneshot;
 
 use super::dump::Dump;
-use super::replicas::expired_condition;
+use super::replicas::{expired_condition, held_condition};
 use super::sqlite_approval as approval;
 use super::sqlite_outbox as outbox;
 use super::sqlite_replicas as replicas;
@@ -834,6 +834,36 @@ impl Store for SqliteStore {
             write_effects(&tx, &effects)?;
             tx.commit()?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn change_leased_job(
+        &self,
+        id: i64,
+        owner: &str,
+        change: JobChange,
+        now: i64,
+        effects: Effects,
+    ) -> Result<bool> {
+        let owner = owner.to_string();
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let held: bool = tx.query_row(
+                &format!(
+                    "SELECT EXISTS (SELECT 1 FROM jobs WHERE id = ?1 AND {})",
+                    held_condition("?2")
+                ),
+                params![id, owner],
+                |r| r.get(0),
+            )?;
+            if !held {
+                return Ok(false);
+            }
+            apply_job_change(&tx, id, &change, now)?;
+            write_effects(&tx, &effects)?;
+            tx.commit()?;
+            Ok(true)
         })
         .await
     }
