@@ -1,8 +1,9 @@
 //! `POST /api/v1/deploys/{job}/reports`: a host's result, posted by `corral agent
 //! --report-url` (SPEC §4, §6). `CORRAL_REPORT_TOKEN` (valid on this endpoint only) or
-//! the API token is required; the job must be a deploy that has not ended, and with
-//! `CORRAL_DEPLOY_HOSTS` set the host must be one of them. The fan-out job waiting on
-//! `{job}` picks reports up from the store.
+//! the API token is required; the job must be a deploy that has not ended, and the host
+//! must be one the job expects: one of `CORRAL_DEPLOY_HOSTS` when set, and one of the
+//! hosts the job recorded in the store before firing its event (Serf's or Consul's too).
+//! The fan-out job waiting on `{job}` picks reports up from the store.
 
 use std::sync::Arc;
 
@@ -52,6 +53,9 @@ async fn report(
         return e;
     }
     if let Err(e) = check_job(&app, job_id).await {
+        return e;
+    }
+    if let Err(e) = check_job_expects(&app, job_id, host).await {
         return e;
     }
     let rec = record(&app, job_id, host, ok, &r);
@@ -115,6 +119,24 @@ fn check_expected(app: &App, host: &str) -> Result<(), Response> {
         ));
     }
     Ok(())
+}
+
+/// The host must be one of those the job recorded before it fired its event (Serf's
+/// members, Consul's catalog or `CORRAL_DEPLOY_HOSTS`). A job with no recorded set has
+/// not fired yet, or was started by a replica from before the set was kept: its host is
+/// then judged by the running job, which notes unexpected hosts.
+async fn check_job_expects(app: &App, job_id: i64, host: &str) -> Result<(), Response> {
+    match app.store.deploy_host_expected(job_id, host).await {
+        Ok(Some(false)) => Err(error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "host {} is not one deploy job {job_id} expects",
+                crate::text::sanitize(host)
+            ),
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e)),
+    }
 }
 
 /// The job must be a deploy that has not ended.
