@@ -520,6 +520,12 @@ pub trait Store: Send + Sync + 'static {
     async fn add_deploy_report(&self, report: &DeployReport) -> Result<bool>;
     /// A deploy job's host reports, oldest first.
     async fn deploy_reports(&self, job: i64) -> Result<Vec<DeployReport>>;
+    /// Records the hosts a fan-out deploy job expects reports from (before it fires its
+    /// event). Idempotent; hosts are only ever added.
+    async fn expect_deploy_hosts(&self, job: i64, hosts: &[String]) -> Result<()>;
+    /// Whether `host` is one the job expects: `None` when no set was recorded for the
+    /// job (its event has not been fired, or it is not a fan-out).
+    async fn deploy_host_expected(&self, job: i64, host: &str) -> Result<Option<bool>>;
 
     /// Says that `replica` is alive at `now_ms` (its row in `replicas`) and renews the
     /// lease of every queued or running job it holds to `lease_until_ms`. Answers how

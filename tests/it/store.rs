@@ -278,6 +278,54 @@ async fn a_hosts_first_deploy_report_wins() {
 }
 
 #[tokio::test]
+async fn a_deploy_jobs_expected_hosts() {
+    let dir = TempDir::new("store-hosts");
+    for (url, s, _db) in backends(&dir).await {
+        let job = s
+            .create_job(new_job(10), Box::new(|_| Ok(Effects::default())))
+            .await
+            .unwrap()
+            .unwrap();
+        // No set recorded yet: the store cannot say.
+        assert_eq!(
+            s.deploy_host_expected(job.id, "web-1").await.unwrap(),
+            None,
+            "{url}"
+        );
+        let hosts: Vec<String> = vec!["web-1".into(), "web-2".into()];
+        s.expect_deploy_hosts(job.id, &hosts).await.unwrap();
+        // Idempotent, and hosts are only added.
+        s.expect_deploy_hosts(job.id, &hosts[..1]).await.unwrap();
+        for (host, want) in [
+            ("web-1", true),
+            ("web-2", true),
+            ("web-3", false),
+            ("WEB-1", false),
+            ("web-1 ", false),
+            ("", false),
+            ("%", false),
+        ] {
+            assert_eq!(
+                s.deploy_host_expected(job.id, host).await.unwrap(),
+                Some(want),
+                "{url}: {host:?}"
+            );
+        }
+        // Another job's set is its own.
+        assert_eq!(
+            s.deploy_host_expected(job.id + 1, "web-1").await.unwrap(),
+            None,
+            "{url}"
+        );
+        // Only jobs that exist can have hosts.
+        assert!(
+            s.expect_deploy_hosts(job.id + 99, &hosts).await.is_err(),
+            "{url}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn state_survives_reopening_the_file() {
     let dir = TempDir::new("store-reopen");
     let url = format!("sqlite://{}/c.db", dir.0.display());
