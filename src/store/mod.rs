@@ -455,6 +455,9 @@ pub trait Store: Send + Sync + 'static {
     async fn outbox_get(&self, key: &str) -> Result<Option<OutboxRow>>;
     /// Rows in id order: all, or a job's; at most `limit`.
     async fn outbox_rows(&self, job: Option<i64>, limit: usize) -> Result<Vec<OutboxRow>>;
+    /// The newest `limit` posts delivered in `channel` (a `ts` stored), in id order: what
+    /// the channel shows (the playground's history).
+    async fn outbox_channel(&self, channel: &str, limit: usize) -> Result<Vec<OutboxRow>>;
     /// Depth, oldest wish, dead and failed rows.
     async fn outbox_stats(&self) -> Result<OutboxStats>;
     /// The sender's pacing: `(scope, not before, Unix ms)` for every scope.

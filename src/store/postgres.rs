@@ -1523,6 +1523,12 @@ impl Store for PostgresStore {
             .await
     }
 
+    async fn outbox_channel(&self, channel: &str, limit: usize) -> Result<Vec<OutboxRow>> {
+        let channel = channel.to_string();
+        self.run(move |c| Box::pin(async move { outbox::channel(c, &channel, limit).await }))
+            .await
+    }
+
     async fn outbox_stats(&self) -> Result<OutboxStats> {
         self.run(|c| Box::pin(outbox::stats(c))).await
     }

@@ -936,6 +936,12 @@ impl Store for SqliteStore {
         self.call(move |c| outbox::rows(c, job, limit)).await
     }
 
+    async fn outbox_channel(&self, channel: &str, limit: usize) -> Result<Vec<OutboxRow>> {
+        let channel = channel.to_string();
+        self.call(move |c| outbox::channel(c, &channel, limit))
+            .await
+    }
+
     async fn outbox_stats(&self) -> Result<OutboxStats> {
         self.call(|c| outbox::stats(c)).await
     }

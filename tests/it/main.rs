@@ -14,6 +14,7 @@ mod fuzz;
 mod layers;
 mod manifest;
 mod outbox;
+mod playground;
 mod rancher_catalog;
 mod rancher_client;
 mod rancher_cowpoke;

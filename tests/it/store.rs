@@ -773,6 +773,50 @@ async fn serialisation_failures_are_decided_again() {
     assert_eq!(s.lock_history(100).await.unwrap().len(), 10);
 }
 
+/// What a channel shows (the playground's history): the newest delivered posts of that
+/// channel only, oldest first, replies knowing their root's ts.
+#[tokio::test]
+async fn a_channels_delivered_posts_newest_last() {
+    use corral::chat::Message;
+    use corral::store::{Enqueued, NewMessage, Settle, Thread};
+    let dir = TempDir::new("store-channel");
+    for (url, s, _db) in backends(&dir).await {
+        let m = |t: &str| Message::text(t);
+        let out = s
+            .enqueue(vec![
+                NewMessage::post(1, "P", m("root")).keyed("r"),
+                NewMessage::post(2, "OTHER", m("elsewhere")),
+                NewMessage::ephemeral(3, "P", "playground:a", m("just you")),
+                NewMessage::reply(4, "P", Thread::Key("r".into()), m("reply")),
+                NewMessage::post(5, "P", m("never delivered")),
+            ])
+            .await
+            .unwrap();
+        let ids: Vec<i64> = out
+            .iter()
+            .map(|e| match e {
+                Enqueued::New(id) => *id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        for (i, id) in ids.iter().enumerate().take(4) {
+            s.outbox_claim(*id, "a", 10, 1000).await.unwrap().unwrap();
+            let ts = (i != 2).then(|| format!("1.{i}"));
+            s.outbox_settle(*id, "a", Settle::Delivered { version: 1, ts }, 20)
+                .await
+                .unwrap();
+        }
+        let rows = s.outbox_channel("P", 10).await.unwrap();
+        let texts: Vec<&str> = rows.iter().map(|r| r.message.text.as_str()).collect();
+        assert_eq!(texts, vec!["root", "reply"], "{url}");
+        assert_eq!(rows[1].root_ts.as_deref(), Some("1.0"), "{url}");
+        let newest = s.outbox_channel("P", 1).await.unwrap();
+        assert_eq!(newest.len(), 1, "{url}");
+        assert_eq!(newest[0].message.text, "reply", "{url}");
+        assert!(s.outbox_channel("nope", 10).await.unwrap().is_empty());
+    }
+}
+
 #[tokio::test]
 async fn the_outbox_orders_lanes_coalesces_edits_and_leases_rows() {
     use corral::chat::Message;
