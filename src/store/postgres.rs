@@ -81,8 +81,8 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/pg/0006_approvals.sql"),
     ),
     (
-        "0010_deploy_hosts",
-        include_str!("migrations/pg/0010_deploy_hosts.sql"),
+        "0007_deploy_hosts",
+        include_str!("migrations/pg/0007_deploy_hosts.sql"),
     ),
 ];
 

@@ -44,7 +44,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_firings.sql"),
     include_str!("migrations/0005_replicas.sql"),
     include_str!("migrations/0006_approvals.sql"),
-    include_str!("migrations/0010_deploy_hosts.sql"),
+    include_str!("migrations/0007_deploy_hosts.sql"),
 ];
 
 /// How long a statement waits for another process's write lock.
