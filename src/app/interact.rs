@@ -121,8 +121,11 @@ impl App {
             "approval" => self.approval_click(&click).await,
             _ => "This button no longer does anything.".to_string(),
         };
+        // An empty answer: the click opened a dialog, which is its answer.
         let now = self.clock.unix_ms();
-        if let Some(row) = click.answer(now, text.clone()) {
+        if !text.is_empty()
+            && let Some(row) = click.answer(now, text.clone())
+        {
             self.say(vec![row]).await;
         }
         ClickAck { text }
@@ -152,9 +155,14 @@ impl App {
             }
             _ => {}
         }
-        self.vote(job, &click.user, click.source, kind, "")
-            .await
-            .text
+        match kind {
+            crate::job::approval::VoteKind::Deny => self.deny_click(click, job).await,
+            crate::job::approval::VoteKind::Approve => {
+                self.vote(job, &click.user, click.source, kind, "")
+                    .await
+                    .text
+            }
+        }
     }
 }
 

@@ -16,6 +16,7 @@
 
 pub mod approval;
 pub mod card;
+pub mod deny;
 pub mod digest;
 pub mod dispatch;
 pub mod freeze;
@@ -180,6 +181,8 @@ pub struct App {
     limiter: UserLimiter,
     /// Slack user groups' members (roles naming `S…`).
     pub groups: groups::Groups,
+    /// Opens modals (the Deny reason), with the bot token; none without one.
+    modals: Option<Arc<dyn crate::chat::Modals>>,
 }
 
 impl App {
@@ -220,12 +223,13 @@ impl App {
             lease: config.replicas.job_lease,
         });
         let limiter = UserLimiter::new(config.slack.user_rate, store.clone(), clock.clone());
-        let directory: Option<Arc<dyn crate::chat::Directory>> =
-            config.slack.bot_token.as_ref().and_then(|token| {
-                crate::slack::web::SlackChat::new(&config.slack.api_url, token)
-                    .map(|c| Arc::new(c.with_deadline(config.slack.timeout)) as _)
-                    .ok()
-            });
+        let web = config.slack.bot_token.as_ref().and_then(|token| {
+            crate::slack::web::SlackChat::new(&config.slack.api_url, token)
+                .map(|c| Arc::new(c.with_deadline(config.slack.timeout)))
+                .ok()
+        });
+        let directory = web.clone().map(|c| c as Arc<dyn crate::chat::Directory>);
+        let modals = web.map(|c| c as Arc<dyn crate::chat::Modals>);
         let groups = groups::Groups::new(directory, clock.clone());
         Arc::new(App {
             config,
@@ -240,6 +244,7 @@ impl App {
             replica,
             limiter,
             groups,
+            modals,
         })
     }
 
