@@ -26,6 +26,7 @@ mod pg_approval;
 mod pg_error;
 mod pg_outbox;
 mod pg_replicas;
+mod pg_shared;
 mod postgres;
 pub mod replicas;
 mod sqlite;

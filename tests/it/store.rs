@@ -1548,6 +1548,66 @@ mod approvals {
     }
 }
 
+/// The single-statement calls of the ack path (the lock read, the command limit, event
+/// dedupe) share one pipelined connection on PostgreSQL: many at once all answer, and
+/// agree with a change committed before they were asked; a shared connection the server
+/// cut is forgotten, and the next call takes a fresh one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_statement_calls_share_a_connection_and_survive_losing_it() {
+    let db = TestDb::new("shared").await;
+    let s = corral::store::open(&db.url).await.unwrap();
+    change(
+        s.as_ref(),
+        LockAction::Start { reason: "r".into() },
+        "U1",
+        10,
+    )
+    .await
+    .unwrap();
+    let reads: Vec<_> = (0..200)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let lock = s.lock_state().await.unwrap();
+                let fresh = s.first_delivery(&format!("ev{i}"), 10).await.unwrap();
+                let again = s.first_delivery(&format!("ev{i}"), 10).await.unwrap();
+                (lock, fresh, again)
+            })
+        })
+        .collect();
+    for r in reads {
+        let (lock, fresh, again) = r.await.unwrap();
+        assert_eq!(lock.running.map(|h| h.who).as_deref(), Some("U1"));
+        assert!(fresh && !again);
+    }
+    // The server ends every session of this database but the test's own.
+    let admin = db.client().await;
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    // At most the call that meets the dead connection fails (and says so); then a fresh
+    // one answers.
+    let first = s.lock_state().await;
+    if let Err(e) = &first {
+        assert!(e.to_string().contains("connection"), "{e}");
+    }
+    assert_eq!(
+        s.lock_state()
+            .await
+            .unwrap()
+            .running
+            .map(|h| h.who)
+            .as_deref(),
+        Some("U1")
+    );
+    assert!(s.first_delivery("after", 11).await.unwrap());
+}
+
 /// A replica cut off from the database for longer than its job's lease comes back after
 /// another replica has reported the job interrupted: its late writes (progress, the final
 /// outcome, the root edit, the summary) are refused in the store and change nothing,
