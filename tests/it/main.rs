@@ -10,6 +10,7 @@ mod deploy;
 mod deploy_fanout;
 mod deploy_hostile;
 mod deploy_security;
+mod examples;
 mod fuzz;
 mod layers;
 mod manifest;
