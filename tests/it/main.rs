@@ -16,6 +16,7 @@ mod layers;
 mod manifest;
 mod outbox;
 mod playground;
+mod playground_browser;
 mod rancher_catalog;
 mod rancher_client;
 mod rancher_cowpoke;
