@@ -523,6 +523,8 @@ mod tests {
                 target: format!("s{i}"),
                 change: "1 → 2".into(),
                 skipped: (i == 0).then(|| "already at 2".into()),
+                details: Vec::new(),
+                binds: String::new(),
             })
             .collect();
         let t = plan_text(

@@ -81,6 +81,10 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
         "0006_approvals",
         include_str!("migrations/pg/0006_approvals.sql"),
     ),
+    (
+        "0007_deploy_hosts",
+        include_str!("migrations/pg/0007_deploy_hosts.sql"),
+    ),
 ];
 
 /// Advisory lock keys (one namespace for the whole database).
@@ -1564,6 +1568,12 @@ impl Store for PostgresStore {
             .await
     }
 
+    async fn outbox_channel(&self, channel: &str, limit: usize) -> Result<Vec<OutboxRow>> {
+        let channel = channel.to_string();
+        self.run(move |c| Box::pin(async move { outbox::channel(c, &channel, limit).await }))
+            .await
+    }
+
     async fn outbox_stats(&self) -> Result<OutboxStats> {
         self.run(|c| Box::pin(outbox::stats(c))).await
     }
@@ -1758,6 +1768,42 @@ impl Store for PostgresStore {
                     )
                     .await?;
                 Ok(inserted == 1)
+            })
+        })
+        .await
+    }
+
+    async fn expect_deploy_hosts(&self, job: i64, hosts: &[String]) -> Result<()> {
+        let hosts = hosts.to_vec();
+        self.run(move |c| {
+            Box::pin(async move {
+                // One statement: the whole set or nothing.
+                let stmt = cached(
+                    c,
+                    "INSERT INTO deploy_hosts (job_id, host) SELECT $1, h FROM unnest($2::text[]) AS h
+                     ON CONFLICT DO NOTHING",
+                )
+                .await?;
+                c.execute(&stmt, &[&job, &hosts]).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn deploy_host_expected(&self, job: i64, host: &str) -> Result<Option<bool>> {
+        let host = host.to_string();
+        self.run(move |c| {
+            Box::pin(async move {
+                let stmt = cached(
+                    c,
+                    "SELECT count(*), coalesce(bool_or(host = $2), false) FROM deploy_hosts WHERE job_id = $1",
+                )
+                .await?;
+                let row = c.query_one(&stmt, &[&job, &host]).await?;
+                let n: i64 = row.try_get(0)?;
+                let member: bool = row.try_get(1)?;
+                Ok((n > 0).then_some(member))
             })
         })
         .await

@@ -278,6 +278,54 @@ async fn a_hosts_first_deploy_report_wins() {
 }
 
 #[tokio::test]
+async fn a_deploy_jobs_expected_hosts() {
+    let dir = TempDir::new("store-hosts");
+    for (url, s, _db) in backends(&dir).await {
+        let job = s
+            .create_job(new_job(10), Box::new(|_| Ok(Effects::default())))
+            .await
+            .unwrap()
+            .unwrap();
+        // No set recorded yet: the store cannot say.
+        assert_eq!(
+            s.deploy_host_expected(job.id, "web-1").await.unwrap(),
+            None,
+            "{url}"
+        );
+        let hosts: Vec<String> = vec!["web-1".into(), "web-2".into()];
+        s.expect_deploy_hosts(job.id, &hosts).await.unwrap();
+        // Idempotent, and hosts are only added.
+        s.expect_deploy_hosts(job.id, &hosts[..1]).await.unwrap();
+        for (host, want) in [
+            ("web-1", true),
+            ("web-2", true),
+            ("web-3", false),
+            ("WEB-1", false),
+            ("web-1 ", false),
+            ("", false),
+            ("%", false),
+        ] {
+            assert_eq!(
+                s.deploy_host_expected(job.id, host).await.unwrap(),
+                Some(want),
+                "{url}: {host:?}"
+            );
+        }
+        // Another job's set is its own.
+        assert_eq!(
+            s.deploy_host_expected(job.id + 1, "web-1").await.unwrap(),
+            None,
+            "{url}"
+        );
+        // Only jobs that exist can have hosts.
+        assert!(
+            s.expect_deploy_hosts(job.id + 99, &hosts).await.is_err(),
+            "{url}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn state_survives_reopening_the_file() {
     let dir = TempDir::new("store-reopen");
     let url = format!("sqlite://{}/c.db", dir.0.display());
@@ -725,6 +773,50 @@ async fn serialisation_failures_are_decided_again() {
     assert_eq!(s.lock_history(100).await.unwrap().len(), 10);
 }
 
+/// What a channel shows (the playground's history): the newest delivered posts of that
+/// channel only, oldest first, replies knowing their root's ts.
+#[tokio::test]
+async fn a_channels_delivered_posts_newest_last() {
+    use corral::chat::Message;
+    use corral::store::{Enqueued, NewMessage, Settle, Thread};
+    let dir = TempDir::new("store-channel");
+    for (url, s, _db) in backends(&dir).await {
+        let m = |t: &str| Message::text(t);
+        let out = s
+            .enqueue(vec![
+                NewMessage::post(1, "P", m("root")).keyed("r"),
+                NewMessage::post(2, "OTHER", m("elsewhere")),
+                NewMessage::ephemeral(3, "P", "playground:a", m("just you")),
+                NewMessage::reply(4, "P", Thread::Key("r".into()), m("reply")),
+                NewMessage::post(5, "P", m("never delivered")),
+            ])
+            .await
+            .unwrap();
+        let ids: Vec<i64> = out
+            .iter()
+            .map(|e| match e {
+                Enqueued::New(id) => *id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        for (i, id) in ids.iter().enumerate().take(4) {
+            s.outbox_claim(*id, "a", 10, 1000).await.unwrap().unwrap();
+            let ts = (i != 2).then(|| format!("1.{i}"));
+            s.outbox_settle(*id, "a", Settle::Delivered { version: 1, ts }, 20)
+                .await
+                .unwrap();
+        }
+        let rows = s.outbox_channel("P", 10).await.unwrap();
+        let texts: Vec<&str> = rows.iter().map(|r| r.message.text.as_str()).collect();
+        assert_eq!(texts, vec!["root", "reply"], "{url}");
+        assert_eq!(rows[1].root_ts.as_deref(), Some("1.0"), "{url}");
+        let newest = s.outbox_channel("P", 1).await.unwrap();
+        assert_eq!(newest.len(), 1, "{url}");
+        assert_eq!(newest[0].message.text, "reply", "{url}");
+        assert!(s.outbox_channel("nope", 10).await.unwrap().is_empty());
+    }
+}
+
 #[tokio::test]
 async fn the_outbox_orders_lanes_coalesces_edits_and_leases_rows() {
     use corral::chat::Message;
@@ -1073,6 +1165,8 @@ mod approvals {
                     target: "web".into(),
                     change: "1.0.0 → 2.0.0".into(),
                     skipped: None,
+                    details: Vec::new(),
+                    binds: String::new(),
                 }],
             }],
         }
