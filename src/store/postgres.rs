@@ -768,6 +768,12 @@ async fn load(client: &mut Object, dump: &Dump) -> PgResult<CopyReport> {
             "INSERT INTO firings (key, schedule, at, outcome, claimed_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .await?;
+    let host = tx
+        .prepare("INSERT INTO deploy_hosts (job_id, host) VALUES ($1, $2)")
+        .await?;
+    for (job, h) in &dump.deploy_hosts {
+        tx.execute(&host, &[job, h]).await?;
+    }
     for f in &dump.firings {
         tx.execute(
             &firing,
@@ -809,6 +815,7 @@ async fn load(client: &mut Object, dump: &Dump) -> PgResult<CopyReport> {
         firings: dump.firings.len(),
         approvals: dump.approvals.len(),
         votes: dump.votes.len(),
+        deploy_hosts: dump.deploy_hosts.len(),
     })
 }
 

@@ -649,13 +649,14 @@ pub(super) fn dump(url: &str) -> Result<Dump> {
         firings: Vec::new(),
         approvals: Vec::new(),
         votes: Vec::new(),
+        deploy_hosts: Vec::new(),
     };
     dump_later_tables(&tx, version, &mut dump)?;
     Ok(dump)
 }
 
 /// The tables later schema versions added: the outbox and its pacing (3), firings (4),
-/// approvals and votes (6). Replicas, leases and command budgets (5) are per process and
+/// approvals and votes (6), expected deploy hosts (7). Replicas, leases and command budgets (5) are per process and
 /// stay behind (see [`Dump`]).
 fn dump_later_tables(conn: &Connection, version: i64, dump: &mut Dump) -> Result<()> {
     if version >= 3 {
@@ -672,6 +673,13 @@ fn dump_later_tables(conn: &Connection, version: i64, dump: &mut Dump) -> Result
     }
     if version >= 6 {
         (dump.approvals, dump.votes) = approval::all(conn)?;
+    }
+    if version >= 7 {
+        let mut stmt =
+            conn.prepare("SELECT job_id, host FROM deploy_hosts ORDER BY job_id, host")?;
+        dump.deploy_hosts = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
     }
     Ok(())
 }

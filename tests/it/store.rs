@@ -1455,6 +1455,9 @@ mod approvals {
                 .is_some()
         );
         lite.push_pacing("chat.postMessage", 5_000).await.unwrap();
+        lite.expect_deploy_hosts(job, &["web-1".into(), "web-2".into()])
+            .await
+            .unwrap();
         let sent = || {
             firing(
                 "digest:C1:0 9 * * *@UTC:86400",
@@ -1476,8 +1479,14 @@ mod approvals {
             .await
             .expect("copies");
         assert_eq!(
-            (report.approvals, report.votes, report.firings, report.jobs),
-            (1, 1, 1, 1)
+            (
+                report.approvals,
+                report.votes,
+                report.firings,
+                report.jobs,
+                report.deploy_hosts
+            ),
+            (1, 1, 1, 1, 2)
         );
         assert_eq!(report.outbox, rows.len());
         assert!(report.outbox_pending >= 2, "{report:?}");
@@ -1506,6 +1515,15 @@ mod approvals {
             lite.messages(job).await.unwrap()
         );
         assert_eq!(pg.pacing().await.unwrap(), lite.pacing().await.unwrap());
+        // A fan-out deploy still refuses hosts it did not name.
+        assert_eq!(
+            pg.deploy_host_expected(job, "web-2").await.unwrap(),
+            Some(true)
+        );
+        assert_eq!(
+            pg.deploy_host_expected(job, "evil").await.unwrap(),
+            Some(false)
+        );
         assert_eq!(
             pg.latest_firing("digest:C1:0 9 * * *@UTC").await.unwrap(),
             Some(sent())
