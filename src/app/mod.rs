@@ -52,10 +52,11 @@ use runner::Runner;
 
 /// Where the answer to a mention (or a click) goes: its thread, or the person.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ReplyTo {
+pub struct ReplyTo {
     pub channel: String,
-    /// The thread to answer in-channel replies in.
-    pub thread_ts: String,
+    /// The thread to answer in-channel replies in: a Slack `ts`, or the key of a post
+    /// still on its way (the playground's mentions).
+    pub thread: Thread,
     /// Who sees ephemeral answers.
     pub user: String,
 }
@@ -301,18 +302,15 @@ impl App {
     /// The pipeline, answering in Slack too: the reply goes to `to` (in its thread for
     /// changes, to the person otherwise) through the outbox — in the same transaction as
     /// a lock change it reports.
-    pub(crate) async fn handle_replying(&self, req: Request, to: ReplyTo) -> Reply {
+    pub async fn handle_replying(&self, req: Request, to: ReplyTo) -> Reply {
         let reply = self.handle_inner(req, Some(&to)).await;
         if !reply.written {
             let now = self.clock.unix_ms();
             let msg = Message::text(reply.text.clone());
             let row = match reply.visibility {
-                Visibility::InChannel => NewMessage::reply(
-                    now,
-                    to.channel.clone(),
-                    Thread::Ts(to.thread_ts.clone()),
-                    msg,
-                ),
+                Visibility::InChannel => {
+                    NewMessage::reply(now, to.channel.clone(), to.thread.clone(), msg)
+                }
                 Visibility::Ephemeral => {
                     NewMessage::ephemeral(now, to.channel.clone(), to.user.clone(), msg)
                 }
@@ -700,7 +698,7 @@ impl Said {
             out.push(NewMessage::reply(
                 self.now_ms,
                 to.channel.clone(),
-                Thread::Ts(to.thread_ts.clone()),
+                to.thread.clone(),
                 Message::text(text),
             ));
         }

@@ -222,7 +222,7 @@ pub(crate) async fn handle_mention(app: Arc<App>, m: SlackAppMentionEvent) {
     }
     let to = ReplyTo {
         channel: channel.clone(),
-        thread_ts: thread,
+        thread: crate::store::Thread::Ts(thread),
         user: user.clone(),
     };
     match command::parse_text(&text) {

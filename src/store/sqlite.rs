@@ -20,7 +20,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::oneshot;
 
 use super::dump::Dump;
-use super::replicas::expired_condition;
+use super::replicas::{expired_condition, held_condition};
 use super::sqlite_approval as approval;
 use super::sqlite_outbox as outbox;
 use super::sqlite_replicas as replicas;
@@ -44,6 +44,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_firings.sql"),
     include_str!("migrations/0005_replicas.sql"),
     include_str!("migrations/0006_approvals.sql"),
+    include_str!("migrations/0007_deploy_hosts.sql"),
 ];
 
 /// How long a statement waits for another process's write lock.
@@ -635,7 +636,7 @@ pub(super) fn dump(url: &str) -> Result<Dump> {
     let seen = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(Dump {
+    let mut dump = Dump {
         lock,
         history,
         jobs,
@@ -643,6 +644,45 @@ pub(super) fn dump(url: &str) -> Result<Dump> {
         audit,
         reports,
         seen,
+        outbox: Vec::new(),
+        pacing: Vec::new(),
+        firings: Vec::new(),
+        approvals: Vec::new(),
+        votes: Vec::new(),
+    };
+    dump_later_tables(&tx, version, &mut dump)?;
+    Ok(dump)
+}
+
+/// The tables later schema versions added: the outbox and its pacing (3), firings (4),
+/// approvals and votes (6). Replicas, leases and command budgets (5) are per process and
+/// stay behind (see [`Dump`]).
+fn dump_later_tables(conn: &Connection, version: i64, dump: &mut Dump) -> Result<()> {
+    if version >= 3 {
+        dump.outbox = outbox::all_for_copy(conn)?;
+        dump.pacing = outbox::pacing(conn)?;
+    }
+    if version >= 4 {
+        let mut stmt = conn.prepare(
+            "SELECT key, schedule, at, outcome, claimed_at FROM firings ORDER BY at, key",
+        )?;
+        dump.firings = stmt
+            .query_map([], firing_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+    }
+    if version >= 6 {
+        (dump.approvals, dump.votes) = approval::all(conn)?;
+    }
+    Ok(())
+}
+
+fn firing_row(r: &Row) -> rusqlite::Result<FiringClaim> {
+    Ok(FiringClaim {
+        key: r.get(0)?,
+        schedule: r.get(1)?,
+        at: r.get(2)?,
+        outcome: r.get(3)?,
+        claimed_at: r.get(4)?,
     })
 }
 
@@ -799,6 +839,36 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn change_leased_job(
+        &self,
+        id: i64,
+        owner: &str,
+        change: JobChange,
+        now: i64,
+        effects: Effects,
+    ) -> Result<bool> {
+        let owner = owner.to_string();
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let held: bool = tx.query_row(
+                &format!(
+                    "SELECT EXISTS (SELECT 1 FROM jobs WHERE id = ?1 AND {})",
+                    held_condition("?2")
+                ),
+                params![id, owner],
+                |r| r.get(0),
+            )?;
+            if !held {
+                return Ok(false);
+            }
+            apply_job_change(&tx, id, &change, now)?;
+            write_effects(&tx, &effects)?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn set_message(&self, job: i64, channel: &str, ts: &str) -> Result<()> {
         let (channel, ts) = (channel.to_string(), ts.to_string());
         self.call(move |c| outbox::set_root(c, job, &channel, &ts))
@@ -864,6 +934,12 @@ impl Store for SqliteStore {
 
     async fn outbox_rows(&self, job: Option<i64>, limit: usize) -> Result<Vec<OutboxRow>> {
         self.call(move |c| outbox::rows(c, job, limit)).await
+    }
+
+    async fn outbox_channel(&self, channel: &str, limit: usize) -> Result<Vec<OutboxRow>> {
+        let channel = channel.to_string();
+        self.call(move |c| outbox::channel(c, &channel, limit))
+            .await
     }
 
     async fn outbox_stats(&self) -> Result<OutboxStats> {
@@ -1010,15 +1086,7 @@ impl Store for SqliteStore {
                 "SELECT key, schedule, at, outcome, claimed_at FROM firings WHERE schedule = ?1
                  ORDER BY at DESC, outcome ASC, key DESC LIMIT 1",
             )?;
-            let mut rows = stmt.query_map([schedule], |r| {
-                Ok(FiringClaim {
-                    key: r.get(0)?,
-                    schedule: r.get(1)?,
-                    at: r.get(2)?,
-                    outcome: r.get(3)?,
-                    claimed_at: r.get(4)?,
-                })
-            })?;
+            let mut rows = stmt.query_map([schedule], firing_row)?;
             Ok(rows.next().transpose()?)
         })
         .await
@@ -1054,6 +1122,37 @@ impl Store for SqliteStore {
             )?;
             let rows = stmt.query_map([job], deploy_report_row)?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn expect_deploy_hosts(&self, job: i64, hosts: &[String]) -> Result<()> {
+        let hosts = hosts.to_vec();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO deploy_hosts (job_id, host) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                )?;
+                for h in &hosts {
+                    stmt.execute(params![job, h])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn deploy_host_expected(&self, job: i64, host: &str) -> Result<Option<bool>> {
+        let host = host.to_string();
+        self.call(move |c| {
+            let (n, member): (i64, i64) = c.query_row(
+                "SELECT count(*), coalesce(max(host = ?2), 0) FROM deploy_hosts WHERE job_id = ?1",
+                params![job, host],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok((n > 0).then_some(member == 1))
         })
         .await
     }

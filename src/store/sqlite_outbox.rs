@@ -5,6 +5,7 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::dump::OutboxCopy;
 use super::outbox::{
     Delivery, Enqueued, NewMessage, OutboxRow, OutboxStats, RowKind, RowState, Settle, Thread,
     root_key,
@@ -142,6 +143,23 @@ impl Raw {
             last_error: self.last_error,
         })
     }
+}
+
+/// Every row in id order with the lease a sender holds on it (`corral migrate`).
+pub(super) fn all_for_copy(conn: &Connection) -> Result<Vec<OutboxCopy>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS}, o.lease_owner, o.lease_until {FROM} ORDER BY o.id"
+    ))?;
+    let rows = stmt.query_map([], |r| Ok((raw(r)?, r.get(27)?, r.get(28)?)))?;
+    rows.map(|r| {
+        let (raw, lease_owner, lease_until) = r?;
+        Ok(OutboxCopy {
+            row: raw.typed()?,
+            lease_owner,
+            lease_until,
+        })
+    })
+    .collect()
 }
 
 /// One statement, prepared once per connection.
@@ -506,6 +524,18 @@ pub(crate) fn rows(conn: &Connection, job: Option<i64>, limit: usize) -> Result<
         ),
         None => rows_where(conn, "ORDER BY o.id LIMIT ?1", &[&(limit as i64)]),
     }
+}
+
+/// The newest `limit` delivered posts of a channel, oldest first.
+pub(crate) fn channel(conn: &Connection, channel: &str, limit: usize) -> Result<Vec<OutboxRow>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut rows = rows_where(
+        conn,
+        "WHERE o.kind = 'post' AND o.channel = ?1 AND o.ts IS NOT NULL ORDER BY o.id DESC LIMIT ?2",
+        &[&channel, &limit],
+    )?;
+    rows.reverse();
+    Ok(rows)
 }
 
 pub(crate) fn stats(conn: &Connection) -> Result<OutboxStats> {

@@ -40,7 +40,7 @@ expires      = "{expires}"
 
 /// The fake Rancher: `library:my_web` at 1.0.0 and 2.0.0; two stacks in `prod`, one in
 /// `staging`, all at 1.0.0.
-async fn rancher() -> FakeRancher {
+pub(crate) async fn rancher() -> FakeRancher {
     let f = FakeRancher::start().await;
     f.add_template(
         "library",
@@ -144,6 +144,18 @@ fn upgrades(r: &FakeRancher) -> usize {
 
 /// A signed `block_actions` click built from the fixture.
 fn click_body(c: &Corral, user: &str, action: &str, value: &str, block: &str) -> String {
+    block_actions(&c.slack.webhook_url, user, action, value, block)
+}
+
+/// A `block_actions` payload (form-encoded) built from the fixture, answering through a
+/// response_url of its own under `webhook_url`.
+pub(crate) fn block_actions(
+    webhook_url: &str,
+    user: &str,
+    action: &str,
+    value: &str,
+    block: &str,
+) -> String {
     let mut p: Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -159,7 +171,7 @@ fn click_body(c: &Corral, user: &str, action: &str, value: &str, block: &str) ->
     // Every click has a response_url of its own (each is good for 5 answers).
     static CLICKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = CLICKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    p["response_url"] = format!("{}?click={n}", c.slack.webhook_url).into();
+    p["response_url"] = format!("{webhook_url}?click={n}").into();
     // Every click has a trigger of its own (each opens one modal, once).
     p["trigger_id"] = format!("{n}.222.valid").into();
     p["actions"][0]["action_id"] = action.into();

@@ -5,6 +5,7 @@
 mod api;
 mod approvals;
 mod binary;
+mod browser;
 mod deploy;
 mod deploy_fanout;
 mod deploy_hostile;
@@ -13,6 +14,7 @@ mod fuzz;
 mod layers;
 mod manifest;
 mod outbox;
+mod playground;
 mod rancher_catalog;
 mod rancher_client;
 mod rancher_cowpoke;

@@ -6,8 +6,10 @@ pub mod fake_rancher;
 pub mod fake_services;
 pub mod fake_slack;
 pub mod files;
+pub mod playground;
 pub mod postgres;
 pub mod tcp_proxy;
+pub mod webdriver;
 
 /// Unix seconds now, for signing requests the way Slack does at the moment it sends them.
 pub fn now() -> i64 {
