@@ -121,8 +121,11 @@ impl App {
             "approval" => self.approval_click(&click).await,
             _ => "This button no longer does anything.".to_string(),
         };
+        // An empty answer: the click opened a dialog, which is its answer.
         let now = self.clock.unix_ms();
-        if let Some(row) = click.answer(now, text.clone()) {
+        if !text.is_empty()
+            && let Some(row) = click.answer(now, text.clone())
+        {
             self.say(vec![row]).await;
         }
         ClickAck { text }
@@ -144,11 +147,23 @@ impl App {
         else {
             return "That button's value could not be read; nothing was recorded.".to_string();
         };
-        // The round is judged inside the vote's transaction: a check here would leave a
-        // moment in which the plan changes and the old card's click counts for the new one.
-        self.vote_in_round(job, &click.user, click.source, kind, "", Some(round))
-            .await
-            .text
+        match self.store.approval(job).await {
+            Ok(Some((a, _))) if a.round != round => {
+                return super::approval::stale_card_text(job);
+            }
+            _ => {}
+        }
+        match kind {
+            crate::job::approval::VoteKind::Deny => self.deny_click(click, job).await,
+            // The round is judged again inside the vote's transaction: the check above
+            // leaves a moment in which the plan changes and the old card's click would
+            // count for the new one.
+            crate::job::approval::VoteKind::Approve => {
+                self.vote_in_round(job, &click.user, click.source, kind, "", Some(round))
+                    .await
+                    .text
+            }
+        }
     }
 }
 

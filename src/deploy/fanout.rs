@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::Config as DeployConfig;
 use crate::command::DeployTarget;
 use crate::job::{Failure, Outcome, Progress, ProgressTx};
-use crate::store::Store;
+use crate::store::{DeployReport, Store};
 
 /// The user-event / Consul event name (stretcher's convention).
 pub(crate) const EVENT_NAME: &str = "deploy";
@@ -212,62 +212,21 @@ pub(crate) async fn collect(
     progress: &ProgressTx,
 ) -> Outcome {
     let until = tokio::time::Instant::now() + deadline;
-    let want: BTreeSet<&str> = expected.iter().map(String::as_str).collect();
-    let mut seen: BTreeSet<String> = BTreeSet::new();
-    let mut outcome = Outcome::default();
-    let mut unexpected = Vec::new();
-    let mut details = Vec::new();
+    let mut c = Collector {
+        group,
+        progress,
+        want: expected.iter().map(String::as_str).collect(),
+        seen: BTreeSet::new(),
+        outcome: Outcome::default(),
+        unexpected: Vec::new(),
+        details: Vec::new(),
+    };
     loop {
         match store.deploy_reports(job).await {
-            Ok(reports) => {
-                for r in reports {
-                    if !seen.insert(r.host.clone()) {
-                        continue;
-                    }
-                    details.push(serde_json::json!({
-                        "host": r.host, "ok": r.ok, "duration_ms": r.duration_ms,
-                        "error": r.error,
-                    }));
-                    if !want.contains(r.host.as_str()) {
-                        progress.note(format!(
-                            "Report from {} which was not expected to answer: {}",
-                            r.host,
-                            if r.ok { "succeeded" } else { "failed" }
-                        ));
-                        unexpected.push(r.host.clone());
-                        continue;
-                    }
-                    let detail = if r.ok {
-                        String::new()
-                    } else {
-                        let mut d = r.error.clone().unwrap_or_else(|| "failed".into());
-                        if !r.log_tail.is_empty() {
-                            d.push_str("\n```\n");
-                            d.push_str(&super::log::tail(&r.log_tail, 15, 1500));
-                            d.push_str("\n```");
-                        }
-                        d
-                    };
-                    if r.ok {
-                        outcome.succeeded += 1;
-                    } else {
-                        outcome.failed.push(Failure {
-                            group: group.to_string(),
-                            target: r.host.clone(),
-                            reason: detail.clone(),
-                        });
-                    }
-                    progress.send(Progress::TargetFinished {
-                        group: group.to_string(),
-                        target: r.host,
-                        ok: r.ok,
-                        detail,
-                    });
-                }
-            }
+            Ok(reports) => reports.into_iter().for_each(|r| c.take(r)),
             Err(e) => tracing::warn!(job, error = %e, "cannot read deploy reports"),
         }
-        if want.iter().all(|h| seen.contains(*h)) || tokio::time::Instant::now() >= until {
+        if c.all_answered() || tokio::time::Instant::now() >= until {
             break;
         }
         tokio::time::sleep(POLL).await;
@@ -275,42 +234,124 @@ pub(crate) async fn collect(
     progress.send(Progress::GroupFinished {
         group: group.to_string(),
     });
-    let missing: Vec<&str> = want
-        .iter()
-        .copied()
-        .filter(|h| !seen.contains(*h))
-        .collect();
-    if !missing.is_empty() {
-        progress.note(format!(
-            "⌛ No report from {} host{} within {}: {}",
-            missing.len(),
-            if missing.len() == 1 { "" } else { "s" },
-            crate::text::format_duration(deadline),
-            missing.join(", ")
-        ));
-        for h in &missing {
-            outcome.failed.push(Failure {
-                group: group.to_string(),
-                target: h.to_string(),
-                reason: "never answered (no report before the deadline)".into(),
-            });
-        }
+    c.finish(deadline)
+}
+
+/// What [`collect`] has gathered so far.
+struct Collector<'a> {
+    group: &'a str,
+    progress: &'a ProgressTx,
+    want: BTreeSet<&'a str>,
+    seen: BTreeSet<String>,
+    outcome: Outcome,
+    unexpected: Vec<String>,
+    details: Vec<serde_json::Value>,
+}
+
+impl Collector<'_> {
+    fn all_answered(&self) -> bool {
+        self.want.iter().all(|h| self.seen.contains(*h))
     }
-    outcome.summary = format!(
-        "{}/{} hosts done, {} failed{}",
-        outcome.succeeded + outcome.failed.len() - missing.len(),
-        want.len(),
-        outcome.failed.len() - missing.len(),
-        if missing.is_empty() {
+
+    /// Counts one report, the first from its host only.
+    fn take(&mut self, r: DeployReport) {
+        if !self.seen.insert(r.host.clone()) {
+            return;
+        }
+        self.details.push(serde_json::json!({
+            "host": r.host, "ok": r.ok, "duration_ms": r.duration_ms,
+            "error": r.error,
+        }));
+        if !self.want.contains(r.host.as_str()) {
+            self.progress.note(format!(
+                "Report from {} which was not expected to answer: {}",
+                r.host,
+                if r.ok { "succeeded" } else { "failed" }
+            ));
+            self.unexpected.push(r.host.clone());
+            return;
+        }
+        let detail = if r.ok {
             String::new()
         } else {
-            format!(", {} never answered", missing.len())
+            failure_detail(&r)
+        };
+        if r.ok {
+            self.outcome.succeeded += 1;
+        } else {
+            self.outcome.failed.push(Failure {
+                group: self.group.to_string(),
+                target: r.host.clone(),
+                reason: detail.clone(),
+            });
         }
-    );
-    outcome.detail = serde_json::json!({
-        "hosts": details,
-        "missing": missing,
-        "unexpected": unexpected,
-    });
-    outcome
+        self.progress.send(Progress::TargetFinished {
+            group: self.group.to_string(),
+            target: r.host,
+            ok: r.ok,
+            detail,
+        });
+    }
+
+    /// Names the hosts that never answered and writes the summary.
+    fn finish(self, deadline: Duration) -> Outcome {
+        let Collector {
+            group,
+            progress,
+            want,
+            seen,
+            mut outcome,
+            unexpected,
+            details,
+        } = self;
+        let missing: Vec<&str> = want
+            .iter()
+            .copied()
+            .filter(|h| !seen.contains(*h))
+            .collect();
+        if !missing.is_empty() {
+            progress.note(format!(
+                "⌛ No report from {} host{} within {}: {}",
+                missing.len(),
+                if missing.len() == 1 { "" } else { "s" },
+                crate::text::format_duration(deadline),
+                missing.join(", ")
+            ));
+            for h in &missing {
+                outcome.failed.push(Failure {
+                    group: group.to_string(),
+                    target: h.to_string(),
+                    reason: "never answered (no report before the deadline)".into(),
+                });
+            }
+        }
+        outcome.summary = format!(
+            "{}/{} hosts done, {} failed{}",
+            outcome.succeeded + outcome.failed.len() - missing.len(),
+            want.len(),
+            outcome.failed.len() - missing.len(),
+            if missing.is_empty() {
+                String::new()
+            } else {
+                format!(", {} never answered", missing.len())
+            }
+        );
+        outcome.detail = serde_json::json!({
+            "hosts": details,
+            "missing": missing,
+            "unexpected": unexpected,
+        });
+        outcome
+    }
+}
+
+/// A failed host's error and the end of its log, as the thread shows it.
+fn failure_detail(r: &DeployReport) -> String {
+    let mut d = r.error.clone().unwrap_or_else(|| "failed".into());
+    if !r.log_tail.is_empty() {
+        d.push_str("\n```\n");
+        d.push_str(&super::log::tail(&r.log_tail, 15, 1500));
+        d.push_str("\n```");
+    }
+    d
 }

@@ -199,47 +199,20 @@ fn resolve_src(src: String, base: Option<&str>) -> Result<String, ManifestError>
     })
 }
 
-/// See [`parse`] and [`parse_at`]. Over 80 lines: the fields are checked one after the
-/// other, in the order a reader of the manifest meets them.
+/// See [`parse`] and [`parse_at`].
 fn parse_with(
     text: &str,
     env: EnvLookup<'_>,
     base: Option<&str>,
 ) -> Result<Manifest, ManifestError> {
     let text = expand_template(text, env)?;
-    let raw: Raw = if text.trim().is_empty() {
-        return Err(ManifestError::new("manifest", "is empty"));
-    } else {
-        super::manifest_limits::check(&text)
-            .map_err(|e| ManifestError::new("manifest", e.reason))?;
-        serde_norway::from_str(&text).map_err(|e| yaml_error(&e))?
-    };
-
+    let raw = read_raw(&text)?;
     let src = raw
         .src
         .filter(|s| !s.is_empty())
         .map(|s| resolve_src(s, base))
         .transpose()?;
-    let checksum = match (&src, raw.checksum) {
-        (_, Some(v)) if !matches!(v, serde_norway::Value::Null) => {
-            let s = match v {
-                serde_norway::Value::String(s) => s,
-                // An all-digit digest reads as a (huge) number: take its text as written.
-                serde_norway::Value::Number(n) => {
-                    raw_top_level_scalar(&text, "checksum").unwrap_or_else(|| n.to_string())
-                }
-                _ => {
-                    return Err(ManifestError::new("checksum", "must be a hex string"));
-                }
-            };
-            if s.is_empty() {
-                None
-            } else {
-                Some(Checksum::parse(&s)?)
-            }
-        }
-        _ => None,
-    };
+    let checksum = checksum_field(&text, raw.checksum)?;
     if src.is_some() && checksum.is_none() {
         return Err(ManifestError::new(
             "checksum",
@@ -249,55 +222,19 @@ fn parse_with(
     if let Some(s) = &src {
         check_src(s)?;
     }
-    let dest = raw.dest.filter(|d| !d.is_empty()).map(PathBuf::from);
-    if src.is_some() && dest.is_none() {
-        return Err(ManifestError::new("dest", "is required when src is set"));
-    }
-    if let Some(d) = &dest
-        && !d.is_absolute()
-    {
-        return Err(ManifestError::new(
-            "dest",
-            format!("{} must be an absolute path", d.display()),
-        ));
-    }
+    let dest = dest_field(raw.dest, src.is_some())?;
     let dest_mode = match raw.dest_mode {
         None | Some(serde_norway::Value::Null) => DEFAULT_DEST_MODE,
         Some(v) => dest_mode(&text, &v)?,
     };
-    let sync_strategy = match raw.sync_strategy.as_deref() {
-        None | Some("") | Some("rsync") => SyncStrategy::Rsync,
-        Some("mv") => SyncStrategy::Mv,
-        Some("release") => SyncStrategy::Release,
-        Some(other) => {
-            return Err(ManifestError::new(
-                "sync_strategy",
-                format!("invalid strategy name: {other} (use rsync, mv or release)"),
-            ));
-        }
-    };
+    let sync_strategy = sync_strategy_field(raw.sync_strategy.as_deref())?;
     let excludes = raw.excludes.unwrap_or_default();
     for (i, e) in excludes.iter().enumerate() {
         if e.is_empty() {
             return Err(ManifestError::new(format!("excludes[{i}]"), "is empty"));
         }
     }
-    let exclude_from = raw.exclude_from.filter(|s| !s.is_empty());
-    if let Some(x) = &exclude_from
-        && std::path::Path::new(x.trim_start_matches('/'))
-            .components()
-            .any(|c| {
-                !matches!(
-                    c,
-                    std::path::Component::Normal(_) | std::path::Component::CurDir
-                )
-            })
-    {
-        return Err(ManifestError::new(
-            "exclude_from",
-            format!("{x} must be a path inside the archive (no `..`)"),
-        ));
-    }
+    let exclude_from = exclude_from_field(raw.exclude_from)?;
     let keep_releases = match raw.keep_releases {
         None => DEFAULT_KEEP_RELEASES,
         Some(0) => return Err(ManifestError::new("keep_releases", "must be at least 1")),
@@ -314,6 +251,86 @@ fn parse_with(
         sync_strategy,
         keep_releases,
     })
+}
+
+/// The expanded text as YAML, after the pre-scan's bounds (manifest_limits.rs).
+fn read_raw(text: &str) -> Result<Raw, ManifestError> {
+    if text.trim().is_empty() {
+        return Err(ManifestError::new("manifest", "is empty"));
+    }
+    super::manifest_limits::check(text).map_err(|e| ManifestError::new("manifest", e.reason))?;
+    serde_norway::from_str(text).map_err(|e| yaml_error(&e))
+}
+
+/// `checksum`: a hex string; an empty or null one is no checksum.
+fn checksum_field(
+    text: &str,
+    value: Option<serde_norway::Value>,
+) -> Result<Option<Checksum>, ManifestError> {
+    let s = match value {
+        None | Some(serde_norway::Value::Null) => return Ok(None),
+        Some(serde_norway::Value::String(s)) => s,
+        // An all-digit digest reads as a (huge) number: take its text as written.
+        Some(serde_norway::Value::Number(n)) => {
+            raw_top_level_scalar(text, "checksum").unwrap_or_else(|| n.to_string())
+        }
+        Some(_) => return Err(ManifestError::new("checksum", "must be a hex string")),
+    };
+    if s.is_empty() {
+        Ok(None)
+    } else {
+        Checksum::parse(&s).map(Some)
+    }
+}
+
+/// `dest`: required with `src`, absolute.
+fn dest_field(dest: Option<String>, has_src: bool) -> Result<Option<PathBuf>, ManifestError> {
+    let dest = dest.filter(|d| !d.is_empty()).map(PathBuf::from);
+    if has_src && dest.is_none() {
+        return Err(ManifestError::new("dest", "is required when src is set"));
+    }
+    if let Some(d) = &dest
+        && !d.is_absolute()
+    {
+        return Err(ManifestError::new(
+            "dest",
+            format!("{} must be an absolute path", d.display()),
+        ));
+    }
+    Ok(dest)
+}
+
+fn sync_strategy_field(name: Option<&str>) -> Result<SyncStrategy, ManifestError> {
+    match name {
+        None | Some("") | Some("rsync") => Ok(SyncStrategy::Rsync),
+        Some("mv") => Ok(SyncStrategy::Mv),
+        Some("release") => Ok(SyncStrategy::Release),
+        Some(other) => Err(ManifestError::new(
+            "sync_strategy",
+            format!("invalid strategy name: {other} (use rsync, mv or release)"),
+        )),
+    }
+}
+
+/// `exclude_from`: a path inside the archive, never above it.
+fn exclude_from_field(value: Option<String>) -> Result<Option<String>, ManifestError> {
+    let exclude_from = value.filter(|s| !s.is_empty());
+    if let Some(x) = &exclude_from
+        && std::path::Path::new(x.trim_start_matches('/'))
+            .components()
+            .any(|c| {
+                !matches!(
+                    c,
+                    std::path::Component::Normal(_) | std::path::Component::CurDir
+                )
+            })
+    {
+        return Err(ManifestError::new(
+            "exclude_from",
+            format!("{x} must be a path inside the archive (no `..`)"),
+        ));
+    }
+    Ok(exclude_from)
 }
 
 /// The schemes an archive can come from.

@@ -139,11 +139,8 @@ impl<'a> Scan<'a> {
 
     /// Closes anchored nodes whose end is `pred`.
     fn close(&mut self, pred: impl Fn(End) -> bool) {
-        while let Some(top) = self.open.last() {
-            if !pred(top.end) {
-                break;
-            }
-            let o = self.open.pop().expect("checked");
+        while self.open.last().is_some_and(|top| pred(top.end)) {
+            let Some(o) = self.open.pop() else { break };
             self.anchors
                 .insert(o.name, (self.nodes - o.nodes, self.bytes - o.bytes));
         }
@@ -171,104 +168,126 @@ impl<'a> Scan<'a> {
         while self.i < self.b.len() {
             if line_start {
                 line_start = false;
-                let col = self.b[self.i..].iter().take_while(|c| **c == b' ').count();
-                let rest = self.i + col;
-                let blank = matches!(self.b.get(rest), None | Some(b'\n' | b'\r' | b'#'));
-                if !blank && self.flow == 0 {
-                    while self.indents.last().is_some_and(|c| *c > col) {
-                        self.indents.pop();
-                    }
-                    if self.indents.last() != Some(&col) {
-                        self.indents.push(col);
-                    }
-                    self.depth()?;
-                    self.close(|e| matches!(e, End::Block(c) if col <= c));
-                }
-                self.i = rest;
+                self.line_indent()?;
                 continue;
             }
-            let c = self.b[self.i];
-            match c {
-                b'\n' => {
-                    self.i += 1;
-                    line_start = true;
-                    self.scalar_done();
-                }
-                b' ' | b'\t' | b'\r' | b',' => self.i += 1,
-                b'#' => self.skip_line(),
-                b'[' | b'{' => {
-                    self.node_starts(true);
-                    self.flow += 1;
-                    self.i += 1;
+            line_start = self.token()?;
+        }
+        Ok(())
+    }
+
+    /// At a line's start: its indentation opens or closes block levels (outside flow
+    /// collections), and closes anchored blocks it ends.
+    fn line_indent(&mut self) -> Result<(), LimitError> {
+        let col = self.b[self.i..].iter().take_while(|c| **c == b' ').count();
+        let rest = self.i + col;
+        let blank = matches!(self.b.get(rest), None | Some(b'\n' | b'\r' | b'#'));
+        if !blank && self.flow == 0 {
+            while self.indents.last().is_some_and(|c| *c > col) {
+                self.indents.pop();
+            }
+            if self.indents.last() != Some(&col) {
+                self.indents.push(col);
+            }
+            self.depth()?;
+            self.close(|e| matches!(e, End::Block(c) if col <= c));
+        }
+        self.i = rest;
+        Ok(())
+    }
+
+    /// One token inside a line; true when it was the line's end.
+    fn token(&mut self) -> Result<bool, LimitError> {
+        let c = self.b[self.i];
+        match c {
+            b'\n' => {
+                self.i += 1;
+                self.scalar_done();
+                return Ok(true);
+            }
+            b' ' | b'\t' | b'\r' | b',' => self.i += 1,
+            b'#' => self.skip_line(),
+            b'[' | b'{' => {
+                self.node_starts(true);
+                self.flow += 1;
+                self.i += 1;
+                self.depth()?;
+                self.add(1, 1)?;
+            }
+            b']' | b'}' => {
+                self.flow = self.flow.saturating_sub(1);
+                self.i += 1;
+                let f = self.flow;
+                self.close(|e| e == End::Flow(f));
+                self.scalar_done();
+            }
+            b'-' | b'?' | b':' if matches!(self.peek(1), b' ' | b'\n' | b'\r' | 0) => {
+                // An indicator; `- ` nests a sequence at its column.
+                if c == b'-' && self.flow == 0 {
+                    let col = self.column();
+                    self.indents.push(col + 1);
                     self.depth()?;
-                    self.add(1, 1)?;
                 }
-                b']' | b'}' => {
-                    self.flow = self.flow.saturating_sub(1);
-                    self.i += 1;
-                    let f = self.flow;
-                    self.close(|e| e == End::Flow(f));
-                    self.scalar_done();
-                }
-                b'-' | b'?' | b':' if matches!(self.peek(1), b' ' | b'\n' | b'\r' | 0) => {
-                    // An indicator; `- ` nests a sequence at its column.
-                    if c == b'-' && self.flow == 0 {
-                        let col = self.column();
-                        self.indents.push(col + 1);
-                        self.depth()?;
-                    }
-                    self.i += 1;
-                }
-                b'|' | b'>' if self.flow == 0 => {
-                    let n = self.skip_block_scalar();
-                    self.node_starts(false);
-                    self.add(1, n)?;
-                    self.scalar_done();
-                }
-                b'&' => {
-                    let name = self.word();
-                    let end = if self.rest_of_line_blank() {
-                        End::Block(self.indents.last().copied().unwrap_or(0))
-                    } else {
-                        End::NextNode
-                    };
-                    self.open.push(Open {
-                        name,
-                        nodes: self.nodes,
-                        bytes: self.bytes,
-                        end,
-                    });
-                }
-                b'*' => {
-                    let name = self.word();
-                    self.node_starts(false);
-                    let (n, b) = match self.anchors.get(&name) {
-                        Some(s) => *s,
-                        // An anchor still open (or so the scan thinks): what it holds
-                        // so far.
-                        None => match self.open.iter().rev().find(|o| o.name == name) {
-                            Some(o) => (self.nodes - o.nodes, self.bytes - o.bytes),
-                            // Unknown: the YAML parser says so.
-                            None => (1, 1),
-                        },
-                    };
-                    self.add(n.max(1), b.max(1))?;
-                    self.scalar_done();
-                }
-                b'"' | b'\'' => {
-                    let n = self.skip_quoted(c);
-                    self.node_starts(false);
-                    self.add(1, n)?;
-                    self.scalar_done();
-                }
-                _ => {
-                    let n = self.skip_plain();
-                    self.node_starts(false);
-                    self.add(1, n)?;
-                    self.scalar_done();
-                }
+                self.i += 1;
+            }
+            b'|' | b'>' if self.flow == 0 => {
+                let n = self.skip_block_scalar();
+                self.scalar(n)?;
+            }
+            b'&' => self.anchor(),
+            b'*' => self.alias()?,
+            b'"' | b'\'' => {
+                let n = self.skip_quoted(c);
+                self.scalar(n)?;
+            }
+            _ => {
+                let n = self.skip_plain();
+                self.scalar(n)?;
             }
         }
+        Ok(false)
+    }
+
+    /// A scalar of `n` bytes was read.
+    fn scalar(&mut self, n: u64) -> Result<(), LimitError> {
+        self.node_starts(false);
+        self.add(1, n)?;
+        self.scalar_done();
+        Ok(())
+    }
+
+    /// `&name`: an anchored node opens, ending with its block when the line ends here,
+    /// else with the node that follows.
+    fn anchor(&mut self) {
+        let name = self.word();
+        let end = if self.rest_of_line_blank() {
+            End::Block(self.indents.last().copied().unwrap_or(0))
+        } else {
+            End::NextNode
+        };
+        self.open.push(Open {
+            name,
+            nodes: self.nodes,
+            bytes: self.bytes,
+            end,
+        });
+    }
+
+    /// `*name`: counts what the anchor holds, as if copied here.
+    fn alias(&mut self) -> Result<(), LimitError> {
+        let name = self.word();
+        self.node_starts(false);
+        let (n, b) = match self.anchors.get(&name) {
+            Some(s) => *s,
+            // An anchor still open (or so the scan thinks): what it holds so far.
+            None => match self.open.iter().rev().find(|o| o.name == name) {
+                Some(o) => (self.nodes - o.nodes, self.bytes - o.bytes),
+                // Unknown: the YAML parser says so.
+                None => (1, 1),
+            },
+        };
+        self.add(n.max(1), b.max(1))?;
+        self.scalar_done();
         Ok(())
     }
 

@@ -246,6 +246,11 @@ async fn fan_out(
             ..Outcome::default()
         });
     }
+    // Before the event: from now on the report endpoint takes these hosts only.
+    reports
+        .expect_deploy_hosts(job_id, &hosts)
+        .await
+        .map_err(|e| JobError::new(format!("cannot record the expected hosts: {e}")))?;
     let payload = fanout::payload(&cmd.manifest_url, job_id);
     fanout::fire(target, cfg, &payload)
         .await

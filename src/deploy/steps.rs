@@ -272,71 +272,14 @@ async fn fetch_and_extract(
 ) -> Result<(), String> {
     let started = Instant::now();
     let (tx, rx) = tokio::sync::mpsc::channel::<Msg>(16);
-    let reader = ChannelReader {
-        rx,
-        current: Bytes::new(),
-        ended: false,
-    };
-    let root = staging.to_path_buf();
     let limits = match opts.limits {
         Some(l) => l,
         None => extract::Limits::from_env()?,
     };
     log.line(format!("Extract archive: {src} to {}", staging.display()));
-    let extractor = tokio::task::spawn_blocking(move || {
-        let (stats, rest) =
-            extract::unpack_with(reader, &root, &limits).map_err(|e| e.to_string())?;
-        let mut reader = rest;
-        std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| e.to_string())?;
-        Ok::<_, String>(stats)
-    });
-    let limiter = opts.max_bandwidth.and_then(|b| {
-        let rate = NonZeroU32::new(u32::try_from(b).unwrap_or(u32::MAX))?;
-        log.line(format!("Set max bandwidth {b}/sec"));
-        Some((
-            governor::RateLimiter::direct(governor::Quota::per_second(rate)),
-            rate,
-        ))
-    });
-    let mut hasher = Hasher::new(checksum.kind);
-    let download = async move {
-        let mut bytes = 0u64;
-        let mut body =
-            source::open_with_retry(src, opts.allow.as_deref(), opts.retry, opts.retry_wait, log)
-                .await?;
-        loop {
-            let chunk = match body.chunk().await {
-                Ok(Some(c)) => c,
-                Ok(None) => break,
-
-                Err(e) => {
-                    let e = format!("get src failed: {e}");
-                    let _ = tx.send(Msg::Failed(e.clone())).await;
-                    return Err(e);
-                }
-            };
-            hasher.update(&chunk);
-            bytes += chunk.len() as u64;
-            if let Some((lim, rate)) = &limiter {
-                let mut off = 0;
-                while off < chunk.len() {
-                    let n = (chunk.len() - off).min(rate.get() as usize);
-                    if let Some(nz) = NonZeroU32::new(n as u32) {
-                        let _ = lim.until_n_ready(nz).await;
-                    }
-                    if tx.send(Msg::Data(chunk.slice(off..off + n))).await.is_err() {
-                        return Ok(None);
-                    }
-                    off += n;
-                }
-            } else if tx.send(Msg::Data(chunk)).await.is_err() {
-                // The extractor stopped (it says why).
-                return Ok(None);
-            }
-        }
-        let _ = tx.send(Msg::End).await;
-        Ok(Some((bytes, hasher.hex())))
-    };
+    let extractor = spawn_extractor(rx, staging.to_path_buf(), limits);
+    let limiter = bandwidth_limiter(opts, log);
+    let download = download(src, opts, log, tx, Hasher::new(checksum.kind), limiter);
     let downloaded = match opts.fetch_timeout.filter(|t| !t.is_zero()) {
         Some(t) => tokio::time::timeout(t, download).await.unwrap_or_else(|_| {
             Err(format!(
@@ -369,4 +312,98 @@ async fn fetch_and_extract(
     }
     log.line(format!("Checksum ok: {got}"));
     Ok(())
+}
+
+/// The extracting thread: unpacks what the download sends into `root`, then drains the
+/// rest of the stream (so the whole archive is hashed).
+fn spawn_extractor(
+    rx: tokio::sync::mpsc::Receiver<Msg>,
+    root: PathBuf,
+    limits: extract::Limits,
+) -> tokio::task::JoinHandle<Result<extract::Stats, String>> {
+    let reader = ChannelReader {
+        rx,
+        current: Bytes::new(),
+        ended: false,
+    };
+    tokio::task::spawn_blocking(move || {
+        let (stats, rest) =
+            extract::unpack_with(reader, &root, &limits).map_err(|e| e.to_string())?;
+        let mut reader = rest;
+        std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| e.to_string())?;
+        Ok::<_, String>(stats)
+    })
+}
+
+/// `--max-bandwidth` as a limiter and its rate (also the largest piece it is asked for).
+type Limiter = (governor::DefaultDirectRateLimiter, NonZeroU32);
+
+fn bandwidth_limiter(opts: &DeployOpts, log: &DeployLog) -> Option<Limiter> {
+    opts.max_bandwidth.and_then(|b| {
+        let rate = NonZeroU32::new(u32::try_from(b).unwrap_or(u32::MAX))?;
+        log.line(format!("Set max bandwidth {b}/sec"));
+        Some((
+            governor::RateLimiter::direct(governor::Quota::per_second(rate)),
+            rate,
+        ))
+    })
+}
+
+/// The download task: opens `src` (with retries), hashes every chunk and hands it to the
+/// extractor at the allowed pace. `Ok(None)`: the extractor stopped first (it says why);
+/// `Ok(Some((bytes, hex)))`: the whole body was read.
+async fn download(
+    src: &str,
+    opts: &DeployOpts,
+    log: &DeployLog,
+    tx: tokio::sync::mpsc::Sender<Msg>,
+    mut hasher: Hasher,
+    limiter: Option<Limiter>,
+) -> Result<Option<(u64, String)>, String> {
+    let mut bytes = 0u64;
+    let mut body =
+        source::open_with_retry(src, opts.allow.as_deref(), opts.retry, opts.retry_wait, log)
+            .await?;
+    loop {
+        let chunk = match body.chunk().await {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(e) => {
+                let e = format!("get src failed: {e}");
+                let _ = tx.send(Msg::Failed(e.clone())).await;
+                return Err(e);
+            }
+        };
+        hasher.update(&chunk);
+        bytes += chunk.len() as u64;
+        if !send_paced(&tx, chunk, limiter.as_ref()).await {
+            return Ok(None);
+        }
+    }
+    let _ = tx.send(Msg::End).await;
+    Ok(Some((bytes, hasher.hex())))
+}
+
+/// Sends one chunk to the extractor, in pieces the limiter allows; false when the
+/// extractor is gone.
+async fn send_paced(
+    tx: &tokio::sync::mpsc::Sender<Msg>,
+    chunk: Bytes,
+    limiter: Option<&Limiter>,
+) -> bool {
+    let Some((lim, rate)) = limiter else {
+        return tx.send(Msg::Data(chunk)).await.is_ok();
+    };
+    let mut off = 0;
+    while off < chunk.len() {
+        let n = (chunk.len() - off).min(rate.get() as usize);
+        if let Some(nz) = NonZeroU32::new(n as u32) {
+            let _ = lim.until_n_ready(nz).await;
+        }
+        if tx.send(Msg::Data(chunk.slice(off..off + n))).await.is_err() {
+            return false;
+        }
+        off += n;
+    }
+    true
 }

@@ -26,6 +26,7 @@ mod pg_approval;
 mod pg_error;
 mod pg_outbox;
 mod pg_replicas;
+mod pg_shared;
 mod postgres;
 pub mod replicas;
 mod sqlite;
@@ -455,6 +456,9 @@ pub trait Store: Send + Sync + 'static {
     async fn outbox_get(&self, key: &str) -> Result<Option<OutboxRow>>;
     /// Rows in id order: all, or a job's; at most `limit`.
     async fn outbox_rows(&self, job: Option<i64>, limit: usize) -> Result<Vec<OutboxRow>>;
+    /// The newest `limit` posts delivered in `channel` (a `ts` stored), in id order: what
+    /// the channel shows (the playground's history).
+    async fn outbox_channel(&self, channel: &str, limit: usize) -> Result<Vec<OutboxRow>>;
     /// Depth, oldest wish, dead and failed rows.
     async fn outbox_stats(&self) -> Result<OutboxStats>;
     /// The sender's pacing: `(scope, not before, Unix ms)` for every scope.
@@ -520,6 +524,12 @@ pub trait Store: Send + Sync + 'static {
     async fn add_deploy_report(&self, report: &DeployReport) -> Result<bool>;
     /// A deploy job's host reports, oldest first.
     async fn deploy_reports(&self, job: i64) -> Result<Vec<DeployReport>>;
+    /// Records the hosts a fan-out deploy job expects reports from (before it fires its
+    /// event). Idempotent; hosts are only ever added.
+    async fn expect_deploy_hosts(&self, job: i64, hosts: &[String]) -> Result<()>;
+    /// Whether `host` is one the job expects: `None` when no set was recorded for the
+    /// job (its event has not been fired, or it is not a fan-out).
+    async fn deploy_host_expected(&self, job: i64, host: &str) -> Result<Option<bool>>;
 
     /// Says that `replica` is alive at `now_ms` (its row in `replicas`) and renews the
     /// lease of every queued or running job it holds to `lease_until_ms`. Answers how

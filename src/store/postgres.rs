@@ -46,6 +46,7 @@ use super::pg_approval as approval;
 use super::pg_error::{PgError, PgResult, cached};
 use super::pg_outbox as outbox;
 use super::pg_replicas as replicas;
+use super::pg_shared::Slot;
 use super::replicas::{expired_condition, held_condition};
 use super::sqlite::{RawJob, typed};
 use super::{Admission, Pruned, Replica};
@@ -79,6 +80,10 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0006_approvals",
         include_str!("migrations/pg/0006_approvals.sql"),
+    ),
+    (
+        "0007_deploy_hosts",
+        include_str!("migrations/pg/0007_deploy_hosts.sql"),
     ),
 ];
 
@@ -202,6 +207,8 @@ fn describe(e: &tokio_postgres::Error) -> String {
 /// The shared store: a pool of connections to one PostgreSQL database.
 pub struct PostgresStore {
     pool: Pool,
+    /// The connection single-statement calls share, pipelined ([`super::pg_shared`]).
+    shared: Slot,
     /// The longest a call's statements may take, client side.
     deadline: Duration,
     settings: Settings,
@@ -424,6 +431,7 @@ impl PostgresStore {
             .map_err(|e| open_err(e.to_string()))?;
         let store = PostgresStore {
             pool,
+            shared: Slot::default(),
             deadline: settings.statement_timeout + Duration::from_secs(1),
             settings: settings.clone(),
         };
@@ -503,12 +511,53 @@ impl PostgresStore {
             }
             Err(_) => {
                 let _ = Object::take(client);
-                Err(StoreError::Unavailable(format!(
-                    "the database did not answer within {} (CORRAL_DATABASE_STATEMENT_TIMEOUT)",
-                    format_duration(self.settings.statement_timeout)
-                )))
+                Err(self.timed_out())
             }
         }
+    }
+
+    /// Runs `f`, one statement outside any transaction, on the connection such calls
+    /// share (pipelined with the others in flight), bounded in time like [`Self::run`].
+    /// A connection that broke or did not answer is forgotten, never reused.
+    async fn run_shared<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send,
+        F: for<'c> FnOnce(&'c Object) -> BoxFuture<'c, PgResult<T>> + Send,
+    {
+        let shared = self
+            .shared
+            .get(&self.pool)
+            .await
+            .map_err(|e| self.pool_error(e))?;
+        let Some(client) = shared.conn() else {
+            self.shared.forget(&shared);
+            return Err(StoreError::Unavailable(
+                "the shared connection is gone".into(),
+            ));
+        };
+        match tokio::time::timeout(self.deadline, f(client)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(PgError::Store(e))) => Err(e),
+            Ok(Err(PgError::Db(e))) => {
+                // A statement the server refused leaves the connection usable; a lost
+                // connection or a failure of the protocol does not.
+                if e.is_closed() || e.code().is_none() {
+                    self.shared.forget(&shared);
+                }
+                Err(self.db_error(e))
+            }
+            Err(_) => {
+                self.shared.forget(&shared);
+                Err(self.timed_out())
+            }
+        }
+    }
+
+    fn timed_out(&self) -> StoreError {
+        StoreError::Unavailable(format!(
+            "the database did not answer within {} (CORRAL_DATABASE_STATEMENT_TIMEOUT)",
+            format_duration(self.settings.statement_timeout)
+        ))
     }
 
     async fn migrate(&self) -> Result<()> {
@@ -1250,7 +1299,7 @@ impl Store for PostgresStore {
     }
 
     async fn lock_state(&self) -> Result<LockState> {
-        self.run(|c| Box::pin(read_lock(c, ""))).await
+        self.run_shared(|c| Box::pin(read_lock(c, ""))).await
     }
 
     async fn change_lock(
@@ -1519,6 +1568,12 @@ impl Store for PostgresStore {
             .await
     }
 
+    async fn outbox_channel(&self, channel: &str, limit: usize) -> Result<Vec<OutboxRow>> {
+        let channel = channel.to_string();
+        self.run(move |c| Box::pin(async move { outbox::channel(c, &channel, limit).await }))
+            .await
+    }
+
     async fn outbox_stats(&self) -> Result<OutboxStats> {
         self.run(|c| Box::pin(outbox::stats(c))).await
     }
@@ -1635,7 +1690,7 @@ impl Store for PostgresStore {
 
     async fn first_delivery(&self, key: &str, now: i64) -> Result<bool> {
         let key = key.to_string();
-        self.run(move |c| {
+        self.run_shared(move |c| {
             Box::pin(async move {
                 // The primary key decides: of two replicas inserting the same key at
                 // once, the second waits for the first and inserts nothing.
@@ -1713,6 +1768,42 @@ impl Store for PostgresStore {
                     )
                     .await?;
                 Ok(inserted == 1)
+            })
+        })
+        .await
+    }
+
+    async fn expect_deploy_hosts(&self, job: i64, hosts: &[String]) -> Result<()> {
+        let hosts = hosts.to_vec();
+        self.run(move |c| {
+            Box::pin(async move {
+                // One statement: the whole set or nothing.
+                let stmt = cached(
+                    c,
+                    "INSERT INTO deploy_hosts (job_id, host) SELECT $1, h FROM unnest($2::text[]) AS h
+                     ON CONFLICT DO NOTHING",
+                )
+                .await?;
+                c.execute(&stmt, &[&job, &hosts]).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn deploy_host_expected(&self, job: i64, host: &str) -> Result<Option<bool>> {
+        let host = host.to_string();
+        self.run(move |c| {
+            Box::pin(async move {
+                let stmt = cached(
+                    c,
+                    "SELECT count(*), coalesce(bool_or(host = $2), false) FROM deploy_hosts WHERE job_id = $1",
+                )
+                .await?;
+                let row = c.query_one(&stmt, &[&job, &host]).await?;
+                let n: i64 = row.try_get(0)?;
+                let member: bool = row.try_get(1)?;
+                Ok((n > 0).then_some(member))
             })
         })
         .await
@@ -1823,7 +1914,7 @@ impl Store for PostgresStore {
         burst: u32,
     ) -> Result<Admission> {
         let key = key.to_string();
-        self.run(move |c| {
+        self.run_shared(move |c| {
             Box::pin(async move { replicas::take_rate(c, &key, now_ms, interval_ms, burst).await })
         })
         .await

@@ -44,6 +44,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_firings.sql"),
     include_str!("migrations/0005_replicas.sql"),
     include_str!("migrations/0006_approvals.sql"),
+    include_str!("migrations/0007_deploy_hosts.sql"),
 ];
 
 /// How long a statement waits for another process's write lock.
@@ -935,6 +936,12 @@ impl Store for SqliteStore {
         self.call(move |c| outbox::rows(c, job, limit)).await
     }
 
+    async fn outbox_channel(&self, channel: &str, limit: usize) -> Result<Vec<OutboxRow>> {
+        let channel = channel.to_string();
+        self.call(move |c| outbox::channel(c, &channel, limit))
+            .await
+    }
+
     async fn outbox_stats(&self) -> Result<OutboxStats> {
         self.call(|c| outbox::stats(c)).await
     }
@@ -1115,6 +1122,37 @@ impl Store for SqliteStore {
             )?;
             let rows = stmt.query_map([job], deploy_report_row)?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn expect_deploy_hosts(&self, job: i64, hosts: &[String]) -> Result<()> {
+        let hosts = hosts.to_vec();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO deploy_hosts (job_id, host) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                )?;
+                for h in &hosts {
+                    stmt.execute(params![job, h])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn deploy_host_expected(&self, job: i64, host: &str) -> Result<Option<bool>> {
+        let host = host.to_string();
+        self.call(move |c| {
+            let (n, member): (i64, i64) = c.query_row(
+                "SELECT count(*), coalesce(max(host = ?2), 0) FROM deploy_hosts WHERE job_id = ?1",
+                params![job, host],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok((n > 0).then_some(member == 1))
         })
         .await
     }

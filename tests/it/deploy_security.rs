@@ -761,3 +761,79 @@ async fn consul_with_an_acl_token() {
         "https://consul.internal:8501/"
     );
 }
+
+/// Hole 9, hosts from Consul's catalog (no `CORRAL_DEPLOY_HOSTS`): the job records the
+/// hosts it fans out to before firing, and the report endpoint refuses any other host;
+/// the forged report changes nothing, and the real hosts' reports still end the job.
+#[tokio::test]
+async fn a_report_from_a_host_the_catalog_did_not_name_is_refused() {
+    let sb = Sandbox::new("consul-hosts");
+    let consul = Files::start().await;
+    consul.add(
+        "v1/catalog/nodes",
+        r#"[{"Node":"node-a","Address":"10.0.0.1"},{"Node":"node-b","Address":"10.0.0.2"}]"#,
+    );
+    let c = Corral::start_with(&[
+        ("CORRAL_DEPLOY_ALLOW", "file://"),
+        ("CORRAL_CONSUL_URL", &consul.url),
+    ])
+    .await;
+    let url = sb.write_manifest("commands:\n  pre:\n    - 'true'\n");
+    let (s, v) =
+        crate::deploy_fanout::command(&c, &format!("deploy {url} --target consul --timeout 60s"))
+            .await;
+    assert_eq!(s, 202, "{v}");
+    let id = v["job"]["id"].as_i64().unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while consul.puts().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no Consul event fired"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let post = |host: &str| {
+        let req = c
+            .http
+            .post(format!("{}/api/v1/deploys/{id}/reports", c.url))
+            .bearer_auth(crate::support::corral::TOKEN)
+            .body(format!(
+                r#"{{"host":"{host}","status":"succeeded","duration_ms":5,"log_tail":"x"}}"#
+            ));
+        async move {
+            let resp = req.send().await.unwrap();
+            let s = resp.status().as_u16();
+            (
+                s,
+                resp.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    let before = c.app.store.job(id).await.unwrap().unwrap();
+    assert!(!before.status.is_final(), "{before:?}");
+    for host in ["intruder", "node-a.evil", "NODE-A", "node-"] {
+        let (s, v) = post(host).await;
+        assert_eq!(s, 403, "{host}: {v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("is not one deploy job {id} expects")),
+            "{host}: {v}"
+        );
+    }
+    assert!(c.app.store.deploy_reports(id).await.unwrap().is_empty());
+    // Give a wrong implementation's collector a few polls to show the forged report.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(c.app.store.job(id).await.unwrap().unwrap(), before);
+    // The hosts Consul named are taken, and end the job.
+    assert_eq!(post("node-a").await.0, 201);
+    assert_eq!(post("node-b").await.0, 201);
+    tokio::time::timeout(std::time::Duration::from_secs(30), c.app.runner.wait(id))
+        .await
+        .expect("job ended");
+    let job = c.app.store.job(id).await.unwrap().unwrap();
+    let o = job.outcome.unwrap();
+    assert_eq!(o.summary, "2/2 hosts done, 0 failed", "{o:?}");
+    assert_eq!(o.detail["unexpected"], serde_json::json!([]));
+}

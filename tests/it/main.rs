@@ -16,6 +16,7 @@ mod hostile_votes;
 mod layers;
 mod manifest;
 mod outbox;
+mod playground;
 mod rancher_catalog;
 mod rancher_client;
 mod rancher_cowpoke;

@@ -55,16 +55,53 @@ pub(super) enum Parsed {
 /// A flag error and its exit code.
 pub(super) struct FlagError(pub(super) String, pub(super) i32);
 
+fn bad(s: String) -> FlagError {
+    FlagError(s, 2)
+}
+
 pub(super) fn parse_args(
     args: Vec<OsString>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Parsed, FlagError> {
-    let bad = |s: String| FlagError(s, 2);
+    let mut o = from_env(env)?;
+    let mut explicit_host = None;
+    let mut it = args.into_iter();
+    while let Some(raw) = it.next() {
+        let (name, inline) = split_flag(raw)?;
+        match name.as_str() {
+            "h" | "help" => return Ok(Parsed::Help),
+            "v" | "version" => return Ok(Parsed::Version),
+            _ => {}
+        }
+        let mut value = || -> Result<String, FlagError> {
+            match &inline {
+                Some(v) => Ok(v.clone()),
+                None => it
+                    .next()
+                    .and_then(|v| v.into_string().ok())
+                    .ok_or_else(|| bad(format!("flag -{name} needs a value"))),
+            }
+        };
+        apply_flag(&mut o, &mut explicit_host, &name, &mut value)?;
+    }
+    if let Some(h) = explicit_host {
+        o.host = h;
+    }
+    if let Some(u) = &o.report_url
+        && url::Url::parse(&u.replace("{job}", "0")).is_err()
+    {
+        return Err(bad(format!("--report-url {u} is not a URL")));
+    }
+    Ok(Parsed::Run(Box::new(o)))
+}
+
+/// The settings before any flag: defaults and the environment.
+fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<AgentOpts, FlagError> {
     let allow = match env("CORRAL_DEPLOY_ALLOW") {
         None => None,
         Some(raw) => Some(crate::deploy::allow::parse_list(&raw).map_err(bad)?),
     };
-    let mut o = AgentOpts {
+    Ok(AgentOpts {
         deploy: DeployOpts {
             allow,
             hooks: HookOpts {
@@ -83,96 +120,83 @@ pub(super) fn parse_args(
         state_file: env("CORRAL_AGENT_STATE")
             .map(PathBuf::from)
             .unwrap_or_else(default_state_file),
+    })
+}
+
+/// One argument as a flag name (without its one or two dashes) and its `=value`, if any.
+fn split_flag(raw: OsString) -> Result<(String, Option<String>), FlagError> {
+    let raw = raw
+        .into_string()
+        .map_err(|a| bad(format!("argument {a:?} is not UTF-8")))?;
+    let Some(stripped) = raw.strip_prefix("--").or_else(|| raw.strip_prefix('-')) else {
+        return Err(bad(format!(
+            "unexpected argument {raw:?} (the manifest URL comes on stdin)"
+        )));
     };
-    let mut explicit_host = None;
-    let mut it = args.into_iter();
-    while let Some(raw) = it.next() {
-        let raw = raw
-            .into_string()
-            .map_err(|a| bad(format!("argument {a:?} is not UTF-8")))?;
-        let Some(stripped) = raw.strip_prefix("--").or_else(|| raw.strip_prefix('-')) else {
-            return Err(bad(format!(
-                "unexpected argument {raw:?} (the manifest URL comes on stdin)"
-            )));
-        };
-        let (name, inline) = match stripped.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
-            None => (stripped, None),
-        };
-        match name {
-            "h" | "help" => return Ok(Parsed::Help),
-            "v" | "version" => return Ok(Parsed::Version),
-            _ => {}
+    Ok(match stripped.split_once('=') {
+        Some((n, v)) => (n.to_string(), Some(v.to_string())),
+        None => (stripped.to_string(), None),
+    })
+}
+
+/// Applies one flag; `value` is asked for only by flags that take one, so an unknown
+/// flag is refused before it could swallow the next argument.
+fn apply_flag(
+    o: &mut AgentOpts,
+    explicit_host: &mut Option<String>,
+    name: &str,
+    value: &mut dyn FnMut() -> Result<String, FlagError>,
+) -> Result<(), FlagError> {
+    match name {
+        "max-bandwidth" | "max-band-width" => {
+            let v = value()?;
+            o.deploy.max_bandwidth = if v.is_empty() {
+                None
+            } else {
+                Some(
+                    parse_size(&v)
+                        .map_err(|e| FlagError(format!("Cannot parse -max-bandwidth {e}"), 1))?,
+                )
+            };
         }
-        let mut value = || -> Result<String, FlagError> {
-            match &inline {
-                Some(v) => Ok(v.clone()),
-                None => it
-                    .next()
-                    .and_then(|v| v.into_string().ok())
-                    .ok_or_else(|| bad(format!("flag -{name} needs a value"))),
-            }
-        };
-        match name {
-            "max-bandwidth" | "max-band-width" => {
-                let v = value()?;
-                o.deploy.max_bandwidth =
-                    if v.is_empty() {
-                        None
-                    } else {
-                        Some(parse_size(&v).map_err(|e| {
-                            FlagError(format!("Cannot parse -max-bandwidth {e}"), 1)
-                        })?)
-                    };
-            }
-            "timeout" => {
-                let d = parse_duration(&value()?).map_err(|e| bad(format!("-timeout: {e}")))?;
-                o.deploy.fetch_timeout = (!d.is_zero()).then_some(d);
-            }
-            "random-delay" => {
-                o.random_delay =
-                    parse_duration(&value()?).map_err(|e| bad(format!("-random-delay: {e}")))?;
-            }
-            "retry" => {
-                o.deploy.retry = value()?
-                    .parse()
-                    .map_err(|_| bad("-retry needs a whole number".into()))?;
-            }
-            "retry-wait" => {
-                o.deploy.retry_wait =
-                    parse_duration(&value()?).map_err(|e| bad(format!("-retry-wait: {e}")))?;
-            }
-            "rsync-verbose" => {
-                let v = value()?;
-                if !["", "-v", "-vv", "-vvv"].contains(&v.as_str()) {
-                    return Err(FlagError(
-                        format!("Cannot set -rsync-verbose invalid rsync verbose option: {v}"),
-                        1,
-                    ));
-                }
-                o.deploy.rsync_verbose = v;
-            }
-            "command-timeout" => {
-                let d =
-                    parse_duration(&value()?).map_err(|e| bad(format!("-command-timeout: {e}")))?;
-                o.deploy.hooks.timeout = (!d.is_zero()).then_some(d);
-            }
-            "report-url" => o.report_url = Some(value()?).filter(|v| !v.is_empty()),
-            "report-token" => o.report_token = Some(value()?).filter(|v| !v.is_empty()),
-            "host" => explicit_host = Some(value()?),
-            "state-file" => o.state_file = PathBuf::from(value()?),
-            other => return Err(bad(format!("flag provided but not defined: -{other}"))),
+        "timeout" => {
+            let d = parse_duration(&value()?).map_err(|e| bad(format!("-timeout: {e}")))?;
+            o.deploy.fetch_timeout = (!d.is_zero()).then_some(d);
         }
+        "random-delay" => {
+            o.random_delay =
+                parse_duration(&value()?).map_err(|e| bad(format!("-random-delay: {e}")))?;
+        }
+        "retry" => {
+            o.deploy.retry = value()?
+                .parse()
+                .map_err(|_| bad("-retry needs a whole number".into()))?;
+        }
+        "retry-wait" => {
+            o.deploy.retry_wait =
+                parse_duration(&value()?).map_err(|e| bad(format!("-retry-wait: {e}")))?;
+        }
+        "rsync-verbose" => {
+            let v = value()?;
+            if !["", "-v", "-vv", "-vvv"].contains(&v.as_str()) {
+                return Err(FlagError(
+                    format!("Cannot set -rsync-verbose invalid rsync verbose option: {v}"),
+                    1,
+                ));
+            }
+            o.deploy.rsync_verbose = v;
+        }
+        "command-timeout" => {
+            let d = parse_duration(&value()?).map_err(|e| bad(format!("-command-timeout: {e}")))?;
+            o.deploy.hooks.timeout = (!d.is_zero()).then_some(d);
+        }
+        "report-url" => o.report_url = Some(value()?).filter(|v| !v.is_empty()),
+        "report-token" => o.report_token = Some(value()?).filter(|v| !v.is_empty()),
+        "host" => *explicit_host = Some(value()?),
+        "state-file" => o.state_file = PathBuf::from(value()?),
+        other => return Err(bad(format!("flag provided but not defined: -{other}"))),
     }
-    if let Some(h) = explicit_host {
-        o.host = h;
-    }
-    if let Some(u) = &o.report_url
-        && url::Url::parse(&u.replace("{job}", "0")).is_err()
-    {
-        return Err(bad(format!("--report-url {u} is not a URL")));
-    }
-    Ok(Parsed::Run(Box::new(o)))
+    Ok(())
 }
 
 fn hostname() -> Option<String> {
