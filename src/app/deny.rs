@@ -195,8 +195,9 @@ impl App {
                 )));
             }
         }
+        // Judged again inside the vote's transaction (see `vote_in_round`).
         let r = self
-            .vote(job, &s.user, s.source, VoteKind::Deny, reason)
+            .vote_in_round(job, &s.user, s.source, VoteKind::Deny, reason, Some(round))
             .await;
         if r.ok {
             Ok(r.text)

@@ -149,16 +149,17 @@ impl App {
         };
         match self.store.approval(job).await {
             Ok(Some((a, _))) if a.round != round => {
-                return format!(
-                    "That card is out of date: the plan of job #{job} changed and it asks again in its thread. Nothing was recorded."
-                );
+                return super::approval::stale_card_text(job);
             }
             _ => {}
         }
         match kind {
             crate::job::approval::VoteKind::Deny => self.deny_click(click, job).await,
+            // The round is judged again inside the vote's transaction: the check above
+            // leaves a moment in which the plan changes and the old card's click would
+            // count for the new one.
             crate::job::approval::VoteKind::Approve => {
-                self.vote(job, &click.user, click.source, kind, "")
+                self.vote_in_round(job, &click.user, click.source, kind, "", Some(round))
                     .await
                     .text
             }

@@ -18,7 +18,7 @@ const RC: &str = "version: '2'\n.catalog:\n  name: my_web\n  version: 2.0.0\n  q
 const DC_OLD: &str = "version: '2'\nservices:\n  web:\n    image: myorg/web:1.0.0\n";
 const RC_OLD: &str = "version: '2'\n.catalog:\n  name: my_web\n  version: 1.0.0\n  questions:\n  - variable: PORT\n    type: int\n    default: 80\n";
 
-fn policy(required: u32, expires: &str) -> String {
+pub(crate) fn policy(required: u32, expires: &str) -> String {
     format!(
         r#"
 [roles]
@@ -70,13 +70,13 @@ pub(crate) async fn rancher() -> FakeRancher {
     f
 }
 
-struct Setup {
-    c: Corral,
+pub(crate) struct Setup {
+    pub(crate) c: Corral,
     rancher: FakeRancher,
     _dir: TempDir,
 }
 
-async fn setup(name: &str, policy_text: &str, extra: &[(&str, &str)]) -> Setup {
+pub(crate) async fn setup(name: &str, policy_text: &str, extra: &[(&str, &str)]) -> Setup {
     setup_on(name, policy_text, extra, corral::clock::system()).await
 }
 
@@ -109,7 +109,7 @@ async fn setup_on(
 }
 
 /// Polls the store (real time, short steps) until the job is in `status`.
-async fn wait_status(c: &Corral, job: i64, status: JobStatus) {
+pub(crate) async fn wait_status(c: &Corral, job: i64, status: JobStatus) {
     for _ in 0..400 {
         let j = c.app.store.job(job).await.unwrap().unwrap();
         if j.status == status {
@@ -125,7 +125,7 @@ async fn wait_status(c: &Corral, job: i64, status: JobStatus) {
 }
 
 /// Requests the upgrade as Alice in Slack and waits for it to await approval.
-async fn request(s: &Setup) -> i64 {
+pub(crate) async fn request(s: &Setup) -> i64 {
     let ack =
         s.c.slash_json("/upgrade", "library:my_web:2.0.0", "U0ALICE")
             .await;

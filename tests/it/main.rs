@@ -12,6 +12,7 @@ mod deploy_hostile;
 mod deploy_security;
 mod examples;
 mod fuzz;
+mod hostile_votes;
 mod layers;
 mod manifest;
 mod outbox;
