@@ -114,6 +114,8 @@ async fn updates(dir: &std::path::Path) {
                         target: format!("svc{i}"),
                         change: "1.0 → 2.0".into(),
                         skipped: None,
+                        details: Vec::new(),
+                        binds: String::new(),
                     })
                     .collect(),
             }],

@@ -27,7 +27,9 @@ use super::{App, GateRequest, gate};
 use crate::chat::Message;
 use crate::command::{self, JobCmd};
 use crate::door::Source;
-use crate::job::approval::{ApprovalRecord, ApprovalState, Vote, VoteKind, is_self_named, judge};
+use crate::job::approval::{
+    ApprovalRecord, ApprovalState, Judgement, Vote, VoteKind, is_self_named, judge,
+};
 use crate::job::{JobStatus, Outcome, Progress, ProgressTx};
 use crate::policy::{ApprovalRule, Policy};
 use crate::store::outbox::root_key;
@@ -395,96 +397,27 @@ pub fn decide_vote(ballot: &Ballot, c: &Cast) -> Result<ApprovalDecision, String
     next.revision += 1;
     let mut votes = ballot.votes.clone();
     votes.push(vote.clone());
-    let mut effects = Effects::default();
-    let note = if c.note.is_empty() {
-        String::new()
-    } else {
-        format!(": {}", sanitize(&c.note))
-    };
-    let who = person(&c.voter);
-    let mut lines = vec![match (c.kind, j.counted) {
-        (VoteKind::Approve, true) => {
-            format!(
-                "✅ {who} approved ({} of {}){note}",
-                j.approvals, a.required
-            )
-        }
-        (VoteKind::Approve, false) => format!(
-            "☑️ {who} approved, but only one self-named identity counts toward the {} needed{note}",
-            a.required
-        ),
-        (VoteKind::Deny, _) => format!("🚫 {who} denied the job{note}"),
-    }];
-    let mut change = None;
-    let mut status = job.status;
-    if j.denies {
-        next.state = ApprovalState::Denied;
-        next.decided_at = Some(c.now);
-        next.reason = format!("denied by {}{}", c.voter, note);
-        status = JobStatus::Cancelled;
-        change = Some(JobChange::Finish {
-            status,
-            outcome: Outcome {
-                summary: format!("denied by {}{}", c.voter, note),
-                ..Outcome::default()
-            },
-        });
-        lines.push("The job is cancelled; nothing was changed.".into());
+    let note = note_suffix(&c.note);
+    let mut lines = vec![vote_line(c, &j, a.required, &note)];
+    let settled = if j.denies {
+        Some(denied(&mut next, c, &note))
     } else if j.completes {
-        next.decided_at = Some(c.now);
-        let forced = command::parse_text(&job.command).is_ok_and(|cmd| cmd.forced());
-        let gate_req = GateRequest {
-            user: job.requested_by.clone(),
-            source: job.source,
-            forced,
-            command: job.command.clone(),
-            now: c.now,
-            frozen: c.frozen.clone(),
-        };
-        match gate(&gate_req, &ballot.lock) {
-            Ok(e) => {
-                next.state = ApprovalState::Approved;
-                effects.audit.extend(e.audit);
-                status = JobStatus::Queued;
-                change = Some(JobChange::Status(JobStatus::Queued));
-                lines.push(format!(
-                    "👍 Approved by {}. The job starts now.",
-                    voters(&votes)
-                ));
-            }
-            Err(refusal) => {
-                next.state = ApprovalState::Refused;
-                next.reason = refusal.clone();
-                status = JobStatus::Cancelled;
-                change = Some(JobChange::Finish {
-                    status,
-                    outcome: Outcome {
-                        summary: format!("approved, but refused by the lock: {refusal}"),
-                        ..Outcome::default()
-                    },
-                });
-                lines.push(format!(
-                    "⛔ Approved, but the lock no longer allows this job, so it does not run: {refusal}"
-                ));
-            }
+        Some(completed(&mut next, ballot, c, &votes))
+    } else {
+        None
+    };
+    let mut effects = Effects::default();
+    let (status, change) = match settled {
+        Some(s) => {
+            lines.push(s.line);
+            effects.audit.extend(s.audit);
+            (s.status, Some(s.change))
         }
-    }
-    effects.audit.push(AuditEntry {
-        at: c.now,
-        actor: c.voter.clone(),
-        action: format!("vote {} job {}", c.kind, job.id),
-        detail: format!(
-            "round {}, {}{}",
-            a.round,
-            if j.counted { "counted" } else { "not counted" },
-            if next.state == ApprovalState::Pending {
-                String::new()
-            } else {
-                format!(", approval {}", next.state)
-            }
-        ),
-        source: c.source,
-    });
+        None => (job.status, None),
+    };
+    effects
+        .audit
+        .push(vote_audit(c, a, &next, j.counted, job.id));
     let mut shown = job.clone();
     shown.status = status;
     effects.messages.push(
@@ -507,6 +440,129 @@ pub fn decide_vote(ballot: &Ballot, c: &Cast) -> Result<ApprovalDecision, String
     })
 }
 
+/// `": note"` (sanitised) for the thread, or nothing.
+fn note_suffix(note: &str) -> String {
+    if note.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", sanitize(note))
+    }
+}
+
+/// The thread's line for one vote.
+fn vote_line(c: &Cast, j: &Judgement, required: u32, note: &str) -> String {
+    let who = person(&c.voter);
+    match (c.kind, j.counted) {
+        (VoteKind::Approve, true) => {
+            format!("✅ {who} approved ({} of {required}){note}", j.approvals)
+        }
+        (VoteKind::Approve, false) => format!(
+            "☑️ {who} approved, but only one self-named identity counts toward the {required} needed{note}"
+        ),
+        (VoteKind::Deny, _) => format!("🚫 {who} denied the job{note}"),
+    }
+}
+
+/// What a deciding vote (a deny, or the approval that completes it) does to the job.
+struct Settled {
+    status: JobStatus,
+    change: JobChange,
+    /// The thread's second line.
+    line: String,
+    audit: Vec<AuditEntry>,
+}
+
+fn finish(status: JobStatus, summary: String) -> JobChange {
+    JobChange::Finish {
+        status,
+        outcome: Outcome {
+            summary,
+            ..Outcome::default()
+        },
+    }
+}
+
+/// A deny: the approval is denied and the job cancelled.
+fn denied(next: &mut ApprovalRecord, c: &Cast, note: &str) -> Settled {
+    next.state = ApprovalState::Denied;
+    next.decided_at = Some(c.now);
+    next.reason = format!("denied by {}{}", c.voter, note);
+    Settled {
+        status: JobStatus::Cancelled,
+        change: finish(JobStatus::Cancelled, next.reason.clone()),
+        line: "The job is cancelled; nothing was changed.".into(),
+        audit: Vec::new(),
+    }
+}
+
+/// The completing approval: the lock gate again, in this same transaction; the job is
+/// queued when it still passes, else it ends refused.
+fn completed(next: &mut ApprovalRecord, ballot: &Ballot, c: &Cast, votes: &[Vote]) -> Settled {
+    let job = &ballot.job;
+    next.decided_at = Some(c.now);
+    let forced = command::parse_text(&job.command).is_ok_and(|cmd| cmd.forced());
+    let gate_req = GateRequest {
+        user: job.requested_by.clone(),
+        source: job.source,
+        forced,
+        command: job.command.clone(),
+        now: c.now,
+        frozen: c.frozen.clone(),
+    };
+    match gate(&gate_req, &ballot.lock) {
+        Ok(e) => {
+            next.state = ApprovalState::Approved;
+            Settled {
+                status: JobStatus::Queued,
+                change: JobChange::Status(JobStatus::Queued),
+                line: format!("👍 Approved by {}. The job starts now.", voters(votes)),
+                audit: e.audit,
+            }
+        }
+        Err(refusal) => {
+            next.state = ApprovalState::Refused;
+            next.reason = refusal.clone();
+            Settled {
+                status: JobStatus::Cancelled,
+                change: finish(
+                    JobStatus::Cancelled,
+                    format!("approved, but refused by the lock: {refusal}"),
+                ),
+                line: format!(
+                    "⛔ Approved, but the lock no longer allows this job, so it does not run: {refusal}"
+                ),
+                audit: Vec::new(),
+            }
+        }
+    }
+}
+
+/// The audit row of a recorded vote.
+fn vote_audit(
+    c: &Cast,
+    a: &ApprovalRecord,
+    next: &ApprovalRecord,
+    counted: bool,
+    job: i64,
+) -> AuditEntry {
+    AuditEntry {
+        at: c.now,
+        actor: c.voter.clone(),
+        action: format!("vote {} job {job}", c.kind),
+        detail: format!(
+            "round {}, {}{}",
+            a.round,
+            if counted { "counted" } else { "not counted" },
+            if next.state == ApprovalState::Pending {
+                String::new()
+            } else {
+                format!(", approval {}", next.state)
+            }
+        ),
+        source: c.source,
+    }
+}
+
 fn voters(votes: &[Vote]) -> String {
     votes
         .iter()
@@ -518,7 +574,6 @@ fn voters(votes: &[Vote]) -> String {
 
 /// Expiry and the reminder: what a sweep decides about one pending approval at `now`.
 pub fn decide_sweep(ballot: &Ballot, now: i64, now_ms: i64) -> Result<ApprovalDecision, String> {
-    let job = &ballot.job;
     let Some(a) = &ballot.approval else {
         return Err("no approval".into());
     };
@@ -528,82 +583,104 @@ pub fn decide_sweep(ballot: &Ballot, now: i64, now_ms: i64) -> Result<ApprovalDe
     if a.state != ApprovalState::Pending {
         return Err("decided".into());
     }
+    if now >= expires {
+        return Ok(expire(ballot, a, expires, now, now_ms));
+    }
+    if !a.reminded && now >= remind_at(a).unwrap_or(i64::MAX) {
+        return Ok(remind(ballot, a, expires, now, now_ms));
+    }
+    Err("nothing due".into())
+}
+
+/// An approval past `expires`: cancelled, the card edited, the thread told.
+fn expire(
+    ballot: &Ballot,
+    a: &ApprovalRecord,
+    expires: i64,
+    now: i64,
+    now_ms: i64,
+) -> ApprovalDecision {
+    let job = &ballot.job;
     let mut next = a.clone();
     next.revision += 1;
     let targets = card::production_targets(&Plan::from_json(&a.plan), None);
-    if now >= expires {
-        next.state = ApprovalState::Expired;
-        next.decided_at = Some(now);
-        let after = format_duration(Duration::from_secs((expires - a.created_at).max(0) as u64));
-        next.reason = format!("nobody approved it within {after}");
-        let mut shown = job.clone();
-        shown.status = JobStatus::Cancelled;
-        let mut messages = vec![
-            NewMessage::edit(
-                now_ms,
-                root_key(job.id),
-                card::card(&shown, &next, &ballot.votes, &targets),
-            )
-            .job(job.id),
-        ];
-        messages.extend(thread_reply(
-            job,
+    next.state = ApprovalState::Expired;
+    next.decided_at = Some(now);
+    let after = format_duration(Duration::from_secs((expires - a.created_at).max(0) as u64));
+    next.reason = format!("nobody approved it within {after}");
+    let mut shown = job.clone();
+    shown.status = JobStatus::Cancelled;
+    let mut messages = vec![
+        NewMessage::edit(
             now_ms,
-            Role::Note,
-            format!(
-                "⌛ *Expired*: the approval was not given within {after} ({} of {} approvals). The job is cancelled; nothing was changed.",
-                ballot.votes.iter().filter(|v| v.counted && v.kind == VoteKind::Approve).count(),
-                a.required
-            ),
-        ));
-        return Ok(ApprovalDecision {
-            at: now,
-            approval: next,
-            vote: None,
-            job: Some(JobChange::Finish {
-                status: JobStatus::Cancelled,
-                outcome: Outcome {
-                    summary: format!("approval expired after {after}"),
-                    ..Outcome::default()
-                },
-            }),
-            effects: Effects {
-                audit: vec![AuditEntry {
-                    at: now,
-                    actor: "corral".into(),
-                    action: format!("approval of job {} expired", job.id),
-                    detail: after,
-                    source: job.source,
-                }],
-                messages,
-            },
-        });
-    }
-    if !a.reminded && now >= remind_at(a).unwrap_or(i64::MAX) {
-        next.reminded = true;
-        let messages = thread_reply(
-            job,
-            now_ms,
-            Role::Note,
-            format!(
-                "⏰ Reminder for {}: this job still needs {} approval{} and expires {}.",
-                sanitize(&a.approvers.join(", ")),
-                a.required,
-                if a.required == 1 { "" } else { "s" },
-                when(expires)
-            ),
+            root_key(job.id),
+            card::card(&shown, &next, &ballot.votes, &targets),
         )
-        .into_iter()
-        .collect();
-        return Ok(ApprovalDecision {
-            at: now,
-            approval: next,
-            vote: None,
-            job: None,
-            effects: Effects::messages(messages),
-        });
+        .job(job.id),
+    ];
+    messages.extend(thread_reply(
+        job,
+        now_ms,
+        Role::Note,
+        format!(
+            "⌛ *Expired*: the approval was not given within {after} ({} of {} approvals). The job is cancelled; nothing was changed.",
+            ballot.votes.iter().filter(|v| v.counted && v.kind == VoteKind::Approve).count(),
+            a.required
+        ),
+    ));
+    ApprovalDecision {
+        at: now,
+        approval: next,
+        vote: None,
+        job: Some(finish(
+            JobStatus::Cancelled,
+            format!("approval expired after {after}"),
+        )),
+        effects: Effects {
+            audit: vec![AuditEntry {
+                at: now,
+                actor: "corral".into(),
+                action: format!("approval of job {} expired", job.id),
+                detail: after,
+                source: job.source,
+            }],
+            messages,
+        },
     }
-    Err("nothing due".into())
+}
+
+/// The one reminder, at 80 % of the time to expiry.
+fn remind(
+    ballot: &Ballot,
+    a: &ApprovalRecord,
+    expires: i64,
+    now: i64,
+    now_ms: i64,
+) -> ApprovalDecision {
+    let mut next = a.clone();
+    next.revision += 1;
+    next.reminded = true;
+    let messages = thread_reply(
+        &ballot.job,
+        now_ms,
+        Role::Note,
+        format!(
+            "⏰ Reminder for {}: this job still needs {} approval{} and expires {}.",
+            sanitize(&a.approvers.join(", ")),
+            a.required,
+            if a.required == 1 { "" } else { "s" },
+            when(expires)
+        ),
+    )
+    .into_iter()
+    .collect();
+    ApprovalDecision {
+        at: now,
+        approval: next,
+        vote: None,
+        job: None,
+        effects: Effects::messages(messages),
+    }
 }
 
 /// When the reminder falls due: at 80 % of the time to expiry.
@@ -622,6 +699,33 @@ pub struct VoteReply {
     pub text: String,
     /// Store transaction attempts (more than 1: a conflict was decided again).
     pub attempts: u32,
+}
+
+fn refused(text: String) -> VoteReply {
+    VoteReply {
+        ok: false,
+        completed: false,
+        text,
+        attempts: 0,
+    }
+}
+
+/// What the voter is told about a recorded vote.
+fn vote_text(job_id: i64, d: &ApprovalDecision) -> String {
+    match d.approval.state {
+        ApprovalState::Denied => format!("You denied job #{job_id}; it is cancelled."),
+        ApprovalState::Approved => {
+            format!("Your approval completed job #{job_id}; it starts now.")
+        }
+        ApprovalState::Refused => format!(
+            "Job #{job_id} is approved, but the lock refused it: {}",
+            d.approval.reason
+        ),
+        _ if d.vote.as_ref().is_some_and(|v| !v.counted) => format!(
+            "Your approval of job #{job_id} is recorded, but does not count: only one self-named identity counts."
+        ),
+        _ => format!("Your vote on job #{job_id} is recorded."),
+    }
 }
 
 impl App {
@@ -676,31 +780,13 @@ impl App {
         note: &str,
     ) -> VoteReply {
         let voter = crate::door::identity(source, voter);
-        let refused = |text: String| VoteReply {
-            ok: false,
-            completed: false,
-            text,
-            attempts: 0,
-        };
         let (a, _) = match self.store.approval(job_id).await {
             Ok(Some(a)) => a,
             Ok(None) => return refused(format!("Job #{job_id} is not waiting for approval.")),
             Err(e) => return refused(format!("Sorry, corral could not record that vote: {e}")),
         };
-        let eligible = self.may_approve(&a.approvers, &a.rule, &voter).await;
-        let targets = card::production_targets(&Plan::from_json(&a.plan), self.rule_regex(&a.rule));
-        let cast = Cast {
-            voter: voter.clone(),
-            kind,
-            note: note.chars().take(500).collect(),
-            source,
-            eligible,
-            targets,
-            frozen: super::freeze::frozen_at(&self.config.policy.freezes, self.clock.now()),
-            now: self.clock.unix(),
-            now_ms: self.clock.unix_ms(),
-        };
-        let audit_cast = cast.clone();
+        let cast = self.cast(&a, &voter, source, kind, note).await;
+        let now = cast.now;
         let result = self
             .store
             .decide_approval(job_id, Box::new(move |b| decide_vote(b, &cast)))
@@ -712,7 +798,7 @@ impl App {
                 let _ = self
                     .store
                     .audit(&AuditEntry {
-                        at: audit_cast.now,
+                        at: now,
                         actor: voter.clone(),
                         action: format!("vote {} job {job_id} refused", kind),
                         detail: why.clone(),
@@ -729,29 +815,38 @@ impl App {
                 if completed {
                     self.start_approved(d.before.job.clone()).await;
                 }
-                let text = match (kind, after) {
-                    (_, ApprovalState::Denied) => {
-                        format!("You denied job #{job_id}; it is cancelled.")
-                    }
-                    (_, ApprovalState::Approved) => {
-                        format!("Your approval completed job #{job_id}; it starts now.")
-                    }
-                    (_, ApprovalState::Refused) => format!(
-                        "Job #{job_id} is approved, but the lock refused it: {}",
-                        d.decision.approval.reason
-                    ),
-                    _ if d.decision.vote.as_ref().is_some_and(|v| !v.counted) => format!(
-                        "Your approval of job #{job_id} is recorded, but does not count: only one self-named identity counts."
-                    ),
-                    _ => format!("Your vote on job #{job_id} is recorded."),
-                };
                 VoteReply {
                     ok: true,
                     completed,
-                    text,
+                    text: vote_text(job_id, &d.decision),
                     attempts: d.attempts,
                 }
             }
+        }
+    }
+
+    /// A vote as the decision needs it: the voter's eligibility, the confirm dialog's
+    /// targets, the freeze open now, the time.
+    async fn cast(
+        &self,
+        a: &ApprovalRecord,
+        voter: &str,
+        source: Source,
+        kind: VoteKind,
+        note: &str,
+    ) -> Cast {
+        let eligible = self.may_approve(&a.approvers, &a.rule, voter).await;
+        let targets = card::production_targets(&Plan::from_json(&a.plan), self.rule_regex(&a.rule));
+        Cast {
+            voter: voter.to_string(),
+            kind,
+            note: note.chars().take(500).collect(),
+            source,
+            eligible,
+            targets,
+            frozen: super::freeze::frozen_at(&self.config.policy.freezes, self.clock.now()),
+            now: self.clock.unix(),
+            now_ms: self.clock.unix_ms(),
         }
     }
 

@@ -12,13 +12,17 @@
 use serde::{Deserialize, Serialize};
 
 use crate::chat::{Block, Button, Confirm, Message};
-use crate::job::PlanGroup;
 use crate::job::approval::{ApprovalRecord, ApprovalState, Vote, VoteKind};
+use crate::job::{PlanDetail, PlanGroup, PlanItem};
 use crate::store::JobRecord;
 use crate::text::{person, sanitize, when};
 
 /// Targets listed on the card; the rest are counted (the thread has them all).
 const CARD_LINES: usize = 12;
+/// Lines of what changes inside targets listed on the card, in all and per target; past
+/// them a target's changes are counted.
+const CARD_DETAILS: usize = 12;
+const ITEM_DETAILS: usize = 4;
 
 /// The `action_id`s of the card's buttons (family `approval`, see `interact.rs`).
 pub(crate) const APPROVE: &str = "approval.approve";
@@ -55,20 +59,50 @@ impl Plan {
         self.groups.iter().map(PlanGroup::active).sum()
     }
 
-    /// The lines of what will change, every one of them.
+    /// The lines of what will change, every one of them: one per target, then each
+    /// thing that changes inside it (a catalog upgrade's images and questions).
     pub(crate) fn lines(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for g in &self.groups {
-            for i in g.items.iter().filter(|i| i.skipped.is_none()) {
-                out.push(format!(
-                    "• *{}* {}: {}",
-                    sanitize(&g.name),
-                    sanitize(&i.target),
-                    sanitize(&i.change)
-                ));
-            }
-        }
-        out
+        self.targets()
+            .map(|(g, i)| {
+                let mut line = target_line(g, i);
+                for d in &i.details {
+                    line.push_str(&format!("\n    ◦ {}", detail_line(d)));
+                }
+                line
+            })
+            .collect()
+    }
+
+    /// The card's lines: one per target; what changes inside a target is listed while
+    /// the card has room (at most [`CARD_DETAILS`] in all, [`ITEM_DETAILS`] per target),
+    /// else summarised with counts. The thread has every line ([`Plan::full_text`]).
+    pub(crate) fn card_lines(&self) -> Vec<String> {
+        let mut room = CARD_DETAILS;
+        self.targets()
+            .take(CARD_LINES)
+            .map(|(g, i)| {
+                let mut line = target_line(g, i);
+                if i.details.is_empty() {
+                } else if i.details.len() <= ITEM_DETAILS && i.details.len() <= room {
+                    room -= i.details.len();
+                    for d in &i.details {
+                        line.push_str(&format!("\n    ◦ {}", detail_line(d)));
+                    }
+                } else {
+                    line.push_str(&format!(" — {}", counts(&i.details)));
+                }
+                line
+            })
+            .collect()
+    }
+
+    fn targets(&self) -> impl Iterator<Item = (&PlanGroup, &PlanItem)> {
+        self.groups.iter().flat_map(|g| {
+            g.items
+                .iter()
+                .filter(|i| i.skipped.is_none())
+                .map(move |i| (g, i))
+        })
     }
 
     /// The full plan, for the thread.
@@ -85,6 +119,45 @@ impl Plan {
         }
         text
     }
+}
+
+fn target_line(g: &PlanGroup, i: &PlanItem) -> String {
+    format!(
+        "• *{}* {}: {}",
+        sanitize(&g.name),
+        sanitize(&i.target),
+        sanitize(&i.change)
+    )
+}
+
+fn detail_line(d: &PlanDetail) -> String {
+    format!("{} {}", sanitize(&d.what), sanitize(&d.text))
+}
+
+/// `images: 1 changed, 1 added · variables: 2 added` for a target's details.
+fn counts(details: &[PlanDetail]) -> String {
+    let mut by: Vec<(&str, Vec<(&str, usize)>)> = Vec::new();
+    for d in details {
+        let i = match by.iter().position(|(w, _)| *w == d.what) {
+            Some(i) => i,
+            None => {
+                by.push((d.what.as_str(), Vec::new()));
+                by.len() - 1
+            }
+        };
+        let changes = &mut by[i].1;
+        match changes.iter_mut().find(|(c, _)| *c == d.change) {
+            Some((_, n)) => *n += 1,
+            None => changes.push((d.change.as_str(), 1)),
+        }
+    }
+    by.iter()
+        .map(|(what, changes)| {
+            let parts: Vec<String> = changes.iter().map(|(c, n)| format!("{n} {c}")).collect();
+            format!("{}s: {}", sanitize(what), sanitize(&parts.join(", ")))
+        })
+        .collect::<Vec<_>>()
+        .join(" · ")
 }
 
 /// What the decision's state says on the card.
@@ -117,19 +190,19 @@ pub(crate) fn card(
         person(&job.requested_by),
         job.source
     ));
-    let lines = plan.lines();
-    let mut change = format!("*What will change* ({} targets)\n", lines.len());
-    for l in lines.iter().take(CARD_LINES) {
-        change.push_str(l);
+    let total = plan.active();
+    let mut change = format!("*What will change* ({total} targets)\n");
+    for l in plan.card_lines() {
+        change.push_str(&l);
         change.push('\n');
     }
-    if lines.len() > CARD_LINES {
+    if total > CARD_LINES {
         change.push_str(&format!(
             "… and {} more: the full plan is in the thread\n",
-            lines.len() - CARD_LINES
+            total - CARD_LINES
         ));
     }
-    if lines.is_empty() {
+    if total == 0 {
         change.push_str("nothing (every target is left alone)\n");
     }
     msg = msg.with_block(Block::Section { text: change });
@@ -279,6 +352,8 @@ mod tests {
                         target: format!("web{i}"),
                         change: "1.0.0 → 2.0.0".into(),
                         skipped: None,
+                        details: Vec::new(),
+                        binds: String::new(),
                     })
                     .collect(),
             }],
@@ -342,5 +417,46 @@ mod tests {
         );
         let json = serde_json::to_string(&m).unwrap();
         assert!(json.contains("not &lt;!here&gt; today"), "{json}");
+    }
+
+    #[test]
+    fn what_changes_inside_a_target_is_listed_while_there_is_room_then_counted() {
+        let d = |what: &str, change: &str, text: &str| PlanDetail {
+            what: what.into(),
+            change: change.into(),
+            text: text.into(),
+        };
+        let mut p = plan(3);
+        p.groups[0].items[0].details = vec![
+            d("image", "changed", "web: 'a:1' → 'a:2'"),
+            d("variable", "added", "PORT: new question, default `80`"),
+        ];
+        p.groups[0].items[1].details = (0..6)
+            .map(|n| d("variable", if n < 4 { "added" } else { "removed" }, "V"))
+            .chain([d("image", "added", "<!here> x")])
+            .collect();
+        let card_text = p.card_lines().join("\n");
+        assert!(
+            card_text.contains("web0: 1.0.0 → 2.0.0\n    ◦ image web: 'a:1' → 'a:2'"),
+            "{card_text}"
+        );
+        assert!(
+            card_text
+                .contains("web1: 1.0.0 → 2.0.0 — variables: 4 added, 2 removed · images: 1 added"),
+            "{card_text}"
+        );
+        assert!(!card_text.contains("<!here>"), "{card_text}");
+        let full = p.full_text();
+        assert_eq!(full.matches("◦ variable V").count(), 6, "{full}");
+        assert!(full.contains("&lt;!here&gt; x"), "{full}");
+        // The details are part of what is approved.
+        let mut q = p.clone();
+        q.groups[0].items[0].details.pop();
+        assert_ne!(p.digest(), q.digest());
+        let mut r = p.clone();
+        r.groups[0].items[2].binds = "abc".into();
+        assert_ne!(p.digest(), r.digest());
+        // A plan without details hashes as before they existed.
+        assert!(!plan(1).to_json().contains("details"));
     }
 }

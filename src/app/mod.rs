@@ -478,34 +478,25 @@ impl App {
         through_freeze: bool,
     ) -> Result<Result<String, Refusal>, StoreError> {
         let now = self.clock.unix();
-        let now_ms = self.clock.unix_ms();
         let frozen = match action {
             LockAction::Start { .. } => {
                 freeze::frozen_at(&self.config.policy.freezes, self.clock.now())
             }
             _ => None,
         };
-        // The announcement of a start is keyed for its reminders' thread, unless the same
-        // person started a release in this same second already (a key names one post).
-        let announce_key = match action {
-            LockAction::Start { .. } if source != Source::Slack => {
-                let key = scheduler::announce_key(now, &actor.who);
-                match self.store.outbox_get(&key).await {
-                    Ok(None) => Some(key),
-                    _ => None,
-                }
-            }
-            _ => None,
+        let said = Said {
+            now_ms: self.clock.unix_ms(),
+            source,
+            // Slack shows changes typed in Slack itself; the others are announced.
+            channels: if source == Source::Slack {
+                Vec::new()
+            } else {
+                self.announce_channels()
+            },
+            announce_key: self.announce_key(&action, &actor, source, now).await,
+            to: to.cloned(),
         };
-        let decide_action = action.clone();
-        let decide_actor = actor.clone();
-        // Slack shows changes typed in Slack itself; the others are announced.
-        let channels = if source == Source::Slack {
-            Vec::new()
-        } else {
-            self.announce_channels()
-        };
-        let to = to.cloned();
+        let (decide_action, decide_actor) = (action.clone(), actor.clone());
         let change = self
             .store
             .change_lock(Box::new(move |state| {
@@ -515,25 +506,7 @@ impl App {
                 };
                 let mut d = lock_decision(state, &decide_action, &decide_actor, source, now, gate)?;
                 let text = lock_change_text(&decide_action, &decide_actor.who, state);
-                for (i, ch) in channels.iter().enumerate() {
-                    let mut post = NewMessage::post(
-                        now_ms,
-                        ch.clone(),
-                        Message::text(format!("{text} (via {})", source.as_str())),
-                    );
-                    if let (0, Some(key)) = (i, &announce_key) {
-                        post = post.keyed(key.clone());
-                    }
-                    d.effects.messages.push(post);
-                }
-                if let Some(to) = &to {
-                    d.effects.messages.push(NewMessage::reply(
-                        now_ms,
-                        to.channel.clone(),
-                        Thread::Ts(to.thread_ts.clone()),
-                        Message::text(text),
-                    ));
-                }
+                d.effects.messages.extend(said.messages(&text));
                 Ok(d)
             }))
             .await?;
@@ -542,23 +515,56 @@ impl App {
         let (before, _written) = match change {
             Ok(c) => c,
             Err(r) => {
-                let _ = self
-                    .store
-                    .audit(&AuditEntry {
-                        at: now,
-                        actor: actor.who.clone(),
-                        action: format!("release.{} refused", action.name()),
-                        detail: crate::text::plain(&r.explain()),
-                        source,
-                    })
-                    .await;
-                tracing::info!(action = action.name(), who = %actor.who, refusal = ?r, "lock change refused");
+                self.lock_refused(&action, &actor, source, now, &r).await;
                 return Ok(Err(r));
             }
         };
         let text = lock_change_text(&action, &actor.who, &before);
         tracing::info!(action = action.name(), who = %actor.who, source = source.as_str(), "lock changed");
         Ok(Ok(text))
+    }
+
+    /// The key of a start's announcement (its reminders thread under it), unless the same
+    /// person started a release in this same second already (a key names one post).
+    async fn announce_key(
+        &self,
+        action: &LockAction,
+        actor: &Actor,
+        source: Source,
+        now: i64,
+    ) -> Option<String> {
+        match action {
+            LockAction::Start { .. } if source != Source::Slack => {
+                let key = scheduler::announce_key(now, &actor.who);
+                match self.store.outbox_get(&key).await {
+                    Ok(None) => Some(key),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// A refused lock change: its audit row and a log line.
+    async fn lock_refused(
+        &self,
+        action: &LockAction,
+        actor: &Actor,
+        source: Source,
+        now: i64,
+        r: &Refusal,
+    ) {
+        let _ = self
+            .store
+            .audit(&AuditEntry {
+                at: now,
+                actor: actor.who.clone(),
+                action: format!("release.{} refused", action.name()),
+                detail: crate::text::plain(&r.explain()),
+                source,
+            })
+            .await;
+        tracing::info!(action = action.name(), who = %actor.who, refusal = ?r, "lock change refused");
     }
 
     /// Where announcements and jobs from outside Slack go: `CORRAL_CHANNEL`, or the
@@ -658,6 +664,42 @@ impl App {
         );
         reply.job = Some(record);
         reply
+    }
+}
+
+/// Where a lock change is told, written with it in its transaction: an announcement
+/// in each channel (the first one keyed), and the answer in the mention's thread.
+struct Said {
+    now_ms: i64,
+    source: Source,
+    channels: Vec<String>,
+    announce_key: Option<String>,
+    to: Option<ReplyTo>,
+}
+
+impl Said {
+    fn messages(&self, text: &str) -> Vec<NewMessage> {
+        let mut out = Vec::new();
+        for (i, ch) in self.channels.iter().enumerate() {
+            let mut post = NewMessage::post(
+                self.now_ms,
+                ch.clone(),
+                Message::text(format!("{text} (via {})", self.source.as_str())),
+            );
+            if let (0, Some(key)) = (i, &self.announce_key) {
+                post = post.keyed(key.clone());
+            }
+            out.push(post);
+        }
+        if let Some(to) = &self.to {
+            out.push(NewMessage::reply(
+                self.now_ms,
+                to.channel.clone(),
+                Thread::Ts(to.thread_ts.clone()),
+                Message::text(text),
+            ));
+        }
+        out
     }
 }
 

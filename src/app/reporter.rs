@@ -14,9 +14,11 @@
 //! also printed as it is written.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::task::AbortHandle;
 
 use super::outbox::Outbox;
 use crate::chat::{Chat, Message};
@@ -50,6 +52,12 @@ pub struct Reporter {
     failed: usize,
     groups: BTreeMap<String, GroupTally>,
     printed_status: Option<JobStatus>,
+    /// The replica whose lease the job's writes need (the runner's); `None`: unguarded.
+    lease: Option<String>,
+    /// Set once a guarded write was refused: another replica ended the job.
+    lost: AtomicBool,
+    /// The job's work, stopped when the job is lost.
+    work: OnceLock<AbortHandle>,
 }
 
 impl Reporter {
@@ -62,7 +70,39 @@ impl Reporter {
         printer: Option<Arc<dyn Chat>>,
         job: JobRecord,
     ) -> Reporter {
-        let mut r = Reporter {
+        let mut r = Reporter::new(store, clock, outbox, printer, job);
+        r.open_thread().await;
+        r
+    }
+
+    /// [`Reporter::open`] for the replica that holds the job's lease (`owner`): every write
+    /// is made only while it still does ([`Store::change_leased_job`]). Once another
+    /// replica has ended the job (this one was cut off from the database for longer than
+    /// the lease, and the job was reported interrupted), the writes are refused: the
+    /// reporter logs it, writes nothing more and stops the work
+    /// ([`Reporter::stop_work_when_lost`]).
+    pub(crate) async fn open_leased(
+        store: Arc<dyn Store>,
+        clock: SharedClock,
+        outbox: Outbox,
+        printer: Option<Arc<dyn Chat>>,
+        job: JobRecord,
+        owner: &str,
+    ) -> Reporter {
+        let mut r = Reporter::new(store, clock, outbox, printer, job);
+        r.lease = Some(owner.to_string());
+        r.open_thread().await;
+        r
+    }
+
+    fn new(
+        store: Arc<dyn Store>,
+        clock: SharedClock,
+        outbox: Outbox,
+        printer: Option<Arc<dyn Chat>>,
+        job: JobRecord,
+    ) -> Reporter {
+        Reporter {
             store,
             clock,
             outbox,
@@ -74,16 +114,78 @@ impl Reporter {
             job,
             groups: BTreeMap::new(),
             printed_status: None,
-        };
-        if let Some(channel) = r.channel.clone() {
-            let root = NewMessage::post(r.clock.unix_ms(), channel, r.root_message(r.job.status))
-                .keyed(root_key(r.job.id))
-                .role(Role::Root)
-                .job(r.job.id);
-            r.write(JobChange::Nothing, vec![root]).await;
+            lease: None,
+            lost: AtomicBool::new(false),
+            work: OnceLock::new(),
         }
-        r.print_root(r.job.status).await;
-        r
+    }
+
+    /// Writes the thread's root (a keyed post: written once, whoever asks again).
+    async fn open_thread(&mut self) {
+        if let Some(channel) = self.channel.clone() {
+            let root = NewMessage::post(
+                self.clock.unix_ms(),
+                channel,
+                self.root_message(self.job.status),
+            )
+            .keyed(root_key(self.job.id))
+            .role(Role::Root)
+            .job(self.job.id);
+            self.write(JobChange::Nothing, vec![root]).await;
+        }
+        self.print_root(self.job.status).await;
+    }
+
+    /// Stops `work` (the job's task) if the job is lost to another replica, now or later.
+    pub(crate) fn stop_work_when_lost(&self, work: AbortHandle) {
+        if self.is_lost() {
+            work.abort();
+        }
+        let _ = self.work.set(work);
+    }
+
+    /// Whether another replica has ended this job (a guarded write was refused).
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Stores a change of the job with its effects: guarded by the lease when the reporter
+    /// has one. A refused write marks the job lost: logged once, the work stopped.
+    async fn save(&self, change: JobChange, effects: Effects) {
+        if self.is_lost() {
+            return;
+        }
+        let (id, now) = (self.job.id, self.clock.unix());
+        let written = match &self.lease {
+            Some(owner) => {
+                self.store
+                    .change_leased_job(id, owner, change, now, effects)
+                    .await
+            }
+            None => self
+                .store
+                .change_job(id, change, now, effects)
+                .await
+                .map(|()| true),
+        };
+        match written {
+            Ok(true) => {}
+            Ok(false) => {
+                if !self.lost.swap(true, Ordering::SeqCst) {
+                    tracing::warn!(
+                        job = id,
+                        "another replica ended this job while this one could not reach the database for longer than its lease (it was reported interrupted); nothing more is written for it and its work is stopped"
+                    );
+                }
+                if let Some(work) = self.work.get() {
+                    work.abort();
+                }
+            }
+            Err(e) => {
+                tracing::error!(job = id, error = %e, "job change and its messages not stored");
+            }
+        }
+        self.outbox.wake();
     }
 
     /// Consumes progress events until the sender is dropped.
@@ -104,15 +206,7 @@ impl Reporter {
 
     /// Writes a job change with messages, and wakes the sender.
     async fn write(&self, change: JobChange, messages: Vec<NewMessage>) {
-        let effects = Effects::messages(messages);
-        if let Err(e) = self
-            .store
-            .change_job(self.job.id, change, self.clock.unix(), effects)
-            .await
-        {
-            tracing::error!(job = self.job.id, error = %e, "job change and its messages not stored");
-        }
-        self.outbox.wake();
+        self.save(change, Effects::messages(messages)).await;
     }
 
     fn root_edit(&self) -> Vec<NewMessage> {
@@ -286,22 +380,14 @@ impl Reporter {
             }],
             messages: rows,
         };
-        if let Err(e) = self
-            .store
-            .change_job(
-                self.job.id,
-                JobChange::Finish {
-                    status,
-                    outcome: outcome.clone(),
-                },
-                self.clock.unix(),
-                effects,
-            )
-            .await
-        {
-            tracing::error!(job = self.job.id, error = %e, "job outcome and its messages not stored");
-        }
-        self.outbox.wake();
+        self.save(
+            JobChange::Finish {
+                status,
+                outcome: outcome.clone(),
+            },
+            effects,
+        )
+        .await;
         self.print_root(status).await;
     }
 
@@ -437,6 +523,8 @@ mod tests {
                 target: format!("s{i}"),
                 change: "1 → 2".into(),
                 skipped: (i == 0).then(|| "already at 2".into()),
+                details: Vec::new(),
+                binds: String::new(),
             })
             .collect();
         let t = plan_text(

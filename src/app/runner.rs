@@ -120,12 +120,15 @@ impl Runner {
             d.outbox.wake();
             return;
         }
-        let mut reporter = Reporter::open(
+        // Every write of the job from here on needs this replica's lease: once another
+        // replica has reported the job interrupted, they are refused and the work stops.
+        let mut reporter = Reporter::open_leased(
             d.store.clone(),
             d.clock.clone(),
             d.outbox.clone(),
             d.printer.clone(),
             job.clone(),
+            &d.replica,
         )
         .await;
         reporter.running().await;
@@ -133,10 +136,17 @@ impl Runner {
         let (domains, store) = (d.domains.clone(), d.store.clone());
         // The work runs in its own task so a panic in domain code ends as a failed job,
         // reported and stored, instead of a job left `running` until the next restart.
+        let task =
+            tokio::spawn(
+                async move { dispatch::run(&domains, store.as_ref(), &job, &cmd, tx).await },
+            );
+        reporter.stop_work_when_lost(task.abort_handle());
         let work = async move {
-            let task = async move { dispatch::run(&domains, store.as_ref(), &job, &cmd, tx).await };
-            match tokio::spawn(task).await {
+            match task.await {
                 Ok(result) => result,
+                Err(e) if e.is_cancelled() => Err(JobError::new(
+                    "stopped: another corral replica ended this job",
+                )),
                 Err(e) => {
                     tracing::error!(job = id, error = %e, "job task panicked");
                     Err(JobError::new(
@@ -148,6 +158,10 @@ impl Runner {
         // The reporter drains events while the work runs; it stops when the work drops
         // its sender.
         let (result, ()) = tokio::join!(work, reporter.run(rx));
+        if reporter.is_lost() {
+            tracing::warn!(job = id, "job stopped: another replica ended it");
+            return;
+        }
         let (status, outcome) = match result {
             Ok(o) if o.ok() => (JobStatus::Succeeded, o),
             Ok(o) => (JobStatus::Failed, o),

@@ -138,6 +138,8 @@ async fn local(
                 target: host.clone(),
                 change,
                 skipped: None,
+                details: Vec::new(),
+                binds: String::new(),
             }],
         }],
     });
@@ -226,6 +228,8 @@ async fn fan_out(
                     target: h.clone(),
                     change: change.clone(),
                     skipped: None,
+                    details: Vec::new(),
+                    binds: String::new(),
                 })
                 .collect(),
         }],

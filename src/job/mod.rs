@@ -11,7 +11,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-pub use progress::{Failure, Outcome, PlanGroup, PlanItem, Progress, ProgressTx};
+pub use progress::{Failure, Outcome, PlanDetail, PlanGroup, PlanItem, Progress, ProgressTx};
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

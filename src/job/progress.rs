@@ -17,6 +17,25 @@ pub struct PlanItem {
     pub change: String,
     /// Why the target is left alone (`already at 1.3.0`, `unparseable externalId`).
     pub skipped: Option<String>,
+    /// What changes inside the target, line by line (a catalog upgrade's images and
+    /// questions); empty for most kinds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<PlanDetail>,
+    /// What else the plan is bound to and nobody needs to read (a digest of the compose
+    /// files): a different value is a different plan.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub binds: String,
+}
+
+/// One line of what changes inside a target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanDetail {
+    /// What kind of thing: `image`, `variable`.
+    pub what: String,
+    /// `added`, `removed`, `changed`, or `unknown` (it could not be compared).
+    pub change: String,
+    /// For people: `web: `a:1` → `a:2``.
+    pub text: String,
 }
 
 /// The targets of one group (an environment, a host set).

@@ -123,6 +123,12 @@ pub struct Stack {
     /// The catalog answers; sent back unchanged on upgrade so they are kept.
     #[serde(default)]
     pub environment: Option<Value>,
+    /// The compose texts the stack was last deployed or upgraded with (`null`/`""` for
+    /// stacks built in the UI).
+    #[serde(default, deserialize_with = "null_default")]
+    pub docker_compose: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub rancher_compose: String,
     /// `yes` while a transition runs, `no` at rest, `error` when it failed (§3).
     #[serde(default, deserialize_with = "null_default")]
     pub transitioning: String,

@@ -357,6 +357,8 @@ fn plan_item(t: &Candidate) -> PlanItem {
             String::new()
         },
         skipped: t.skip.clone(),
+        details: Vec::new(),
+        binds: String::new(),
     }
 }
 

@@ -1,9 +1,29 @@
 //! What `corral migrate` carries from one store to another: every row a store holds, ids
 //! included, and the counts of what a copy wrote. Plain data, read by the SQLite side and
 //! written by the PostgreSQL side (`copy.rs` joins them).
+//!
+//! Carried: the lock and its history, jobs, their threads' roots, the audit log, deploy
+//! reports, remembered delivery keys (Slack event ids, signed hooks), the whole outbox
+//! (delivered rows keep their `ts`, so threads and cards go on being edited; pending
+//! rows are still sent, once) with its pacing, scheduled firings (a digest or a reminder
+//! already sent is not sent again after the move) and approvals with their votes.
+//! Not carried, because they belong to the processes of the old store: the replicas'
+//! heartbeats, job leases (a job the old process was running is reported interrupted by
+//! the new replicas, as after any crash) and the per-user command budgets (a minute's
+//! worth of state).
 
-use super::{AuditEntry, DeployReport, JobRecord, LockHistoryEntry};
+use super::outbox::OutboxRow;
+use super::{AuditEntry, DeployReport, FiringClaim, JobRecord, LockHistoryEntry};
+use crate::job::approval::{ApprovalRecord, Vote};
 use crate::lock::LockState;
+
+/// An outbox row with the lease a sender held on it (a row leased when the old process
+/// stopped comes back "unknown" to the next sender, which looks before posting again).
+pub(super) struct OutboxCopy {
+    pub(super) row: OutboxRow,
+    pub(super) lease_owner: Option<String>,
+    pub(super) lease_until: Option<i64>,
+}
 
 /// Everything a store holds, ids included.
 pub(super) struct Dump {
@@ -16,6 +36,15 @@ pub(super) struct Dump {
     pub(super) reports: Vec<DeployReport>,
     /// Delivery keys still remembered: `(key, at)`.
     pub(super) seen: Vec<(String, i64)>,
+    /// Every outbox row, in id order (empty before schema version 3).
+    pub(super) outbox: Vec<OutboxCopy>,
+    /// The sender's pacing: `(scope, not before)`.
+    pub(super) pacing: Vec<(String, i64)>,
+    /// Claimed firings (empty before schema version 4).
+    pub(super) firings: Vec<FiringClaim>,
+    /// Approvals and every round's votes (empty before schema version 6).
+    pub(super) approvals: Vec<ApprovalRecord>,
+    pub(super) votes: Vec<Vote>,
 }
 
 /// What a copy wrote.
@@ -28,6 +57,12 @@ pub struct CopyReport {
     pub audit: usize,
     pub deploy_reports: usize,
     pub delivery_keys: usize,
+    /// Outbox rows, and of them how many were not delivered yet.
+    pub outbox: usize,
+    pub outbox_pending: usize,
+    pub firings: usize,
+    pub approvals: usize,
+    pub votes: usize,
 }
 
 impl std::fmt::Display for CopyReport {
@@ -47,6 +82,18 @@ impl std::fmt::Display for CopyReport {
         writeln!(f, "message ids: {}", self.messages)?;
         writeln!(f, "audit lines: {}", self.audit)?;
         writeln!(f, "deploy reports: {}", self.deploy_reports)?;
-        write!(f, "delivery keys: {}", self.delivery_keys)
+        writeln!(f, "delivery keys: {}", self.delivery_keys)?;
+        writeln!(
+            f,
+            "outbox rows: {} ({} not delivered yet)",
+            self.outbox, self.outbox_pending
+        )?;
+        writeln!(f, "scheduled firings: {}", self.firings)?;
+        writeln!(f, "approvals: {}", self.approvals)?;
+        writeln!(f, "votes: {}", self.votes)?;
+        write!(
+            f,
+            "not copied (per process): replica heartbeats, job leases, command budgets"
+        )
     }
 }

@@ -411,6 +411,21 @@ pub trait Store: Send + Sync + 'static {
         effects: Effects,
     ) -> Result<()>;
 
+    /// [`Store::change_job`] for the replica running the job: written (the change and its
+    /// effects, in one transaction) only while `owner` holds the job's lease and the job
+    /// is queued or running. False, writing nothing, once the job is no longer this
+    /// replica's: another replica found its lease over (this one was cut off from the
+    /// database for longer than the lease) and reported it interrupted, so a late final
+    /// write or root edit cannot overwrite what that replica told the thread.
+    async fn change_leased_job(
+        &self,
+        id: i64,
+        owner: &str,
+        change: JobChange,
+        now: i64,
+        effects: Effects,
+    ) -> Result<bool>;
+
     /// Remembers the root message of a job's thread (as a delivered outbox row keyed
     /// `job:<id>:root`; a database from before the outbox has its roots moved there).
     async fn set_message(&self, job: i64, channel: &str, ts: &str) -> Result<()>;

@@ -6,7 +6,7 @@
 //! expiry sweeper) run one after another and each reads what the previous one wrote;
 //! decisions about different jobs run side by side.
 
-use deadpool_postgres::Object;
+use deadpool_postgres::{GenericClient, Object};
 use tokio_postgres::Row;
 
 use super::StoreError;
@@ -98,7 +98,7 @@ pub(super) async fn read_votes(c: &Object, job: i64, round: u32) -> PgResult<Vec
         .collect()
 }
 
-pub(super) async fn write_approval(c: &Object, a: &ApprovalRecord) -> PgResult<()> {
+pub(super) async fn write_approval(c: &impl GenericClient, a: &ApprovalRecord) -> PgResult<()> {
     let approvers = serde_json::to_string(&a.approvers)
         .map_err(|e| StoreError::Corrupt(format!("cannot encode approvers: {e}")))?;
     let stmt = cached(
@@ -137,7 +137,7 @@ pub(super) async fn write_approval(c: &Object, a: &ApprovalRecord) -> PgResult<(
     Ok(())
 }
 
-pub(super) async fn insert_vote(c: &Object, v: &Vote) -> PgResult<()> {
+pub(super) async fn insert_vote(c: &impl GenericClient, v: &Vote) -> PgResult<()> {
     let stmt = cached(
         c,
         "INSERT INTO votes (job_id, round, voter, vote, note, source, at, counted)
@@ -185,4 +185,20 @@ pub(super) async fn pending(c: &Object) -> PgResult<Vec<ApprovalRecord>> {
         .iter()
         .map(approval_row)
         .collect()
+}
+
+/// Writes copied approvals and votes into an empty database (`corral migrate`), inside
+/// the copy's transaction.
+pub(super) async fn copy_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    approvals: &[ApprovalRecord],
+    votes: &[Vote],
+) -> PgResult<()> {
+    for a in approvals {
+        write_approval(tx, a).await?;
+    }
+    for v in votes {
+        insert_vote(tx, v).await?;
+    }
+    Ok(())
 }

@@ -2,7 +2,7 @@
 //! the store (`postgres.rs`) and its outbox (`pg_outbox.rs`).
 
 use super::StoreError;
-use deadpool_postgres::Object;
+use deadpool_postgres::GenericClient;
 
 /// A failure inside a call: the driver's error (kept whole so conflicts can be told
 /// apart and retried) or one of the store's own.
@@ -27,7 +27,7 @@ pub(super) type PgResult<T> = std::result::Result<T, PgError>;
 
 /// A statement prepared once per connection and reused.
 pub(super) async fn cached(
-    c: &Object,
+    c: &impl GenericClient,
     sql: &str,
 ) -> std::result::Result<tokio_postgres::Statement, tokio_postgres::Error> {
     c.prepare_cached(sql).await

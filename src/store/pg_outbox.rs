@@ -23,8 +23,9 @@ use deadpool_postgres::Object;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
+use super::dump::OutboxCopy;
 use super::outbox::{
-    Enqueued, NewMessage, OutboxRow, OutboxStats, RowKind, RowState, Settle, root_key,
+    Enqueued, NewMessage, OutboxRow, OutboxStats, RowKind, RowState, Settle, Thread, root_key,
 };
 use super::pg_error::{PgResult, cached};
 use super::sqlite_outbox::{COLUMNS, FROM, Planned, RESPONSE_URL_USES, Raw, encode, plan};
@@ -491,4 +492,80 @@ pub(super) async fn roots(c: &Object, job: i64) -> PgResult<Vec<(String, String)
         .iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
         .collect()
+}
+
+/// Writes copied outbox rows, ids, sequences, states and leases as they were, and the
+/// sender's pacing, into an empty database (`corral migrate`), inside the copy's
+/// transaction.
+pub(super) async fn copy_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    rows: &[OutboxCopy],
+    pacing: &[(String, i64)],
+) -> PgResult<()> {
+    let insert = tx
+        .prepare(
+            "INSERT INTO outbox (id, key, kind, lane, seq, channel, thread_key, thread_ts,
+                 user_id, url, in_channel, role, job_id, body, version, sent_version, state, ts,
+                 attempts, unknown, not_before, lease_owner, lease_until, last_error,
+                 created_at, updated_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                     $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)",
+        )
+        .await?;
+    for OutboxCopy {
+        row: r,
+        lease_owner,
+        lease_until,
+    } in rows
+    {
+        let (thread_key, thread_ts) = match &r.thread {
+            Some(Thread::Key(k)) => (Some(k), None),
+            Some(Thread::Ts(ts)) => (None, Some(ts)),
+            None => (None, None),
+        };
+        let body = encode(&r.message)?;
+        let values: [&(dyn ToSql + Sync); 27] = [
+            &r.id,
+            &r.key,
+            &r.kind.as_str(),
+            &r.lane,
+            &r.seq,
+            &r.channel,
+            &thread_key,
+            &thread_ts,
+            &r.user,
+            &r.url,
+            &r.in_channel,
+            &r.role.as_str(),
+            &r.job,
+            &body,
+            &r.version,
+            &r.sent_version,
+            &r.state.as_str(),
+            &r.ts,
+            &r.attempts,
+            &r.unknown,
+            &r.not_before,
+            lease_owner,
+            lease_until,
+            &r.last_error,
+            &r.created_at,
+            &r.updated_at,
+            &r.expires_at,
+        ];
+        tx.execute(&insert, &values).await?;
+    }
+    for (scope, not_before) in pacing {
+        tx.execute(
+            "INSERT INTO outbox_pacing (scope, not_before) VALUES ($1, $2)",
+            &[scope, not_before],
+        )
+        .await?;
+    }
+    tx.execute(
+        "SELECT setval(pg_get_serial_sequence('outbox', 'id'), COALESCE(MAX(id), 0) + 1, false) FROM outbox",
+        &[],
+    )
+    .await?;
+    Ok(())
 }

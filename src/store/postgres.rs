@@ -46,14 +46,14 @@ use super::pg_approval as approval;
 use super::pg_error::{PgError, PgResult, cached};
 use super::pg_outbox as outbox;
 use super::pg_replicas as replicas;
-use super::replicas::expired_condition;
+use super::replicas::{expired_condition, held_condition};
 use super::sqlite::{RawJob, typed};
 use super::{Admission, Pruned, Replica};
 use super::{
     ApprovalDecision, AuditEntry, Backend, Ballot, Claimed, Decide, Decided, DeployReport, Effects,
     Enqueued, FiringClaim, JobChange, JobRecord, LockChange, LockDecision, LockHistoryEntry,
     NewJob, NewMessage, OutboxRow, OutboxStats, Result, Settings, Settle, Store, StoreError,
-    StoreInfo,
+    StoreInfo, outbox::RowState,
 };
 use crate::door::Source;
 use crate::job::approval::{ApprovalRecord, Vote};
@@ -603,19 +603,22 @@ async fn load(client: &mut Object, dump: &Dump) -> PgResult<CopyReport> {
         .query_one(
             "SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM lock_history),
                     (SELECT count(*) FROM audit), (SELECT count(*) FROM deploy_reports),
+                    (SELECT count(*) FROM outbox), (SELECT count(*) FROM firings),
                     (SELECT count(*) FROM lock_state WHERE running_by IS NOT NULL OR blocked_by IS NOT NULL)",
             &[],
         )
         .await?;
-    let counts: Vec<i64> = (0..5).map(|i| row.get(i)).collect();
+    let counts: Vec<i64> = (0..7).map(|i| row.get(i)).collect();
     if counts.iter().any(|&n| n > 0) {
         return Err(StoreError::Db(format!(
-            "the target is not empty ({} jobs, {} lock changes, {} audit lines, {} deploy reports{}); corral migrate copies only into an empty database",
+            "the target is not empty ({} jobs, {} lock changes, {} audit lines, {} deploy reports, {} outbox rows, {} firings{}); corral migrate copies only into an empty database",
             counts[0],
             counts[1],
             counts[2],
             counts[3],
-            if counts[4] > 0 { ", a held lock" } else { "" }
+            counts[4],
+            counts[5],
+            if counts[6] > 0 { ", a held lock" } else { "" }
         ))
         .into());
     }
@@ -676,8 +679,10 @@ async fn load(client: &mut Object, dump: &Dump) -> PgResult<CopyReport> {
         )
         .await?;
     }
-    // Roots as delivered outbox rows (as `set_message` writes them), so the bot keeps
-    // editing the same threads.
+    // The outbox as it was (roots included, from schema version 3 on), then roots from
+    // an older store's message table as delivered rows (as `set_message` writes them), so
+    // the bot keeps editing the same threads.
+    outbox::copy_in(&tx, &dump.outbox, &dump.pacing).await?;
     let messages = tx
         .prepare(
             "INSERT INTO outbox (key, kind, lane, seq, channel, role, job_id, body, version,
@@ -712,6 +717,19 @@ async fn load(client: &mut Object, dump: &Dump) -> PgResult<CopyReport> {
     for r in &dump.reports {
         insert_report(&tx, r).await?;
     }
+    approval::copy_in(&tx, &dump.approvals, &dump.votes).await?;
+    let firing = tx
+        .prepare(
+            "INSERT INTO firings (key, schedule, at, outcome, claimed_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .await?;
+    for f in &dump.firings {
+        tx.execute(
+            &firing,
+            &[&f.key, &f.schedule, &f.at, &f.outcome, &f.claimed_at],
+        )
+        .await?;
+    }
     let seen = tx
         .prepare("INSERT INTO seen_events (event_id, at) VALUES ($1, $2)")
         .await?;
@@ -737,6 +755,15 @@ async fn load(client: &mut Object, dump: &Dump) -> PgResult<CopyReport> {
         audit: dump.audit.len(),
         deploy_reports: dump.reports.len(),
         delivery_keys: dump.seen.len(),
+        outbox: dump.outbox.len(),
+        outbox_pending: dump
+            .outbox
+            .iter()
+            .filter(|o| matches!(o.row.state, RowState::Pending | RowState::Edit))
+            .count(),
+        firings: dump.firings.len(),
+        approvals: dump.approvals.len(),
+        votes: dump.votes.len(),
     })
 }
 
@@ -1387,6 +1414,39 @@ impl Store for PostgresStore {
                     write_effects(c, &effects).await?;
                     apply_job_change(c, id, &change, now).await?;
                     Ok(Tx::Commit(()))
+                })
+                .await
+            })
+        })
+        .await
+    }
+
+    async fn change_leased_job(
+        &self,
+        id: i64,
+        owner: &str,
+        change: JobChange,
+        now: i64,
+        effects: Effects,
+    ) -> Result<bool> {
+        let owner = owner.to_string();
+        let guard = format!(
+            "SELECT 1 FROM jobs WHERE id = $1 AND {} FOR UPDATE",
+            held_condition("$2")
+        );
+        self.run(move |c| {
+            Box::pin(async move {
+                in_tx(c, || async {
+                    // Messages first, the job's row second, as in `change_job`; the row
+                    // lock is held to the commit, so a replica ending the job meanwhile
+                    // waits and then finds it finished (or this one finds it ended).
+                    write_effects(c, &effects).await?;
+                    let stmt = cached(c, &guard).await?;
+                    if c.query_opt(&stmt, &[&id, &owner]).await?.is_none() {
+                        return Ok(Tx::Rollback(false));
+                    }
+                    apply_job_change(c, id, &change, now).await?;
+                    Ok(Tx::Commit(true))
                 })
                 .await
             })

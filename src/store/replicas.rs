@@ -89,6 +89,15 @@ pub(super) fn expired_condition(now: &str, lease_ms: i64) -> String {
     )
 }
 
+/// The SQL condition (on `jobs`) of a job that replica `owner` (the backend's
+/// placeholder) still runs: queued or running, and leased to it. A job another replica has
+/// ended (it found the lease over and reported the job interrupted) no longer matches, so
+/// the late writes of the replica that was cut off are refused
+/// ([`super::Store::change_leased_job`]).
+pub(super) fn held_condition(owner: &str) -> String {
+    format!("status IN ('queued', 'running') AND lease_owner = {owner}")
+}
+
 /// The GCRA update of the limit's row, as one upsert (`max` is the backend's
 /// two-argument maximum): one command per `interval` ms, bursts of `burst`. `arg(n)` is
 /// the backend's n-th placeholder (typed where the backend needs it): 1 key, 2 now, 3

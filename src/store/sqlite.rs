@@ -20,7 +20,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::oneshot;
 
 use super::dump::Dump;
-use super::replicas::expired_condition;
+use super::replicas::{expired_condition, held_condition};
 use super::sqlite_approval as approval;
 use super::sqlite_outbox as outbox;
 use super::sqlite_replicas as replicas;
@@ -636,7 +636,7 @@ pub(super) fn dump(url: &str) -> Result<Dump> {
     let seen = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(Dump {
+    let mut dump = Dump {
         lock,
         history,
         jobs,
@@ -644,6 +644,45 @@ pub(super) fn dump(url: &str) -> Result<Dump> {
         audit,
         reports,
         seen,
+        outbox: Vec::new(),
+        pacing: Vec::new(),
+        firings: Vec::new(),
+        approvals: Vec::new(),
+        votes: Vec::new(),
+    };
+    dump_later_tables(&tx, version, &mut dump)?;
+    Ok(dump)
+}
+
+/// The tables later schema versions added: the outbox and its pacing (3), firings (4),
+/// approvals and votes (6). Replicas, leases and command budgets (5) are per process and
+/// stay behind (see [`Dump`]).
+fn dump_later_tables(conn: &Connection, version: i64, dump: &mut Dump) -> Result<()> {
+    if version >= 3 {
+        dump.outbox = outbox::all_for_copy(conn)?;
+        dump.pacing = outbox::pacing(conn)?;
+    }
+    if version >= 4 {
+        let mut stmt = conn.prepare(
+            "SELECT key, schedule, at, outcome, claimed_at FROM firings ORDER BY at, key",
+        )?;
+        dump.firings = stmt
+            .query_map([], firing_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+    }
+    if version >= 6 {
+        (dump.approvals, dump.votes) = approval::all(conn)?;
+    }
+    Ok(())
+}
+
+fn firing_row(r: &Row) -> rusqlite::Result<FiringClaim> {
+    Ok(FiringClaim {
+        key: r.get(0)?,
+        schedule: r.get(1)?,
+        at: r.get(2)?,
+        outcome: r.get(3)?,
+        claimed_at: r.get(4)?,
     })
 }
 
@@ -796,6 +835,36 @@ impl Store for SqliteStore {
             write_effects(&tx, &effects)?;
             tx.commit()?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn change_leased_job(
+        &self,
+        id: i64,
+        owner: &str,
+        change: JobChange,
+        now: i64,
+        effects: Effects,
+    ) -> Result<bool> {
+        let owner = owner.to_string();
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let held: bool = tx.query_row(
+                &format!(
+                    "SELECT EXISTS (SELECT 1 FROM jobs WHERE id = ?1 AND {})",
+                    held_condition("?2")
+                ),
+                params![id, owner],
+                |r| r.get(0),
+            )?;
+            if !held {
+                return Ok(false);
+            }
+            apply_job_change(&tx, id, &change, now)?;
+            write_effects(&tx, &effects)?;
+            tx.commit()?;
+            Ok(true)
         })
         .await
     }
@@ -1011,15 +1080,7 @@ impl Store for SqliteStore {
                 "SELECT key, schedule, at, outcome, claimed_at FROM firings WHERE schedule = ?1
                  ORDER BY at DESC, outcome ASC, key DESC LIMIT 1",
             )?;
-            let mut rows = stmt.query_map([schedule], |r| {
-                Ok(FiringClaim {
-                    key: r.get(0)?,
-                    schedule: r.get(1)?,
-                    at: r.get(2)?,
-                    outcome: r.get(3)?,
-                    claimed_at: r.get(4)?,
-                })
-            })?;
+            let mut rows = stmt.query_map([schedule], firing_row)?;
             Ok(rows.next().transpose()?)
         })
         .await

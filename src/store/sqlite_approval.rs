@@ -89,11 +89,31 @@ pub(super) fn read_approval(conn: &Connection, job: i64) -> Result<Option<Approv
 }
 
 pub(super) fn read_votes(conn: &Connection, job: i64, round: u32) -> Result<Vec<Vote>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT job_id, round, voter, vote, note, source, at, counted FROM votes
-         WHERE job_id = ?1 AND round = ?2 ORDER BY at, rowid",
-    )?;
-    let rows = stmt.query_map(params![job, round], |r| {
+    votes_where(
+        conn,
+        "WHERE job_id = ?1 AND round = ?2 ORDER BY at, rowid",
+        params![job, round],
+    )
+}
+
+/// Every approval and every round's votes, in job order (`corral migrate`).
+pub(super) fn all(conn: &Connection) -> Result<(Vec<ApprovalRecord>, Vec<Vote>)> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {APPROVAL_COLUMNS} FROM approvals ORDER BY job_id"
+    ))?;
+    let approvals = stmt
+        .query_map([], approval_row)?
+        .map(|r| r?.typed())
+        .collect::<Result<Vec<_>>>()?;
+    let votes = votes_where(conn, "ORDER BY job_id, round, at, rowid", [])?;
+    Ok((approvals, votes))
+}
+
+fn votes_where(conn: &Connection, tail: &str, p: impl rusqlite::Params) -> Result<Vec<Vote>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT job_id, round, voter, vote, note, source, at, counted FROM votes {tail}"
+    ))?;
+    let rows = stmt.query_map(p, |r| {
         Ok((
             r.get::<_, i64>(0)?,
             r.get::<_, i64>(1)?,

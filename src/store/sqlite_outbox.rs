@@ -5,6 +5,7 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::dump::OutboxCopy;
 use super::outbox::{
     Delivery, Enqueued, NewMessage, OutboxRow, OutboxStats, RowKind, RowState, Settle, Thread,
     root_key,
@@ -142,6 +143,23 @@ impl Raw {
             last_error: self.last_error,
         })
     }
+}
+
+/// Every row in id order with the lease a sender holds on it (`corral migrate`).
+pub(super) fn all_for_copy(conn: &Connection) -> Result<Vec<OutboxCopy>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS}, o.lease_owner, o.lease_until {FROM} ORDER BY o.id"
+    ))?;
+    let rows = stmt.query_map([], |r| Ok((raw(r)?, r.get(27)?, r.get(28)?)))?;
+    rows.map(|r| {
+        let (raw, lease_owner, lease_until) = r?;
+        Ok(OutboxCopy {
+            row: raw.typed()?,
+            lease_owner,
+            lease_until,
+        })
+    })
+    .collect()
 }
 
 /// One statement, prepared once per connection.

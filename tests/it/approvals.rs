@@ -13,7 +13,10 @@ use crate::support::corral::{Corral, SECRET, TOKEN};
 use crate::support::fake_rancher::{ACCESS_KEY, FakeRancher, SECRET_KEY};
 
 const FORM: &str = "application/x-www-form-urlencoded";
-const DC: &str = "version: '2'\nservices:\n  web:\n    image: myorg/web:2.0.0\n";
+const DC: &str = "version: '2'\nservices:\n  web:\n    image: myorg/web:2.0.0\n  worker:\n    image: myorg/worker:${WORKER_TAG}\n";
+const RC: &str = "version: '2'\n.catalog:\n  name: my_web\n  version: 2.0.0\n  questions:\n  - variable: PORT\n    type: int\n    default: 8080\n  - variable: WORKER_TAG\n    default: '2.1'\n";
+const DC_OLD: &str = "version: '2'\nservices:\n  web:\n    image: myorg/web:1.0.0\n";
+const RC_OLD: &str = "version: '2'\n.catalog:\n  name: my_web\n  version: 1.0.0\n  questions:\n  - variable: PORT\n    type: int\n    default: 80\n";
 
 fn policy(required: u32, expires: &str) -> String {
     format!(
@@ -37,14 +40,25 @@ expires      = "{expires}"
 
 /// The fake Rancher: `library:my_web` at 1.0.0 and 2.0.0; two stacks in `prod`, one in
 /// `staging`, all at 1.0.0.
-async fn rancher() -> FakeRancher {
+pub(crate) async fn rancher() -> FakeRancher {
     let f = FakeRancher::start().await;
     f.add_template(
         "library",
         "my_web",
         &[
-            ("1", "1.0.0", &[("docker-compose.yml", "old")]),
-            ("10", "2.0.0", &[("docker-compose.yml", DC)]),
+            (
+                "1",
+                "1.0.0",
+                &[
+                    ("docker-compose.yml", DC_OLD),
+                    ("rancher-compose.yml", RC_OLD),
+                ],
+            ),
+            (
+                "10",
+                "2.0.0",
+                &[("docker-compose.yml", DC), ("rancher-compose.yml", RC)],
+            ),
         ],
     );
     f.set_default_action_time(Duration::from_millis(5));
@@ -130,6 +144,18 @@ fn upgrades(r: &FakeRancher) -> usize {
 
 /// A signed `block_actions` click built from the fixture.
 fn click_body(c: &Corral, user: &str, action: &str, value: &str, block: &str) -> String {
+    block_actions(&c.slack.webhook_url, user, action, value, block)
+}
+
+/// A `block_actions` payload (form-encoded) built from the fixture, answering through a
+/// response_url of its own under `webhook_url`.
+pub(crate) fn block_actions(
+    webhook_url: &str,
+    user: &str,
+    action: &str,
+    value: &str,
+    block: &str,
+) -> String {
     let mut p: Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -145,7 +171,7 @@ fn click_body(c: &Corral, user: &str, action: &str, value: &str, block: &str) ->
     // Every click has a response_url of its own (each is good for 5 answers).
     static CLICKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = CLICKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    p["response_url"] = format!("{}?click={n}", c.slack.webhook_url).into();
+    p["response_url"] = format!("{webhook_url}?click={n}").into();
     p["actions"][0]["action_id"] = action.into();
     p["actions"][0]["value"] = value.into();
     p["actions"][0]["block_id"] = block.into();
@@ -472,6 +498,69 @@ async fn a_plan_that_changed_before_the_start_is_shown_and_asked_again() {
     assert_eq!(r.status(), 200);
     wait_status(c, job, JobStatus::Succeeded).await;
     assert_eq!(upgrades(&s.rancher), 4);
+}
+
+#[tokio::test]
+async fn a_catalog_upgrade_card_shows_the_images_and_variables_that_differ_and_binds_the_compose() {
+    let s = setup("approvals-diff", &policy(1, "1h"), &[]).await;
+    let c = &s.c;
+    let job = request(&s).await;
+    c.delivered().await;
+    let card = c
+        .slack
+        .calls_to("chat.postMessage")
+        .into_iter()
+        .find(|m| m.text().contains(&format!("Job #{job}")))
+        .expect("the card")
+        .body
+        .to_string();
+    // The stacks answer PORT=80 (the fake's stacks), and WORKER_TAG not at all.
+    for line in [
+        "image web: 'myorg/web:1.0.0' → 'myorg/web:2.0.0'",
+        "image worker: new service, 'myorg/worker:2.1'",
+        "variable PORT: default '80' → '8080' (this stack keeps its answer '80')",
+        "variable WORKER_TAG: new question, default '2.1'",
+    ] {
+        assert!(card.contains(line), "{line} not in {card}");
+    }
+    let thread = thread_text(c);
+    assert!(
+        thread.contains(
+            "web-b: 1.0.0 → 2.0.0\n    ◦ image web: 'myorg/web:1.0.0' → 'myorg/web:2.0.0'"
+        ),
+        "{thread}"
+    );
+    // The catalog read each version once: the template, the target, the stacks' current.
+    let reads = s
+        .rancher
+        .requests()
+        .into_iter()
+        .filter(|r| r.uri == "/v1-catalog/templates/library:my_web:1")
+        .count();
+    assert_eq!(reads, 1, "the current version is read once for all stacks");
+    // A compose change that moves no image and no question is still a different plan.
+    s.rancher.set_template_file(
+        "library",
+        "my_web",
+        "10",
+        "docker-compose.yml",
+        &format!("{DC}    environment:\n      X: '1'\n"),
+    );
+    let t = click(c, "U0BOB", "approval.approve", job).await;
+    assert!(t.contains("completed"), "{t}");
+    for _ in 0..400 {
+        if let Ok(Some((a, _))) = c.app.store.approval(job).await
+            && a.round == 2
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (a, _) = c.app.store.approval(job).await.unwrap().unwrap();
+    assert_eq!((a.round, a.state), (2, ApprovalState::Pending));
+    c.delivered().await;
+    assert_eq!(upgrades(&s.rancher), 0, "the changed compose did not run");
+    assert!(thread_text(c).contains("The plan changed since it was approved"));
 }
 
 #[tokio::test]

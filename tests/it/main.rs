@@ -5,6 +5,7 @@
 mod api;
 mod approvals;
 mod binary;
+mod browser;
 mod deploy;
 mod deploy_fanout;
 mod deploy_hostile;

@@ -233,6 +233,8 @@ async fn five_hundred_targets(tx: ProgressTx) {
                     target: format!("svc{i}"),
                     change: "1.0 → 2.0".into(),
                     skipped: None,
+                    details: Vec::new(),
+                    binds: String::new(),
                 })
                 .collect(),
         })
@@ -626,6 +628,8 @@ async fn a_webhook_posts_each_jobs_plan_and_outcome_once_and_never_edits() {
                 target: "web".into(),
                 change: "1.0 → 2.0".into(),
                 skipped: None,
+                details: Vec::new(),
+                binds: String::new(),
             }],
         }],
     });

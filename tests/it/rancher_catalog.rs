@@ -663,7 +663,11 @@ async fn a_global_catalog_is_read_once_for_every_environment() {
         .into_iter()
         .filter(|r| r.uri.starts_with("/v1-catalog/"))
         .collect();
-    assert_eq!(reads.len(), 2, "template and version, once: {reads:?}");
+    assert_eq!(
+        reads.len(),
+        3,
+        "template, target version and the stacks' current version, once each: {reads:?}"
+    );
     assert!(reads.iter().all(|r| r.project_header.is_none()));
 }
 

@@ -61,6 +61,8 @@ fn corral(dir: &TempDir, url: &str, slack: Option<&FakeSlack>, args: &[&str]) ->
 struct Replica {
     child: Child,
     url: String,
+    /// Its stderr (the log).
+    log: std::path::PathBuf,
 }
 
 impl Replica {
@@ -88,6 +90,7 @@ impl Replica {
             let mut replica = Replica {
                 child: cmd.spawn().unwrap(),
                 url: format!("http://127.0.0.1:{port}"),
+                log: log_path.clone(),
             };
             let client = corral::http_client().unwrap();
             let until = Instant::now() + Duration::from_secs(30);
@@ -131,11 +134,22 @@ async fn get(http: &reqwest::Client, url: &str) -> (u16, String) {
 
 async fn slash(http: &reqwest::Client, base: &str, text: &str) -> (u16, String, Duration) {
     let body = slash_body("/release", text, "U0ALICE", "C0TEAM");
+    signed_post(http, base, "/slack/commands", body).await
+}
+
+/// A form POST signed as Slack signs it, to `path` on the replica at `base`: status, body
+/// and how long it took.
+async fn signed_post(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    body: String,
+) -> (u16, String, Duration) {
     let ts = crate::support::now().to_string();
     let sig = corral::slack::verify::sign(SECRET, &ts, body.as_bytes());
     let t = Instant::now();
     let r = http
-        .post(format!("{base}/slack/commands"))
+        .post(format!("{base}{path}"))
         .header("content-type", "application/x-www-form-urlencoded")
         .header("x-slack-request-timestamp", ts)
         .header("x-slack-signature", sig)
@@ -371,6 +385,12 @@ async fn corral_migrate_moves_a_first_release_store_and_the_bot_keeps_its_thread
         "jobs: 2",
         "message ids: 2",
         "audit lines: 2",
+        // A first-release store has none of the later tables; the lines are still there.
+        "outbox rows: 0 (0 not delivered yet)",
+        "scheduled firings: 0",
+        "approvals: 0",
+        "votes: 0",
+        "not copied (per process): replica heartbeats, job leases, command budgets",
     ] {
         assert!(out.contains(line), "{line:?} in {out}");
     }
@@ -417,6 +437,47 @@ async fn corral_migrate_moves_a_first_release_store_and_the_bot_keeps_its_thread
     );
 }
 
+/// A fake Rancher with one labelled service (`myorg/app:1.0` in `prod`) whose upgrade
+/// takes `upgrade` to reach `upgraded`.
+async fn rancher_with_one_service(upgrade: Duration) -> FakeRancher {
+    let rancher = FakeRancher::start().await;
+    fake_services::install(&rancher);
+    rancher.set_default_action_time(upgrade);
+    let env = rancher.add_project("prod");
+    let stack = rancher.add_stack(&env, "app", "");
+    add_service(
+        &rancher,
+        &env,
+        &stack,
+        "web",
+        launch_config("docker:myorg/app:1.0", &[("autoupdate.enable", "true")]),
+        json!([]),
+    );
+    rancher
+}
+
+/// Asks the replica at `base` to upgrade `myorg/app` to 2.0 (the updater's endpoint) and
+/// waits until the upgrade reached Rancher; returns the job.
+async fn upgrade_started(http: &reqwest::Client, base: &str, rancher: &FakeRancher) -> i64 {
+    let r = http
+        .post(format!("{base}/upgrade"))
+        .bearer_auth(TOKEN)
+        .body(r#"{"docker_image":"myorg/app:2.0","confirm":true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let job = r.json::<serde_json::Value>().await.unwrap()["job"]
+        .as_i64()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    while rancher.count("POST", "action=upgrade") == 0 {
+        assert!(Instant::now() < until, "the upgrade never reached Rancher");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    job
+}
+
 /// The lease of the kill -9 test: short in the suite (`2s`), the default for the figure
 /// (`CORRAL_TEST_JOB_LEASE=30s`).
 fn test_lease() -> String {
@@ -429,19 +490,7 @@ async fn a_replica_killed_mid_job_has_its_job_reported_by_another_within_the_lea
     let db = TestDb::new("kill").await;
     let slack = FakeSlack::start().await;
     // A Rancher that takes ten minutes to upgrade: the job is held running.
-    let rancher = FakeRancher::start().await;
-    fake_services::install(&rancher);
-    rancher.set_default_action_time(Duration::from_secs(600));
-    let env = rancher.add_project("prod");
-    let stack = rancher.add_stack(&env, "app", "");
-    add_service(
-        &rancher,
-        &env,
-        &stack,
-        "web",
-        launch_config("docker:myorg/app:1.0", &[("autoupdate.enable", "true")]),
-        json!([]),
-    );
+    let rancher = rancher_with_one_service(Duration::from_secs(600)).await;
     let lease = test_lease();
     let lease_d = corral::text::parse_duration(&lease).unwrap();
     let extra = [
@@ -457,23 +506,8 @@ async fn a_replica_killed_mid_job_has_its_job_reported_by_another_within_the_lea
     let mut a = Replica::start(&dir, &db.url, Some(&slack), &extra).await;
     let b = Replica::start(&dir, &db.url, Some(&slack), &extra).await;
     let http = corral::http_client().unwrap();
-    let r = http
-        .post(format!("{}/upgrade", a.url))
-        .bearer_auth(TOKEN)
-        .body(r#"{"docker_image":"myorg/app:2.0","confirm":true}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let job = r.json::<serde_json::Value>().await.unwrap()["job"]
-        .as_i64()
-        .unwrap();
     // Running on A: Rancher got the upgrade, Slack the thread's root.
-    let until = Instant::now() + Duration::from_secs(20);
-    while rancher.count("POST", "action=upgrade") == 0 {
-        assert!(Instant::now() < until, "the upgrade never reached Rancher");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let job = upgrade_started(&http, &a.url, &rancher).await;
     let calls = slack
         .wait_for(10, |c| c.iter().any(|c| c.method == "chat.postMessage"))
         .await;
@@ -919,4 +953,373 @@ async fn the_database_stopped_and_started_under_load_loses_no_decision() {
         "{actions:?} vs {ones:?}"
     );
     assert!(starts <= ones.0 + unavailable && stops <= ones.1 + unavailable);
+}
+
+/// Polls a replica's API (real time, short steps) until job `job` is in one of `want`;
+/// returns the job's JSON.
+async fn wait_job(
+    http: &reqwest::Client,
+    base: &str,
+    job: i64,
+    want: &[&str],
+) -> serde_json::Value {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = get(http, &format!("{base}/api/v1/jobs/{job}")).await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if want.iter().any(|w| v["status"] == *w) {
+            return v;
+        }
+        assert!(
+            Instant::now() < until,
+            "job {job} never became {want:?}: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_asked_on_one_replica_and_clicked_on_two_others_at_once_runs_once() {
+    let dir = TempDir::new("replicas-approval");
+    let db = TestDb::new("approval").await;
+    let slack = FakeSlack::start().await;
+    let rancher = crate::approvals::rancher().await;
+    let policy = dir.0.join("policy.toml");
+    std::fs::write(
+        &policy,
+        r#"
+[roles]
+deployers = ["U0ALICE"]
+approvers = ["U0BOB", "U0CAROL", "U0DAVE"]
+
+[permissions]
+upgrade = ["deployers"]
+
+[[approval]]
+commands     = ["upgrade"]
+environments = "^prod"
+approvers    = ["approvers"]
+required     = 2
+expires      = "1h"
+"#,
+    )
+    .unwrap();
+    let rancher_url = format!("{}/v1", rancher.url);
+    let policy = policy.display().to_string();
+    let extra = [
+        ("RANCHER_URL", rancher_url.as_str()),
+        ("RANCHER_ACCESS_KEY", ACCESS_KEY),
+        ("RANCHER_SECRET_KEY", SECRET_KEY),
+        ("CORRAL_RANCHER_POLL", "50ms"),
+        ("CORRAL_POLICY", policy.as_str()),
+    ];
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Replica::start(&dir, &db.url, Some(&slack), &extra).await);
+    }
+    let http = corral::http_client().unwrap();
+    // Asked on the first replica.
+    let body = slash_body("/upgrade", "library:my_web:2.0.0", "U0ALICE", "C0TEAM");
+    let (status, ack, _) = signed_post(&http, &replicas[0].url, "/slack/commands", body).await;
+    assert_eq!(status, 200, "{ack}");
+    let job: i64 = ack
+        .split('#')
+        .nth(1)
+        .map(|t| {
+            t.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no job in {ack}"));
+    wait_job(&http, &replicas[1].url, job, &["awaiting_approval"]).await;
+    // The card is out before anyone clicks it.
+    slack
+        .wait_for(20, |c| {
+            c.iter().any(|c| {
+                c.method == "chat.postMessage" && c.text().contains(&format!("Job #{job}"))
+            })
+        })
+        .await;
+    assert_eq!(
+        rancher.count("POST", "action=upgrade"),
+        0,
+        "nothing runs before the votes"
+    );
+
+    // Two approvers click at the same moment, each on another replica.
+    let clicks = [("U0BOB", &replicas[1]), ("U0CAROL", &replicas[2])].map(|(user, r)| {
+        let body = crate::approvals::block_actions(
+            &slack.webhook_url,
+            user,
+            "approval.approve",
+            &format!("{job}:1"),
+            &format!("appr:{job}:r0"),
+        );
+        let (http, base) = (http.clone(), r.url.clone());
+        async move { signed_post(&http, &base, "/slack/interactions", body).await }
+    });
+    for (status, body, took) in futures::future::join_all(clicks).await {
+        assert_eq!(status, 200, "{body}");
+        assert!(took < Duration::from_secs(3), "acked within 3 s: {took:?}");
+    }
+    let v = wait_job(
+        &http,
+        &replicas[0].url,
+        job,
+        &["succeeded", "failed", "refused"],
+    )
+    .await;
+    assert_eq!(v["status"], "succeeded", "{v}");
+    // Let a second run, if one was coming, reach Rancher.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // One upgrade request per stack (three stacks: the plan touches prod, so the whole
+    // job waited), and so one run.
+    let mut upgraded: Vec<String> = rancher
+        .posts()
+        .into_iter()
+        .filter(|p| p.action().as_deref() == Some("upgrade"))
+        .map(|p| p.uri.split('?').next().unwrap_or_default().to_string())
+        .collect();
+    upgraded.sort();
+    let n = upgraded.len();
+    upgraded.dedup();
+    assert_eq!((n, upgraded.len()), (3, 3), "{upgraded:?}");
+    // Both votes recorded; the approval decided once.
+    let client = db.client().await;
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM votes WHERE job_id = $1 AND counted),
+                    (SELECT state FROM approvals WHERE job_id = $1),
+                    (SELECT count(*) FROM audit WHERE action = 'job ' || $1::BIGINT::TEXT || ' succeeded')",
+            &[&job],
+        )
+        .await
+        .unwrap();
+    let (votes, state, outcomes): (i64, String, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!((votes, state.as_str(), outcomes), (2, "approved", 1));
+    // One thread: one root for the job, everything else in its thread, one summary.
+    slack
+        .wait_for(20, |c| {
+            c.iter()
+                .any(|c| c.method == "chat.update" && c.text().contains("succeeded"))
+                && c.iter()
+                    .any(|c| c.method == "chat.postMessage" && c.text().contains("*Done*"))
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let calls = slack.calls();
+    let roots: Vec<_> = calls
+        .iter()
+        .filter(|c| c.method == "chat.postMessage" && c.thread_ts().is_none())
+        .filter(|c| c.text().contains(&format!("#{job}")))
+        .collect();
+    assert_eq!(roots.len(), 1, "{roots:?}");
+    let summaries = calls
+        .iter()
+        .filter(|c| c.method == "chat.postMessage" && c.thread_ts().is_some())
+        .filter(|c| c.text().contains("*Done*"))
+        .count();
+    assert_eq!(summaries, 1, "one summary in the thread: {calls:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_and_lock_reminders_fire_once_across_three_replicas() {
+    let dir = TempDir::new("replicas-schedules");
+    let db = TestDb::new("schedules").await;
+    let slack = FakeSlack::start().await;
+    // A digest every minute (so one is due, on time, whenever the replicas start) and
+    // reminders two seconds into a release and every two seconds after.
+    let policy = dir.0.join("policy.toml");
+    std::fs::write(
+        &policy,
+        r#"
+[lock]
+remind_after = "2s"
+remind_every = "2s"
+
+[[digest]]
+cron    = "* * * * *"
+channel = "C0DIGEST"
+"#,
+    )
+    .unwrap();
+    let policy = policy.display().to_string();
+    let extra = [
+        ("CORRAL_POLICY", policy.as_str()),
+        ("CORRAL_SLACK_POST_INTERVAL", "50ms"),
+    ];
+    let first = Replica::start(&dir, &db.url, Some(&slack), &extra).await;
+    let http = corral::http_client().unwrap();
+    assert_eq!(
+        get(&http, &format!("{}/start?name=alice", first.url)).await,
+        (200, "1".into())
+    );
+    // The other two start with the release running: all three race for each reminder.
+    let mut replicas = vec![first];
+    for _ in 0..2 {
+        replicas.push(Replica::start(&dir, &db.url, Some(&slack), &extra).await);
+    }
+    let client = db.client().await;
+    let claimed = |like: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(
+                    "SELECT count(*) FROM firings WHERE key LIKE $1 AND outcome IN ('sent', 'late', 'reminded')",
+                    &[&like],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    let until = Instant::now() + Duration::from_secs(60);
+    while claimed("remind:%").await < 3 || claimed("digest:%").await < 1 {
+        assert!(
+            Instant::now() < until,
+            "reminders or the digest never fired"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Stop the release (no reminder after that), then let every message, and any
+    // duplicate that was coming, arrive.
+    assert_eq!(
+        get(&http, &format!("{}/stop", replicas[2].url)).await,
+        (200, "1".into())
+    );
+    let (reminders, digests) = (claimed("remind:%").await, claimed("digest:%").await);
+    let is_reminder = |c: &crate::support::fake_slack::Call| {
+        c.method == "chat.postMessage" && c.body.to_string().contains("release.stop")
+    };
+    let is_digest = |c: &crate::support::fake_slack::Call| {
+        c.method == "chat.postMessage" && c.channel() == "C0DIGEST"
+    };
+    slack
+        .wait_for(30, |c| {
+            c.iter().filter(|c| is_reminder(c)).count() as i64 >= reminders
+                && c.iter().filter(|c| is_digest(c)).count() as i64 >= digests
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let calls = slack.calls();
+    let texts = |f: &dyn Fn(&crate::support::fake_slack::Call) -> bool| {
+        calls
+            .iter()
+            .filter(|c| f(c))
+            .map(|c| c.text().to_string())
+            .collect::<Vec<_>>()
+    };
+    let sent_reminders = texts(&is_reminder);
+    let sent_digests = texts(&is_digest);
+    // Each claimed firing said once: as many messages as claims, however many replicas.
+    assert_eq!(
+        sent_reminders.len() as i64,
+        claimed("remind:%").await,
+        "{sent_reminders:#?}"
+    );
+    assert_eq!(
+        sent_digests.len() as i64,
+        claimed("digest:%").await,
+        "{sent_digests:#?}"
+    );
+    // Reminders n = 0, 1, 2…: each "running for" once (2 s, 4 s, …), in one thread.
+    let mut held: Vec<&str> = sent_reminders
+        .iter()
+        .filter_map(|t| t.split("running for ").nth(1))
+        .collect();
+    let n = held.len();
+    held.dedup();
+    assert_eq!(held.len(), n, "no reminder twice: {sent_reminders:#?}");
+    let threads: std::collections::BTreeSet<_> = calls
+        .iter()
+        .filter(|c| is_reminder(c))
+        .map(|c| c.thread_ts().unwrap_or("(root)").to_string())
+        .collect();
+    assert_eq!(threads.len(), 1, "one thread: {threads:?}");
+    // Every replica was up and firing: each wrote its heartbeat.
+    let seen: i64 = client
+        .query_one("SELECT count(*) FROM replicas", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, 3);
+}
+
+/// A replica cut off from the database for longer than its job's lease: another replica
+/// reports the job interrupted; when the first comes back, its late writes are refused in
+/// the store, so the thread keeps saying "interrupted" (no "succeeded" edit), and it logs
+/// that and stops the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_back_after_its_lease_does_not_overwrite_interrupted() {
+    let dir = TempDir::new("replicas-cutoff");
+    let db = TestDb::new("cutoff").await;
+    let slack = FakeSlack::start().await;
+    // Long enough that the upgrade is still under way when A comes back.
+    let rancher = rancher_with_one_service(Duration::from_secs(8)).await;
+    let extra = [
+        ("RANCHER_URL", rancher.url.as_str()),
+        ("RANCHER_ACCESS_KEY", ACCESS_KEY),
+        ("RANCHER_SECRET_KEY", SECRET_KEY),
+        ("CORRAL_RANCHER_POLL", "100ms"),
+        ("CORRAL_JOB_LEASE", "2s"),
+        ("CORRAL_UPGRADE_TIMEOUT", "1h"),
+        ("CORRAL_SLACK_TIMEOUT", "2s"),
+        ("CORRAL_DATABASE_STATEMENT_TIMEOUT", "1s"),
+        ("CORRAL_DATABASE_CONNECT_TIMEOUT", "1s"),
+        ("CORRAL_DATABASE_POOL_TIMEOUT", "1s"),
+    ];
+    let proxy = TcpProxy::start(upstream_of(&db.url)).await;
+    let a = Replica::start(&dir, &proxy.url_through(&db.url), Some(&slack), &extra).await;
+    let b = Replica::start(&dir, &db.url, Some(&slack), &extra).await;
+    let http = corral::http_client().unwrap();
+    let job = upgrade_started(&http, &a.url, &rancher).await;
+    wait_job(&http, &b.url, job, &["running"]).await;
+    // A loses the database; B reports the job interrupted once A's lease is over.
+    proxy.set(Mode::Closed);
+    wait_job(&http, &b.url, job, &["interrupted"]).await;
+    slack
+        .wait_for(30, |c| {
+            c.iter()
+                .any(|c| c.method == "chat.update" && c.text().contains("interrupted"))
+        })
+        .await;
+    // A comes back while its upgrade is still running, and finishes it.
+    proxy.set(Mode::Open);
+    let until = Instant::now() + Duration::from_secs(40);
+    loop {
+        let log = std::fs::read_to_string(&a.log).unwrap_or_default();
+        if log.contains("another replica ended this job") {
+            break;
+        }
+        assert!(Instant::now() < until, "A never noticed; its log:\n{log}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let v = wait_job(&http, &a.url, job, &["interrupted", "succeeded", "failed"]).await;
+    assert_eq!(
+        v["status"], "interrupted",
+        "A's late outcome did not land: {v}"
+    );
+    let updates: Vec<String> = slack
+        .calls_to("chat.update")
+        .iter()
+        .map(|c| c.text().to_string())
+        .collect();
+    assert!(
+        updates.last().is_some_and(|t| t.contains("interrupted")),
+        "{updates:#?}"
+    );
+    assert!(
+        !updates
+            .iter()
+            .any(|t| t.contains("succeeded") || t.contains("failed")),
+        "{updates:#?}"
+    );
+    let summaries = slack
+        .calls_to("chat.postMessage")
+        .into_iter()
+        .filter(|c| c.text().contains("*Done*") || c.text().contains("*Failed*"))
+        .count();
+    assert_eq!(summaries, 0, "no summary from A");
 }

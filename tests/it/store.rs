@@ -1121,6 +1121,8 @@ mod approvals {
                     target: "web".into(),
                     change: "1.0.0 → 2.0.0".into(),
                     skipped: None,
+                    details: Vec::new(),
+                    binds: String::new(),
                 }],
             }],
         }
@@ -1369,6 +1371,345 @@ mod approvals {
             );
             assert_eq!(s.job(job).await.unwrap().unwrap().status, JobStatus::Queued);
         }
+    }
+
+    /// `corral migrate` from a store of this version: an approval halfway through its
+    /// votes, the outbox (a delivered root, a message not sent yet, one a sender was in
+    /// the middle of), the pacing and a digest already sent all arrive, so after the move
+    /// the vote goes on counting, nothing is said twice and nothing is lost.
+    #[tokio::test]
+    async fn a_store_of_this_version_moves_to_postgres_with_approvals_outbox_and_firings() {
+        use corral::chat::Message;
+        use corral::store::{Claimed, NewMessage};
+        let dir = TempDir::new("store-copy-now");
+        let from = format!("sqlite://{}/now.db", dir.0.display());
+        let lite = corral::store::open(&from).await.unwrap();
+        let job = awaiting(lite.as_ref(), 2).await;
+        vote(lite.as_ref(), job, "U0BOB", VoteKind::Approve, true, 110)
+            .await
+            .unwrap();
+        lite.set_message(job, "C1", "1700000000.000100")
+            .await
+            .unwrap();
+        lite.enqueue(vec![
+            NewMessage::post(1_000, "C2", Message::text("not sent yet")),
+            NewMessage::post(1_001, "C3", Message::text("being sent when it stopped")),
+        ])
+        .await
+        .unwrap();
+        let mid_call = lite
+            .outbox_rows(None, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r.message.text.contains("being sent"))
+            .unwrap();
+        assert!(
+            lite.outbox_claim(mid_call.id, "old:1:1", 2_000, 1_000)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        lite.push_pacing("chat.postMessage", 5_000).await.unwrap();
+        let sent = || {
+            firing(
+                "digest:C1:0 9 * * *@UTC:86400",
+                "digest:C1:0 9 * * *@UTC",
+                86_400,
+                "sent",
+            )
+        };
+        assert_eq!(
+            lite.claim_firing(sent(), Box::new(|_| Ok(Effects::default())))
+                .await
+                .unwrap(),
+            Claimed::Now
+        );
+        let rows = lite.outbox_rows(None, 1000).await.unwrap();
+
+        let db = TestDb::new("copynow").await;
+        let report = corral::store::copy(&from, &db.url, &corral::store::Settings::default())
+            .await
+            .expect("copies");
+        assert_eq!(
+            (report.approvals, report.votes, report.firings, report.jobs),
+            (1, 1, 1, 1)
+        );
+        assert_eq!(report.outbox, rows.len());
+        assert!(report.outbox_pending >= 2, "{report:?}");
+        let text = report.to_string();
+        for line in [
+            "approvals: 1",
+            "votes: 1",
+            "scheduled firings: 1",
+            "not copied",
+        ] {
+            assert!(text.contains(line), "{line:?} in {text}");
+        }
+
+        let pg = corral::store::open(&db.url).await.unwrap();
+        assert_eq!(
+            pg.approval(job).await.unwrap(),
+            lite.approval(job).await.unwrap()
+        );
+        assert_eq!(
+            pg.pending_approvals().await.unwrap(),
+            lite.pending_approvals().await.unwrap()
+        );
+        assert_eq!(pg.outbox_rows(None, 1000).await.unwrap(), rows);
+        assert_eq!(
+            pg.messages(job).await.unwrap(),
+            lite.messages(job).await.unwrap()
+        );
+        assert_eq!(pg.pacing().await.unwrap(), lite.pacing().await.unwrap());
+        assert_eq!(
+            pg.latest_firing("digest:C1:0 9 * * *@UTC").await.unwrap(),
+            Some(sent())
+        );
+        // The digest sent before the move is not sent again after it.
+        assert_eq!(
+            pg.claim_firing(sent(), Box::new(|_| Ok(Effects::default())))
+                .await
+                .unwrap(),
+            Claimed::Before
+        );
+        // The row a sender held when the old process stopped comes back "unknown": the
+        // next sender looks for it in Slack before posting it again.
+        let row = pg
+            .outbox_claim(mid_call.id, "new:1:1", 10_000, 1_000)
+            .await
+            .unwrap()
+            .expect("claimable once the old lease is over");
+        assert!(row.unknown, "{row:?}");
+        // The votes carried count: Bob again is refused, Carol completes it.
+        assert!(
+            vote(pg.as_ref(), job, "U0BOB", VoteKind::Approve, true, 120)
+                .await
+                .is_err()
+        );
+        let d = vote(pg.as_ref(), job, "U0CAROL", VoteKind::Approve, true, 121)
+            .await
+            .unwrap();
+        assert!(completed(&d));
+        // New rows continue after the copied ids.
+        let max = rows.iter().map(|r| r.id).max().unwrap();
+        let after = pg
+            .enqueue(vec![NewMessage::post(20_000, "C2", Message::text("after"))])
+            .await
+            .unwrap();
+        assert!(
+            matches!(after[..], [corral::store::Enqueued::New(id)] if id > max),
+            "{after:?} after {max}"
+        );
+    }
+}
+
+/// A replica cut off from the database for longer than its job's lease comes back after
+/// another replica has reported the job interrupted: its late writes (progress, the final
+/// outcome, the root edit, the summary) are refused in the store and change nothing,
+/// while the writes of the replica holding a lease go through and nobody else's do. Time
+/// is a driven clock.
+#[tokio::test]
+async fn a_replica_back_after_its_lease_cannot_overwrite_interrupted() {
+    use corral::chat::Message;
+    use corral::clock::ManualClock;
+    use corral::store::{JobChange, NewMessage, Replica, Thread};
+    use std::time::Duration;
+    let dir = TempDir::new("store-lease-guard");
+    for (url, s, _db) in backends(&dir).await {
+        let clock = ManualClock::at_unix(1_700_000_000);
+        let c = clock.shared();
+        let lease = 30_000;
+        let a = Replica::this_process(c.unix_ms());
+        let j = s
+            .create_job(new_job(c.unix()), Box::new(|_| Ok(Effects::default())))
+            .await
+            .unwrap()
+            .unwrap();
+        // The thread root's key, as the reporter writes it.
+        let key = format!("job:{}:root", j.id);
+        let root =
+            |text: &str| NewMessage::edit(c.unix_ms(), key.clone(), Message::text(text)).job(j.id);
+        s.enqueue(vec![
+            NewMessage::post(c.unix_ms(), "C1", Message::text("queued"))
+                .keyed(key.clone())
+                .job(j.id),
+        ])
+        .await
+        .unwrap();
+        assert!(s.claim_job(j.id, &a.id, c.unix_ms() + lease).await.unwrap());
+        // While A holds the lease its writes go through; another replica's do not.
+        let progress = JobChange::Progress {
+            done: 1,
+            failed: 0,
+            total: 3,
+        };
+        assert!(
+            s.change_leased_job(
+                j.id,
+                &a.id,
+                JobChange::Status(JobStatus::Running),
+                c.unix(),
+                Effects::messages(vec![root("running")])
+            )
+            .await
+            .unwrap(),
+            "{url}"
+        );
+        assert!(
+            s.change_leased_job(
+                j.id,
+                &a.id,
+                progress.clone(),
+                c.unix(),
+                Effects::messages(vec![root("running 1/3")])
+            )
+            .await
+            .unwrap(),
+            "{url}"
+        );
+        assert!(
+            !s.change_leased_job(
+                j.id,
+                "other:9:9",
+                progress.clone(),
+                c.unix(),
+                Effects::messages(vec![root("not mine")])
+            )
+            .await
+            .unwrap(),
+            "{url}: only the lease holder writes"
+        );
+        // A is cut off: no heartbeat. Past the lease another replica ends the job.
+        clock.advance(Duration::from_millis(lease as u64 + 1));
+        let expired = s.expired_jobs(c.unix_ms(), lease).await.unwrap();
+        assert_eq!(
+            expired.iter().map(|e| e.id).collect::<Vec<_>>(),
+            vec![j.id],
+            "{url}"
+        );
+        let outcome = Outcome {
+            summary: "corral stopped while this job ran".into(),
+            ..Outcome::default()
+        };
+        let told = Effects::messages(vec![
+            root("⚠ interrupted"),
+            NewMessage::reply(
+                c.unix_ms(),
+                "C1",
+                Thread::Key(key.clone()),
+                Message::text("Interrupted"),
+            )
+            .job(j.id),
+        ]);
+        assert!(
+            s.interrupt_job(j.id, c.unix_ms(), lease, outcome, told)
+                .await
+                .unwrap()
+        );
+        // A comes back: its heartbeat renews nothing, and its final write, root edit and
+        // summary are refused, all or nothing.
+        clock.advance(Duration::from_secs(10));
+        assert_eq!(
+            s.heartbeat(&a, c.unix_ms(), c.unix_ms() + lease)
+                .await
+                .unwrap(),
+            0,
+            "{url}"
+        );
+        let rows_before = s.outbox_rows(Some(j.id), 100).await.unwrap();
+        let audit_before = s.audit_log(100).await.unwrap();
+        let finish = JobChange::Finish {
+            status: JobStatus::Succeeded,
+            outcome: Outcome {
+                succeeded: 3,
+                summary: "3 stacks upgraded".into(),
+                ..Outcome::default()
+            },
+        };
+        let late = Effects {
+            audit: vec![AuditEntry {
+                at: c.unix(),
+                actor: "corral".into(),
+                action: format!("job {} succeeded", j.id),
+                detail: String::new(),
+                source: Source::Slack,
+            }],
+            messages: vec![
+                root("✅ succeeded"),
+                NewMessage::reply(
+                    c.unix_ms(),
+                    "C1",
+                    Thread::Key(key.clone()),
+                    Message::text("Summary: 3 stacks upgraded"),
+                )
+                .job(j.id),
+            ],
+        };
+        assert!(
+            !s.change_leased_job(j.id, &a.id, finish, c.unix(), late)
+                .await
+                .unwrap(),
+            "{url}: the late final write is refused"
+        );
+        assert!(
+            !s.change_leased_job(
+                j.id,
+                &a.id,
+                progress,
+                c.unix(),
+                Effects::messages(vec![root("running 2/3")])
+            )
+            .await
+            .unwrap(),
+            "{url}"
+        );
+        let job = s.job(j.id).await.unwrap().unwrap();
+        assert_eq!(job.status, JobStatus::Interrupted, "{url}");
+        assert_eq!(
+            job.outcome.unwrap().summary,
+            "corral stopped while this job ran"
+        );
+        assert_eq!(
+            s.outbox_rows(Some(j.id), 100).await.unwrap(),
+            rows_before,
+            "{url}"
+        );
+        let root_now = s.outbox_get(&key).await.unwrap().unwrap();
+        assert_eq!(root_now.message.text, "⚠ interrupted", "{url}");
+        assert_eq!(s.audit_log(100).await.unwrap(), audit_before, "{url}");
+        // Nor can A take it again.
+        assert!(!s.claim_job(j.id, &a.id, c.unix_ms() + lease).await.unwrap());
+
+        // A lease that ran out with nobody ending the job yet is still A's: a replica
+        // back in time finishes its own job (better than an interruption).
+        let k = s
+            .create_job(new_job(c.unix()), Box::new(|_| Ok(Effects::default())))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(s.claim_job(k.id, &a.id, c.unix_ms() + lease).await.unwrap());
+        clock.advance(Duration::from_secs(60));
+        assert!(
+            s.change_leased_job(
+                k.id,
+                &a.id,
+                JobChange::Finish {
+                    status: JobStatus::Succeeded,
+                    outcome: Outcome::default(),
+                },
+                c.unix(),
+                Effects::default(),
+            )
+            .await
+            .unwrap(),
+            "{url}"
+        );
+        assert_eq!(
+            s.job(k.id).await.unwrap().unwrap().status,
+            JobStatus::Succeeded
+        );
+        assert!(s.expired_jobs(c.unix_ms(), lease).await.unwrap().is_empty());
     }
 }
 

@@ -18,6 +18,7 @@
 //!
 //! `--dry-run` stops after the plan: nothing that changes Rancher is sent.
 
+mod diff;
 mod execute;
 mod plan;
 

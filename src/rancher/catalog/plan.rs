@@ -14,18 +14,20 @@ use std::sync::Arc;
 use regex::Regex;
 use serde_json::Value;
 
-use super::{Detail, PlanError, Settings, StackResult, plural};
+use super::{Detail, PlanError, Settings, StackResult, diff, plural};
 use crate::command::CatalogUpgrade;
-use crate::job::{Failure, Outcome, PlanGroup, PlanItem, Progress, ProgressTx};
+use crate::job::{Failure, Outcome, PlanDetail, PlanGroup, PlanItem, Progress, ProgressTx};
 use crate::rancher::client::{Client, Filter, RancherError};
 use crate::rancher::model::{Project, Stack, Template, TemplateVersion};
-use crate::rancher::version::{CatalogId, Target, Verdict, classify};
+use crate::rancher::version::{CatalogId, Origin, Target, Verdict, classify, origin};
 
 /// What the plan resolved about the target version in one scope.
 pub(super) struct Resolved {
     pub target: Target,
     pub docker_compose: String,
     pub rancher_compose: Option<String>,
+    /// revision → link of every version of the template (to read a stack's current one).
+    pub links: BTreeMap<String, String>,
 }
 
 /// Why a scope has no usable version: the failure to answer if no scope has one, and
@@ -46,6 +48,9 @@ pub(super) struct EnvPlan {
     pub stacks: Vec<(Stack, Verdict)>,
     /// The environment's stacks could not be read.
     pub error: Option<RancherError>,
+    /// Stack id → what changes inside it (images, questions) and the digest of the
+    /// compose files it is decided on.
+    pub diffs: BTreeMap<String, (Vec<PlanDetail>, String)>,
 }
 
 /// The whole plan.
@@ -230,6 +235,7 @@ fn check_version(
         },
         docker_compose,
         rancher_compose: tv.file("rancher-compose.yml").map(str::to_string),
+        links: BTreeMap::new(),
     })
 }
 
@@ -265,7 +271,13 @@ async fn resolve(
             &e,
         ))
     })?;
-    check_version(cmd, tv, versions)
+    let mut resolved = check_version(cmd, tv, versions)?;
+    resolved.links = template
+        .version_links
+        .values()
+        .filter_map(|l| Some((revision_of_link(l)?, l.clone())))
+        .collect();
+    Ok(resolved)
 }
 
 /// Whether an externalId claims to come from this catalog (parseable or not).
@@ -309,6 +321,7 @@ async fn env_plan(
                 resolved,
                 stacks: Vec::new(),
                 error: Some(e),
+                diffs: BTreeMap::new(),
             };
         }
     };
@@ -335,6 +348,7 @@ async fn env_plan(
         resolved,
         stacks,
         error: None,
+        diffs: BTreeMap::new(),
     }
 }
 
@@ -386,12 +400,83 @@ pub(super) async fn make(
         };
         env_plan(client, cmd, project, resolved).await
     });
-    let envs: Vec<EnvPlan> = futures::future::join_all(reads).await;
+    let mut envs: Vec<EnvPlan> = futures::future::join_all(reads).await;
+    add_diffs(client, &mut envs, global_ref.is_some()).await;
     let first = match global {
         Ok(r) => r,
         Err(global_miss) => first_resolved(envs.iter().map(|e| &e.resolved), global_miss)?,
     };
     Ok(Plan { envs, seen, first })
+}
+
+/// Reads the current template version of every stack to upgrade (once per revision and
+/// scope: the global catalogs when the target came from them, else the environment's)
+/// and works out what changes inside each stack. A version the catalog no longer has (or
+/// cannot give) is replaced by the compose texts the stack itself was deployed with.
+async fn add_diffs(client: &Client, envs: &mut [EnvPlan], global: bool) {
+    let mut wanted: BTreeMap<(Option<String>, String), String> = BTreeMap::new();
+    for e in envs.iter() {
+        let Ok(r) = &e.resolved else { continue };
+        let scope = (!global).then(|| e.project.id.clone());
+        for (s, v) in &e.stacks {
+            let Verdict::Upgrade { .. } = v else { continue };
+            let Some(rev) = revision_of(&s.external_id) else {
+                continue;
+            };
+            if let Some(link) = r.links.get(&rev) {
+                wanted.insert((scope.clone(), rev), link.clone());
+            }
+        }
+    }
+    let reads = wanted.into_iter().map(|(key, link)| async move {
+        let tv = client.template_version(&link, key.0.as_deref()).await;
+        (key, tv.ok())
+    });
+    let current: BTreeMap<(Option<String>, String), Option<TemplateVersion>> =
+        futures::future::join_all(reads).await.into_iter().collect();
+    for e in envs.iter_mut() {
+        let Ok(r) = &e.resolved else { continue };
+        let scope = (!global).then(|| e.project.id.clone());
+        let target = diff::Files {
+            docker_compose: Some(r.docker_compose.as_str()),
+            rancher_compose: r.rancher_compose.as_deref(),
+        };
+        for (s, v) in &e.stacks {
+            let Verdict::Upgrade { .. } = v else { continue };
+            let tv = revision_of(&s.external_id)
+                .and_then(|rev| current.get(&(scope.clone(), rev)))
+                .and_then(Option::as_ref);
+            let nonempty =
+                |t: &'_ str| Some(t).filter(|t| !t.trim().is_empty()).map(str::to_string);
+            let (dc, rc) = match tv {
+                Some(tv) => (
+                    tv.file("docker-compose.yml").map(str::to_string),
+                    tv.file("rancher-compose.yml").map(str::to_string),
+                ),
+                None => (nonempty(&s.docker_compose), nonempty(&s.rancher_compose)),
+            };
+            let was = diff::Files {
+                docker_compose: dc.as_deref(),
+                rancher_compose: rc.as_deref(),
+            };
+            let answers = diff::answers(s.environment.as_ref());
+            e.diffs.insert(
+                s.id.clone(),
+                (
+                    diff::diff(was, target, &answers),
+                    diff::fingerprint(was, target),
+                ),
+            );
+        }
+    }
+}
+
+/// The revision of a catalog stack's externalId (`catalog://lib:web:3` → `3`).
+fn revision_of(external_id: &str) -> Option<String> {
+    match origin(external_id) {
+        Origin::Catalog(id) => Some(id.revision),
+        _ => None,
+    }
 }
 
 /// The first environment's resolved version; when none has one, the failure to answer:
@@ -437,6 +522,8 @@ impl Plan {
                         target: "(stack list)".into(),
                         change: String::new(),
                         skipped: Some(format!("cannot be read: {err}")),
+                        details: Vec::new(),
+                        binds: String::new(),
                     }],
                     None => e.stacks.iter().map(|(s, v)| plan_item(e, s, v)).collect(),
                 },
@@ -523,21 +610,30 @@ impl Plan {
 
 fn plan_item(e: &EnvPlan, s: &Stack, v: &Verdict) -> PlanItem {
     match (v, &e.resolved) {
-        (Verdict::Upgrade { from }, Ok(r)) => PlanItem {
-            target: s.name.clone(),
-            change: format!("{from} → {}", r.target.version),
-            skipped: None,
-        },
+        (Verdict::Upgrade { from }, Ok(r)) => {
+            let (details, binds) = e.diffs.get(&s.id).cloned().unwrap_or_default();
+            PlanItem {
+                target: s.name.clone(),
+                change: format!("{from} → {}", r.target.version),
+                skipped: None,
+                details,
+                binds,
+            }
+        }
         (Verdict::Skip(why), _) => PlanItem {
             target: s.name.clone(),
             change: String::new(),
             skipped: Some(why.clone()),
+            details: Vec::new(),
+            binds: String::new(),
         },
         // An upgrade verdict is only given where the version resolved.
         (Verdict::Upgrade { .. }, Err(m)) => PlanItem {
             target: s.name.clone(),
             change: String::new(),
             skipped: Some(m.reason.clone()),
+            details: Vec::new(),
+            binds: String::new(),
         },
     }
 }

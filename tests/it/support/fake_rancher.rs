@@ -637,6 +637,28 @@ impl FakeRancher {
         self.push_template(None, catalog, folder, versions);
     }
 
+    /// Replaces (or adds) one file of a template version, as a catalog refresh would.
+    pub fn set_template_file(
+        &self,
+        catalog: &str,
+        folder: &str,
+        revision: &str,
+        name: &str,
+        text: &str,
+    ) {
+        let mut st = self.st();
+        for t in st
+            .templates
+            .iter_mut()
+            .filter(|t| t.catalog == catalog && t.folder == folder)
+        {
+            for (r, _, files) in t.versions.iter_mut().filter(|(r, _, _)| r == revision) {
+                let _ = r;
+                files.insert(name.to_string(), text.to_string());
+            }
+        }
+    }
+
     /// Adds a template in a catalog added to one environment only: seen by requests that
     /// select that environment, by no other.
     pub fn add_template_in(
@@ -1403,9 +1425,48 @@ fn catalog(st: &State, id: &str, uri: &Uri, scope: Option<&str>) -> Response {
                "links": {"self": link(r), "template": format!("{}/v1-catalog/templates/{tid}", st.base)},
                "actions": {}, "templateId": tid, "revision": revision, "version": v,
                "minimumRancherVersion": "", "maximumRancherVersion": "", "upgradeFrom": "",
-               "labels": {}, "files": files, "questions": [], "bindings": {},
+               "labels": {}, "files": files, "questions": questions(files), "bindings": {},
                "upgradeVersionLinks": later}),
     )
+}
+
+/// The `questions` of a template version as the catalog service builds them: the
+/// `.catalog:` (or `catalog:`) section's `questions` of its `rancher-compose.yml`, every
+/// default as a string (reference/rancher-api.md §8; the legacy capture's shape).
+fn questions(files: &BTreeMap<String, String>) -> Value {
+    let text = files
+        .get("rancher-compose.yml")
+        .or_else(|| files.get("rancher-compose.yml.tpl"))
+        .map_or("", String::as_str);
+    let Ok(doc) = serde_norway::from_str::<serde_norway::Value>(text) else {
+        return json!([]);
+    };
+    let catalog = doc.get(".catalog").or_else(|| doc.get("catalog"));
+    let Some(serde_norway::Value::Sequence(list)) = catalog.and_then(|c| c.get("questions")) else {
+        return json!([]);
+    };
+    let text_of = |v: Option<&serde_norway::Value>| match v {
+        Some(serde_norway::Value::String(s)) => s.clone(),
+        Some(serde_norway::Value::Number(n)) => n.to_string(),
+        Some(serde_norway::Value::Bool(b)) => b.to_string(),
+        _ => String::new(),
+    };
+    let list: Vec<Value> = list
+        .iter()
+        .map(|q| {
+            json!({
+                "variable": text_of(q.get("variable")),
+                "label": text_of(q.get("label")),
+                "description": text_of(q.get("description")),
+                "type": match text_of(q.get("type")) { t if t.is_empty() => "string".to_string(), t => t },
+                "required": q.get("required").and_then(serde_norway::Value::as_bool).unwrap_or(false),
+                "default": text_of(q.get("default")),
+                "group": "", "invalidChars": "", "validChars": "",
+                "max": 0, "maxLength": 0, "min": 0, "minLength": 0, "options": null,
+            })
+        })
+        .collect();
+    Value::Array(list)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod fake_slack;
 pub mod files;
 pub mod postgres;
 pub mod tcp_proxy;
+pub mod webdriver;
 
 /// Unix seconds now, for signing requests the way Slack does at the moment it sends them.
 pub fn now() -> i64 {
