@@ -13,6 +13,9 @@
 # Needs: wrk (apt-get install wrk), python3, curl; PostgreSQL 15 (apt-get install
 # postgresql-15) unless PG=0; node+npm for the Bolt-JS baseline.
 # CORRAL_BIN=path runs that binary instead of building this tree (before/after comparisons).
+# CORRAL_BEFORE_BIN=path also runs that (older) binary in the same run, on the same
+# PostgreSQL database (same schema) and a SQLite file of its own, right after this one,
+# and prints its ratios too.
 # Usage: bench/ack.sh [seconds]   (default 15)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -112,9 +115,21 @@ if [ "${PG:-1}" != 0 ]; then
   PG_RPS=$C_RPS PG_P99=$C_P99
 fi
 corral_run corral "sqlite://bench.db"
+ratios() { # label, sqlite rps, pg rps, sqlite p99, pg p99
+  python3 -c "import sys; s,p,sp,pp=map(float,sys.argv[2:6]); print(f'  {sys.argv[1]}PostgreSQL vs SQLite: throughput {p/s:.2f}x, p99 {pp/sp:.2f}x (target: within 2x)')" "$@"
+}
 if [ -n "${PG_RPS:-}" ]; then
-  python3 -c "import sys; s,p,sp,pp=map(float,sys.argv[1:5]); print(f'  PostgreSQL vs SQLite: throughput {p/s:.2f}x, p99 {pp/sp:.2f}x (target: within 2x)')" \
-    "$C_RPS" "$PG_RPS" "$C_P99" "$PG_P99"
+  ratios "" "$C_RPS" "$PG_RPS" "$C_P99" "$PG_P99"
+fi
+if [[ -n ${CORRAL_BEFORE_BIN:-} && -n ${PG_RPS:-} ]]; then
+  NOW_BIN=$BIN NOW_RPS=$C_RPS NOW_P99=$C_P99 NOW_RSS=$C_RSS
+  BIN=$(realpath "$CORRAL_BEFORE_BIN")
+  # The same database (a status only reads; the schema is the same).
+  corral_run before-pg "$CORRAL_TEST_POSTGRES_URL"
+  B_PG_RPS=$C_RPS B_PG_P99=$C_P99
+  corral_run before "sqlite://bench-before.db"
+  ratios "before: " "$C_RPS" "$B_PG_RPS" "$C_P99" "$B_PG_P99"
+  BIN=$NOW_BIN C_RPS=$NOW_RPS C_P99=$NOW_P99 C_RSS=$NOW_RSS
 fi
 
 # Baselines, same signed request, same machine, same run: Bolt for JavaScript (HTTPReceiver)

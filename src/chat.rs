@@ -159,6 +159,33 @@ pub(crate) trait Directory: Send + Sync + 'static {
     async fn group_members(&self, group: &str) -> Result<Vec<String>, ChatError>;
 }
 
+/// A dialog with one optional text input, opened for the person who clicked (Slack's
+/// `views.open` with the click's `trigger_id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Modal {
+    /// Routes the submission (`approval.deny`).
+    pub callback_id: String,
+    pub title: String,
+    /// The text above the input.
+    pub text: String,
+    /// Given back with the submission, untouched by the person (never trust it alone).
+    pub private_metadata: String,
+    /// The input's block id and action id (the submission's `state.values` keys).
+    pub input_block: String,
+    pub input_action: String,
+    pub input_label: String,
+    pub input_max: u64,
+    pub submit: String,
+}
+
+/// Opens modals. Not through the outbox: a `trigger_id` is good for 3 seconds and once,
+/// so the call is made at once by the click's handler or not at all (its failure is the
+/// click's to handle), and nothing is left to retry.
+#[async_trait]
+pub(crate) trait Modals: Send + Sync + 'static {
+    async fn open_modal(&self, trigger_id: &str, modal: &Modal) -> Result<(), ChatError>;
+}
+
 /// What went wrong delivering a message, classified for the sender.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChatError {

@@ -370,6 +370,36 @@ impl HttpConfig {
     }
 }
 
+/// `CORRAL_PLAYGROUND` (loopback | on | off), `CORRAL_PLAYGROUND_INPUT`,
+/// `CORRAL_PLAYGROUND_MAX_STREAMS`, `CORRAL_PLAYGROUND_STREAM_LIFETIME`.
+fn playground_settings(env: &Env) -> Result<crate::playground::Config, ConfigError> {
+    let d = crate::playground::Config::default();
+    let mode = match env.lookup(&["CORRAL_PLAYGROUND"]) {
+        None => d.mode,
+        Some((var, v)) => v
+            .parse()
+            .map_err(|e: String| ConfigError::invalid(var, e))?,
+    };
+    let c = crate::playground::Config {
+        mode,
+        input: env.boolean(&["CORRAL_PLAYGROUND_INPUT"], d.input)?,
+        max_streams: env.number(
+            &["CORRAL_PLAYGROUND_MAX_STREAMS"],
+            d.max_streams as u64,
+            1..=1024,
+        )? as usize,
+        stream_lifetime: env.duration(&["CORRAL_PLAYGROUND_STREAM_LIFETIME"], d.stream_lifetime)?,
+        heartbeat: d.heartbeat,
+    };
+    if c.stream_lifetime < Duration::from_secs(1) {
+        return Err(ConfigError::invalid(
+            "CORRAL_PLAYGROUND_STREAM_LIFETIME",
+            "must be at least 1s",
+        ));
+    }
+    Ok(c)
+}
+
 /// The outbox's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutboxConfig {
@@ -438,6 +468,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub replicas: ReplicaConfig,
     pub http: HttpConfig,
+    /// The playground page (`CORRAL_PLAYGROUND*`).
+    pub playground: crate::playground::Config,
 }
 
 impl Config {
@@ -471,7 +503,23 @@ impl Config {
             replicas: replica_settings(env)?,
             log_format: LogFormat::from_env(env)?,
             http: HttpConfig::from_env(env)?,
+            playground: playground_settings(env)?,
         })
+    }
+
+    /// Whether any Slack destination (bot token or incoming webhook) is configured.
+    pub fn slack_configured(&self) -> bool {
+        self.slack.bot_token.is_some() || self.slack.webhook_url.is_some()
+    }
+
+    /// The channel the playground shows: the first announcement channel, else (Slack
+    /// off) its own `playground` channel; `None` when Slack is on and no channel is set.
+    pub fn playground_channel(&self) -> Option<String> {
+        match self.channels.first() {
+            Some(c) => Some(c.clone()),
+            None if !self.slack_configured() => Some(crate::playground::CHANNEL.to_string()),
+            None => None,
+        }
     }
 
     /// Lines saying which integrations are off and why, for start-up and `corral check`.

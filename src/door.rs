@@ -19,14 +19,17 @@ pub enum Source {
     Cli,
     /// releasestatus's `/start /stop /block /unblock`.
     ReleaseStatus,
+    /// The local playground page (`/playground`), names chosen there.
+    Playground,
 }
 
 impl Source {
-    pub(crate) const ALL: [Source; 4] = [
+    pub(crate) const ALL: [Source; 5] = [
         Source::Slack,
         Source::Api,
         Source::Cli,
         Source::ReleaseStatus,
+        Source::Playground,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -35,6 +38,7 @@ impl Source {
             Source::Api => "api",
             Source::Cli => "cli",
             Source::ReleaseStatus => "releasestatus",
+            Source::Playground => "playground",
         }
     }
 }
@@ -92,5 +96,10 @@ mod tests {
         assert_eq!(identity(Source::Api, "api:ci"), "api:ci");
         assert_eq!(identity(Source::Cli, "api:ci"), "cli:api:ci");
         assert_eq!(identity(Source::ReleaseStatus, "bob"), "releasestatus:bob");
+        assert_eq!(identity(Source::Playground, "alice"), "playground:alice");
+        assert_eq!(
+            identity(Source::Playground, "playground:alice"),
+            "playground:alice"
+        );
     }
 }

@@ -10,6 +10,7 @@
 
 // Doors: what the outside world calls.
 pub mod api;
+pub mod playground;
 pub mod slack;
 
 // Orchestration and its configuration.

@@ -148,16 +148,28 @@ fn slack_chat(config: &Config) -> anyhow::Result<Option<Arc<dyn Chat>>> {
 }
 
 async fn serve() -> anyhow::Result<ExitCode> {
-    let config = Arc::new(load_config()?);
+    let mut config = load_config()?;
     let store = corral::store::open_with(config.database_url.expose(), &config.database)
         .await
         .context("store")?;
-    let chat: Arc<dyn Chat> = match slack_chat(&config)? {
-        Some(c) => c,
-        None => Arc::new(LogChat::default()),
-    };
-    for line in config.disabled_integrations() {
-        tracing::warn!("{line}");
+    let slack = slack_chat(&config)?;
+    let nothing_configured = slack.is_none();
+    // The playground is one more destination (in front of Slack's, or alone).
+    let (chat, playground) =
+        corral::playground::http::prepare(&mut config, slack, corral::clock::system())
+            .context("playground")?;
+    let config = Arc::new(config);
+    let off = config.disabled_integrations();
+    if nothing_configured && playground.is_some() {
+        // A first run: one line about what is off, so the playground's URL is what one sees.
+        tracing::info!(
+            "{} integrations are off (Slack, Rancher, the API…); `corral check` says how to set each",
+            off.len()
+        );
+    } else {
+        for line in off {
+            tracing::warn!("{line}");
+        }
     }
     let app = App::new(config.clone(), store, chat);
     app.start_sender();
@@ -180,13 +192,26 @@ async fn serve() -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    tracing::info!(address = %listener.local_addr()?, store = %config.database_url, "corral is serving");
-    corral::api::serve::serve(
-        listener,
-        corral::api::router(app.clone()),
-        config.http,
-        shutdown_signal(),
-    )
+    let addr = listener.local_addr()?;
+    tracing::info!(address = %addr, store = %config.database_url, "corral is serving");
+    let mut router = corral::api::router(app.clone());
+    if let Some(hub) = &playground {
+        router = router.merge(corral::playground::http::router(app.clone(), hub.clone()));
+        // The URL carries the login token: printed for the person at the terminal, never
+        // logged.
+        println!(
+            "corral playground: {}",
+            corral::playground::http::url(hub, addr)
+        );
+    }
+    let closing = playground.clone();
+    corral::api::serve::serve(listener, router, config.http, async move {
+        shutdown_signal().await;
+        // Open event feeds end, so the graceful shutdown does not wait on them.
+        if let Some(hub) = closing {
+            hub.close();
+        }
+    })
     .await;
     if let Some(s) = socket {
         s.shutdown().await;

@@ -148,7 +148,7 @@ impl Policy {
             for m in members {
                 if !is_member_id(m) {
                     return Err(format!(
-                        "roles.{role}: {m:?} is not a Slack user or group id (U…, W…, S…) or an API caller (api:NAME)"
+                        "roles.{role}: {m:?} is not a Slack user or group id (U…, W…, S…), an API caller (api:NAME) or a playground name (playground:NAME)"
                     ));
                 }
             }
@@ -421,12 +421,15 @@ fn family(name: &str) -> Option<Family> {
 }
 
 /// A role member: a Slack id, or an API caller as corral names it (`api:ci-bot`).
+/// A Slack id, an API caller (`api:NAME`) or a playground name (`playground:NAME`).
 fn is_member_id(s: &str) -> bool {
     is_slack_id(s)
-        || s.strip_prefix("api:").is_some_and(|n| {
-            !n.is_empty()
-                && n.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        || ["api:", "playground:"].iter().any(|door| {
+            s.strip_prefix(door).is_some_and(|n| {
+                !n.is_empty()
+                    && n.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            })
         })
 }
 

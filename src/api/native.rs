@@ -177,6 +177,17 @@ async fn audit(
             format!("user is longer than {MAX_USER}"),
         );
     }
+    // No identity holds a control character (the doors refuse them), and PostgreSQL
+    // refuses a NUL in text: the store would answer 503 for the caller's mistake.
+    if user
+        .as_ref()
+        .is_some_and(|u| u.chars().any(char::is_control))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "user must be printable characters (no control characters)",
+        );
+    }
     stored("audit", app.store.audit_query(since, user, n).await)
 }
 

@@ -12,6 +12,12 @@
 //! * **Connections**: at most `CORRAL_HTTP_MAX_CONNECTIONS` open at once; past that the
 //!   accept loop waits (new clients queue in the kernel's backlog, costing corral no file
 //!   descriptor) until a connection ends, which the two timeouts above guarantee.
+//! * **Long responses**: the two timeouts bound what a client sends, not how long a
+//!   response lasts. The one response that lasts (the playground's event feed) is bounded
+//!   on its own: a cap on open feeds well under the connection cap, a lifetime after which
+//!   the page reconnects, and an end when the server shuts down (`playground::http`).
+//! * **Peer**: every request carries `ConnectInfo<SocketAddr>` (the playground answers
+//!   loopback clients only).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -50,7 +56,7 @@ pub async fn serve(
         };
         let stream = tokio::select! {
             r = listener.accept() => match r {
-                Ok((s, _)) => s,
+                Ok(s) => s,
                 Err(e) => {
                     // Out of descriptors or a connection reset before accept: wait a
                     // little rather than spin.
@@ -61,8 +67,18 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
+        let (stream, peer) = stream;
         let _ = stream.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        // Handlers may ask who is on the other end (`ConnectInfo<SocketAddr>`).
+        let with_peer = tower::util::MapRequest::new(
+            router.clone(),
+            move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                req
+            },
+        );
+        let service = hyper_util::service::TowerToHyperService::new(with_peer);
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(limits.header_timeout)

@@ -440,6 +440,21 @@ pub fn decide_vote(ballot: &Ballot, c: &Cast) -> Result<ApprovalDecision, String
     })
 }
 
+/// Refuses a vote cast for `round` when the approval has moved on to another.
+fn stale_round(ballot: &Ballot, round: Option<u32>) -> Result<(), String> {
+    match (round, &ballot.approval) {
+        (Some(r), Some(a)) if a.round != r => Err(stale_card_text(ballot.job.id)),
+        _ => Ok(()),
+    }
+}
+
+/// What the clicker of an out-of-date card is told.
+pub(crate) fn stale_card_text(job_id: i64) -> String {
+    format!(
+        "That card is out of date: the plan of job #{job_id} changed and it asks again in its thread. Nothing was recorded."
+    )
+}
+
 /// `": note"` (sanitised) for the thread, or nothing.
 fn note_suffix(note: &str) -> String {
     if note.is_empty() {
@@ -779,6 +794,22 @@ impl App {
         kind: VoteKind,
         note: &str,
     ) -> VoteReply {
+        self.vote_in_round(job_id, voter, source, kind, note, None)
+            .await
+    }
+
+    /// [`App::vote`] for a card's button: with `round`, the vote counts only while the
+    /// approval is still in that round, judged inside the transaction (a plan that
+    /// changed a moment before is never approved by a click on the old card).
+    pub(crate) async fn vote_in_round(
+        &self,
+        job_id: i64,
+        voter: &str,
+        source: Source,
+        kind: VoteKind,
+        note: &str,
+        round: Option<u32>,
+    ) -> VoteReply {
         let voter = crate::door::identity(source, voter);
         let (a, _) = match self.store.approval(job_id).await {
             Ok(Some(a)) => a,
@@ -789,7 +820,13 @@ impl App {
         let now = cast.now;
         let result = self
             .store
-            .decide_approval(job_id, Box::new(move |b| decide_vote(b, &cast)))
+            .decide_approval(
+                job_id,
+                Box::new(move |b| {
+                    stale_round(b, round)?;
+                    decide_vote(b, &cast)
+                }),
+            )
             .await;
         self.outbox.wake();
         match result {

@@ -121,8 +121,11 @@ impl App {
             "approval" => self.approval_click(&click).await,
             _ => "This button no longer does anything.".to_string(),
         };
+        // An empty answer: the click opened a dialog, which is its answer.
         let now = self.clock.unix_ms();
-        if let Some(row) = click.answer(now, text.clone()) {
+        if !text.is_empty()
+            && let Some(row) = click.answer(now, text.clone())
+        {
             self.say(vec![row]).await;
         }
         ClickAck { text }
@@ -146,15 +149,21 @@ impl App {
         };
         match self.store.approval(job).await {
             Ok(Some((a, _))) if a.round != round => {
-                return format!(
-                    "That card is out of date: the plan of job #{job} changed and it asks again in its thread. Nothing was recorded."
-                );
+                return super::approval::stale_card_text(job);
             }
             _ => {}
         }
-        self.vote(job, &click.user, click.source, kind, "")
-            .await
-            .text
+        match kind {
+            crate::job::approval::VoteKind::Deny => self.deny_click(click, job).await,
+            // The round is judged again inside the vote's transaction: the check above
+            // leaves a moment in which the plan changes and the old card's click would
+            // count for the new one.
+            crate::job::approval::VoteKind::Approve => {
+                self.vote_in_round(job, &click.user, click.source, kind, "", Some(round))
+                    .await
+                    .text
+            }
+        }
     }
 }
 

@@ -16,6 +16,7 @@
 
 pub mod approval;
 pub mod card;
+pub mod deny;
 pub mod digest;
 pub mod dispatch;
 pub mod freeze;
@@ -51,10 +52,11 @@ use runner::Runner;
 
 /// Where the answer to a mention (or a click) goes: its thread, or the person.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ReplyTo {
+pub struct ReplyTo {
     pub channel: String,
-    /// The thread to answer in-channel replies in.
-    pub thread_ts: String,
+    /// The thread to answer in-channel replies in: a Slack `ts`, or the key of a post
+    /// still on its way (the playground's mentions).
+    pub thread: Thread,
     /// Who sees ephemeral answers.
     pub user: String,
 }
@@ -179,6 +181,8 @@ pub struct App {
     limiter: UserLimiter,
     /// Slack user groups' members (roles naming `S…`).
     pub groups: groups::Groups,
+    /// Opens modals (the Deny reason), with the bot token; none without one.
+    modals: Option<Arc<dyn crate::chat::Modals>>,
 }
 
 impl App {
@@ -219,12 +223,13 @@ impl App {
             lease: config.replicas.job_lease,
         });
         let limiter = UserLimiter::new(config.slack.user_rate, store.clone(), clock.clone());
-        let directory: Option<Arc<dyn crate::chat::Directory>> =
-            config.slack.bot_token.as_ref().and_then(|token| {
-                crate::slack::web::SlackChat::new(&config.slack.api_url, token)
-                    .map(|c| Arc::new(c.with_deadline(config.slack.timeout)) as _)
-                    .ok()
-            });
+        let web = config.slack.bot_token.as_ref().and_then(|token| {
+            crate::slack::web::SlackChat::new(&config.slack.api_url, token)
+                .map(|c| Arc::new(c.with_deadline(config.slack.timeout)))
+                .ok()
+        });
+        let directory = web.clone().map(|c| c as Arc<dyn crate::chat::Directory>);
+        let modals = web.map(|c| c as Arc<dyn crate::chat::Modals>);
         let groups = groups::Groups::new(directory, clock.clone());
         Arc::new(App {
             config,
@@ -239,6 +244,7 @@ impl App {
             replica,
             limiter,
             groups,
+            modals,
         })
     }
 
@@ -296,18 +302,15 @@ impl App {
     /// The pipeline, answering in Slack too: the reply goes to `to` (in its thread for
     /// changes, to the person otherwise) through the outbox — in the same transaction as
     /// a lock change it reports.
-    pub(crate) async fn handle_replying(&self, req: Request, to: ReplyTo) -> Reply {
+    pub async fn handle_replying(&self, req: Request, to: ReplyTo) -> Reply {
         let reply = self.handle_inner(req, Some(&to)).await;
         if !reply.written {
             let now = self.clock.unix_ms();
             let msg = Message::text(reply.text.clone());
             let row = match reply.visibility {
-                Visibility::InChannel => NewMessage::reply(
-                    now,
-                    to.channel.clone(),
-                    Thread::Ts(to.thread_ts.clone()),
-                    msg,
-                ),
+                Visibility::InChannel => {
+                    NewMessage::reply(now, to.channel.clone(), to.thread.clone(), msg)
+                }
                 Visibility::Ephemeral => {
                     NewMessage::ephemeral(now, to.channel.clone(), to.user.clone(), msg)
                 }
@@ -695,7 +698,7 @@ impl Said {
             out.push(NewMessage::reply(
                 self.now_ms,
                 to.channel.clone(),
-                Thread::Ts(to.thread_ts.clone()),
+                to.thread.clone(),
                 Message::text(text),
             ));
         }

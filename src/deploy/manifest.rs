@@ -5,7 +5,10 @@
 //! `checksum`, `sync_strategy` or `dest_mode` is refused before any command runs, naming
 //! the field), `must_env` on an undefined variable is an error instead of a crash, and
 //! `dest_mode` follows YAML 1.1 (`0711` is octal, `711` decimal) even though the YAML
-//! library speaks 1.2.
+//! library speaks 1.2. A relative `src` (`src: app.tar.gz`) is resolved against the
+//! manifest's own URL, as a link in a page is ([`parse_at`]), so a manifest and its
+//! archive can be published (or committed) side by side; the result is checked against
+//! the allow-list like any `src`.
 
 use std::path::PathBuf;
 
@@ -158,11 +161,57 @@ pub(crate) fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-/// Parses and validates a manifest, templates expanded with `env`.
+/// Parses and validates a manifest, templates expanded with `env`; `src` must be an
+/// absolute URL.
 pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Manifest, ManifestError> {
+    parse_with(text, env, None)
+}
+
+/// [`parse`] for a manifest fetched from `manifest_url`: a relative `src` is resolved
+/// against it (see the module).
+pub fn parse_at(
+    text: &str,
+    env: EnvLookup<'_>,
+    manifest_url: &str,
+) -> Result<Manifest, ManifestError> {
+    parse_with(text, env, Some(manifest_url))
+}
+
+/// A `src` as written, or resolved against `base` when it is a relative reference. The
+/// base's credentials (`user:pass@`) are not carried over: they would be shown with the
+/// `src` in the channel.
+fn resolve_src(src: String, base: Option<&str>) -> Result<String, ManifestError> {
+    let Some(base) = base else { return Ok(src) };
+    match url::Url::parse(&src) {
+        Err(url::ParseError::RelativeUrlWithoutBase) => {}
+        _ => return Ok(src),
+    }
+    let mut base = url::Url::parse(base).map_err(|e| {
+        ManifestError::new("src", format!("{src}: the manifest URL is not a URL: {e}"))
+    })?;
+    let _ = base.set_username("");
+    let _ = base.set_password(None);
+    base.join(&src).map(String::from).map_err(|e| {
+        ManifestError::new(
+            "src",
+            format!("{src} cannot be resolved against the manifest's URL: {e}"),
+        )
+    })
+}
+
+/// See [`parse`] and [`parse_at`].
+fn parse_with(
+    text: &str,
+    env: EnvLookup<'_>,
+    base: Option<&str>,
+) -> Result<Manifest, ManifestError> {
     let text = expand_template(text, env)?;
     let raw = read_raw(&text)?;
-    let src = raw.src.filter(|s| !s.is_empty());
+    let src = raw
+        .src
+        .filter(|s| !s.is_empty())
+        .map(|s| resolve_src(s, base))
+        .transpose()?;
     let checksum = checksum_field(&text, raw.checksum)?;
     if src.is_some() && checksum.is_none() {
         return Err(ManifestError::new(
@@ -505,6 +554,53 @@ mod tests {
 
     fn p(text: &str) -> Result<Manifest, ManifestError> {
         parse(text, &no_env)
+    }
+
+    #[test]
+    fn a_relative_src_is_resolved_against_the_manifest_url() {
+        let sum = "e0840daaa97cd2cf2175f9e5d133ffb3324a2b93";
+        let at = |src: &str, url: &str| {
+            parse_at(
+                &format!("src: {src}\nchecksum: {sum}\ndest: /srv/x\n"),
+                &no_env,
+                url,
+            )
+            .map(|m| m.src.unwrap_or_default())
+        };
+        let file = "file:///work/examples/hello.yml#corral-job=7";
+        assert_eq!(
+            at("hello.tar.gz", file).unwrap(),
+            "file:///work/examples/hello.tar.gz"
+        );
+        assert_eq!(
+            at("./sub/a.tgz", file).unwrap(),
+            "file:///work/examples/sub/a.tgz"
+        );
+        // Leaving the manifest's folder resolves as a link would; the allow-list judges it.
+        assert_eq!(at("../../etc/a.tgz", file).unwrap(), "file:///etc/a.tgz");
+        assert_eq!(
+            at("a.tgz", "https://u:secret@h.example/app/m.yml").unwrap(),
+            "https://h.example/app/a.tgz",
+            "no credentials carried over"
+        );
+        assert_eq!(
+            at("a.tgz", "s3://bucket/app/m.yml").unwrap(),
+            "s3://bucket/app/a.tgz"
+        );
+        // An absolute src stays as written.
+        assert_eq!(
+            at("https://other.example/a.tgz", file).unwrap(),
+            "https://other.example/a.tgz"
+        );
+        // Without a manifest URL (parse), a relative src is still refused.
+        let e = p(&format!(
+            "src: hello.tar.gz\nchecksum: {sum}\ndest: /srv/x\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.field, "src");
+        // A resolved src of a bad scheme is refused like a written one.
+        let e = at("a.tgz", "ftp://h.example/m.yml").unwrap_err();
+        assert_eq!(e.field, "src", "{e}");
     }
 
     const BASE: &str = "src: s3://example.com/a.tgz\nchecksum: e0840daaa97cd2cf2175f9e5d133ffb3324a2b93\ndest: /srv/app\n";

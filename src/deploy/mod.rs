@@ -84,7 +84,8 @@ pub async fn run(
     // Templates are expanded where the manifest runs, never with the bot's environment.
     // Parsed on a blocking thread: never on the async workers that answer `/healthz` and
     // Slack.
-    let m = tokio::task::spawn_blocking(move || template::parse_opaque(&text))
+    let url = cmd.manifest_url.clone();
+    let m = tokio::task::spawn_blocking(move || template::parse_opaque(&text, Some(&url)))
         .await
         .map_err(|e| JobError::new(format!("the manifest parser crashed: {e}")))?
         .map_err(|e| JobError::new(format!("manifest {} refused: {e}", cmd.manifest_url)))?;

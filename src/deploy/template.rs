@@ -34,10 +34,18 @@ fn opaque_env(_: &str) -> Option<String> {
     Some(PLACEHOLDER.to_string())
 }
 
-/// Parses `text` the bot's way: templates validated but not expanded (see the module).
-pub(crate) fn parse_opaque(text: &str) -> Result<Manifest, ManifestError> {
+/// Parses `text` the bot's way: templates validated but not expanded (see the module); a
+/// relative `src` resolved against `manifest_url` when given ([`manifest::parse_at`]).
+pub(crate) fn parse_opaque(
+    text: &str,
+    manifest_url: Option<&str>,
+) -> Result<Manifest, ManifestError> {
     let expanded = manifest::expand_template(text, &opaque_env)?;
-    let m = match manifest::parse(text, &opaque_env) {
+    let parsed = match manifest_url {
+        Some(url) => manifest::parse_at(text, &opaque_env, url),
+        None => manifest::parse(text, &opaque_env),
+    };
+    let m = match parsed {
         Ok(m) => m,
         Err(e) => {
             // A field refused because it held a placeholder: say so, not why the
@@ -124,6 +132,7 @@ mod tests {
     fn commands_keep_placeholders_and_nothing_is_read() {
         let m = parse_opaque(
             "commands:\n  pre:\n    - echo {{ env \"PATH\" \"x\" }} {{ must_env \"HOME\" }} {{ env \"A\" | json_escape }} {{ \"lit\" }}\n",
+            None,
         )
         .unwrap();
         let line = &m.commands.pre[0];
@@ -174,19 +183,20 @@ mod tests {
                 "dest_mode",
             ),
         ] {
-            let e = parse_opaque(&text).unwrap_err();
+            let e = parse_opaque(&text, None).unwrap_err();
             assert_eq!(e.field, field, "{text}: {e}");
             assert!(e.reason.starts_with("is templated"), "{text}: {e}");
             assert!(!e.reason.contains(PLACEHOLDER));
         }
         // Literal fields and a bad template action are judged as before.
-        let m = parse_opaque(&format!(
-            "src: s3://b/a.tgz\nchecksum: {SUM}\ndest: /srv/a\n"
-        ))
+        let m = parse_opaque(
+            &format!("src: s3://b/a.tgz\nchecksum: {SUM}\ndest: /srv/a\n"),
+            None,
+        )
         .unwrap();
         assert_eq!(m.dest.as_deref(), Some(std::path::Path::new("/srv/a")));
         assert!(
-            parse_opaque("commands:\n  pre:\n    - '{{ exec \"x\" }}'\n")
+            parse_opaque("commands:\n  pre:\n    - '{{ exec \"x\" }}'\n", None)
                 .unwrap_err()
                 .reason
                 .contains("unknown function")

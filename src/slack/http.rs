@@ -21,6 +21,7 @@ use serde_json::json;
 use slack_morphism::prelude::*;
 
 use super::verify::{self, VerifyError};
+use crate::app::deny::{REASON_ACTION, REASON_BLOCK, Refused, Submission};
 use crate::app::interact::Click;
 use crate::app::limit::{Admission, TOO_FAST};
 use crate::app::{App, Reply, ReplyTo, Request, Visibility};
@@ -221,7 +222,7 @@ pub(crate) async fn handle_mention(app: Arc<App>, m: SlackAppMentionEvent) {
     }
     let to = ReplyTo {
         channel: channel.clone(),
-        thread_ts: thread,
+        thread: crate::store::Thread::Ts(thread),
         user: user.clone(),
     };
     match command::parse_text(&text) {
@@ -280,8 +281,15 @@ pub(crate) async fn interactions(
                 .into_response();
         }
     };
-    route_interaction(&app, &event).await;
-    StatusCode::OK.into_response()
+    match route_interaction(&app, &event).await {
+        None => StatusCode::OK.into_response(),
+        // The modal stays open and shows why on its input (Slack's `response_action`).
+        Some(r) => axum::Json(serde_json::json!({
+            "response_action": "errors",
+            "errors": { r.block_id: r.text },
+        }))
+        .into_response(),
+    }
 }
 
 /// The clicks in an interaction payload, as the app's [`Click`]s (shared with Socket
@@ -324,11 +332,46 @@ pub(crate) fn clicks(event: &SlackInteractionEvent) -> Vec<Click> {
         .collect()
 }
 
-/// Hands every click of an interaction to the app.
-pub(crate) async fn route_interaction(app: &App, event: &SlackInteractionEvent) {
+/// A modal's `view_submission` as the app's [`Submission`]; `None` for anything else.
+pub(crate) fn submission(event: &SlackInteractionEvent) -> Option<Submission> {
+    let SlackInteractionEvent::ViewSubmission(v) = event else {
+        return None;
+    };
+    let SlackView::Modal(modal) = &v.view.view else {
+        return None;
+    };
+    let reason = v
+        .view
+        .state_params
+        .state
+        .as_ref()
+        .and_then(|s| s.values.get(&REASON_BLOCK.to_string().into()))
+        .and_then(|b| b.get(&REASON_ACTION.to_string().into()))
+        .and_then(|x| x.value.clone())
+        .unwrap_or_default();
+    Some(Submission {
+        callback_id: modal
+            .callback_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+        user: v.user.id.to_string(),
+        private_metadata: modal.private_metadata.clone().unwrap_or_default(),
+        reason,
+        source: Source::Slack,
+    })
+}
+
+/// Hands every click of an interaction to the app, or a modal's submission: `Some` when
+/// the submission was refused (the modal shows why).
+pub(crate) async fn route_interaction(app: &App, event: &SlackInteractionEvent) -> Option<Refused> {
+    if let Some(s) = submission(event) {
+        return app.submit(s).await.err();
+    }
     for click in clicks(event) {
         app.click(click).await;
     }
+    None
 }
 
 /// Turns a parsed command text into a [`Command`] (used by Socket Mode).

@@ -97,10 +97,15 @@ async fn on_interaction(
     event: SlackInteractionEvent,
     _client: Arc<SlackHyperClient>,
     states: SlackClientEventsUserState,
-) -> Result<(), BoxError> {
+) -> Result<SlackInteractionResponse, BoxError> {
     let app = app_of(&states).await?;
-    route_interaction(&app, &event).await;
-    Ok(())
+    Ok(match route_interaction(&app, &event).await {
+        None => SlackInteractionResponse::Empty,
+        // The ack's payload: the modal stays open and shows why on its input.
+        Some(r) => SlackInteractionResponse::ViewSubmission(SlackViewSubmissionResponse::Errors(
+            SlackViewSubmissionErrorsResponse::new([(r.block_id, r.text)].into_iter().collect()),
+        )),
+    })
 }
 
 fn on_error(

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
 
-use crate::chat::{Capabilities, Chat, ChatError, Limits, Message, OUTBOX_ID_KEY};
+use crate::chat::{Capabilities, Chat, ChatError, Limits, Message, Modal, OUTBOX_ID_KEY};
 use crate::secret::Secret;
 
 /// Slack's error codes that no retry can fix for this message.
@@ -287,6 +287,47 @@ impl crate::chat::Directory for SlackChat {
             .await?;
         Ok(resp.users.into_iter().map(|u| u.to_string()).collect())
     }
+}
+
+#[async_trait]
+impl crate::chat::Modals for SlackChat {
+    async fn open_modal(&self, trigger_id: &str, m: &Modal) -> Result<(), ChatError> {
+        let input = SlackInputBlock::new(
+            pt!("{}", cut(&m.input_label, 2000)),
+            SlackInputBlockElement::PlainTextInput(
+                SlackBlockPlainTextInputElement::new()
+                    .with_action_id(m.input_action.clone().into())
+                    .with_multiline(true)
+                    .with_max_length(m.input_max),
+            ),
+        )
+        .with_block_id(m.input_block.clone().into())
+        .with_optional(true);
+        let view = SlackModalView::new(
+            pt!("{}", cut(&m.title, 24)),
+            vec![
+                SlackSectionBlock::new()
+                    .with_text(md!("{}", cut(&m.text, 3000)))
+                    .into(),
+                input.into(),
+            ],
+        )
+        .with_callback_id(m.callback_id.clone().into())
+        .with_private_metadata(m.private_metadata.clone())
+        .with_submit(pt!("{}", cut(&m.submit, 24)))
+        .with_close(pt!("Cancel"));
+        let req =
+            SlackApiViewsOpenRequest::new(trigger_id.to_string().into(), SlackView::Modal(view));
+        let session = self.client.open_session(&self.token);
+        self.call(Call::Idempotent, session.views_open(&req))
+            .await
+            .map(|_| ())
+    }
+}
+
+/// At most `max` characters (Slack's limits on modal texts).
+fn cut(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
 }
 
 #[async_trait]

@@ -3,7 +3,7 @@
 //! written by the PostgreSQL side (`copy.rs` joins them).
 //!
 //! Carried: the lock and its history, jobs, their threads' roots, the audit log, deploy
-//! reports, remembered delivery keys (Slack event ids, signed hooks), the whole outbox
+//! reports and the hosts fan-out deploys expect, remembered delivery keys (Slack event ids, signed hooks), the whole outbox
 //! (delivered rows keep their `ts`, so threads and cards go on being edited; pending
 //! rows are still sent, once) with its pacing, scheduled firings (a digest or a reminder
 //! already sent is not sent again after the move) and approvals with their votes.
@@ -45,6 +45,9 @@ pub(super) struct Dump {
     /// Approvals and every round's votes (empty before schema version 6).
     pub(super) approvals: Vec<ApprovalRecord>,
     pub(super) votes: Vec<Vote>,
+    /// The hosts fan-out deploys expect reports from: `(job, host)` (empty before
+    /// schema version 7).
+    pub(super) deploy_hosts: Vec<(i64, String)>,
 }
 
 /// What a copy wrote.
@@ -63,6 +66,7 @@ pub struct CopyReport {
     pub firings: usize,
     pub approvals: usize,
     pub votes: usize,
+    pub deploy_hosts: usize,
 }
 
 impl std::fmt::Display for CopyReport {
@@ -82,6 +86,7 @@ impl std::fmt::Display for CopyReport {
         writeln!(f, "message ids: {}", self.messages)?;
         writeln!(f, "audit lines: {}", self.audit)?;
         writeln!(f, "deploy reports: {}", self.deploy_reports)?;
+        writeln!(f, "expected deploy hosts: {}", self.deploy_hosts)?;
         writeln!(f, "delivery keys: {}", self.delivery_keys)?;
         writeln!(
             f,

@@ -26,6 +26,7 @@ mod pg_approval;
 mod pg_error;
 mod pg_outbox;
 mod pg_replicas;
+mod pg_shared;
 mod postgres;
 pub mod replicas;
 mod sqlite;
@@ -455,6 +456,9 @@ pub trait Store: Send + Sync + 'static {
     async fn outbox_get(&self, key: &str) -> Result<Option<OutboxRow>>;
     /// Rows in id order: all, or a job's; at most `limit`.
     async fn outbox_rows(&self, job: Option<i64>, limit: usize) -> Result<Vec<OutboxRow>>;
+    /// The newest `limit` posts delivered in `channel` (a `ts` stored), in id order: what
+    /// the channel shows (the playground's history).
+    async fn outbox_channel(&self, channel: &str, limit: usize) -> Result<Vec<OutboxRow>>;
     /// Depth, oldest wish, dead and failed rows.
     async fn outbox_stats(&self) -> Result<OutboxStats>;
     /// The sender's pacing: `(scope, not before, Unix ms)` for every scope.

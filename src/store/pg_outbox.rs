@@ -384,6 +384,19 @@ pub(super) async fn rows(c: &Object, job: Option<i64>, limit: usize) -> PgResult
     }
 }
 
+/// The newest `limit` delivered posts of a channel, oldest first.
+pub(super) async fn channel(c: &Object, channel: &str, limit: usize) -> PgResult<Vec<OutboxRow>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut rows = rows_where(
+        c,
+        "WHERE o.kind = 'post' AND o.channel = $1 AND o.ts IS NOT NULL ORDER BY o.id DESC LIMIT $2",
+        &[&channel, &limit],
+    )
+    .await?;
+    rows.reverse();
+    Ok(rows)
+}
+
 pub(super) async fn stats(c: &Object) -> PgResult<OutboxStats> {
     let stmt = cached(
         c,

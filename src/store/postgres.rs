@@ -46,6 +46,7 @@ use super::pg_approval as approval;
 use super::pg_error::{PgError, PgResult, cached};
 use super::pg_outbox as outbox;
 use super::pg_replicas as replicas;
+use super::pg_shared::Slot;
 use super::replicas::{expired_condition, held_condition};
 use super::sqlite::{RawJob, typed};
 use super::{Admission, Pruned, Replica};
@@ -81,8 +82,8 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/pg/0006_approvals.sql"),
     ),
     (
-        "0010_deploy_hosts",
-        include_str!("migrations/pg/0010_deploy_hosts.sql"),
+        "0007_deploy_hosts",
+        include_str!("migrations/pg/0007_deploy_hosts.sql"),
     ),
 ];
 
@@ -206,6 +207,8 @@ fn describe(e: &tokio_postgres::Error) -> String {
 /// The shared store: a pool of connections to one PostgreSQL database.
 pub struct PostgresStore {
     pool: Pool,
+    /// The connection single-statement calls share, pipelined ([`super::pg_shared`]).
+    shared: Slot,
     /// The longest a call's statements may take, client side.
     deadline: Duration,
     settings: Settings,
@@ -428,6 +431,7 @@ impl PostgresStore {
             .map_err(|e| open_err(e.to_string()))?;
         let store = PostgresStore {
             pool,
+            shared: Slot::default(),
             deadline: settings.statement_timeout + Duration::from_secs(1),
             settings: settings.clone(),
         };
@@ -507,12 +511,53 @@ impl PostgresStore {
             }
             Err(_) => {
                 let _ = Object::take(client);
-                Err(StoreError::Unavailable(format!(
-                    "the database did not answer within {} (CORRAL_DATABASE_STATEMENT_TIMEOUT)",
-                    format_duration(self.settings.statement_timeout)
-                )))
+                Err(self.timed_out())
             }
         }
+    }
+
+    /// Runs `f`, one statement outside any transaction, on the connection such calls
+    /// share (pipelined with the others in flight), bounded in time like [`Self::run`].
+    /// A connection that broke or did not answer is forgotten, never reused.
+    async fn run_shared<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send,
+        F: for<'c> FnOnce(&'c Object) -> BoxFuture<'c, PgResult<T>> + Send,
+    {
+        let shared = self
+            .shared
+            .get(&self.pool)
+            .await
+            .map_err(|e| self.pool_error(e))?;
+        let Some(client) = shared.conn() else {
+            self.shared.forget(&shared);
+            return Err(StoreError::Unavailable(
+                "the shared connection is gone".into(),
+            ));
+        };
+        match tokio::time::timeout(self.deadline, f(client)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(PgError::Store(e))) => Err(e),
+            Ok(Err(PgError::Db(e))) => {
+                // A statement the server refused leaves the connection usable; a lost
+                // connection or a failure of the protocol does not.
+                if e.is_closed() || e.code().is_none() {
+                    self.shared.forget(&shared);
+                }
+                Err(self.db_error(e))
+            }
+            Err(_) => {
+                self.shared.forget(&shared);
+                Err(self.timed_out())
+            }
+        }
+    }
+
+    fn timed_out(&self) -> StoreError {
+        StoreError::Unavailable(format!(
+            "the database did not answer within {} (CORRAL_DATABASE_STATEMENT_TIMEOUT)",
+            format_duration(self.settings.statement_timeout)
+        ))
     }
 
     async fn migrate(&self) -> Result<()> {
@@ -723,6 +768,12 @@ async fn load(client: &mut Object, dump: &Dump) -> PgResult<CopyReport> {
             "INSERT INTO firings (key, schedule, at, outcome, claimed_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .await?;
+    let host = tx
+        .prepare("INSERT INTO deploy_hosts (job_id, host) VALUES ($1, $2)")
+        .await?;
+    for (job, h) in &dump.deploy_hosts {
+        tx.execute(&host, &[job, h]).await?;
+    }
     for f in &dump.firings {
         tx.execute(
             &firing,
@@ -764,6 +815,7 @@ async fn load(client: &mut Object, dump: &Dump) -> PgResult<CopyReport> {
         firings: dump.firings.len(),
         approvals: dump.approvals.len(),
         votes: dump.votes.len(),
+        deploy_hosts: dump.deploy_hosts.len(),
     })
 }
 
@@ -1254,7 +1306,7 @@ impl Store for PostgresStore {
     }
 
     async fn lock_state(&self) -> Result<LockState> {
-        self.run(|c| Box::pin(read_lock(c, ""))).await
+        self.run_shared(|c| Box::pin(read_lock(c, ""))).await
     }
 
     async fn change_lock(
@@ -1523,6 +1575,12 @@ impl Store for PostgresStore {
             .await
     }
 
+    async fn outbox_channel(&self, channel: &str, limit: usize) -> Result<Vec<OutboxRow>> {
+        let channel = channel.to_string();
+        self.run(move |c| Box::pin(async move { outbox::channel(c, &channel, limit).await }))
+            .await
+    }
+
     async fn outbox_stats(&self) -> Result<OutboxStats> {
         self.run(|c| Box::pin(outbox::stats(c))).await
     }
@@ -1639,7 +1697,7 @@ impl Store for PostgresStore {
 
     async fn first_delivery(&self, key: &str, now: i64) -> Result<bool> {
         let key = key.to_string();
-        self.run(move |c| {
+        self.run_shared(move |c| {
             Box::pin(async move {
                 // The primary key decides: of two replicas inserting the same key at
                 // once, the second waits for the first and inserts nothing.
@@ -1863,7 +1921,7 @@ impl Store for PostgresStore {
         burst: u32,
     ) -> Result<Admission> {
         let key = key.to_string();
-        self.run(move |c| {
+        self.run_shared(move |c| {
             Box::pin(async move { replicas::take_rate(c, &key, now_ms, interval_ms, burst).await })
         })
         .await

@@ -44,7 +44,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_firings.sql"),
     include_str!("migrations/0005_replicas.sql"),
     include_str!("migrations/0006_approvals.sql"),
-    include_str!("migrations/0010_deploy_hosts.sql"),
+    include_str!("migrations/0007_deploy_hosts.sql"),
 ];
 
 /// How long a statement waits for another process's write lock.
@@ -649,13 +649,14 @@ pub(super) fn dump(url: &str) -> Result<Dump> {
         firings: Vec::new(),
         approvals: Vec::new(),
         votes: Vec::new(),
+        deploy_hosts: Vec::new(),
     };
     dump_later_tables(&tx, version, &mut dump)?;
     Ok(dump)
 }
 
 /// The tables later schema versions added: the outbox and its pacing (3), firings (4),
-/// approvals and votes (6). Replicas, leases and command budgets (5) are per process and
+/// approvals and votes (6), expected deploy hosts (7). Replicas, leases and command budgets (5) are per process and
 /// stay behind (see [`Dump`]).
 fn dump_later_tables(conn: &Connection, version: i64, dump: &mut Dump) -> Result<()> {
     if version >= 3 {
@@ -672,6 +673,13 @@ fn dump_later_tables(conn: &Connection, version: i64, dump: &mut Dump) -> Result
     }
     if version >= 6 {
         (dump.approvals, dump.votes) = approval::all(conn)?;
+    }
+    if version >= 7 {
+        let mut stmt =
+            conn.prepare("SELECT job_id, host FROM deploy_hosts ORDER BY job_id, host")?;
+        dump.deploy_hosts = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
     }
     Ok(())
 }
@@ -934,6 +942,12 @@ impl Store for SqliteStore {
 
     async fn outbox_rows(&self, job: Option<i64>, limit: usize) -> Result<Vec<OutboxRow>> {
         self.call(move |c| outbox::rows(c, job, limit)).await
+    }
+
+    async fn outbox_channel(&self, channel: &str, limit: usize) -> Result<Vec<OutboxRow>> {
+        let channel = channel.to_string();
+        self.call(move |c| outbox::channel(c, &channel, limit))
+            .await
     }
 
     async fn outbox_stats(&self) -> Result<OutboxStats> {

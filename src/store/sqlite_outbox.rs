@@ -526,6 +526,18 @@ pub(crate) fn rows(conn: &Connection, job: Option<i64>, limit: usize) -> Result<
     }
 }
 
+/// The newest `limit` delivered posts of a channel, oldest first.
+pub(crate) fn channel(conn: &Connection, channel: &str, limit: usize) -> Result<Vec<OutboxRow>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut rows = rows_where(
+        conn,
+        "WHERE o.kind = 'post' AND o.channel = ?1 AND o.ts IS NOT NULL ORDER BY o.id DESC LIMIT ?2",
+        &[&channel, &limit],
+    )?;
+    rows.reverse();
+    Ok(rows)
+}
+
 pub(crate) fn stats(conn: &Connection) -> Result<OutboxStats> {
     let (depth, oldest): (i64, Option<i64>) = conn.query_row(
         "SELECT COUNT(*), MIN(CASE WHEN state = 'edit' THEN updated_at ELSE created_at END)

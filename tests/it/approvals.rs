@@ -18,7 +18,7 @@ const RC: &str = "version: '2'\n.catalog:\n  name: my_web\n  version: 2.0.0\n  q
 const DC_OLD: &str = "version: '2'\nservices:\n  web:\n    image: myorg/web:1.0.0\n";
 const RC_OLD: &str = "version: '2'\n.catalog:\n  name: my_web\n  version: 1.0.0\n  questions:\n  - variable: PORT\n    type: int\n    default: 80\n";
 
-fn policy(required: u32, expires: &str) -> String {
+pub(crate) fn policy(required: u32, expires: &str) -> String {
     format!(
         r#"
 [roles]
@@ -70,13 +70,13 @@ pub(crate) async fn rancher() -> FakeRancher {
     f
 }
 
-struct Setup {
-    c: Corral,
+pub(crate) struct Setup {
+    pub(crate) c: Corral,
     rancher: FakeRancher,
     _dir: TempDir,
 }
 
-async fn setup(name: &str, policy_text: &str, extra: &[(&str, &str)]) -> Setup {
+pub(crate) async fn setup(name: &str, policy_text: &str, extra: &[(&str, &str)]) -> Setup {
     setup_on(name, policy_text, extra, corral::clock::system()).await
 }
 
@@ -109,7 +109,7 @@ async fn setup_on(
 }
 
 /// Polls the store (real time, short steps) until the job is in `status`.
-async fn wait_status(c: &Corral, job: i64, status: JobStatus) {
+pub(crate) async fn wait_status(c: &Corral, job: i64, status: JobStatus) {
     for _ in 0..400 {
         let j = c.app.store.job(job).await.unwrap().unwrap();
         if j.status == status {
@@ -125,7 +125,7 @@ async fn wait_status(c: &Corral, job: i64, status: JobStatus) {
 }
 
 /// Requests the upgrade as Alice in Slack and waits for it to await approval.
-async fn request(s: &Setup) -> i64 {
+pub(crate) async fn request(s: &Setup) -> i64 {
     let ack =
         s.c.slash_json("/upgrade", "library:my_web:2.0.0", "U0ALICE")
             .await;
@@ -172,6 +172,8 @@ pub(crate) fn block_actions(
     static CLICKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = CLICKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     p["response_url"] = format!("{webhook_url}?click={n}").into();
+    // Every click has a trigger of its own (each opens one modal, once).
+    p["trigger_id"] = format!("{n}.222.valid").into();
     p["actions"][0]["action_id"] = action.into();
     p["actions"][0]["value"] = value.into();
     p["actions"][0]["block_id"] = block.into();
@@ -330,8 +332,12 @@ async fn deny_cancels_and_a_staging_only_upgrade_needs_no_approval() {
     let s = setup("approvals-deny", &policy(1, "1h"), &[]).await;
     let c = &s.c;
     let job = request(&s).await;
-    let t = click(c, "U0BOB", "approval.deny", job).await;
-    assert!(t.contains("denied"), "{t}");
+    // Through the dialog with no reason given (the dialog's own test covers the rest).
+    click_as(c, "U0BOB", "approval.deny", job).await;
+    let view = c.slack.calls_to("views.open")[0].body["view"].clone();
+    let metadata = view["private_metadata"].as_str().unwrap().to_string();
+    let (status, _) = submit(c, &submission_body("U0BOB", &view, &metadata, None)).await;
+    assert_eq!(status, 200);
     wait_status(c, job, JobStatus::Cancelled).await;
     c.delivered().await;
     assert_eq!(upgrades(&s.rancher), 0);
@@ -347,6 +353,223 @@ async fn deny_cancels_and_a_staging_only_upgrade_needs_no_approval() {
     let staging = c.app.store.jobs(1).await.unwrap()[0].id;
     wait_status(c, staging, JobStatus::Succeeded).await;
     assert_eq!(upgrades(&s.rancher), 1);
+}
+
+/// A signed `view_submission` of the deny modal as `user` submits it: the fixture's
+/// user and team, the view as `views.open` sent it (with `private_metadata`), and the
+/// reason in `state.values` (Slack's view payload: reference/slack.md §d).
+fn submission_body(user: &str, view: &Value, metadata: &str, reason: Option<&str>) -> String {
+    let p: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/slack/interactivity/block_actions.bolt_python_message.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut view = view.clone();
+    view["id"] = "V0FAKE00001".into();
+    view["team_id"] = "T111".into();
+    view["hash"] = "1.fakehash".into();
+    view["private_metadata"] = metadata.into();
+    let value = reason.map_or(Value::Null, Value::from);
+    view["state"] = serde_json::json!({"values": {"reason": {"reason":
+        {"type": "plain_text_input", "value": value}}}});
+    let mut user_info = p["user"].clone();
+    user_info["id"] = user.into();
+    let payload = serde_json::json!({
+        "type": "view_submission",
+        "team": p["team"],
+        "user": user_info,
+        "api_app_id": p["api_app_id"],
+        "token": p["token"],
+        "trigger_id": "999.222.valid",
+        "view": view,
+    });
+    serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap()
+}
+
+async fn submit(c: &Corral, body: &str) -> (u16, String) {
+    let r = c
+        .post_signed(
+            "/slack/interactions",
+            FORM,
+            body,
+            SECRET,
+            crate::support::now(),
+        )
+        .await;
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn deny_opens_a_modal_whose_submission_records_the_reason_and_forgeries_change_nothing() {
+    let s = setup("approvals-deny-modal", &policy(1, "1h"), &[]).await;
+    let c = &s.c;
+    let job = request(&s).await;
+    // An outsider's Deny is refused at once: no dialog.
+    let t = click(c, "U0EVE", "approval.deny", job).await;
+    assert!(t.contains("may not approve"), "{t}");
+    assert!(c.slack.calls_to("views.open").is_empty());
+    // An approver's Deny opens the dialog, and nothing is recorded yet.
+    let before = c.slack.calls_to("webhook").len();
+    let r = click_as(c, "U0BOB", "approval.deny", job).await;
+    assert_eq!(r.status(), 200);
+    c.delivered().await;
+    assert_eq!(
+        c.slack.calls_to("webhook").len(),
+        before,
+        "the dialog is the answer"
+    );
+    let opened = c.slack.calls_to("views.open");
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    let call = &opened[0].body;
+    assert!(
+        call["trigger_id"].as_str().unwrap().ends_with(".222.valid"),
+        "{call}"
+    );
+    let view = call["view"].clone();
+    assert_eq!(view["type"], "modal", "{view}");
+    assert_eq!(view["callback_id"], "approval.deny", "{view}");
+    let metadata = view["private_metadata"].as_str().unwrap().to_string();
+    assert!(metadata.starts_with(&format!("{job}:1:")), "{metadata}");
+    assert!(view.to_string().contains("plain_text_input"), "{view}");
+    assert_eq!(
+        c.app.store.job(job).await.unwrap().unwrap().status,
+        JobStatus::AwaitingApproval
+    );
+    // Forgeries: the metadata names another job, another round (a MAC made with the
+    // real key for round 2 while the approval is in round 1), or another person submits.
+    let other_job = metadata.replacen(&format!("{job}:"), &format!("{}:", job + 1), 1);
+    let stale = corral::app::deny::metadata("xoxb-test", job, 2, "U0BOB");
+    for (user, m, why) in [
+        ("U0BOB", other_job.as_str(), "not opened by corral for you"),
+        ("U0CAROL", metadata.as_str(), "not opened by corral for you"),
+        ("U0BOB", "garbage", "not opened by corral for you"),
+        ("U0BOB", stale.as_str(), "changed since this dialog opened"),
+    ] {
+        let (status, body) = submit(c, &submission_body(user, &view, m, Some("x"))).await;
+        assert_eq!(status, 200, "{body}");
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(answer["response_action"], "errors", "{answer}");
+        assert!(
+            answer["errors"]["reason"].as_str().unwrap().contains(why),
+            "{m}: {answer}"
+        );
+    }
+    let (a, votes) = c.app.store.approval(job).await.unwrap().unwrap();
+    assert_eq!(
+        (a.state, votes.len()),
+        (ApprovalState::Pending, 0),
+        "nothing changed"
+    );
+    // A reason past the bound is refused on the input, and nothing changes.
+    let long = "x".repeat(501);
+    let (_, body) = submit(c, &submission_body("U0BOB", &view, &metadata, Some(&long))).await;
+    assert!(body.contains("at most 500"), "{body}");
+    // The real submission denies, with the reason in the thread and on the card.
+    let (status, body) = submit(
+        c,
+        &submission_body(
+            "U0BOB",
+            &view,
+            &metadata,
+            Some("not during the <!here> sale"),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, ""),
+        "an empty 200 closes the modal"
+    );
+    wait_status(c, job, JobStatus::Cancelled).await;
+    c.delivered().await;
+    let thread = thread_text(c);
+    assert!(
+        thread.contains("<@U0BOB> denied the job: not during the &lt;!here&gt; sale"),
+        "{thread}"
+    );
+    assert!(!has_buttons(&last_card(c)));
+    assert_eq!(upgrades(&s.rancher), 0);
+    // Submitting again changes nothing and says so.
+    let (_, body) = submit(c, &submission_body("U0BOB", &view, &metadata, None)).await;
+    assert!(body.contains("already denied"), "{body}");
+    let audit: Vec<String> = c
+        .app
+        .store
+        .audit_log(50)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.action)
+        .collect();
+    assert!(
+        audit.contains(&"approval.deny dialog refused".to_string()),
+        "{audit:?}"
+    );
+}
+
+#[tokio::test]
+async fn deny_without_a_dialog_still_denies_without_a_reason() {
+    let s = setup("approvals-deny-nodialog", &policy(1, "1h"), &[]).await;
+    let c = &s.c;
+    // Slack says the trigger expired (the click took too long to reach corral).
+    let job = request(&s).await;
+    let body = click_body(
+        c,
+        "U0BOB",
+        "approval.deny",
+        &format!("{job}:1"),
+        "appr:x:r0",
+    );
+    let mut form: Vec<(String, String)> = serde_urlencoded::from_str(&body).unwrap();
+    let mut p: Value = serde_json::from_str(&form[0].1).unwrap();
+    p["trigger_id"] = "expired.1".into();
+    c.slack.expire_trigger("expired.1");
+    form[0].1 = p.to_string();
+    let before = c.slack.calls_to("webhook").len();
+    let r = c
+        .post_signed(
+            "/slack/interactions",
+            FORM,
+            &serde_urlencoded::to_string(&form).unwrap(),
+            SECRET,
+            crate::support::now(),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    wait_status(c, job, JobStatus::Cancelled).await;
+    c.delivered().await;
+    let answers = c.slack.calls_to("webhook");
+    let t = answers[before].text();
+    assert!(t.contains("You denied job"), "{t}");
+    assert!(
+        t.contains("without a reason") && t.contains("expired_trigger_id"),
+        "{t}"
+    );
+    // A door without dialogs (no trigger_id) denies at once too.
+    c.slash_json("/upgrade", "library:my_web:2.0.0", "U0ALICE")
+        .await;
+    let second = c.app.store.jobs(1).await.unwrap()[0].id;
+    wait_status(c, second, JobStatus::AwaitingApproval).await;
+    let ack = c
+        .app
+        .click(corral::app::interact::Click {
+            action_id: "approval.deny".into(),
+            block_id: "appr:x:r0".into(),
+            value: format!("{second}:1"),
+            user: "U0BOB".into(),
+            source: corral::app::Source::Slack,
+            channel: Some("C0TEAM".into()),
+            message_ts: None,
+            response_url: None,
+            trigger_id: None,
+        })
+        .await;
+    assert!(ack.text.contains("no dialogs"), "{}", ack.text);
+    wait_status(c, second, JobStatus::Cancelled).await;
 }
 
 #[tokio::test]

@@ -4,10 +4,10 @@
 //!
 //! | rank | layer         | modules |
 //! |------|---------------|---------|
-//! | 4    | doors         | `api`, `slack::http`, `slack::socket` (and `main.rs`) |
+//! | 4    | doors         | `api`, `slack::http`, `slack::socket`, `playground::http` (and `main.rs`) |
 //! | 3    | orchestration | `app` |
 //! | 2    | configuration | `config` (imported only by doors and orchestration) |
-//! | 1    | domain        | `rancher`, `deploy`, and `slack` (its Web API client, Block Kit rendering and signature check) |
+//! | 1    | domain        | `rancher`, `deploy`, `slack` (its Web API client, Block Kit rendering and signature check) and `playground` (its chat destination and Block Kit → HTML) |
 //! | 0    | vocabulary    | `chat`, `clock`, `command`, `door`, `job`, `lock`, `policy`, `schedule`, `secret`, `store`, `text` |
 //!
 //! Within a layer a module may not import another, except that vocabulary modules may use
@@ -20,10 +20,10 @@ use std::path::Path;
 /// Where a module sits.
 fn rank(module: &str) -> Option<(u8, &'static str)> {
     Some(match module {
-        "api" | "slack::http" | "slack::socket" => (4, "doors"),
+        "api" | "slack::http" | "slack::socket" | "playground::http" => (4, "doors"),
         "app" => (3, "orchestration"),
         "config" => (2, "configuration"),
-        "rancher" | "deploy" | "slack" => (1, "domain"),
+        "rancher" | "deploy" | "slack" | "playground" => (1, "domain"),
         "chat" | "clock" | "command" | "door" | "job" | "lock" | "policy" | "schedule"
         | "secret" | "store" | "text" => (0, "vocabulary"),
         _ => return None,
@@ -39,6 +39,13 @@ fn module_of(segments: &[String]) -> Option<String> {
         return Some(match segments.get(1).map(String::as_str) {
             Some(door @ ("http" | "socket")) => format!("slack::{door}"),
             _ => "slack".to_string(),
+        });
+    }
+    if first == "playground" {
+        // Likewise: the page's door, and the chat destination it shows.
+        return Some(match segments.get(1).map(String::as_str) {
+            Some("http") => "playground::http".to_string(),
+            _ => "playground".to_string(),
         });
     }
     rank(first).map(|_| first.clone())

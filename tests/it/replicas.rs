@@ -388,6 +388,7 @@ async fn corral_migrate_moves_a_first_release_store_and_the_bot_keeps_its_thread
         // A first-release store has none of the later tables; the lines are still there.
         "outbox rows: 0 (0 not delivered yet)",
         "scheduled firings: 0",
+        "expected deploy hosts: 0",
         "approvals: 0",
         "votes: 0",
         "not copied (per process): replica heartbeats, job leases, command budgets",

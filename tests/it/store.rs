@@ -773,6 +773,50 @@ async fn serialisation_failures_are_decided_again() {
     assert_eq!(s.lock_history(100).await.unwrap().len(), 10);
 }
 
+/// What a channel shows (the playground's history): the newest delivered posts of that
+/// channel only, oldest first, replies knowing their root's ts.
+#[tokio::test]
+async fn a_channels_delivered_posts_newest_last() {
+    use corral::chat::Message;
+    use corral::store::{Enqueued, NewMessage, Settle, Thread};
+    let dir = TempDir::new("store-channel");
+    for (url, s, _db) in backends(&dir).await {
+        let m = |t: &str| Message::text(t);
+        let out = s
+            .enqueue(vec![
+                NewMessage::post(1, "P", m("root")).keyed("r"),
+                NewMessage::post(2, "OTHER", m("elsewhere")),
+                NewMessage::ephemeral(3, "P", "playground:a", m("just you")),
+                NewMessage::reply(4, "P", Thread::Key("r".into()), m("reply")),
+                NewMessage::post(5, "P", m("never delivered")),
+            ])
+            .await
+            .unwrap();
+        let ids: Vec<i64> = out
+            .iter()
+            .map(|e| match e {
+                Enqueued::New(id) => *id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        for (i, id) in ids.iter().enumerate().take(4) {
+            s.outbox_claim(*id, "a", 10, 1000).await.unwrap().unwrap();
+            let ts = (i != 2).then(|| format!("1.{i}"));
+            s.outbox_settle(*id, "a", Settle::Delivered { version: 1, ts }, 20)
+                .await
+                .unwrap();
+        }
+        let rows = s.outbox_channel("P", 10).await.unwrap();
+        let texts: Vec<&str> = rows.iter().map(|r| r.message.text.as_str()).collect();
+        assert_eq!(texts, vec!["root", "reply"], "{url}");
+        assert_eq!(rows[1].root_ts.as_deref(), Some("1.0"), "{url}");
+        let newest = s.outbox_channel("P", 1).await.unwrap();
+        assert_eq!(newest.len(), 1, "{url}");
+        assert_eq!(newest[0].message.text, "reply", "{url}");
+        assert!(s.outbox_channel("nope", 10).await.unwrap().is_empty());
+    }
+}
+
 #[tokio::test]
 async fn the_outbox_orders_lanes_coalesces_edits_and_leases_rows() {
     use corral::chat::Message;
@@ -1411,6 +1455,9 @@ mod approvals {
                 .is_some()
         );
         lite.push_pacing("chat.postMessage", 5_000).await.unwrap();
+        lite.expect_deploy_hosts(job, &["web-1".into(), "web-2".into()])
+            .await
+            .unwrap();
         let sent = || {
             firing(
                 "digest:C1:0 9 * * *@UTC:86400",
@@ -1432,8 +1479,14 @@ mod approvals {
             .await
             .expect("copies");
         assert_eq!(
-            (report.approvals, report.votes, report.firings, report.jobs),
-            (1, 1, 1, 1)
+            (
+                report.approvals,
+                report.votes,
+                report.firings,
+                report.jobs,
+                report.deploy_hosts
+            ),
+            (1, 1, 1, 1, 2)
         );
         assert_eq!(report.outbox, rows.len());
         assert!(report.outbox_pending >= 2, "{report:?}");
@@ -1462,6 +1515,15 @@ mod approvals {
             lite.messages(job).await.unwrap()
         );
         assert_eq!(pg.pacing().await.unwrap(), lite.pacing().await.unwrap());
+        // A fan-out deploy still refuses hosts it did not name.
+        assert_eq!(
+            pg.deploy_host_expected(job, "web-2").await.unwrap(),
+            Some(true)
+        );
+        assert_eq!(
+            pg.deploy_host_expected(job, "evil").await.unwrap(),
+            Some(false)
+        );
         assert_eq!(
             pg.latest_firing("digest:C1:0 9 * * *@UTC").await.unwrap(),
             Some(sent())
@@ -1502,6 +1564,66 @@ mod approvals {
             "{after:?} after {max}"
         );
     }
+}
+
+/// The single-statement calls of the ack path (the lock read, the command limit, event
+/// dedupe) share one pipelined connection on PostgreSQL: many at once all answer, and
+/// agree with a change committed before they were asked; a shared connection the server
+/// cut is forgotten, and the next call takes a fresh one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_statement_calls_share_a_connection_and_survive_losing_it() {
+    let db = TestDb::new("shared").await;
+    let s = corral::store::open(&db.url).await.unwrap();
+    change(
+        s.as_ref(),
+        LockAction::Start { reason: "r".into() },
+        "U1",
+        10,
+    )
+    .await
+    .unwrap();
+    let reads: Vec<_> = (0..200)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let lock = s.lock_state().await.unwrap();
+                let fresh = s.first_delivery(&format!("ev{i}"), 10).await.unwrap();
+                let again = s.first_delivery(&format!("ev{i}"), 10).await.unwrap();
+                (lock, fresh, again)
+            })
+        })
+        .collect();
+    for r in reads {
+        let (lock, fresh, again) = r.await.unwrap();
+        assert_eq!(lock.running.map(|h| h.who).as_deref(), Some("U1"));
+        assert!(fresh && !again);
+    }
+    // The server ends every session of this database but the test's own.
+    let admin = db.client().await;
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    // At most the call that meets the dead connection fails (and says so); then a fresh
+    // one answers.
+    let first = s.lock_state().await;
+    if let Err(e) = &first {
+        assert!(e.to_string().contains("connection"), "{e}");
+    }
+    assert_eq!(
+        s.lock_state()
+            .await
+            .unwrap()
+            .running
+            .map(|h| h.who)
+            .as_deref(),
+        Some("U1")
+    );
+    assert!(s.first_delivery("after", 11).await.unwrap());
 }
 
 /// A replica cut off from the database for longer than its job's lease comes back after

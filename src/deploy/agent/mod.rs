@@ -167,7 +167,7 @@ async fn deploy_url(url: &str, opts: &AgentOpts, log: &DeployLog) -> Result<(), 
             log.redact(&v);
         }
     }
-    let m = manifest::parse(&text, &manifest::process_env)
+    let m = manifest::parse_at(&text, &manifest::process_env, url)
         .map_err(|e| format!("load manifest failed: {e}"))?;
     if let Some(d) = &m.dest {
         super::dest::check(d, &super::dest::protected(&opts.state_file))

@@ -94,6 +94,9 @@ struct Inner {
     socket_url: Mutex<Option<String>>,
     /// User groups' members (`usergroups.users.list`).
     groups: Mutex<std::collections::HashMap<String, Vec<String>>>,
+    /// `trigger_id`s already exchanged for a view, and those a test made expire.
+    triggers_used: Mutex<std::collections::HashSet<String>>,
+    triggers_expired: Mutex<std::collections::HashSet<String>>,
     seq: AtomicU64,
     clock: SharedClock,
 }
@@ -307,6 +310,7 @@ async fn api(
                 }
             }
         }
+        "views.open" => views_open(&inner, &body).into_response(),
         "auth.test" => axum::Json(json!({
             "ok": true, "url": "https://fake.slack.com/", "team": "Fake", "user": "corral",
             "team_id": "T0FAKE", "user_id": "U0BOT", "bot_id": "B0BOT"
@@ -315,6 +319,64 @@ async fn api(
         _ => axum::Json(json!({"ok": false, "error": "unknown_method"})).into_response(),
     };
     if drop_after { dropped() } else { resp }
+}
+
+/// `views.open` as Slack documents it (reference/slack.md §d, the Web API spec's
+/// example): a `trigger_id` opens one view, once, within 3 s: a second use is
+/// `exchanged_trigger_id`, a late one `expired_trigger_id`, none `invalid_arguments`. The
+/// `view` (JSON, or a JSON string in a form) must be a modal within Slack's limits (title
+/// ≤ 24 characters, at most 100 blocks, `private_metadata` ≤ 3000, `callback_id` ≤ 255);
+/// the answer is the opened view with its id, hash and empty state.
+fn views_open(inner: &Inner, body: &Value) -> axum::Json<Value> {
+    let err = |code: &str| axum::Json(json!({"ok": false, "error": code}));
+    let Some(trigger) = body["trigger_id"].as_str().filter(|t| !t.is_empty()) else {
+        return axum::Json(json!({"ok": false, "error": "invalid_arguments",
+            "response_metadata": {"messages": ["invalid `trigger_id`"]}}));
+    };
+    let view = match &body["view"] {
+        Value::String(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+        v => v.clone(),
+    };
+    let title = view["title"]["text"].as_str().unwrap_or("");
+    let ok_view = view["type"] == "modal"
+        && !title.is_empty()
+        && title.chars().count() <= 24
+        && view["blocks"].as_array().is_some_and(|b| b.len() <= 100)
+        && view["private_metadata"].as_str().unwrap_or("").len() <= 3000
+        && view["callback_id"].as_str().unwrap_or("").len() <= 255;
+    if !ok_view {
+        return err("invalid_arguments");
+    }
+    if inner.triggers_expired.lock().unwrap().contains(trigger) {
+        return err("expired_trigger_id");
+    }
+    if !inner
+        .triggers_used
+        .lock()
+        .unwrap()
+        .insert(trigger.to_string())
+    {
+        return err("exchanged_trigger_id");
+    }
+    let n = inner.calls.lock().unwrap().len();
+    let mut opened = view;
+    let id = format!("V0FAKE{n:05}");
+    for (k, v) in [
+        ("id", json!(id)),
+        ("team_id", json!("T0FAKE")),
+        ("state", json!({"values": {}})),
+        ("hash", json!(format!("{n}.fakehash"))),
+        ("root_view_id", json!(id)),
+        ("previous_view_id", Value::Null),
+        ("app_id", json!("A0FAKE")),
+        ("bot_id", json!("B0BOT")),
+        ("clear_on_close", json!(false)),
+        ("notify_on_close", json!(false)),
+        ("external_id", json!("")),
+    ] {
+        opened[k] = v;
+    }
+    axum::Json(json!({"ok": true, "view": opened}))
 }
 
 fn ts_value(ts: &str) -> f64 {
@@ -420,6 +482,8 @@ impl FakeSlack {
             post_rate: Mutex::default(),
             socket_url: Mutex::default(),
             groups: Mutex::default(),
+            triggers_used: Mutex::default(),
+            triggers_expired: Mutex::default(),
             seq: AtomicU64::new(0),
             clock,
         });
@@ -466,6 +530,15 @@ impl FakeSlack {
 
     pub fn set_socket_url(&self, url: &str) {
         *self.inner.socket_url.lock().unwrap() = Some(url.to_string());
+    }
+
+    /// From now on `views.open` answers `expired_trigger_id` for this trigger.
+    pub fn expire_trigger(&self, trigger: &str) {
+        self.inner
+            .triggers_expired
+            .lock()
+            .unwrap()
+            .insert(trigger.to_string());
     }
 
     /// The next call of `method` fails so.

@@ -6,6 +6,7 @@ pub mod fake_rancher;
 pub mod fake_services;
 pub mod fake_slack;
 pub mod files;
+pub mod playground;
 pub mod postgres;
 pub mod tcp_proxy;
 pub mod webdriver;
