@@ -156,16 +156,18 @@ async fn check_job(app: &App, job_id: i64) -> Result<(), Response> {
     }
 }
 
-/// The row to store, every free-text field cut to its bound.
+/// The row to store, every free-text field cut to its bound; the tail and the error pass
+/// through the tail redaction (a host's output is outside input, whatever agent sent it).
 fn record(app: &App, job_id: i64, host: &str, ok: bool, r: &Report) -> DeployReport {
     let cut = |s: &str, max: usize| crate::deploy::log::tail(s, usize::MAX, max);
+    let scrubbed = |s: &str, max: usize| crate::deploy::scrub::report_tail(s, usize::MAX, max);
     DeployReport {
         job_id,
         host: host.to_string(),
         ok,
         duration_ms: r.duration_ms,
-        log_tail: cut(&r.log_tail, MAX_TAIL),
-        error: r.error.as_deref().map(|e| cut(e, 2048)),
+        log_tail: scrubbed(&r.log_tail, MAX_TAIL),
+        error: r.error.as_deref().map(|e| scrubbed(e, 2048)),
         event_id: r.event_id.as_deref().map(|e| cut(e, 128)),
         at: app.clock.unix(),
     }

@@ -345,13 +345,19 @@ impl Collector<'_> {
     }
 }
 
-/// A failed host's error and the end of its log, as the thread shows it.
+/// A failed host's error and the end of its log, as the thread shows it: the tail
+/// scrubbed, and any triple backtick in it broken so it cannot close its block early.
 fn failure_detail(r: &DeployReport) -> String {
     let mut d = r.error.clone().unwrap_or_else(|| "failed".into());
     if !r.log_tail.is_empty() {
         d.push_str("\n```\n");
-        d.push_str(&super::log::tail(&r.log_tail, 15, 1500));
+        d.push_str(&fenced(&super::scrub::report_tail(&r.log_tail, 15, 1500)));
         d.push_str("\n```");
     }
     d
+}
+
+/// `text` made safe inside a ``` block.
+pub(crate) fn fenced(text: &str) -> String {
+    text.replace("```", "`\u{200B}``")
 }

@@ -86,9 +86,10 @@ impl DeployLog {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// The last `max_lines` lines, at most `max_bytes` bytes.
+    /// The last `max_lines` lines, at most `max_bytes` bytes, through the tail's own
+    /// redaction pass ([`super::scrub::report_tail`]).
     pub(crate) fn tail(&self, max_lines: usize, max_bytes: usize) -> String {
-        tail(&self.snapshot(), max_lines, max_bytes)
+        super::scrub::report_tail(&self.snapshot(), max_lines, max_bytes)
     }
 }
 

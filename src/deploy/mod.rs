@@ -41,6 +41,7 @@ pub mod log;
 pub mod manifest;
 pub mod manifest_limits;
 pub mod report;
+pub mod scrub;
 pub mod source;
 pub mod steps;
 pub mod sync;
@@ -162,8 +163,8 @@ async fn local(
     } else {
         format!(
             "{}\n```\n{}\n```",
-            ran.last_line,
-            log::tail(&ran.output, 15, 1500)
+            scrub::scrub(&ran.last_line),
+            fanout::fenced(&scrub::report_tail(&ran.output, 15, 1500))
         )
     };
     progress.send(Progress::TargetFinished {
@@ -196,7 +197,7 @@ async fn local(
             "host": host,
             "ok": ok,
             "duration_ms": ran.duration.as_millis() as u64,
-            "log_tail": log::tail(&ran.output, report::TAIL_LINES, report::TAIL_BYTES),
+            "log_tail": scrub::report_tail(&ran.output, report::TAIL_LINES, report::TAIL_BYTES),
         }),
     })
 }

@@ -837,3 +837,144 @@ async fn a_report_from_a_host_the_catalog_did_not_name_is_refused() {
     assert_eq!(o.summary, "2/2 hosts done, 0 failed", "{o:?}");
     assert_eq!(o.detail["unexpected"], serde_json::json!([]));
 }
+
+/// Hole 9 / log tails: what a host's commands print is outside input. Hostile output —
+/// escape sequences, bidi controls, Slack mentions, secrets, a 100 KB line, a fence —
+/// reaches neither the stored report nor the thread as printed, whether it comes from a
+/// real agent or from a report posted by hand.
+#[tokio::test]
+async fn hostile_command_output_is_scrubbed_before_any_tail() {
+    let sb = Sandbox::new("hostile-tail");
+    let consul = Files::start().await;
+    consul.add(
+        "v1/catalog/nodes",
+        r#"[{"Node":"node-a"},{"Node":"node-b"}]"#,
+    );
+    let c = Corral::start_with(&[
+        ("CORRAL_DEPLOY_ALLOW", "file://"),
+        ("CORRAL_CONSUL_URL", &consul.url),
+    ])
+    .await;
+    let script = sb.dir.join("hostile.sh");
+    std::fs::write(
+        &script,
+        concat!(
+            "printf '\\033[31mRED\\033[0m \\033]0;pwned-title\\007after-osc\\n'\n",
+            "printf 'bidi \\342\\200\\256gnp.exe\\n'\n",
+            "printf '<!channel> <!here> <@U0ADMIN> ping\\n'\n",
+            "printf 'token xoxb-1234567890-abcdefABCDEF\\n'\n",
+            "printf 'AKIAIOSFODNN7EXAMPLE\\n'\n",
+            "printf 'DB_PASSWORD=hunter2hunter2\\n'\n",
+            "printf 'progress 10%%\\rprogress 100%%\\n'\n",
+            "head -c 100000 /dev/zero | tr '\\000' 'L'; echo\n",
+            "echo '```'; echo 'escaped the fence *bold*'\n",
+            "exit 1\n",
+        ),
+    )
+    .unwrap();
+    let url = sb.write_manifest(&format!(
+        "commands:\n  pre:\n    - sh {}\n",
+        script.display()
+    ));
+    let (s, v) =
+        crate::deploy_fanout::command(&c, &format!("deploy {url} --target consul --timeout 60s"))
+            .await;
+    assert_eq!(s, 202, "{v}");
+    let id = v["job"]["id"].as_i64().unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let payload = loop {
+        if let Some((_, body)) = consul.puts().first().cloned() {
+            break body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no event fired");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    // node-a: a real agent runs the hostile commands and reports.
+    let r = agent(
+        &sb.dir,
+        &format!("{payload}\n"),
+        &["--report-url", &c.url, "--host", "node-a"],
+        &[("CORRAL_REPORT_TOKEN", crate::support::corral::TOKEN)],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    // node-b: the same bytes posted by hand, as a tampered agent would.
+    let hostile = "\u{1b}[31mRED\u{1b}[0m \u{1b}]0;pwned-title\u{7}after-osc\nbidi \u{202E}gnp.exe\n<!channel> <!here> <@U0ADMIN> ping\ntoken xoxb-1234567890-abcdefABCDEF\nAKIAIOSFODNN7EXAMPLE\nDB_PASSWORD=hunter2hunter2\n```\nescaped the fence *bold*";
+    let long = "L".repeat(100_000);
+    let resp = c
+        .http
+        .post(format!("{}/api/v1/deploys/{id}/reports", c.url))
+        .bearer_auth(crate::support::corral::TOKEN)
+        .json(&serde_json::json!({
+            "host": "node-b", "status": "failed", "duration_ms": 5,
+            "log_tail": format!("{hostile}\n{long}\n{hostile}"),
+            "error": "\u{1b}[2Jfailed with xoxb-1234567890-abcdefABCDEF",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    tokio::time::timeout(std::time::Duration::from_secs(30), c.app.runner.wait(id))
+        .await
+        .expect("job ended");
+    let never = [
+        "\u{1b}",
+        "\u{202E}",
+        "pwned-title",
+        "xoxb-1234567890",
+        "AKIAIOSFODNN7EXAMPLE",
+        "hunter2hunter2",
+        &"L".repeat(600),
+    ];
+    let reports = c.app.store.deploy_reports(id).await.unwrap();
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    for rep in &reports {
+        let stored = format!(
+            "{}\n{}",
+            rep.log_tail,
+            rep.error.clone().unwrap_or_default()
+        );
+        for bad in never {
+            assert!(!stored.contains(bad), "{}: {bad:?} in {stored:?}", rep.host);
+        }
+        assert!(rep.log_tail.contains("RED after-osc"), "{:?}", rep.log_tail);
+        assert!(rep.log_tail.contains("bytes cut]"), "{:?}", rep.log_tail);
+        assert!(
+            rep.log_tail.lines().all(|l| l.len() < 600),
+            "{:?}",
+            rep.log_tail
+        );
+    }
+    let a = reports.iter().find(|r| r.host == "node-a").unwrap();
+    assert!(
+        a.log_tail.contains("progress 10%\nprogress 100%"),
+        "{:?}",
+        a.log_tail
+    );
+    // The thread: nothing above, no live mention, no fence closed early.
+    c.delivered().await;
+    let calls = c
+        .slack
+        .wait_for(10, |calls| {
+            calls.iter().any(|c| c.body.to_string().contains("node-b"))
+        })
+        .await;
+    for call in &calls {
+        let body = call.body.to_string();
+        for bad in never.iter().copied().chain([
+            "\\u001b",
+            "<!channel>",
+            "<!here>",
+            "<@U0ADMIN>",
+            "```\\nescaped the fence",
+        ]) {
+            assert!(!body.contains(bad), "{bad:?} in {body}");
+        }
+    }
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.body.to_string().contains("&lt;!channel&gt;")),
+        "{calls:?}"
+    );
+}

@@ -138,7 +138,10 @@ pub(crate) async fn run<R: BufRead + Send + 'static>(
             .into(),
             duration_ms: started.elapsed().as_millis() as u64,
             log_tail: log.tail(TAIL_LINES, TAIL_BYTES),
-            error: result.as_ref().err().map(|e| log.redacted(e)),
+            error: result
+                .as_ref()
+                .err()
+                .map(|e| super::scrub::scrub(&log.redacted(e))),
             event_id: event.consul_id.clone(),
         };
         match report::endpoint(base, report::job_of(&event.url)) {
