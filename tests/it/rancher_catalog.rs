@@ -476,15 +476,27 @@ async fn stale_reads_removed_stacks_and_canceled_upgrades() {
     f.fail(&gone, "upgrade", Fault::stuck("pulling images"));
     let f2 = f.clone();
     let gone2 = gone.clone();
+    // Removed once its upgrade was asked for (not after a fixed delay: on a loaded machine
+    // the plan may take longer than any delay, and a stack removed before it is planned
+    // is simply not part of the job).
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        let upgrade_asked = |f: &FakeRancher| {
+            f.posts()
+                .iter()
+                .any(|p| p.uri.contains(&gone2) && p.action().as_deref() == Some("upgrade"))
+        };
+        while !upgrade_asked(&f2) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         f2.patch(&gone2, serde_json::json!({"state": "removed"}));
     });
     let app = app(config(&f, &[]), Arc::new(RecordingChat::default())).await;
     let t = Instant::now();
     let (status, o) = run(&app, "library:my_web:2.0.0").await;
+    // The upgrade deadline is 5 s (`config`): ending well before it means the removal,
+    // not the deadline, ended the wait.
     assert!(
-        t.elapsed() < Duration::from_secs(2),
+        t.elapsed() < Duration::from_secs(4),
         "a removed stack is not waited for until its deadline"
     );
     assert_eq!(status, JobStatus::Failed);
