@@ -263,19 +263,11 @@ fn thread_reply(job: &JobRecord, now_ms: i64, role: Role, text: String) -> Optio
     })
 }
 
-/// Opens a job's approval (round 1), or opens it again (a new round) because the plan it
-/// was approved for changed. The card is the job's root; the full plan a thread reply.
-pub fn decide_open(ballot: &Ballot, o: &Open) -> Result<ApprovalDecision, String> {
-    let job = &ballot.job;
-    if job.status.is_final() {
-        return Err(format!("job #{} already ended", job.id));
-    }
-    let previous = ballot.approval.as_ref();
-    if previous.is_some_and(|a| a.state == ApprovalState::Pending) {
-        return Err(format!("job #{} already awaits approval", job.id));
-    }
-    let approval = ApprovalRecord {
-        job_id: job.id,
+/// The approval record of job `job_id`'s next round (1 when it has none), pending, for
+/// the plan in `o`.
+fn new_round(job_id: i64, previous: Option<&ApprovalRecord>, o: &Open) -> ApprovalRecord {
+    ApprovalRecord {
+        job_id,
         round: previous.map_or(1, |a| a.round + 1),
         rule: o.rule.clone(),
         required: o.required,
@@ -291,7 +283,21 @@ pub fn decide_open(ballot: &Ballot, o: &Open) -> Result<ApprovalDecision, String
         reminded: false,
         decided_at: None,
         reason: String::new(),
-    };
+    }
+}
+
+/// Opens a job's approval (round 1), or opens it again (a new round) because the plan it
+/// was approved for changed. The card is the job's root; the full plan a thread reply.
+pub fn decide_open(ballot: &Ballot, o: &Open) -> Result<ApprovalDecision, String> {
+    let job = &ballot.job;
+    if job.status.is_final() {
+        return Err(format!("job #{} already ended", job.id));
+    }
+    let previous = ballot.approval.as_ref();
+    if previous.is_some_and(|a| a.state == ApprovalState::Pending) {
+        return Err(format!("job #{} already awaits approval", job.id));
+    }
+    let approval = new_round(job.id, previous, o);
     let mut shown = job.clone();
     shown.status = JobStatus::AwaitingApproval;
     let card = card::card(&shown, &approval, &[], &o.targets);

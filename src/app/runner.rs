@@ -91,23 +91,8 @@ impl Runner {
         let id = job.id;
         let d = &self.deps;
         // The lease first: a job this replica cannot claim is another's (or over).
-        let until = d.clock.unix_ms().saturating_add(millis(d.lease));
-        match d.store.claim_job(id, &d.replica, until).await {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(
-                    job = id,
-                    "job not run: another replica holds it or it ended"
-                );
-                return;
-            }
-            Err(e) => {
-                // The database is away: running without a lease would let another
-                // replica report the job while it runs. Say so in its thread later, once
-                // the lease-less job is found expired.
-                tracing::error!(job = id, error = %e, "cannot claim the job; not run");
-                return;
-            }
+        if !self.claim(id).await {
+            return;
         }
         let before = super::approval::Before {
             policy: &d.policy,
@@ -133,28 +118,15 @@ impl Runner {
         .await;
         reporter.running().await;
         let (tx, rx) = ProgressTx::channel();
-        let (domains, store) = (d.domains.clone(), d.store.clone());
         // The work runs in its own task so a panic in domain code ends as a failed job,
         // reported and stored, instead of a job left `running` until the next restart.
+        let (domains, store) = (d.domains.clone(), d.store.clone());
         let task =
             tokio::spawn(
                 async move { dispatch::run(&domains, store.as_ref(), &job, &cmd, tx).await },
             );
         reporter.stop_work_when_lost(task.abort_handle());
-        let work = async move {
-            match task.await {
-                Ok(result) => result,
-                Err(e) if e.is_cancelled() => Err(JobError::new(
-                    "stopped: another corral replica ended this job",
-                )),
-                Err(e) => {
-                    tracing::error!(job = id, error = %e, "job task panicked");
-                    Err(JobError::new(
-                        "corral hit an internal error while running this job; check the targets before running it again",
-                    ))
-                }
-            }
-        };
+        let work = async move { task_result(id, task.await) };
         // The reporter drains events while the work runs; it stops when the work drops
         // its sender.
         let (result, ()) = tokio::join!(work, reporter.run(rx));
@@ -162,20 +134,34 @@ impl Runner {
             tracing::warn!(job = id, "job stopped: another replica ended it");
             return;
         }
-        let (status, outcome) = match result {
-            Ok(o) if o.ok() => (JobStatus::Succeeded, o),
-            Ok(o) => (JobStatus::Failed, o),
-            Err(e) => (
-                JobStatus::Failed,
-                Outcome {
-                    summary: e.0,
-                    ..Outcome::default()
-                },
-            ),
-        };
+        let (status, outcome) = status_of(result);
         // The outcome, the summary and the final root: one transaction.
         reporter.finish(status, &outcome).await;
         tracing::info!(job = id, status = %status, "job finished");
+    }
+
+    /// Claims job `id` with a lease for this replica; false (logged) when another replica
+    /// holds it, it ended, or the database cannot be asked.
+    async fn claim(&self, id: i64) -> bool {
+        let d = &self.deps;
+        let until = d.clock.unix_ms().saturating_add(millis(d.lease));
+        match d.store.claim_job(id, &d.replica, until).await {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::warn!(
+                    job = id,
+                    "job not run: another replica holds it or it ended"
+                );
+                false
+            }
+            Err(e) => {
+                // The database is away: running without a lease would let another
+                // replica report the job while it runs. Say so in its thread later, once
+                // the lease-less job is found expired.
+                tracing::error!(job = id, error = %e, "cannot claim the job; not run");
+                false
+            }
+        }
     }
 
     /// Ends every job whose lease ran out (its replica died, or lost the database for
@@ -280,4 +266,39 @@ impl Runner {
 /// Milliseconds of a duration, saturating.
 pub(crate) fn millis(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The work task's end as the job's result: aborted (another replica ended the job) and
+/// panicked become failures that say so.
+fn task_result(
+    id: i64,
+    joined: Result<Result<Outcome, JobError>, tokio::task::JoinError>,
+) -> Result<Outcome, JobError> {
+    match joined {
+        Ok(result) => result,
+        Err(e) if e.is_cancelled() => Err(JobError::new(
+            "stopped: another corral replica ended this job",
+        )),
+        Err(e) => {
+            tracing::error!(job = id, error = %e, "job task panicked");
+            Err(JobError::new(
+                "corral hit an internal error while running this job; check the targets before running it again",
+            ))
+        }
+    }
+}
+
+/// The stored status and outcome of a finished job's result.
+fn status_of(result: Result<Outcome, JobError>) -> (JobStatus, Outcome) {
+    match result {
+        Ok(o) if o.ok() => (JobStatus::Succeeded, o),
+        Ok(o) => (JobStatus::Failed, o),
+        Err(e) => (
+            JobStatus::Failed,
+            Outcome {
+                summary: e.0,
+                ..Outcome::default()
+            },
+        ),
+    }
 }
