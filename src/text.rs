@@ -224,6 +224,17 @@ pub(crate) fn truncate(text: &str, max: usize) -> String {
     format!("{}…", &text[..cut])
 }
 
+/// Shortens text to at most `max` characters (how Slack counts its plain_text limits),
+/// marking the cut with `…` (counted in the `max`).
+pub(crate) fn truncate_chars(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
 /// Slack mrkdwn → plain text for doors that are not Slack (API JSON, the terminal):
 /// date tokens become their fallback text and the three escapes are undone.
 pub fn plain(text: &str) -> String {

@@ -16,6 +16,7 @@
 //! `http`, `https` and `mailto` links become links.
 
 use crate::chat::{Block, Button, Message};
+use crate::text::truncate_chars as cut;
 
 /// Slack's limits (as in `slack::blocks`).
 const SECTION_MAX: usize = 3000;
@@ -49,16 +50,6 @@ fn unentity(s: &str) -> String {
     s.replace("&lt;", "<")
         .replace("&gt;", ">")
         .replace("&amp;", "&")
-}
-
-/// `text` cut to `max` characters with an ellipsis (Slack's plain_text limits).
-fn cut(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_string();
-    }
-    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
 }
 
 /// The whole message: text sections, its blocks, its context line.

@@ -9,7 +9,7 @@
 use slack_morphism::prelude::*;
 
 use crate::chat::{Block, Button, Message};
-use crate::text::truncate;
+use crate::text::{truncate, truncate_chars as cut};
 
 /// The notification fallback's length.
 const FALLBACK_MAX: usize = 3900;
@@ -56,16 +56,6 @@ const VALUE_MAX: usize = 2000;
 const CONFIRM_TITLE_MAX: usize = 100;
 const CONFIRM_TEXT_MAX: usize = 300;
 const CONFIRM_BUTTON_MAX: usize = 30;
-
-/// `text` cut to `max` characters (Slack counts characters in plain_text limits).
-fn cut(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_string();
-    }
-    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
 
 fn plain(text: &str, max: usize) -> SlackBlockPlainTextOnly {
     SlackBlockPlainText::new(cut(text, max)).into()
