@@ -424,6 +424,24 @@ impl Chat for TeeChat {
     }
 }
 
+/// Slack's Block Kit limits (Block Kit reference), shared by the two renderers of a
+/// [`Message`]: Slack's (`slack::blocks`) and the playground's HTML.
+pub(crate) mod limits {
+    /// One section's text (and a field's, a context element's: 2000).
+    pub(crate) const SECTION_MAX: usize = 3000;
+    pub(crate) const FIELD_MAX: usize = 2000;
+    pub(crate) const FIELDS_MAX: usize = 10;
+    pub(crate) const BUTTONS_MAX: usize = 25;
+    /// Blocks in one message.
+    pub(crate) const BLOCKS_MAX: usize = 50;
+    pub(crate) const ID_MAX: usize = 255;
+    pub(crate) const BUTTON_TEXT_MAX: usize = 75;
+    pub(crate) const VALUE_MAX: usize = 2000;
+    pub(crate) const CONFIRM_TITLE_MAX: usize = 100;
+    pub(crate) const CONFIRM_TEXT_MAX: usize = 300;
+    pub(crate) const CONFIRM_BUTTON_MAX: usize = 30;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,16 +18,10 @@
 use crate::chat::{Block, Button, Message};
 use crate::text::truncate_chars as cut;
 
-/// Slack's limits (as in `slack::blocks`).
-const SECTION_MAX: usize = 3000;
-const FIELD_MAX: usize = 2000;
-const FIELDS_MAX: usize = 10;
-const BUTTONS_MAX: usize = 25;
-const BLOCKS_MAX: usize = 50;
-const BUTTON_TEXT_MAX: usize = 75;
-const CONFIRM_TITLE_MAX: usize = 100;
-const CONFIRM_TEXT_MAX: usize = 300;
-const CONFIRM_BUTTON_MAX: usize = 30;
+use crate::chat::limits::{
+    BLOCKS_MAX, BUTTON_TEXT_MAX, BUTTONS_MAX, CONFIRM_BUTTON_MAX, CONFIRM_TEXT_MAX,
+    CONFIRM_TITLE_MAX, FIELD_MAX, FIELDS_MAX, SECTION_MAX,
+};
 
 /// HTML-escapes text for element content and quoted attribute values alike.
 pub fn escape(s: &str) -> String {

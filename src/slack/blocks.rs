@@ -8,6 +8,10 @@
 
 use slack_morphism::prelude::*;
 
+use crate::chat::limits::{
+    BLOCKS_MAX, BUTTON_TEXT_MAX, BUTTONS_MAX, CONFIRM_BUTTON_MAX, CONFIRM_TEXT_MAX,
+    CONFIRM_TITLE_MAX, FIELD_MAX, FIELDS_MAX, ID_MAX, SECTION_MAX, VALUE_MAX,
+};
 use crate::chat::{Block, Button, Message};
 use crate::text::{truncate, truncate_chars as cut};
 
@@ -31,31 +35,23 @@ fn extra(block: &Block) -> SlackBlock {
             .with_fields(
                 fields
                     .iter()
-                    .take(10)
-                    .map(|f| md!("{}", truncate(f, 2000)))
+                    .take(FIELDS_MAX)
+                    .map(|f| md!("{}", truncate(f, FIELD_MAX)))
                     .collect(),
             )
             .into(),
         Block::Context { text } => {
-            let t: SlackBlockMarkDownText = SlackBlockMarkDownText::new(truncate(text, 2000));
+            let t: SlackBlockMarkDownText = SlackBlockMarkDownText::new(truncate(text, FIELD_MAX));
             SlackContextBlock::new(vec![t.into()]).into()
         }
         Block::Divider => SlackDividerBlock::new().into(),
         Block::Buttons { block_id, buttons } => SlackActionsBlock {
             block_id: block_id.as_ref().map(|b| SlackBlockId(cut(b, ID_MAX))),
-            elements: buttons.iter().take(25).map(button).collect(),
+            elements: buttons.iter().take(BUTTONS_MAX).map(button).collect(),
         }
         .into(),
     }
 }
-
-/// Slack's limits on buttons and confirm dialogs (Block Kit reference).
-const ID_MAX: usize = 255;
-const BUTTON_TEXT_MAX: usize = 75;
-const VALUE_MAX: usize = 2000;
-const CONFIRM_TITLE_MAX: usize = 100;
-const CONFIRM_TEXT_MAX: usize = 300;
-const CONFIRM_BUTTON_MAX: usize = 30;
 
 fn plain(text: &str, max: usize) -> SlackBlockPlainTextOnly {
     SlackBlockPlainText::new(cut(text, max)).into()
@@ -87,11 +83,6 @@ fn button(b: &Button) -> SlackActionBlockElement {
     })
 }
 
-/// Slack's limit on one section's text.
-const SECTION_MAX: usize = 3000;
-/// Slack's limit on blocks in a message.
-const BLOCKS_MAX: usize = 50;
-
 /// The Block Kit blocks for a message.
 pub(crate) fn blocks(msg: &Message) -> Vec<SlackBlock> {
     let own = msg.blocks.len().min(BLOCKS_MAX - 2);
@@ -110,7 +101,7 @@ pub(crate) fn blocks(msg: &Message) -> Vec<SlackBlock> {
         .collect();
     blocks.extend(msg.blocks.iter().take(own).map(extra));
     if let Some(ctx) = &msg.context {
-        let text: SlackBlockMarkDownText = SlackBlockMarkDownText::new(truncate(ctx, 2000));
+        let text: SlackBlockMarkDownText = SlackBlockMarkDownText::new(truncate(ctx, FIELD_MAX));
         blocks.push(SlackContextBlock::new(vec![text.into()]).into());
     }
     blocks
