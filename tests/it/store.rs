@@ -1608,12 +1608,22 @@ async fn single_statement_calls_share_a_connection_and_survive_losing_it() {
         )
         .await
         .unwrap();
-    // At most the call that meets the dead connection fails (and says so); then a fresh
-    // one answers.
-    let first = s.lock_state().await;
-    if let Err(e) = &first {
-        assert!(e.to_string().contains("connection"), "{e}");
-    }
+    // A call that meets a dead connection fails and says so, and that connection is
+    // never used again: the shared one is forgotten, and so is each pooled one a fresh
+    // take finds dead (the pool's cheap recycling check may not have seen the server end
+    // it yet). So within one failure per connection the pool held, a fresh one answers.
+    let mut failures = 0;
+    let lock = loop {
+        match s.lock_state().await {
+            Ok(lock) => break lock,
+            Err(e) => {
+                assert!(e.to_string().contains("connection"), "{e}");
+                failures += 1;
+                assert!(failures <= 16, "still failing after {failures} calls: {e}");
+            }
+        }
+    };
+    assert_eq!(lock.running.map(|h| h.who).as_deref(), Some("U1"));
     assert_eq!(
         s.lock_state()
             .await
