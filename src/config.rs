@@ -707,19 +707,8 @@ fn deploy_settings(env: &Env) -> Result<crate::deploy::Config, ConfigError> {
         )?,
     };
 
-    for prefix in &deploy.allow {
-        let ok = url::Url::parse(prefix).is_ok_and(|u| {
-            matches!(u.scheme(), "http" | "https" | "file" | "s3") && u.username().is_empty()
-        });
-        if !ok {
-            return Err(ConfigError::invalid(
-                "CORRAL_DEPLOY_ALLOW",
-                format!(
-                    "{prefix:?} is not an http(s)://, file:// or s3:// URL prefix without credentials"
-                ),
-            ));
-        }
-    }
+    crate::deploy::check_allow_prefixes(&deploy.allow)
+        .map_err(|why| ConfigError::invalid("CORRAL_DEPLOY_ALLOW", why))?;
 
     Ok(deploy)
 }

@@ -58,8 +58,12 @@ impl DeployCmd {
     }
 }
 
-/// Schemes a manifest may be fetched from (stretcher's set).
-const SCHEMES: [&str; 4] = ["http", "https", "file", "s3"];
+/// Schemes a manifest or an archive may be fetched from (stretcher's set): the grammar,
+/// the manifest's `src`, `CORRAL_DEPLOY_ALLOW` and the agent's fetch all read this list.
+pub const SOURCE_SCHEMES: [&str; 5] = ["http", "https", "file", "s3", "gs"];
+
+/// [`SOURCE_SCHEMES`] as people read it, for refusals.
+pub const SOURCE_SCHEMES_TEXT: &str = "http(s), file, s3 or gs";
 
 pub(super) fn parse(words: &[String]) -> Result<DeployCmd, ParseError> {
     let mut args = Args::new(words, Family::Deploy);
@@ -102,9 +106,9 @@ fn manifest_url(args: &Args, word: &str) -> Result<String, ParseError> {
     let raw = unwrap_link(word);
     let url = url::Url::parse(raw)
         .map_err(|e| args.err(format!("`{}` is not a URL: {e}.", sanitize(raw))))?;
-    if !SCHEMES.contains(&url.scheme()) {
+    if !SOURCE_SCHEMES.contains(&url.scheme()) {
         return Err(args.err(format!(
-            "`{}`: manifests are fetched over http, https, file or s3, not {}.",
+            "`{}`: manifests are fetched over {SOURCE_SCHEMES_TEXT}, not {}.",
             sanitize(raw),
             sanitize(url.scheme())
         )));

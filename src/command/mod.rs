@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::job::JobKind;
 use crate::text::{parse_duration, sanitize};
 
-pub use deploy::{DeployCmd, DeployTarget};
+pub use deploy::{DeployCmd, DeployTarget, SOURCE_SCHEMES, SOURCE_SCHEMES_TEXT};
 pub use release::ReleaseCmd;
 pub use upgrade::{CatalogUpgrade, ImageUpgrade, UpgradeCmd};
 

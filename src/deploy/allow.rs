@@ -86,8 +86,8 @@ fn under(prefix: &[String], path: &[String]) -> bool {
     }
 }
 
-/// `CORRAL_DEPLOY_ALLOW` as written on an agent's host: comma-separated `http(s)://`,
-/// `file://` or `s3://` prefixes without credentials.
+/// `CORRAL_DEPLOY_ALLOW` as written on an agent's host: comma-separated prefixes, each
+/// checked by [`check_prefixes`].
 pub(crate) fn parse_list(raw: &str) -> Result<Vec<String>, String> {
     let list: Vec<String> = raw
         .split(',')
@@ -95,20 +95,28 @@ pub(crate) fn parse_list(raw: &str) -> Result<Vec<String>, String> {
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect();
-    for prefix in &list {
+    check_prefixes(&list)?;
+    Ok(list)
+}
+
+/// Every prefix is a URL of a [`SOURCE_SCHEMES`](crate::command::SOURCE_SCHEMES) scheme
+/// without credentials (the bot's configuration and the agent read the list alike).
+pub(crate) fn check_prefixes(list: &[String]) -> Result<(), String> {
+    for prefix in list {
         let ok = url::Url::parse(prefix).is_ok_and(|u| {
-            matches!(u.scheme(), "http" | "https" | "file" | "s3")
+            crate::command::SOURCE_SCHEMES.contains(&u.scheme())
                 && u.username().is_empty()
                 && u.password().is_none()
         });
         if !ok {
             return Err(format!(
-                "CORRAL_DEPLOY_ALLOW: {:?} is not an http(s)://, file:// or s3:// URL prefix without credentials",
-                crate::text::redact_url(prefix)
+                "{:?} is not an {} URL prefix without credentials",
+                crate::text::redact_url(prefix),
+                crate::command::SOURCE_SCHEMES_TEXT
             ));
         }
     }
-    Ok(list)
+    Ok(())
 }
 
 /// The refusal for a URL outside the allow-list, naming what is allowed.
@@ -125,19 +133,21 @@ pub fn not_allowed_text(what: &str, url: &str, allow: &[String]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::allowed;
+    use super::{allowed, parse_list};
 
     #[test]
     fn prefixes_are_compared_as_urls() {
         let allow = vec![
             "https://artifacts.example.com/app".to_string(),
             "s3://releases/".to_string(),
+            "gs://builds/web/".to_string(),
         ];
         for ok in [
             "https://artifacts.example.com/app",
             "https://artifacts.example.com/app/1.2/manifest.yml",
             "https://ARTIFACTS.example.com:443/app/m.yml",
             "s3://releases/app/m.yml",
+            "gs://builds/web/1.2/deploy.yml",
         ] {
             assert!(allowed(&allow, ok), "{ok}");
         }
@@ -150,11 +160,33 @@ mod tests {
             "http://artifacts.example.com/app/m.yml",
             "https://artifacts.example.com:8443/app/m.yml",
             "s3://releases-evil/m.yml",
+            "s3://builds/web/m.yml",
+            "gs://builds/webapp/m.yml",
+            "gs://releases/m.yml",
+            "gs://builds/web/..%2F..%2Fother/m.yml",
             "not a url",
         ] {
             assert!(!allowed(&allow, bad), "{bad}");
         }
         assert!(!allowed(&[], "https://artifacts.example.com/app/m.yml"));
+    }
+
+    #[test]
+    fn prefixes_are_source_urls_without_credentials() {
+        let list =
+            parse_list(" https://a.example/app/, s3://releases/ ,gs://builds/,file:///srv/x/,")
+                .unwrap();
+        assert_eq!(list.len(), 4);
+        for bad in [
+            "ftp://a.example/",
+            "gs//builds/",
+            "https://u:hunter2@a.example/",
+            "/srv/x",
+        ] {
+            let e = parse_list(bad).unwrap_err();
+            assert!(e.contains("http(s), file, s3 or gs"), "{bad}: {e}");
+            assert!(!e.contains("hunter2"), "{e}");
+        }
     }
 
     #[test]

@@ -14,6 +14,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::command::{SOURCE_SCHEMES, SOURCE_SCHEMES_TEXT};
+
 /// Why a manifest was refused: the field and the reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]
@@ -333,16 +335,13 @@ fn exclude_from_field(value: Option<String>) -> Result<Option<String>, ManifestE
     Ok(exclude_from)
 }
 
-/// The schemes an archive can come from.
-pub(crate) const SCHEMES: [&str; 4] = ["http", "https", "file", "s3"];
-
 fn check_src(s: &str) -> Result<(), ManifestError> {
     let url = url::Url::parse(s)
         .map_err(|e| ManifestError::new("src", format!("{s} is not a URL: {e}")))?;
-    if !SCHEMES.contains(&url.scheme()) {
+    if !SOURCE_SCHEMES.contains(&url.scheme()) {
         return Err(ManifestError::new(
             "src",
-            format!("URL scheme must be s3, http(s) or file: {s}"),
+            format!("URL scheme must be {SOURCE_SCHEMES_TEXT}: {s}"),
         ));
     }
     Ok(())

@@ -54,6 +54,7 @@ pub use config::{Config, own_secret};
 
 use crate::job::{Failure, JobError, Outcome, PlanGroup, PlanItem, Progress, ProgressTx};
 use crate::store::Store;
+pub(crate) use allow::check_prefixes as check_allow_prefixes;
 pub use allow::{allowed, not_allowed_text};
 
 /// Deadline for fetching a manifest in the bot.

@@ -1,4 +1,4 @@
-//! Fetching manifests and archives: `http(s)://`, `file://` (and `s3://`, see
+//! Fetching manifests and archives: `http(s)://`, `file://`, `s3://` and `gs://` (see
 //! [`open`]). Unlike stretcher, an HTTP error status is a fetch error.
 //!
 //! Redirects are followed here, not by reqwest, so each hop can be judged: with an
@@ -27,7 +27,8 @@ pub(crate) const MAX_MANIFEST_BYTES: usize = 1 << 20;
 pub(crate) enum Body {
     File(tokio::fs::File),
     Http(reqwest::Response),
-    S3(futures::stream::BoxStream<'static, object_store::Result<Bytes>>),
+    /// An `s3://` or `gs://` object.
+    Object(futures::stream::BoxStream<'static, object_store::Result<Bytes>>),
 }
 
 impl Body {
@@ -43,7 +44,7 @@ impl Body {
                 Ok((n > 0).then(|| buf.freeze()))
             }
             Body::Http(r) => r.chunk().await.map_err(|e| format!("read error: {e}")),
-            Body::S3(s) => {
+            Body::Object(s) => {
                 use futures::StreamExt;
                 s.next()
                     .await
@@ -83,7 +84,11 @@ pub(crate) async fn open(url: &str, allow: Allow<'_>, log: &DeployLog) -> Result
             Ok(Body::File(f))
         }
         "s3" => open_s3(url, &parsed).await,
-        _ => Err(format!("URL scheme must be s3, http(s) or file: {url}")),
+        "gs" => open_gs(url, &parsed).await,
+        _ => Err(format!(
+            "URL scheme must be {}: {url}",
+            crate::command::SOURCE_SCHEMES_TEXT
+        )),
     }
 }
 
@@ -151,11 +156,11 @@ async fn get_following(
     }
 }
 
-/// S3 GetObject: bucket = host, key = path without its leading `/`. Region, credentials
-/// and endpoint come from the usual `AWS_*` variables (`AWS_REGION` or
-/// `AWS_DEFAULT_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
-/// `AWS_ENDPOINT_URL` for an S3-compatible server, `AWS_ALLOW_HTTP=true` for plain http).
-async fn open_s3(url: &str, parsed: &url::Url) -> Result<Body, String> {
+/// An object URL's bucket (its host) and key (its path without the leading `/`).
+fn bucket_and_key<'a>(
+    url: &str,
+    parsed: &'a url::Url,
+) -> Result<(&'a str, object_store::path::Path), String> {
     let bucket = parsed
         .host_str()
         .filter(|h| !h.is_empty())
@@ -168,6 +173,31 @@ async fn open_s3(url: &str, parsed: &url::Url) -> Result<Body, String> {
         object_store::path::Path::from_url_path(key).map_err(|e| format!("{url}: bad key: {e}"))?;
     // Same provider as every other client of corral (reqwest is built without one).
     let _ = rustls::crypto::ring::default_provider().install_default();
+    Ok((bucket, path))
+}
+
+/// Reads a whole object from a configured store, as a stream.
+async fn get_object(
+    url: &str,
+    store: Result<impl object_store::ObjectStore, object_store::Error>,
+    what: &str,
+    key: &object_store::path::Path,
+) -> Result<Body, String> {
+    use object_store::ObjectStoreExt;
+    let store = store.map_err(|e| format!("{url}: {what} configuration: {e}"))?;
+    let got = store
+        .get(key)
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    Ok(Body::Object(got.into_stream()))
+}
+
+/// S3 GetObject: bucket = host, key = path without its leading `/`. Region, credentials
+/// and endpoint come from the usual `AWS_*` variables (`AWS_REGION` or
+/// `AWS_DEFAULT_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+/// `AWS_ENDPOINT_URL` for an S3-compatible server, `AWS_ALLOW_HTTP=true` for plain http).
+async fn open_s3(url: &str, parsed: &url::Url) -> Result<Body, String> {
+    let (bucket, key) = bucket_and_key(url, parsed)?;
     let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
     if std::env::var_os("AWS_REGION").is_none()
         && let Ok(r) = std::env::var("AWS_DEFAULT_REGION")
@@ -177,15 +207,19 @@ async fn open_s3(url: &str, parsed: &url::Url) -> Result<Body, String> {
     if let Ok(e) = std::env::var("AWS_ENDPOINT_URL") {
         builder = builder.with_endpoint(e);
     }
-    let store = builder
-        .build()
-        .map_err(|e| format!("{url}: S3 configuration: {e}"))?;
-    use object_store::ObjectStoreExt;
-    let got = store
-        .get(&path)
-        .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
-    Ok(Body::S3(got.into_stream()))
+    get_object(url, builder.build(), "S3", &key).await
+}
+
+/// Google Cloud Storage download, as stretcher's: bucket = host, key = path. Credentials
+/// as Google's libraries find them: the key file `GOOGLE_APPLICATION_CREDENTIALS` names (a
+/// service account's or `gcloud auth application-default login`'s), else gcloud's
+/// well-known file, else the instance's default service account from the metadata
+/// server. `GOOGLE_SERVICE_ACCOUNT` (a key file) and `GOOGLE_BASE_URL` (another endpoint,
+/// such as an emulator) are object_store's own names, read too.
+async fn open_gs(url: &str, parsed: &url::Url) -> Result<Body, String> {
+    let (bucket, key) = bucket_and_key(url, parsed)?;
+    let builder = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
+    get_object(url, builder.build(), "Google Cloud Storage", &key).await
 }
 
 /// Opens a URL, retrying the opening only (stretcher §7): `1 + retry` attempts,

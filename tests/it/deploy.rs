@@ -12,7 +12,7 @@ use crate::support::corral::{Corral, TOKEN};
 use crate::support::files::Files;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/stretcher");
-const TEST_TAR_SHA1: &str = "7b57db167410e46720b1d636ee6cb6c147efac3a";
+pub const TEST_TAR_SHA1: &str = "7b57db167410e46720b1d636ee6cb6c147efac3a";
 
 /// A scratch directory laid out like stretcher's test tree: `testdata/` with the two
 /// tarballs and `testdata/tmp/`, plus `dest/`.
@@ -629,51 +629,9 @@ async fn agent_reports_to_the_bot() {
     );
 }
 
-/// A local S3-compatible server (moto), killed when dropped.
-struct Moto {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_moto() -> Moto {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    // `python3 -m moto.server` rather than the `moto_server` script: it works whether or
-    // not pip's script directory is on PATH.
-    let child = std::process::Command::new("python3")
-        .args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("python3 runs (and pip install 'moto[server]' was done)");
-    let moto = Moto {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    let http = corral::http_client().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http.get(&moto.url).send().await.is_err() {
-        assert!(Instant::now() < deadline, "moto_server did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    moto
+/// A local S3-compatible server (moto).
+async fn start_moto() -> crate::support::pyserver::PyServer {
+    crate::support::pyserver::start(&["moto.server", "-H", "127.0.0.1", "-p", "{port}"]).await
 }
 
 const S3_ENV: [(&str, &str); 4] = [

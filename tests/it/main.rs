@@ -8,6 +8,7 @@ mod binary;
 mod browser;
 mod deploy;
 mod deploy_fanout;
+mod deploy_gs;
 mod deploy_hostile;
 mod deploy_security;
 mod examples;

@@ -99,7 +99,10 @@ pub(super) fn parse_args(
 fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<AgentOpts, FlagError> {
     let allow = match env("CORRAL_DEPLOY_ALLOW") {
         None => None,
-        Some(raw) => Some(crate::deploy::allow::parse_list(&raw).map_err(bad)?),
+        Some(raw) => Some(
+            crate::deploy::allow::parse_list(&raw)
+                .map_err(|why| bad(format!("CORRAL_DEPLOY_ALLOW: {why}")))?,
+        ),
     };
     Ok(AgentOpts {
         deploy: DeployOpts {

@@ -8,6 +8,7 @@ pub mod fake_slack;
 pub mod files;
 pub mod playground;
 pub mod postgres;
+pub mod pyserver;
 pub mod tcp_proxy;
 pub mod webdriver;
 
