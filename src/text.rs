@@ -175,6 +175,23 @@ fn utc(unix: i64, format: &str) -> String {
         .unwrap_or_else(|_| unix.to_string())
 }
 
+/// An error with every cause it carries, `outer: inner: …` (reqwest's own text says only
+/// "error sending request"; the reason, such as an untrusted certificate, is a source).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let said = s.to_string();
+        // Some layers repeat their cause in their own text.
+        if !text.ends_with(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = s.source();
+    }
+    text
+}
+
 /// A URL fit to show: any password replaced by `***` (and the user name kept, so the
 /// reader knows which account). Text that does not parse as a URL but looks like it
 /// carries credentials (`user:pass@…`) is not shown at all.
@@ -435,7 +452,7 @@ pub fn parse_since(text: &str, now: i64) -> Result<i64, String> {
 
 #[cfg(test)]
 mod since_tests {
-    use super::parse_since;
+    use super::{error_chain, parse_since};
 
     #[test]
     fn since_takes_seconds_times_and_durations() {
@@ -444,5 +461,27 @@ mod since_tests {
         assert_eq!(parse_since("1h", 5000), Ok(1400));
         assert!(parse_since("yesterday", 5000).is_err());
         assert!(parse_since("", 5000).is_err());
+    }
+
+    #[test]
+    fn error_chain_names_every_cause_once() {
+        let io = std::io::Error::other("invalid peer certificate: UnknownIssuer");
+        let outer = std::io::Error::other(io);
+        // io::Error::other(e) shows e's text and is its source: said once.
+        assert_eq!(error_chain(&outer), "invalid peer certificate: UnknownIssuer");
+        #[derive(Debug)]
+        struct Wrap(std::io::Error);
+        impl std::fmt::Display for Wrap {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("error sending request")
+            }
+        }
+        impl std::error::Error for Wrap {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let w = Wrap(std::io::Error::other("connection refused"));
+        assert_eq!(error_chain(&w), "error sending request: connection refused");
     }
 }

@@ -137,7 +137,7 @@ pub(crate) async fn expected_hosts(
                 .timeout(CALL_TIMEOUT)
                 .send()
                 .await
-                .map_err(|e| format!("GET {url}: {e}"))?;
+                .map_err(|e| format!("GET {url}: {}", crate::text::error_chain(&e)))?;
             if !resp.status().is_success() {
                 return Err(format!("GET {url}: HTTP {}", resp.status()));
             }
@@ -192,7 +192,7 @@ pub(crate) async fn fire(
                 .timeout(CALL_TIMEOUT)
                 .send()
                 .await
-                .map_err(|e| format!("PUT {url}: {e}"))?;
+                .map_err(|e| format!("PUT {url}: {}", crate::text::error_chain(&e)))?;
             if !resp.status().is_success() {
                 return Err(format!("PUT {url}: HTTP {}", resp.status()));
             }

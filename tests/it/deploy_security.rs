@@ -762,6 +762,56 @@ async fn consul_with_an_acl_token() {
     );
 }
 
+/// Consul over HTTPS: `CONSUL_HTTP_SSL=true` with a bare `CONSUL_HTTP_ADDR`, the server's
+/// certificate signed by a private CA that `CONSUL_CACERT` names. Without the CA, or with
+/// another one, the TLS handshake fails: the job says so and Consul never sees a request.
+#[tokio::test]
+async fn consul_over_tls_trusts_the_ca_consul_cacert_names() {
+    let consul = Files::start().await;
+    consul.add(
+        "v1/catalog/nodes",
+        r#"[{"Node":"node-a","Address":"10.0.0.1"}]"#,
+    );
+    let sb = Sandbox::new("consul-tls");
+    let pki = crate::support::tls::Pki::new(&sb.dir, "consul");
+    let stranger = crate::support::tls::Pki::new(&sb.dir, "stranger");
+    let upstream: std::net::SocketAddr = consul.url.trim_start_matches("http://").parse().unwrap();
+    let port = crate::support::tls::front(upstream, &pki).await;
+    let addr = format!("127.0.0.1:{port}");
+    let url = sb.write_manifest("commands:\n  pre:\n    - 'true'\n");
+    let allow = format!("file://{}/", sb.dir.display());
+    let base = [
+        ("CORRAL_DEPLOY_ALLOW", allow.as_str()),
+        ("CONSUL_HTTP_ADDR", addr.as_str()),
+        ("CONSUL_HTTP_SSL", "true"),
+    ];
+    let stranger_ca = stranger.ca.to_string_lossy().into_owned();
+    for ca in [None, Some(stranger_ca.as_str())] {
+        let mut env = base.to_vec();
+        env.extend(ca.map(|ca| ("CONSUL_CACERT", ca)));
+        let c = Corral::start_with(&env).await;
+        let job = run_job(&c, &format!("deploy {url} --target consul --dry-run")).await;
+        let summary = job.outcome.unwrap().summary;
+        assert!(
+            summary.contains("invalid peer certificate: UnknownIssuer"),
+            "{ca:?}: {summary}"
+        );
+        assert!(consul.gets().is_empty(), "{ca:?}: {:?}", consul.gets());
+    }
+    let ca = pki.ca.to_string_lossy().into_owned();
+    let mut env = base.to_vec();
+    env.push(("CONSUL_CACERT", &ca));
+    let c = Corral::start_with(&env).await;
+    let job = run_job(&c, &format!("deploy {url} --target consul --timeout 1s")).await;
+    let o = job.outcome.unwrap();
+    assert_eq!(o.failed.len(), 1, "node-a never reports here: {o:?}");
+    assert_eq!(o.failed[0].target, "node-a");
+    assert_eq!(consul.gets().len(), 1, "{:?}", consul.gets());
+    let puts = consul.puts();
+    assert_eq!(puts.len(), 1, "the event fired over TLS: {puts:?}");
+    assert_eq!(puts[0].0, "v1/event/fire/deploy");
+}
+
 /// Hole 9, hosts from Consul's catalog (no `CORRAL_DEPLOY_HOSTS`): the job records the
 /// hosts it fans out to before firing, and the report endpoint refuses any other host;
 /// the forged report changes nothing, and the real hosts' reports still end the job.

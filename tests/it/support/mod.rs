@@ -10,6 +10,7 @@ pub mod playground;
 pub mod postgres;
 pub mod pyserver;
 pub mod tcp_proxy;
+pub mod tls;
 pub mod webdriver;
 
 /// Unix seconds now, for signing requests the way Slack does at the moment it sends them.
