@@ -452,7 +452,7 @@ pub fn parse_since(text: &str, now: i64) -> Result<i64, String> {
 
 #[cfg(test)]
 mod since_tests {
-    use super::{error_chain, parse_since};
+    use super::parse_since;
 
     #[test]
     fn since_takes_seconds_times_and_durations() {
@@ -462,13 +462,21 @@ mod since_tests {
         assert!(parse_since("yesterday", 5000).is_err());
         assert!(parse_since("", 5000).is_err());
     }
+}
+
+#[cfg(test)]
+mod error_chain_tests {
+    use super::error_chain;
 
     #[test]
     fn error_chain_names_every_cause_once() {
         let io = std::io::Error::other("invalid peer certificate: UnknownIssuer");
         let outer = std::io::Error::other(io);
-        // io::Error::other(e) shows e's text and is its source: said once.
-        assert_eq!(error_chain(&outer), "invalid peer certificate: UnknownIssuer");
+        // A wrapper that shows its cause's text: said once.
+        assert_eq!(
+            error_chain(&outer),
+            "invalid peer certificate: UnknownIssuer"
+        );
         #[derive(Debug)]
         struct Wrap(std::io::Error);
         impl std::fmt::Display for Wrap {

@@ -171,7 +171,8 @@ fn bucket_and_key<'a>(
     }
     let path =
         object_store::path::Path::from_url_path(key).map_err(|e| format!("{url}: bad key: {e}"))?;
-    // Same provider as every other client of corral (reqwest is built without one).
+    // Same provider as every other client of corral (reqwest is built without one); it
+    // must be in place before the caller builds the store's HTTP client.
     let _ = rustls::crypto::ring::default_provider().install_default();
     Ok((bucket, path))
 }
