@@ -155,17 +155,7 @@ fn verify_jwt(gcs: &Gcs, token: &str) -> Result<(), String> {
 fn service_account_key(dir: &Path, name: &str) -> (String, PathBuf) {
     let pem = dir.join(format!("{name}.pem"));
     let public = dir.join(format!("{name}.pub.pem"));
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .output()
-            .expect("openssl runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let openssl = |args: &[&str]| crate::support::tls::openssl(dir, args);
     let (pem_s, public_s) = (pem.to_str().unwrap(), public.to_str().unwrap());
     openssl(&[
         "genpkey",

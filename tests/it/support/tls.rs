@@ -16,7 +16,8 @@ pub struct Pki {
     pub key: PathBuf,
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
+/// Runs the `openssl` CLI in `dir`; a failure fails the test with its stderr.
+pub fn openssl(dir: &Path, args: &[&str]) {
     let out = std::process::Command::new("openssl")
         .args(args)
         .current_dir(dir)
